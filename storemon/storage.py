@@ -1,0 +1,193 @@
+"""Storage: engine set-up and the queries the rest of the app needs (no computation here)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pandas as pd
+
+from sqlalchemy import Engine, event
+
+from . import models  # noqa: F401  (registers the tables)
+from .extensions import db
+
+
+def configure_engine(engine: Engine, busy_timeout_ms: int) -> None:
+    """Tune a SQLite engine: WAL, a busy timeout, and transactions that really begin.
+
+    * WAL lets readers (a running report) and one writer (an hourly ingest) work at once.
+    * ``busy_timeout`` makes a second writer wait instead of failing with "database is locked".
+    * Python's sqlite3 module does not start a transaction before a SELECT, so a report's
+      several reads would each see a different state of the database. We take transaction
+      control from the driver and emit ``BEGIN`` ourselves (SQLAlchemy's documented recipe), so
+      one report reads one consistent snapshot. Writers pass the execution option
+      ``sqlite_begin="IMMEDIATE"`` to take the write lock up front, which avoids the
+      "cannot upgrade a read transaction" failure under concurrency.
+    """
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA cache_size = -65536")  # 64 MiB page cache per connection
+        cursor.execute("PRAGMA temp_store = MEMORY")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def init_schema() -> None:
+    """Create missing tables (existing ones are left as they are)."""
+    db.create_all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing the feeds (called by storemon.ingest inside one transaction per file)
+
+
+def _placeholders(conn, n: int) -> str:
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    return ", ".join([mark] * n)
+
+
+def _lesser(conn) -> tuple[str, str]:
+    """SQL names of the two-argument min / max functions."""
+    return ("min", "max") if conn.dialect.name == "sqlite" else ("least", "greatest")
+
+
+class FeedWriter:
+    """Writes one feed's parsed rows; one instance per file (it may keep per-file state)."""
+
+    kind = ""
+
+    @staticmethod
+    def for_kind(kind: str) -> "FeedWriter":
+        return {"status": PollWriter, "hours": HoursWriter, "timezones": TimezoneWriter}[kind]()
+
+    def write(self, conn, rows) -> int | None:
+        """Store a chunk of rows; return how many rows changed, or None when not counted."""
+        raise NotImplementedError
+
+    def finish(self, conn) -> None:
+        """Called once after the last chunk, inside the same transaction."""
+
+
+class PollWriter(FeedWriter):
+    """Upserts polls keyed by (store, ts_us); the later row for a key wins.
+
+    New store ids get a row (and a ``store_key``) in ``stores`` first. Rows are then sorted by
+    the primary key (a stable sort, so of two rows for one key the later is still written
+    last): writing in key order keeps B-tree work local. Only rows that are new or change a
+    status are counted, so re-ingesting an unchanged file reports 0.
+    """
+
+    kind = "status"
+
+    def __init__(self) -> None:
+        self.keys: dict[str, int] | None = None  # store_id -> store_key, loaded once per file
+
+    def write(self, conn, rows) -> int:
+        codes, store_ids = pd.factorize(rows["store_id"])
+        ts = rows["ts_us"].to_numpy()
+        span = pd.DataFrame({"code": codes, "ts": ts}).groupby("code")["ts"].agg(["min", "max"])
+        self._record_spans(conn, list(store_ids), span["min"].to_numpy(), span["max"].to_numpy())
+        frame = pd.DataFrame(
+            {
+                "store_key": np.array([self.keys[s] for s in store_ids], dtype=np.int64)[codes],
+                "ts_us": ts,
+                "active": rows["active"].to_numpy(),
+            }
+        ).sort_values(["store_key", "ts_us"], kind="stable")
+        result = conn.exec_driver_sql(
+            f"INSERT INTO polls (store_key, ts_us, active) VALUES ({_placeholders(conn, 3)}) "
+            "ON CONFLICT (store_key, ts_us) DO UPDATE SET active = excluded.active "
+            "WHERE polls.active <> excluded.active",
+            list(zip(frame["store_key"].tolist(), frame["ts_us"].tolist(), frame["active"].tolist())),
+        )
+        return max(result.rowcount, 0)
+
+    def _record_spans(self, conn, store_ids: list[str], first, last) -> None:
+        """Create unknown stores and widen the poll span of known ones."""
+        if self.keys is None:
+            self.keys = dict(conn.exec_driver_sql("SELECT store_id, store_key FROM stores").all())
+        known = np.array([s in self.keys for s in store_ids], dtype=bool)
+        first, last = first.tolist(), last.tolist()
+        mark = _placeholders(conn, 1)
+        low, high = _lesser(conn)
+        if known.any():
+            conn.exec_driver_sql(
+                f"UPDATE stores SET first_poll_us = {low}(first_poll_us, {mark}), "
+                f"last_poll_us = {high}(last_poll_us, {mark}) WHERE store_key = {mark}",
+                [(first[i], last[i], self.keys[store_ids[i]]) for i in np.flatnonzero(known)],
+            )
+        if not known.all():
+            conn.exec_driver_sql(
+                f"INSERT INTO stores (store_id, first_poll_us, last_poll_us) VALUES ({_placeholders(conn, 3)})",
+                [(store_ids[i], first[i], last[i]) for i in np.flatnonzero(~known)],
+            )
+            self.keys = dict(conn.exec_driver_sql("SELECT store_id, store_key FROM stores").all())
+
+
+class HoursWriter(FeedWriter):
+    """Replaces the business hours of every store named in the file by the file's rows."""
+
+    kind = "hours"
+
+    def __init__(self) -> None:
+        self.replaced: set[str] = set()
+
+    def write(self, conn, rows) -> None:
+        rows = rows.drop_duplicates()
+        fresh = [s for s in rows["store_id"].unique().tolist() if s not in self.replaced]
+        mark = _placeholders(conn, 1)
+        if fresh:
+            conn.exec_driver_sql(f"DELETE FROM business_hours WHERE store_id = {mark}", [(s,) for s in fresh])
+            self.replaced.update(fresh)
+        conn.exec_driver_sql(
+            f"INSERT INTO business_hours (store_id, day, start_s, end_s) VALUES ({_placeholders(conn, 4)})",
+            list(
+                zip(
+                    rows["store_id"].tolist(),
+                    rows["day"].tolist(),
+                    rows["start_s"].tolist(),
+                    rows["end_s"].tolist(),
+                )
+            ),
+        )
+        return None
+
+    def finish(self, conn) -> None:
+        # The same row given twice in one file (in different chunks) is kept once.
+        if self.replaced:
+            conn.exec_driver_sql(
+                "DELETE FROM business_hours WHERE id NOT IN (SELECT min(id) FROM business_hours "
+                "GROUP BY store_id, day, start_s, end_s)"
+            )
+
+
+class TimezoneWriter(FeedWriter):
+    """Sets each store's time zone (the later row for a store wins)."""
+
+    kind = "timezones"
+
+    def __init__(self) -> None:
+        self.zones_seen: set[str] = set()
+
+    def write(self, conn, rows) -> int:
+        self.zones_seen.update(rows["timezone_str"].unique().tolist())
+        result = conn.exec_driver_sql(
+            f"INSERT INTO store_timezones (store_id, timezone_str) VALUES ({_placeholders(conn, 2)}) "
+            "ON CONFLICT (store_id) DO UPDATE SET timezone_str = excluded.timezone_str "
+            "WHERE store_timezones.timezone_str <> excluded.timezone_str",
+            list(zip(rows["store_id"].tolist(), rows["timezone_str"].tolist())),
+        )
+        return max(result.rowcount, 0)

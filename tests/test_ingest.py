@@ -1,0 +1,265 @@
+"""Ingestion of the three feeds (SPEC §1) into a real SQLite file."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import REAL_SAMPLE, write_csv
+
+from storemon import storage
+from storemon.ingest import IngestError, find_files, ingest_file, ingest_files
+
+
+def table(engine, sql):
+    with engine.connect() as conn:
+        return conn.exec_driver_sql(sql).all()
+
+
+def polls(engine):
+    return table(
+        engine,
+        "SELECT s.store_id, p.ts_us, p.active FROM polls p JOIN stores s USING (store_key) "
+        "ORDER BY s.store_id, p.ts_us",
+    )
+
+
+def snapshot(engine):
+    return {
+        "polls": polls(engine),
+        "stores": table(engine, "SELECT store_id, first_poll_us, last_poll_us FROM stores ORDER BY store_id"),
+        "hours": table(engine, "SELECT store_id, day, start_s, end_s FROM business_hours ORDER BY 1, 2, 3, 4"),
+        "zones": table(engine, "SELECT store_id, timezone_str FROM store_timezones ORDER BY 1"),
+    }
+
+
+@pytest.mark.skipif(not REAL_SAMPLE.is_dir(), reason="../shared/data/real-2023-sample not beside the repo")
+def test_real_sample_ingests_with_the_right_counts(engine):
+    summary = ingest_files(engine, REAL_SAMPLE)
+    by_kind = {f.kind: f for f in summary.files}
+    assert by_kind["timezones"].rows_read == by_kind["timezones"].rows_stored == 13_559
+    assert by_kind["hours"].rows_read == by_kind["hours"].rows_stored == 86_198
+    assert by_kind["status"].rows_read == by_kind["status"].rows_stored == 5_032
+    assert all(f.rows_skipped == 0 for f in summary.files)
+    assert table(engine, "SELECT count(*) FROM polls") == [(5_032,)]
+    assert table(engine, "SELECT count(*) FROM stores") == [(by_kind["status"].stores,)]
+    assert table(engine, "SELECT count(*) FROM business_hours") == [(86_198,)]
+    assert table(engine, "SELECT count(*) FROM store_timezones") == [(13_559,)]
+    # The real hours file names its day column `day`; every value landed in 0..6.
+    assert table(engine, "SELECT min(day), max(day) FROM business_hours") == [(0, 6)]
+
+
+def test_every_bad_row_kind_is_skipped_counted_and_located(engine, tmp_path):
+    status = write_csv(
+        tmp_path / "store_status.csv",
+        """
+store_id,status,timestamp_utc
+1,active,2023-01-25 12:09:39.388884 UTC
+2,active,yesterday
+3,sleeping,2023-01-25 12:00:00 UTC
+,active,2023-01-25 12:00:00 UTC
+4, Inactive ,2023-01-25 13:00:00 UTC
+5,active,2023-02-30 10:00:00 UTC
+""",
+    )
+    s = ingest_file(engine, "status", status)
+    assert (s.rows_read, s.rows_stored) == (6, 2)
+    assert s.skipped == {"bad timestamp": 2, "unknown status": 1, "empty store_id": 1}
+    assert [(b.line, b.reason) for b in s.examples] == [
+        (3, "bad timestamp"),
+        (4, "unknown status"),
+        (5, "empty store_id"),
+        (7, "bad timestamp"),
+    ]
+    assert s.examples[0].text == "2,active,yesterday"
+    assert "lines 3, 7" in s.describe()
+
+    hours = write_csv(
+        tmp_path / "menu_hours.csv",
+        """
+store_id,dayOfWeek,start_time_local,end_time_local
+1,0,09:00:00,17:00:00
+1,7,09:00:00,17:00:00
+1,x,09:00:00,17:00:00
+1,1,25:00:00,17:00:00
+1,1,09:00,9pm
+1,2,24:00:00,10:00
+1,3,09:00,24:00:00
+1,4,09:61,12:00
+""",
+    )
+    h = ingest_file(engine, "hours", hours)
+    assert h.rows_stored == 2
+    assert h.skipped == {"bad day": 2, "bad start time": 3, "bad end time": 1}
+    assert table(engine, "SELECT day, start_s, end_s FROM business_hours ORDER BY day") == [
+        (0, 9 * 3600, 17 * 3600),
+        (3, 9 * 3600, 86_400),
+    ]
+
+    zones = write_csv(tmp_path / "timezones.csv", "store_id,timezone_str\n1,\n2,America/Denver\n")
+    z = ingest_file(engine, "timezones", zones)
+    assert (z.rows_stored, z.skipped) == (1, {"empty timezone": 1})
+
+
+def test_strict_refuses_the_whole_file(engine, tmp_path):
+    path = write_csv(
+        tmp_path / "s.csv",
+        "store_id,status,timestamp_utc\n1,active,2023-01-25 12:00:00 UTC\n2,active,bad\n",
+    )
+    with pytest.raises(IngestError, match="line 3: bad timestamp"):
+        ingest_file(engine, "status", path, strict=True)
+    assert polls(engine) == []
+    assert table(engine, "SELECT count(*) FROM stores") == [(0,)]
+
+
+def test_a_file_missing_a_required_column_is_refused_and_changes_nothing(engine, runner, tmp_path):
+    good = write_csv(tmp_path / "good.csv", "store_id,status,timestamp_utc\n1,active,2023-01-25 12:00:00 UTC\n")
+    ingest_file(engine, "status", good)
+    before = snapshot(engine)
+    bad = write_csv(tmp_path / "bad.csv", "store_id,timestamp_utc\n1,2023-01-26 12:00:00 UTC\n")
+    with pytest.raises(IngestError, match="missing required column.*status"):
+        ingest_file(engine, "status", bad)
+    result = runner.invoke(args=["ingest", "--status", str(bad)])
+    assert result.exit_code != 0
+    assert "missing required column(s) status" in result.output
+    hours = write_csv(tmp_path / "h.csv", "store_id,weekday,start_time_local,end_time_local\n1,0,09:00,10:00\n")
+    result = runner.invoke(args=["ingest", "--hours", str(hours)])
+    assert result.exit_code != 0 and "day (or dayofweek/day/day_of_week)" in result.output
+    assert snapshot(engine) == before
+
+
+def test_reingesting_changes_nothing(engine, tmp_path):
+    if not REAL_SAMPLE.is_dir():
+        pytest.skip("real sample not available")
+    first = ingest_files(engine, REAL_SAMPLE)
+    before = snapshot(engine)
+    again = ingest_files(engine, REAL_SAMPLE)
+    assert snapshot(engine) == before
+    changed = {f.kind: f.rows_changed for f in again.files}
+    assert changed == {"timezones": 0, "hours": None, "status": 0}
+    assert {f.kind: f.rows_changed for f in first.files}["status"] == 5_032
+
+
+def test_a_later_poll_for_the_same_key_replaces_the_earlier(engine, tmp_path):
+    one = write_csv(
+        tmp_path / "a.csv",
+        """
+store_id,status,timestamp_utc
+1,active,2023-01-25 12:00:00 UTC
+1,inactive,2023-01-25T12:00:00Z
+2,active,2023-01-25 12:00:00
+""",
+    )
+    s = ingest_file(engine, "status", one)
+    assert polls(engine) == [("1", 1674648000000000, False), ("2", 1674648000000000, True)]
+    assert s.rows_changed == 3  # one insert and one real change for store 1, one insert for 2
+    two = write_csv(tmp_path / "b.csv", "store_id,status,timestamp_utc\n2,inactive,2023-01-25 12:00:00+00:00\n")
+    assert ingest_file(engine, "status", two).rows_changed == 1
+    assert polls(engine)[1] == ("2", 1674648000000000, False)
+
+
+def test_hours_and_zones_given_for_a_store_replace_its_old_ones(engine, tmp_path):
+    ingest_file(
+        engine,
+        "hours",
+        write_csv(tmp_path / "h1.csv", "store_id,day,start_time_local,end_time_local\nA,0,09:00,17:00\nA,1,09:00,17:00\nB,0,10:00,11:00\n"),
+    )
+    ingest_file(
+        engine,
+        "hours",
+        write_csv(tmp_path / "h2.csv", "store_id,day_of_week,start_time_local,end_time_local\nA,5,08:00,12:00\nA,5,08:00,12:00\n"),
+    )
+    assert table(engine, "SELECT store_id, day, start_s, end_s FROM business_hours ORDER BY 1, 2") == [
+        ("A", 5, 8 * 3600, 12 * 3600),
+        ("B", 0, 10 * 3600, 11 * 3600),
+    ]
+    ingest_file(engine, "timezones", write_csv(tmp_path / "z1.csv", "store_id,timezone_str\nA,America/Denver\nB,Asia/Kolkata\n"))
+    z = ingest_file(engine, "timezones", write_csv(tmp_path / "z2.csv", "timezone_str,store_id\nAmerica/New_York,A\n"))
+    assert z.rows_changed == 1
+    assert table(engine, "SELECT * FROM store_timezones ORDER BY 1") == [("A", "America/New_York"), ("B", "Asia/Kolkata")]
+
+
+def test_a_failure_in_the_middle_of_a_file_leaves_nothing_of_it(engine, tmp_path, monkeypatch):
+    rows = "".join(f"{i},active,2023-01-25 1{i}:00:00 UTC\n" for i in range(6))
+    path = write_csv(tmp_path / "s.csv", "store_id,status,timestamp_utc\n" + rows)
+    real_write = storage.PollWriter.write
+    calls = []
+
+    def failing_write(self, conn, chunk):
+        calls.append(len(chunk))
+        if len(calls) == 2:
+            raise RuntimeError("disk fell off")
+        return real_write(self, conn, chunk)
+
+    monkeypatch.setattr(storage.PollWriter, "write", failing_write)
+    with pytest.raises(RuntimeError, match="disk fell off"):
+        ingest_file(engine, "status", path, chunk_rows=2)
+    assert calls == [2, 2]  # the first chunk was written before the failure ...
+    assert polls(engine) == []  # ... and rolled back with the rest
+    assert table(engine, "SELECT count(*) FROM stores") == [(0,)]
+
+
+def test_store_ids_come_back_byte_for_byte(engine, tmp_path):
+    ids = ["007", "9204962793113048005", "0", "8d3a2f1e-6c1b-4b7e-9a1d-3f5c2e7b9a10"]
+    body = "".join(f"{s},active,2023-01-25 12:00:00 UTC\n" for s in ids)
+    ingest_file(engine, "status", write_csv(tmp_path / "s.csv", "store_id,status,timestamp_utc\n" + body))
+    ingest_file(engine, "timezones", write_csv(tmp_path / "z.csv", "store_id,timezone_str\n007,America/Denver\n"))
+    ingest_file(engine, "hours", write_csv(tmp_path / "h.csv", "store_id,day,start_time_local,end_time_local\n007,0,09:00,10:00\n"))
+    assert sorted(r[0] for r in polls(engine)) == sorted(ids)
+    assert table(engine, "SELECT store_id FROM store_timezones") == [("007",)]
+    assert table(engine, "SELECT store_id FROM business_hours") == [("007",)]
+
+
+def test_header_and_timestamp_variants(engine, tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_bytes(
+        "\ufeffTimestamp_UTC, Status ,extra,STORE_ID\n".encode()
+        + b"2023-01-25 12:09:39.388884 UTC,active,x,1\n"
+        b"2023-01-25 12:09:39 UTC,active,x,2\n"
+        b"2023-01-25 12:09:39.5 UTC,active,x,3\n"
+        b"2023-01-25T12:09:39Z,ACTIVE,x,4\n"
+        b"2023-01-25T12:09:39+00:00,active,x,5\n"
+        b"2023-01-25 12:09:39,active,x,6\n"
+        b"2023-01-25 14:09:39+02:00,active,x,7\n"
+    )
+    s = ingest_file(engine, "status", path)
+    assert s.rows_skipped == 0
+    got = {sid: ts for sid, ts, _ in polls(engine)}
+    base = 1674648579000000
+    assert got == {"1": base + 388884, "2": base, "3": base + 500000, "4": base, "5": base, "6": base, "7": base}
+
+
+def test_unknown_time_zones_are_warned_about(engine, tmp_path):
+    z = ingest_file(
+        engine, "timezones", write_csv(tmp_path / "z.csv", "store_id,timezone_str\n1,Mars/Olympus_Mons\n2,America/Chicago\n")
+    )
+    assert z.rows_stored == 2
+    assert z.warnings == ["1 unknown time zone name(s), reported as America/Chicago: Mars/Olympus_Mons"]
+
+
+def test_folder_file_names_are_recognised(tmp_path):
+    for name in ["store status.csv", "Menu hours.csv", "bq-results-20230125-123456.csv", "notes.csv"]:
+        (tmp_path / name).write_text("x\n")
+    found = find_files(tmp_path)
+    assert [p.name for p in found["status"]] == ["store status.csv"]
+    assert [p.name for p in found["hours"]] == ["Menu hours.csv"]
+    assert [p.name for p in found["timezones"]] == ["bq-results-20230125-123456.csv"]
+
+
+def test_cli_ingests_a_folder_and_prints_rates(runner, engine, tmp_path):
+    write_csv(tmp_path / "store_status.csv", "store_id,status,timestamp_utc\n1,active,2023-01-25 12:00:00 UTC\n")
+    write_csv(tmp_path / "business_hours.csv", "store_id,day,start_time_local,end_time_local\n1,0,09:00,17:00\n")
+    write_csv(tmp_path / "store_timezone.csv", "store_id,timezone_str\n1,America/Denver\n")
+    result = runner.invoke(args=["ingest", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "status    store_status.csv: 1 rows read, 1 stored (1 new or changed)" in result.output
+    assert "rows/s" in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(args=["ingest", str(empty)])
+    assert result.exit_code != 0 and "no recognised CSV files" in result.output
+
+
+def test_health_counts(client, engine, tmp_path):
+    write_csv(tmp_path / "store_status.csv", "store_id,status,timestamp_utc\n1,active,2023-01-25 12:00:00 UTC\n")
+    ingest_files(engine, tmp_path)
+    body = client.get("/health").get_json()
+    assert body == {"status": "ok", "database": "reachable", "stores": 1, "polls": 1, "reports": 0}
