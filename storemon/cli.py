@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
+
+import pandas as pd
 
 import click
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 
 from .extensions import db
 from .ingest import IngestError, ingest_files
@@ -45,6 +49,7 @@ def _progress_factory():
 @click.option("--timezones", "timezones", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="A time-zones CSV. Repeatable.")
 @click.option("--strict", is_flag=True, help="Refuse a whole file if any row is unreadable.")
+@with_appcontext
 def ingest_command(folder, status, hours, timezones, strict):
     """Load the CSV feeds in FOLDER and/or the files named by options (one transaction per file)."""
     try:
@@ -70,6 +75,7 @@ def ingest_command(folder, status, hours, timezones, strict):
 @click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same files).")
 @click.option("--out", "out", default="data", show_default=True, type=click.Path(file_okay=False),
               help="Folder to write store_status.csv, menu_hours.csv and timezones.csv into.")
+@with_appcontext
 def demo_data_command(stores, days, seed, out):
     """Generate demo CSVs shaped like the real feeds."""
     from .demo import generate_demo_data
@@ -81,6 +87,30 @@ def demo_data_command(stores, days, seed, out):
     )
 
 
+@click.command("report")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="CSV file to write.")
+@click.option("--as-of", "as_of", default=None,
+              help="Report as of this UTC instant (polls after it are ignored); default: the latest poll.")
+@with_appcontext
+def report_command(out, as_of):
+    """Compute the uptime/downtime report synchronously and write it as CSV."""
+    from .reports import NoPollsError, build_report, parse_instant, write_csv
+
+    try:
+        as_of_us = parse_instant(as_of) if as_of else None
+        started = time.perf_counter()
+        result = build_report(db.engine, as_of_us)
+    except (ValueError, NoPollsError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    path = write_csv(result.frame, out)
+    now = pd.Timestamp(result.now_us, unit="us", tz="UTC")
+    click.echo(
+        f"wrote {result.store_count:,} stores to {path} (now = {now.isoformat()}) "
+        f"in {time.perf_counter() - started:.2f} s"
+    )
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(ingest_command)
+    app.cli.add_command(report_command)
     app.cli.add_command(demo_data_command)

@@ -1,0 +1,528 @@
+"""The report's arithmetic: uptime and downtime inside business hours (SPEC §2).
+
+Pure computation: numpy arrays and pandas frames in, a frame out. No Flask, no SQL -- the
+caller (:mod:`storemon.reports`) reads the database and hands the data over.
+
+Units
+-----
+Every instant is an ``int64`` count of **microseconds since the Unix epoch, UTC**, the precision
+of the real feed. Lengths are measured in **half-microseconds** (all instants doubled), so that
+the midpoint of two polls, ``(a + b) / 2``, is an exact integer ``a + b``: the arithmetic is exact
+and only the final division into minutes / hours rounds.
+
+The rules, and how each is computed
+-----------------------------------
+1. **Windows.** ``now`` is the latest poll (or the caller's ``as_of``; later polls are ignored).
+   The windows are ``[now-1h, now)``, ``[now-24h, now)`` and ``[now-7d, now)``.
+
+2. **Business hours -> UTC intervals** (:func:`business_intervals`). A row ``(day, start, end)``
+   is the local wall-clock interval ``[start, end)`` on every date whose weekday is ``day``.
+   ``end`` of ``23:59:59``/``24:00:00`` is the midnight that ends the day; ``end < start`` runs
+   past midnight into the next day; ``end == start`` is open 24 h (to the same wall time next
+   day). Each end point is converted local -> UTC per date, in the store's zone (missing or
+   unknown: ``America/Chicago``) with :func:`localize`: a wall time that occurs twice takes its
+   first occurrence, one that does not exist moves to the first instant after the gap. So a
+   09:00-17:00 store is open 09:00-17:00 local on both sides of a DST change (8 h each day), and
+   a 00:00-05:00 store gets 4 h of real time on the spring day and 6 h on the autumn day.
+   Intervals of one store are then united (:func:`merge_intervals`); a store with no rows at
+   all is open 24x7, a store with rows is closed on the days that have none.
+
+3. **Counted polls.** Only polls whose own instant is inside the store's business hours count.
+
+4. **Nearest-poll interpolation.** Every business instant takes the status of the nearest
+   counted poll, before or after it, on any day. Equivalently, counted polls
+   ``c_0 < c_1 < ... < c_m`` cut the time line at the midpoints ``(c_{j-1} + c_j) / 2``, and poll
+   ``c_j`` speaks for the *segment* ``[mid(c_{j-1}, c_j), mid(c_j, c_{j+1}))``; the first segment
+   starts at minus infinity and the last ends at plus infinity. (At an exact midpoint the later
+   poll speaks.) The nearest counted poll may lie long before the window: a store polled once,
+   a month ago, inside its hours, is "up" or "down" for the whole week by that poll.
+
+5. **Measuring.** With ``B(t)`` the store's business time before ``t`` (a cumulative sum over its
+   intervals), the business time inside ``[a, b)`` is ``B(b) - B(a)``. So
+
+       uptime(window)   = sum over active segments   of B(clip(seg_end)) - B(clip(seg_start))
+       downtime(window) = sum over inactive segments of the same
+
+   with segment ends clipped to the window. Since the segments cover the whole time line,
+   uptime + downtime = business time in the window whenever the store has a counted poll; a
+   store with none has no segments and gets 0 and 0.
+
+Worked example (SPEC §2.3): open Monday 09:00-12:00 UTC, counted polls at 10:14 (active) and
+11:15 (inactive). The midpoint is 10:44:30. The active poll's segment is (-inf, 10:44:30), the
+inactive one's [10:44:30, +inf). Inside business hours that is 09:00-10:44:30 up = 1 h 44.5 min
+= 1.74 h and 10:44:30-12:00 down = 1 h 15.5 min = 1.26 h.
+
+Doing it for every store at once
+--------------------------------
+No per-store Python loop: stores are laid end to end on one integer axis, store ``k`` owning
+``[k * stride, (k + 1) * stride)`` where ``stride`` exceeds the time span looked at. On that axis
+every store's intervals, polls and segments are one sorted array, and "which interval holds this
+poll", "B(t)" and per-store sums become single ``np.searchsorted`` / ``np.bincount`` calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .timezones import DEFAULT_TIMEZONE, is_known_timezone
+
+US_PER_SECOND = 1_000_000
+US_PER_MINUTE = 60 * US_PER_SECOND
+US_PER_HOUR = 60 * US_PER_MINUTE
+US_PER_DAY = 24 * US_PER_HOUR
+SECONDS_PER_DAY = 86_400
+END_OF_DAY_TIMES = (86_399, 86_400)  # 23:59:59 and 24:00:00 mean "midnight ending the day"
+
+# (window name, length, unit of the output columns)
+WINDOWS: tuple[tuple[str, int, int], ...] = (
+    ("hour", US_PER_HOUR, US_PER_MINUTE),
+    ("day", US_PER_DAY, US_PER_HOUR),
+    ("week", 7 * US_PER_DAY, US_PER_HOUR),
+)
+WEEK_US = 7 * US_PER_DAY
+REPORT_COLUMNS = [
+    "store_id",
+    "uptime_last_hour",
+    "uptime_last_day",
+    "uptime_last_week",
+    "downtime_last_hour",
+    "downtime_last_day",
+    "downtime_last_week",
+]
+_MAX_AXIS = 2**62  # the store-by-store axis must stay inside int64
+
+# Fetches older polls for some stores: (store codes, from_us, to_us) -> frame of polls with
+# columns store (code), ts_us, active in [from_us, to_us).
+FetchOlder = Callable[[np.ndarray, int, int], pd.DataFrame]
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class Schedule:
+    """Business hours of the stores of one report, in array form.
+
+    ``store``, ``day``, ``start_s``, ``end_s``: one entry per business-hours row, ``store`` the
+    store's code (its index in the report's store list), ``day`` 0 = Monday, times in seconds
+    after local midnight as written (23:59:59 = 86399, 24:00:00 = 86400).
+    ``zones``: the IANA zone name per store code (unknown or missing names already replaced by
+    :data:`~storemon.timezones.DEFAULT_TIMEZONE`).
+    """
+
+    store: np.ndarray
+    day: np.ndarray
+    start_s: np.ndarray
+    end_s: np.ndarray
+    zones: np.ndarray
+
+    @property
+    def n_stores(self) -> int:
+        return len(self.zones)
+
+    @classmethod
+    def build(cls, n_stores: int, hours: pd.DataFrame, zone_of_store: pd.Series | None = None) -> "Schedule":
+        """From an hours frame (store, day, start_s, end_s) and zone names indexed by store code."""
+        zones = np.full(n_stores, DEFAULT_TIMEZONE, dtype=object)
+        if zone_of_store is not None and len(zone_of_store):
+            names = zone_of_store.astype(object).to_numpy()
+            known = np.array([isinstance(z, str) and is_known_timezone(z) for z in names], dtype=bool)
+            zones[zone_of_store.index.to_numpy()[known]] = names[known]
+        return cls(
+            store=hours["store"].to_numpy(np.int64),
+            day=hours["day"].to_numpy(np.int64),
+            start_s=hours["start_s"].to_numpy(np.int64),
+            end_s=hours["end_s"].to_numpy(np.int64),
+            zones=zones,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Local time -> UTC
+
+
+def localize(wall_us: np.ndarray, zone: str) -> np.ndarray:
+    """Local wall-clock instants (microseconds, as if UTC) -> UTC microseconds, SPEC §2.2.
+
+    As pandas ``tz_localize(zone, ambiguous=True, nonexistent="shift_forward")`` is documented to
+    do: a wall time that occurs twice (autumn) takes its first, daylight-saving occurrence; one
+    that does not exist (spring gap) becomes the first instant after the gap, i.e. the transition
+    instant itself. (pandas' own ``shift_forward`` misses that instant in a few zones, e.g.
+    America/Anchorage and Australia/Lord_Howe, so gaps are resolved here by
+    :func:`_gap_transition`.) Each distinct wall time is converted once.
+    """
+    distinct, inverse = np.unique(wall_us, return_inverse=True)
+    index = pd.DatetimeIndex(distinct.astype("datetime64[us]"))
+    local = index.tz_localize(zone, ambiguous=np.ones(len(distinct), dtype=bool), nonexistent="NaT")
+    utc = local.as_unit("us").asi8.copy()
+    gap = np.asarray(local.isna())
+    if gap.any():
+        utc[gap] = _gap_transition(distinct[gap], zone)
+    return utc[inverse]
+
+
+def _wall_clock(utc_us: np.ndarray, zone: str) -> np.ndarray:
+    """UTC microseconds -> local wall-clock microseconds (as if UTC)."""
+    index = pd.DatetimeIndex(utc_us.astype("datetime64[us]")).tz_localize("UTC").tz_convert(zone)
+    return index.tz_localize(None).as_unit("us").asi8
+
+
+def _gap_transition(wall_us: np.ndarray, zone: str) -> np.ndarray:
+    """For wall times inside a spring-forward gap: the UTC instant at which the gap begins.
+
+    That is the smallest UTC instant whose wall clock reads at or after the given time. Wall
+    clock time only jumps forward near a gap, so a bisection over +-15 h (offsets span -12..+14 h)
+    finds it exactly, to the microsecond.
+    """
+    lo = wall_us - 15 * US_PER_HOUR  # wall clock here is before wall_us
+    hi = wall_us + 15 * US_PER_HOUR  # and here after it
+    while np.any(hi - lo > 1):
+        mid = lo + (hi - lo) // 2
+        after = _wall_clock(mid, zone) >= wall_us
+        hi = np.where(after, mid, hi)
+        lo = np.where(after, lo, mid)
+    return hi
+
+
+# ---------------------------------------------------------------------------------------------
+# Business intervals
+
+
+def business_intervals(schedule: Schedule, stores: np.ndarray, from_us: int, to_us: int):
+    """Merged UTC business intervals of ``stores`` covering at least ``[from_us, to_us]``.
+
+    Returns ``(store, start_us, end_us)``: sorted by store then start, disjoint within a store.
+    A store with no hours rows gets one interval spanning the whole range (open 24x7), clipped to
+    ``[from_us - 3 days, to_us + 3 days]``.
+    """
+    stores = np.asarray(stores, dtype=np.int64)
+    lo_edge, hi_edge = from_us - 3 * US_PER_DAY, to_us + 3 * US_PER_DAY
+    selected = np.zeros(schedule.n_stores, dtype=bool)
+    selected[stores] = True
+    rows = np.flatnonzero(selected[schedule.store])
+    has_rows = np.zeros(schedule.n_stores, dtype=bool)
+    has_rows[schedule.store[rows]] = True
+
+    # Every local date that can touch the range: UTC offsets lie within +-14 h and an interval
+    # lasts at most 24 h past its date, so three days either side is plenty.
+    first_date = from_us // US_PER_DAY - 3
+    dates = np.arange(first_date, to_us // US_PER_DAY + 3)
+    weekday = (dates + 3) % 7  # 1970-01-01 was a Thursday (3)
+
+    parts_store, parts_start, parts_end = [], [], []
+    for day in range(7):
+        day_rows = rows[schedule.day[rows] == day]
+        day_dates = dates[weekday == day]
+        if not len(day_rows) or not len(day_dates):
+            continue
+        r = np.repeat(day_rows, len(day_dates))
+        midnight = np.tile(day_dates, len(day_rows)) * US_PER_DAY
+        start_s, end_s = schedule.start_s[r], schedule.end_s[r]
+        end_wall_s = np.where(
+            np.isin(end_s, END_OF_DAY_TIMES),
+            SECONDS_PER_DAY,  # the midnight ending the day
+            np.where(end_s <= start_s, end_s + SECONDS_PER_DAY, end_s),  # overnight or 24 h
+        )
+        parts_store.append(schedule.store[r])
+        parts_start.append(midnight + start_s * US_PER_SECOND)
+        parts_end.append(midnight + end_wall_s * US_PER_SECOND)
+
+    if parts_store:
+        store = np.concatenate(parts_store)
+        wall_start, wall_end = np.concatenate(parts_start), np.concatenate(parts_end)
+        start, end = np.empty_like(wall_start), np.empty_like(wall_end)
+        zone_of = schedule.zones[store]
+        for zone in np.unique(zone_of):
+            at = zone_of == zone
+            converted = localize(np.concatenate([wall_start[at], wall_end[at]]), zone)
+            start[at], end[at] = converted[: at.sum()], converted[at.sum():]
+        keep = (end > start) & (end > lo_edge) & (start < hi_edge)
+        store, start, end = store[keep], np.maximum(start[keep], lo_edge), np.minimum(end[keep], hi_edge)
+    else:
+        store = start = end = np.empty(0, dtype=np.int64)
+
+    always_open = stores[~has_rows[stores]]
+    store = np.concatenate([store, always_open])
+    start = np.concatenate([start, np.full(len(always_open), lo_edge, dtype=np.int64)])
+    end = np.concatenate([end, np.full(len(always_open), hi_edge, dtype=np.int64)])
+    return merge_intervals(store, start, end)
+
+
+def merge_intervals(store: np.ndarray, start: np.ndarray, end: np.ndarray):
+    """Unite overlapping or touching intervals within each store; sorted by store, start."""
+    if not len(store):
+        return store, start, end
+    order = np.lexsort((start, store))
+    store, start, end = store[order], start[order], end[order]
+    reach = pd.Series(end).groupby(store).cummax().to_numpy()  # furthest end so far, per store
+    new = np.ones(len(store), dtype=bool)
+    new[1:] = (store[1:] != store[:-1]) | (start[1:] > reach[:-1])
+    first = np.flatnonzero(new)
+    return store[first], start[first], np.maximum.reduceat(reach, first)
+
+
+# ---------------------------------------------------------------------------------------------
+# The store-by-store axis
+
+
+class Axis:
+    """Stores laid end to end on one integer line: ``key = store * stride + (t - origin) * scale``.
+
+    ``scale`` 2 gives half-microsecond resolution, so midpoints of polls are integers.
+    """
+
+    def __init__(self, origin_us: int, end_us: int, n_stores: int, scale: int = 1):
+        self.origin, self.scale = origin_us, scale
+        self.stride = (end_us - origin_us) * scale + 1
+        if self.stride * max(n_stores, 1) >= _MAX_AXIS:
+            raise OverflowError("time span x stores too large for one axis; use store batches")
+
+    def key(self, store: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Axis position of instant ``t`` (microseconds) of ``store``."""
+        return store * self.stride + (np.asarray(t, dtype=np.int64) - self.origin) * self.scale
+
+    def key_doubled(self, store: np.ndarray, t2: np.ndarray) -> np.ndarray:
+        """Axis position of a doubled instant ``t2 = 2 t`` (on a ``scale=2`` axis)."""
+        assert self.scale == 2
+        return store * self.stride + np.asarray(t2, dtype=np.int64) - 2 * self.origin
+
+
+def in_business(store: np.ndarray, ts: np.ndarray, intervals, axis: Axis) -> np.ndarray:
+    """True where the instant ``ts`` lies inside one of its store's business intervals."""
+    iv_store, iv_start, iv_end = intervals
+    if not len(iv_store) or not len(store):
+        return np.zeros(len(store), dtype=bool)
+    starts = axis.key(iv_store, iv_start)
+    ends = axis.key(iv_store, iv_end)
+    points = axis.key(store, ts)
+    holder = np.searchsorted(starts, points, side="right") - 1  # last interval starting at or before
+    return (holder >= 0) & (points < ends[np.maximum(holder, 0)])
+
+
+class BusinessClock:
+    """``B(t)``: business time of a store before ``t``, for every store at once (on an axis)."""
+
+    def __init__(self, intervals, axis: Axis):
+        iv_store, iv_start, iv_end = intervals
+        self.axis = axis
+        self.starts = axis.key(iv_store, iv_start)
+        self.lengths = axis.key(iv_store, iv_end) - self.starts
+        self.before = np.concatenate([[0], np.cumsum(self.lengths)])  # business time before each
+
+    def at(self, keys: np.ndarray) -> np.ndarray:
+        """B at axis positions ``keys`` (in the axis' units)."""
+        i = np.searchsorted(self.starts, keys, side="right") - 1  # last interval starting before
+        j = np.maximum(i, 0)
+        inside = np.clip(keys - self.starts[j], 0, self.lengths[j])
+        return np.where(i >= 0, self.before[j] + inside, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+def compute_report(
+    store_ids: Sequence[str],
+    polls: pd.DataFrame,
+    schedule: Schedule,
+    now_us: int,
+    *,
+    complete_from_us: int | None = None,
+    first_poll_us: np.ndarray | None = None,
+    fetch_older: FetchOlder | None = None,
+    progress: Progress | None = None,
+    exact_seconds: bool = False,
+) -> pd.DataFrame:
+    """The SPEC §2 report for ``store_ids`` (already sorted), one row each.
+
+    ``polls``: columns ``store`` (code = index into ``store_ids``), ``ts_us``, ``active``; it must
+    hold every poll of these stores from ``complete_from_us`` (default: its earliest poll) to
+    ``now_us``. Polls after ``now_us`` are ignored. A store whose nearest counted poll may lie
+    before that is looked up further back through ``fetch_older`` (doubling the look-back each
+    round, only for those stores, until found or until the store's ``first_poll_us``).
+
+    With ``exact_seconds`` every figure is given in seconds, unrounded (for checks).
+    """
+    store_ids = np.asarray(store_ids, dtype=object)
+    n = len(store_ids)
+    week_start = now_us - WEEK_US
+    polls = polls[polls["ts_us"].to_numpy() <= now_us]
+    store = polls["store"].to_numpy(np.int64)
+    ts = polls["ts_us"].to_numpy(np.int64)
+    active = polls["active"].to_numpy(bool)
+    if complete_from_us is None:
+        complete_from_us = int(ts.min()) if len(ts) else week_start
+    complete_from_us = min(complete_from_us, week_start)
+    _report(progress, 0.05, "business hours")
+
+    # Counted polls among those loaded.
+    earliest = min(complete_from_us, int(ts.min())) if len(ts) else complete_from_us
+    intervals = business_intervals(schedule, np.arange(n), earliest, now_us)
+    axis = Axis(earliest - 3 * US_PER_DAY, now_us + 3 * US_PER_DAY, n)
+    counted = in_business(store, ts, intervals, axis)
+    store, ts, active = store[counted], ts[counted], active[counted]
+    _report(progress, 0.35, "look-back")
+
+    # Stores whose nearest counted poll might predate the loaded polls.
+    store, ts, active = _with_older_polls(
+        store, ts, active, schedule, n, week_start, complete_from_us, first_poll_us, fetch_older
+    )
+    _report(progress, 0.55, "interpolation")
+
+    order = np.lexsort((ts, store))
+    store, ts, active = store[order], ts[order], active[order]
+    result = _measure(store, ts, active, schedule, n, now_us)
+    _report(progress, 0.95, "formatting")
+
+    frame = pd.DataFrame({"store_id": store_ids})
+    for name, length, unit in WINDOWS:
+        up, down = result[name]
+        if exact_seconds:
+            frame[f"uptime_last_{name}"] = up / (2 * US_PER_SECOND)
+            frame[f"downtime_last_{name}"] = down / (2 * US_PER_SECOND)
+        else:
+            frame[f"uptime_last_{name}"] = np.round(up / (2 * unit), 2)
+            frame[f"downtime_last_{name}"] = np.round(down / (2 * unit), 2)
+    return frame[REPORT_COLUMNS]
+
+
+def _report(progress: Progress | None, fraction: float, stage: str) -> None:
+    if progress is not None:
+        progress(fraction, stage)
+
+
+def _with_older_polls(store, ts, active, schedule, n, week_start, complete_from, first_poll_us, fetch_older):
+    """Add, for each store that needs it, its latest counted poll before the loaded range.
+
+    A store needs one when it has no counted poll before the week window among the loaded polls
+    *and* an older poll could still be nearest to some instant of the window: its first counted
+    poll in the window, ``q``, lies further after the window start than the loaded range reaches
+    before it (an older poll ``p`` speaks from ``(p + q) / 2`` on, which is inside the window only
+    if ``p > 2 * week_start - q``), or it has no counted poll at all.
+    """
+    if fetch_older is None or n == 0:
+        return store, ts, active
+    if first_poll_us is None:
+        raise ValueError("fetch_older needs first_poll_us, to know where each store's history ends")
+    first_poll_us = np.asarray(first_poll_us, dtype=np.int64)
+    has_before = np.zeros(n, dtype=bool)
+    has_before[store[ts < week_start]] = True
+    first_in_window = np.full(n, np.iinfo(np.int64).max)
+    np.minimum.at(first_in_window, store, ts)
+    reach = week_start - complete_from
+    needs = ~has_before & (first_in_window - week_start > reach) & (first_poll_us < complete_from)
+    pending = np.flatnonzero(needs)
+
+    found_store, found_ts, found_active = [store], [ts], [active]
+    span_end = complete_from
+    while len(pending):
+        span_start = week_start - 2 * (week_start - span_end) - US_PER_DAY
+        older = fetch_older(pending, span_start, span_end)
+        if len(older):
+            o_store = older["store"].to_numpy(np.int64)
+            o_ts = older["ts_us"].to_numpy(np.int64)
+            o_active = older["active"].to_numpy(bool)
+            ivs = business_intervals(schedule, pending, span_start, span_end)
+            axis = Axis(span_start - 3 * US_PER_DAY, span_end + 3 * US_PER_DAY, n)
+            ok = in_business(o_store, o_ts, ivs, axis)
+            o_store, o_ts, o_active = o_store[ok], o_ts[ok], o_active[ok]
+            if len(o_store):
+                order = np.lexsort((o_ts, o_store))
+                o_store, o_ts, o_active = o_store[order], o_ts[order], o_active[order]
+                last = np.r_[o_store[1:] != o_store[:-1], True]  # latest counted poll per store
+                found_store.append(o_store[last])
+                found_ts.append(o_ts[last])
+                found_active.append(o_active[last])
+                pending = np.setdiff1d(pending, o_store[last])
+        pending = pending[first_poll_us[pending] < span_start]  # others have no older history
+        span_end = span_start
+    return np.concatenate(found_store), np.concatenate(found_ts), np.concatenate(found_active)
+
+
+def _measure(store, ts, active, schedule, n, now_us) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Uptime and downtime per store and window, in half-microseconds (see module docstring).
+
+    ``store``/``ts``/``active``: counted polls sorted by store then time, at most one of them
+    before the week window per store.
+    """
+    week_start = now_us - WEEK_US
+    intervals = business_intervals(schedule, np.arange(n), week_start, now_us)
+    axis = Axis(week_start - 3 * US_PER_DAY, now_us + 3 * US_PER_DAY, n, scale=2)
+    clock = BusinessClock(intervals, axis)
+
+    # Segment of poll j: [mid(j-1, j), mid(j, j+1)), open-ended at a store's first / last poll.
+    # In doubled instants mid(a, b) is simply a + b. Ends are clipped to the week, which holds
+    # all three windows.
+    lo, hi = 2 * week_start, 2 * now_us
+    first = np.r_[True, store[1:] != store[:-1]]
+    last = np.r_[store[1:] != store[:-1], True]
+    seg_start = np.where(first, lo, np.r_[0, ts[:-1]] + ts)
+    seg_end = np.where(last, hi, ts + np.r_[ts[1:], 0])
+    seg_start, seg_end = np.clip(seg_start, lo, hi), np.clip(seg_end, lo, hi)
+
+    result = {}
+    for name, length, _unit in WINDOWS:
+        w_lo = 2 * (now_us - length)
+        a = axis.key_doubled(store, np.clip(seg_start, w_lo, hi))
+        b = axis.key_doubled(store, np.clip(seg_end, w_lo, hi))
+        covered = (clock.at(b) - clock.at(a)).astype(np.float64)  # exact: < 2**53
+        up = np.bincount(store, weights=np.where(active, covered, 0), minlength=n)
+        down = np.bincount(store, weights=np.where(active, 0, covered), minlength=n)
+        result[name] = (up, down)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Convenience: the report straight from feed-shaped frames (tests, notebooks)
+
+
+def report_from_frames(
+    polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.DataFrame, now=None, exact_seconds: bool = False
+) -> pd.DataFrame:
+    """The report from frames shaped like the feeds (SPEC §1), all history in memory.
+
+    ``polls``: store_id, status (active/inactive), timestamp_utc (datetime-like, UTC);
+    ``hours``: store_id, day (or dayOfWeek / day_of_week), start_time_local, end_time_local as
+    ``HH:MM[:SS]``; ``timezones``: store_id, timezone_str. ``now`` defaults to the latest poll.
+    """
+    ts = pd.to_datetime(polls["timestamp_utc"], utc=True).dt.as_unit("us").array.asi8
+    now_us = int(ts.max()) if now is None else to_us(now)
+    known = ts <= now_us
+    store_ids = np.sort(polls["store_id"].astype(str)[known].unique())
+    code = pd.Series(np.arange(len(store_ids)), index=store_ids)
+    kept = polls[known & polls["store_id"].astype(str).isin(code.index).to_numpy()]
+    frame = pd.DataFrame(
+        {
+            "store": code[kept["store_id"].astype(str)].to_numpy(),
+            "ts_us": ts[known],
+            "active": kept["status"].str.strip().str.lower().eq("active").to_numpy(),
+        }
+    )
+    day_column = next(c for c in ("day", "dayOfWeek", "day_of_week") if c in hours.columns)
+    hours = hours[hours["store_id"].astype(str).isin(code.index)]
+    hours_frame = pd.DataFrame(
+        {
+            "store": code[hours["store_id"].astype(str)].to_numpy(),
+            "day": hours[day_column].astype(int).to_numpy(),
+            "start_s": [_clock_seconds(t) for t in hours["start_time_local"]],
+            "end_s": [_clock_seconds(t) for t in hours["end_time_local"]],
+        }
+    )
+    zones = timezones[timezones["store_id"].astype(str).isin(code.index)]
+    zone_of_store = pd.Series(zones["timezone_str"].to_numpy(), index=code[zones["store_id"].astype(str)].to_numpy())
+    schedule = Schedule.build(len(store_ids), hours_frame, zone_of_store)
+    return compute_report(store_ids, frame, schedule, now_us, exact_seconds=exact_seconds)
+
+
+def to_us(instant) -> int:
+    """A datetime-like (naive = UTC) -> UTC microseconds since the epoch."""
+    stamp = pd.Timestamp(instant)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.value // 1000  # .value is nanoseconds whatever the unit
+
+
+def _clock_seconds(text: str) -> int:
+    parts = [int(p) for p in str(text).strip().split(":")]
+    return parts[0] * 3600 + parts[1] * 60 + (parts[2] if len(parts) > 2 else 0)

@@ -1,0 +1,302 @@
+"""The report arithmetic (SPEC §2), rule by rule, and against an independent brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from bruteforce import brute_force_report
+
+from storemon.compute import REPORT_COLUMNS, localize, report_from_frames
+
+HOUR, DAY, WEEK = 3600, 86400, 7 * 86400
+
+
+def frames(polls=(), hours=(), zones=()):
+    """Feed-shaped frames from tuples: polls (id, status, ts), hours (id, day, start, end), zones (id, tz)."""
+    return (
+        pd.DataFrame(list(polls), columns=["store_id", "status", "timestamp_utc"]),
+        pd.DataFrame(list(hours), columns=["store_id", "day", "start_time_local", "end_time_local"]),
+        pd.DataFrame(list(zones), columns=["store_id", "timezone_str"]),
+    )
+
+
+def seconds_row(polls=(), hours=(), zones=(), now=None, store="s"):
+    """The report row of one store, in exact seconds: (up_h, up_d, up_w, down_h, down_d, down_w)."""
+    report = report_from_frames(*frames(polls, hours, zones), now=now, exact_seconds=True)
+    row = report.set_index("store_id").loc[store]
+    return tuple(float(v) for v in row[REPORT_COLUMNS[1:]])
+
+
+# --- the SPEC's worked example --------------------------------------------------------------
+
+
+def test_worked_example():
+    # Monday 2023-01-23, open 09:00-12:00 (zone UTC), polls 10:14 active and 11:15 inactive.
+    polls = [("s", "active", "2023-01-23 10:14:00"), ("s", "inactive", "2023-01-23 11:15:00")]
+    hours = [("s", 0, "09:00", "12:00")]
+    report = report_from_frames(*frames(polls, hours, [("s", "UTC")]), now="2023-01-23 12:00:00Z")
+    assert list(report.columns) == REPORT_COLUMNS
+    assert report.iloc[0].tolist() == ["s", 0.0, 1.74, 1.74, 60.0, 1.26, 1.26]
+    # Exactly: 1 h 44.5 min up, 1 h 15.5 min down; the last hour (11:00-12:00) all down.
+    exact = seconds_row(polls, hours, [("s", "UTC")], now="2023-01-23 12:00:00Z")
+    assert exact == (0, 6270, 6270, 3600, 4530, 4530)
+
+
+# --- windows and now -------------------------------------------------------------------------
+
+
+def test_now_is_the_latest_poll_and_as_of_ignores_later_polls():
+    polls = [("s", "active", "2023-01-23 10:00:00"), ("s", "inactive", "2023-01-23 10:30:00")]
+    # No hours: open 24x7. now = 10:30; up from -inf to the midpoint 10:15, down after it.
+    up_h, up_d, up_w, down_h, down_d, down_w = seconds_row(polls)
+    assert (up_h, down_h) == (2700, 900)
+    assert (up_d, down_d) == (DAY - 900, 900)
+    assert (up_w, down_w) == (WEEK - 900, 900)
+    # as_of before the inactive poll: it is ignored, the store is up throughout.
+    assert seconds_row(polls, now="2023-01-23 10:20:00Z") == (HOUR, DAY, WEEK, 0, 0, 0)
+
+
+def test_windows_are_half_open_and_end_at_now():
+    # Open 24x7, single active poll exactly at now: it speaks for everything.
+    assert seconds_row([("s", "active", "2023-01-23 10:00:00")]) == (HOUR, DAY, WEEK, 0, 0, 0)
+
+
+def test_stores_listed_only_with_a_poll_at_or_before_now_sorted_by_id():
+    polls = [
+        ("b", "active", "2023-01-23 10:00:00"),
+        ("007", "inactive", "2023-01-23 09:00:00"),
+        ("a", "active", "2023-01-23 11:00:00"),  # after now: not listed
+        ("10", "active", "2023-01-20 11:00:00"),
+    ]
+    report = report_from_frames(*frames(polls), now="2023-01-23 10:00:00Z")
+    assert report["store_id"].tolist() == ["007", "10", "b"]
+
+
+# --- business hours --------------------------------------------------------------------------
+
+
+MONDAY_NOON = "2023-01-23 12:00:00Z"  # a Monday; the week window starts Monday 2023-01-16 12:00
+
+
+def week_business(hours, zone="UTC", now=MONDAY_NOON):
+    """Business seconds per window, measured with a counted poll at now (always up)."""
+    polls = [("s", "active", str(pd.Timestamp(now).tz_convert(None)))]
+    # The poll at `now` must be inside business hours to count; callers make sure it is.
+    return seconds_row(polls, hours, [("s", zone)], now=now)[:3]
+
+
+def test_no_hours_rows_means_open_24x7():
+    assert week_business([]) == (HOUR, DAY, WEEK)
+
+
+def test_days_without_rows_are_closed_and_rows_on_one_day_unite():
+    now = "2023-01-23 11:00:00Z"  # Monday 11:00, inside the Monday rows
+    hours = [("s", 0, "09:00", "12:00"), ("s", 0, "10:00", "14:00"), ("s", 0, "13:00", "13:30")]
+    # Monday of the previous week (16th): 09:00-14:00 = 5 h, but the window starts at 11:00 -> 3 h.
+    # This Monday: 09:00-11:00 = 2 h. No other day is open.
+    assert week_business(hours, now=now) == (HOUR, 2 * HOUR, 5 * HOUR)
+
+
+def test_overnight_rows_run_past_midnight():
+    now = "2023-01-24 01:00:00Z"  # Tuesday 01:00, inside Monday's 22:00-02:00
+    hours = [("s", 0, "22:00", "02:00")]
+    # Day window Mon 01:00 - Tue 01:00: Mon 22:00 - Tue 01:00 = 3 h. The week window starts
+    # Tue 17th 01:00, one hour before the previous Monday night ends (02:00): 3 h + 1 h.
+    assert week_business(hours, now=now) == (HOUR, 3 * HOUR, 4 * HOUR)
+
+
+def test_end_equal_to_start_is_open_24_hours():
+    now = "2023-01-23 12:00:00Z"
+    hours = [("s", 0, "10:00", "10:00")]  # Monday 10:00 to Tuesday 10:00
+    # Week window Mon 16th 12:00 - Mon 23rd 12:00: (16th 12:00 - 17th 10:00) 22 h + (23rd 10-12) 2 h.
+    assert week_business(hours, now=now) == (HOUR, 2 * HOUR, 24 * HOUR)
+
+
+@pytest.mark.parametrize("end", ["23:59:59", "24:00:00", "23:59", "00:00"])
+def test_end_of_day_spellings(end):
+    now = "2023-01-24 00:00:00Z"  # Tuesday midnight, the end of Monday
+    hours = [("s", 0, "00:00", end), ("s", 1, "00:00", "01:00")]
+    expected_day = DAY - 60 if end == "23:59" else DAY  # 23:59 is just a minute early
+    polls = [("s", "active", "2023-01-23 12:00:00")]
+    up = seconds_row(polls, hours, [("s", "UTC")], now=now)
+    assert up[1] == expected_day and up[4] == 0
+
+
+def test_missing_and_unknown_zones_default_to_chicago():
+    now = "2023-01-23 20:00:00Z"  # 14:00 in Chicago (UTC-6)
+    hours = [("s", 0, "09:00", "17:00")]
+    polls = [("s", "active", "2023-01-23 19:00:00")]
+    chicago = seconds_row(polls, hours, [("s", "America/Chicago")], now=now)
+    assert chicago[1] == 5 * HOUR  # 09:00-14:00 local today
+    assert seconds_row(polls, hours, [], now=now) == chicago
+    assert seconds_row(polls, hours, [("s", "Mars/Olympus_Mons")], now=now) == chicago
+    assert seconds_row(polls, hours, [("s", "UTC")], now=now) != chicago
+
+
+# --- interpolation ---------------------------------------------------------------------------
+
+
+def test_polls_outside_business_hours_do_not_count():
+    hours = [("s", 0, "09:00", "12:00")]
+    polls = [
+        ("s", "inactive", "2023-01-23 08:59:59"),  # before opening: ignored
+        ("s", "active", "2023-01-23 10:00:00"),
+        ("s", "inactive", "2023-01-23 12:00:00"),  # at closing (end is exclusive): ignored
+    ]
+    assert seconds_row(polls, hours, [("s", "UTC")], now=MONDAY_NOON)[1:6:3] == (3 * HOUR, 0)
+
+
+def test_a_store_with_no_counted_poll_gets_zeros():
+    hours = [("s", 0, "09:00", "12:00")]
+    polls = [("s", "active", "2023-01-23 08:00:00")]
+    assert seconds_row(polls, hours, [("s", "UTC")], now=MONDAY_NOON) == (0, 0, 0, 0, 0, 0)
+
+
+def test_the_nearest_counted_poll_may_be_long_before_the_window():
+    hours = [("s", 0, "09:00", "12:00")]
+    polls = [
+        ("s", "inactive", "2022-12-05 10:00:00"),  # a Monday, seven weeks back, counted
+        ("s", "active", "2023-01-22 10:00:00"),  # Sunday: closed, not counted
+    ]
+    # Both Mondays in the week window (16th from 12:00: nothing; 23rd 09-12) are down.
+    assert seconds_row(polls, hours, [("s", "UTC")], now=MONDAY_NOON) == (0, 0, 0, HOUR, 3 * HOUR, 3 * HOUR)
+
+
+def test_at_an_exact_midpoint_the_later_poll_speaks():
+    polls = [("s", "active", "2023-01-23 10:00:00"), ("s", "inactive", "2023-01-23 10:00:02")]
+    up_h, _, _, down_h, _, _ = seconds_row(polls, now="2023-01-23 10:00:02Z")
+    assert (up_h, down_h) == (HOUR - 1, 1)
+
+
+def test_rounding_to_two_decimals_in_minutes_and_hours():
+    polls = [("s", "active", "2023-01-23 10:00:00"), ("s", "inactive", "2023-01-23 10:20:10")]
+    report = report_from_frames(*frames(polls), now="2023-01-23 10:20:10Z")
+    # Up until 10:10:05 -> last hour (09:20:10-10:20:10): 49 min 55 s = 49.92 min up.
+    row = report.iloc[0]
+    assert (row.uptime_last_hour, row.downtime_last_hour) == (49.92, 10.08)
+    assert (row.uptime_last_day, row.downtime_last_day) == (23.83, 0.17)
+
+
+# --- DST -------------------------------------------------------------------------------------
+
+
+def test_localize_follows_the_spec_at_dst_edges():
+    def utc(wall, zone):
+        us = pd.Timestamp(wall).value // 1000
+        return pd.Timestamp(int(localize(np.array([us]), zone)[0]), unit="us", tz="UTC")
+
+    # Spring gap: 02:30 does not exist in New York -> 03:00 EDT = 07:00 UTC.
+    assert utc("2023-03-12 02:30", "America/New_York") == pd.Timestamp("2023-03-12 07:00Z")
+    # Autumn: 01:30 happens twice -> the first (EDT, UTC-4).
+    assert utc("2023-11-05 01:30", "America/New_York") == pd.Timestamp("2023-11-05 05:30Z")
+    # Where pandas' shift_forward misses the transition instant, we do not: Anchorage jumps
+    # from 02:00 AKST to 03:00 AKDT at 11:00 UTC.
+    assert utc("2023-03-12 02:30", "America/Anchorage") == pd.Timestamp("2023-03-12 11:00Z")
+    # Lord Howe's half-hour shift: 02:00 -> 02:30 at 2023-09-30 15:30 UTC.
+    assert utc("2023-10-01 02:10", "Australia/Lord_Howe") == pd.Timestamp("2023-09-30 15:30Z")
+
+
+@pytest.mark.parametrize(
+    "zone,spring,autumn",
+    [
+        ("America/New_York", "2023-03-12", "2023-11-05"),
+        ("Europe/London", "2023-03-26", "2023-10-29"),
+        ("Australia/Adelaide", "2023-10-01", "2023-04-02"),  # +9:30 / +10:30
+    ],
+)
+def test_business_hours_follow_dst(zone, spring, autumn):
+    for date in (spring, autumn):
+        weekday = pd.Timestamp(date).day_of_week
+        nine_to_five = [("s", weekday, "09:00", "17:00")]
+        # An always-up store, asked at 18:00 local that day: 8 h open, in real time too.
+        now = pd.Timestamp(f"{date} 18:00").tz_localize(zone).tz_convert("UTC")
+        poll = [("s", "active", str((now - pd.Timedelta(hours=2)).tz_localize(None)))]
+        assert seconds_row(poll, nine_to_five, [("s", zone)], now=now)[1] == 8 * HOUR
+        # Midnight to 05:00 holds the change: 4 h of real time in spring, 6 h in autumn.
+        early = [("s", weekday, "00:00", "05:00")]
+        now = pd.Timestamp(f"{date} 06:00").tz_localize(zone).tz_convert("UTC")
+        poll = [("s", "active", str((now - pd.Timedelta(hours=2)).tz_localize(None)))]
+        got = seconds_row(poll, early, [("s", zone)], now=now)[1]
+        assert got == (4 * HOUR if date == spring else 6 * HOUR)
+
+
+# --- against the brute force -----------------------------------------------------------------
+
+ZONES = [
+    "America/New_York", "America/Chicago", "America/Los_Angeles", "America/Denver", "Asia/Kolkata",
+    "Asia/Kathmandu", "Australia/Adelaide", "Australia/Lord_Howe", "Europe/London", "UTC",
+    "America/Anchorage", "Mars/Olympus_Mons", None,
+]
+TIMES = ["00:00", "02:00", "02:30", "01:30", "09:00", "11:15", "17:00", "22:00", "23:59:59", "24:00:00"]
+
+
+def random_stores(rng, n, now):
+    """Random stores: all kinds of hours, zones, sparse and dense polls, polls after now."""
+    polls, hours, zones = [], [], []
+    now_s = pd.Timestamp(now).value // 10**9
+    for i in range(n):
+        sid = f"{i:03d}"
+        zone = ZONES[rng.integers(len(ZONES))]
+        if zone is not None:
+            zones.append((sid, zone))
+        kind = rng.integers(5)
+        if kind > 0:  # kind 0: no rows, 24x7
+            for day in range(7):
+                for _ in range(rng.integers(0, 3)):  # 0 rows: closed that day
+                    start = TIMES[rng.integers(len(TIMES) - 2)]
+                    end = TIMES[rng.integers(len(TIMES))] if rng.random() < 0.6 else start
+                    if rng.random() < 0.3:
+                        start = f"{rng.integers(24):02d}:{rng.integers(60):02d}"
+                    hours.append((sid, day, start, end))
+        count = int(rng.choice([0, 1, 3, 30, 200]))
+        span = int(rng.choice([2, 9, 30])) * DAY
+        instants = now_s - rng.integers(-DAY // 2, span, size=count)  # some after now
+        instants -= instants % 2  # even seconds: midpoints fall on whole seconds
+        status = np.where(rng.random(count) < 0.7, "active", "inactive")
+        for t, s in zip(instants, status):
+            polls.append((sid, s, pd.Timestamp(int(t), unit="s")))
+    return frames(polls, hours, zones)
+
+
+@pytest.mark.parametrize(
+    "seed,now",
+    [
+        (1, "2023-01-25 18:13:20Z"),
+        (2, "2023-03-13 05:00:00Z"),  # the week holds the US spring change
+        (3, "2023-11-06 09:30:00Z"),  # the US autumn change
+        (4, "2023-10-02 03:00:00Z"),  # Adelaide / Lord Howe spring
+        (5, "2023-03-27 12:00:00Z"),  # Europe spring
+    ],
+)
+def test_engine_agrees_with_brute_force(seed, now):
+    rng = np.random.default_rng(seed)
+    polls, hours, zones = random_stores(rng, 30, now)
+    polls = polls.drop_duplicates(["store_id", "timestamp_utc"], keep="last")
+    engine = report_from_frames(polls, hours, zones, now=now, exact_seconds=True)
+    brute = brute_force_report(polls, hours, zones, pd.Timestamp(now).to_pydatetime())
+    assert engine["store_id"].tolist() == brute["store_id"].tolist()
+    for column in REPORT_COLUMNS[1:]:
+        mismatch = engine[column].to_numpy() != brute[column].to_numpy().astype(float)
+        assert not mismatch.any(), (column, engine[mismatch]["store_id"].tolist())
+
+
+def test_uptime_plus_downtime_is_the_business_time():
+    rng = np.random.default_rng(7)
+    now = "2023-03-13 05:00:00Z"
+    polls, hours, zones = random_stores(rng, 40, now)
+    report = report_from_frames(polls, hours, zones, now=now, exact_seconds=True).set_index("store_id")
+    for sid in report.index:
+        mine = hours[hours.store_id == sid]
+        zone = zones[zones.store_id == sid]
+        # The business time of the store: an always-up store with the same hours and zone,
+        # counted through a brute-force pass that ignores statuses.
+        always = pd.DataFrame({"store_id": [sid], "status": ["active"], "timestamp_utc": [pd.Timestamp(now).tz_localize(None)]})
+        total = brute_force_report(always, mine, zone, pd.Timestamp(now).to_pydatetime()).iloc[0]
+        row = report.loc[sid]
+        if row.uptime_last_week + row.downtime_last_week == 0:
+            continue  # no counted poll (or no business time at all)
+        if total.uptime_last_week == 0 and total.downtime_last_week == 0:
+            continue  # `now` itself is outside business hours: the helper poll does not count
+        for window in ("hour", "day", "week"):
+            assert row[f"uptime_last_{window}"] + row[f"downtime_last_{window}"] == total[f"uptime_last_{window}"]

@@ -1,0 +1,96 @@
+"""The report read from the database (storemon.reports) and `flask report`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REAL_SAMPLE, write_csv
+from test_compute import random_stores
+
+from storemon.compute import REPORT_COLUMNS, report_from_frames, to_us
+from storemon.ingest import ingest_files
+from storemon.reports import build_report
+
+HEADER = ",".join(REPORT_COLUMNS)
+
+
+def load(engine, tmp_path, polls, hours, zones):
+    folder = tmp_path / "feeds"
+    folder.mkdir(exist_ok=True)
+    polls = polls.assign(timestamp_utc=pd.to_datetime(polls["timestamp_utc"]).dt.strftime("%Y-%m-%d %H:%M:%S.%f UTC"))
+    polls.to_csv(folder / "store_status.csv", index=False)
+    hours.to_csv(folder / "menu_hours.csv", index=False)
+    zones.to_csv(folder / "timezones.csv", index=False)
+    ingest_files(engine, folder)
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_database_report_equals_the_in_memory_one_with_long_history(engine, tmp_path, seed):
+    """The loader reads the week plus a day and looks further back only where needed; the
+    result must equal the computation over the whole history in memory."""
+    now = "2023-03-13 05:00:00Z"
+    rng = np.random.default_rng(seed)
+    polls, hours, zones = random_stores(rng, 60, now)
+    polls = polls.drop_duplicates(["store_id", "timestamp_utc"], keep="last")
+    # Some stores only polled long ago, some only inside far-back business hours.
+    old = pd.DataFrame(
+        {"store_id": ["old1", "old2"], "status": ["inactive", "active"],
+         "timestamp_utc": [pd.Timestamp("2023-01-02 12:00"), pd.Timestamp("2022-11-20 03:00")]}
+    )
+    polls = pd.concat([polls, old], ignore_index=True)
+    load(engine, tmp_path, polls, hours, zones)
+    expected = report_from_frames(polls, hours, zones, now=now)
+    got = build_report(engine, to_us(now)).frame
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True))
+    assert {"old1", "old2"} <= set(got["store_id"])
+
+
+def test_cli_report_writes_the_csv(runner, engine, tmp_path):
+    write_csv(
+        tmp_path / "store_status.csv",
+        "store_id,status,timestamp_utc\n"
+        "007,active,2023-01-23 10:14:00 UTC\n"
+        "007,inactive,2023-01-23 11:15:00 UTC\n"
+        "9204962793113048005,active,2023-01-23 12:00:00 UTC\n",
+    )
+    write_csv(tmp_path / "menu_hours.csv", "store_id,day,start_time_local,end_time_local\n007,0,09:00,12:00\n")
+    write_csv(tmp_path / "timezones.csv", "store_id,timezone_str\n007,UTC\n")
+    assert runner.invoke(args=["ingest", str(tmp_path)]).exit_code == 0
+    out = tmp_path / "out" / "report.csv"
+    result = runner.invoke(args=["report", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "wrote 2 stores" in result.output and "2023-01-23T12:00:00+00:00" in result.output
+    assert out.read_text() == (
+        f"{HEADER}\n"
+        "007,0.00,1.74,1.74,60.00,1.26,1.26\n"
+        "9204962793113048005,60.00,24.00,168.00,0.00,0.00,0.00\n"
+    )
+    # --as-of: polls after it are ignored; 11:00 is before the inactive poll and the other store.
+    result = runner.invoke(args=["report", "--out", str(out), "--as-of", "2023-01-23 11:00:00 UTC"])
+    assert result.exit_code == 0, result.output
+    # Week window from Mon 16th 11:00: that Monday 11-12 plus today 09-11 = 3 h.
+    assert out.read_text() == f"{HEADER}\n007,60.00,2.00,3.00,0.00,0.00,0.00\n"
+
+
+def test_cli_report_errors_are_clear(runner, tmp_path):
+    out = tmp_path / "r.csv"
+    result = runner.invoke(args=["report", "--out", str(out)])
+    assert result.exit_code != 0 and "no polls in the database yet" in result.output
+    result = runner.invoke(args=["report", "--out", str(out), "--as-of", "next tuesday"])
+    assert result.exit_code != 0 and "cannot read 'next tuesday'" in result.output
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not REAL_SAMPLE.is_dir(), reason="../shared/data/real-2023-sample not beside the repo")
+def test_real_sample_report(runner, engine, tmp_path):
+    ingest_files(engine, REAL_SAMPLE)
+    out = tmp_path / "real.csv"
+    assert runner.invoke(args=["report", "--out", str(out)]).exit_code == 0
+    report = pd.read_csv(out, dtype={"store_id": str})
+    assert list(report.columns) == REPORT_COLUMNS
+    assert len(report) == report["store_id"].nunique() == 3_966
+    assert report["store_id"].is_monotonic_increasing
+    assert (report.iloc[:, 1:] >= 0).all().all()
+    assert (report["uptime_last_hour"] + report["downtime_last_hour"] <= 60.0 + 1e-9).all()
+    assert (report["uptime_last_week"] + report["downtime_last_week"] <= 168.0 + 0.01).all()
