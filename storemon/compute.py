@@ -153,7 +153,7 @@ def localize(wall_us: np.ndarray, zone: str) -> np.ndarray:
     America/Anchorage and Australia/Lord_Howe, so gaps are resolved here by
     :func:`_gap_transition`.) Each distinct wall time is converted once.
     """
-    distinct, inverse = np.unique(wall_us, return_inverse=True)
+    inverse, distinct = pd.factorize(wall_us)
     index = pd.DatetimeIndex(distinct.astype("datetime64[us]"))
     local = index.tz_localize(zone, ambiguous=np.ones(len(distinct), dtype=bool), nonexistent="NaT")
     utc = local.as_unit("us").asi8.copy()
@@ -335,7 +335,7 @@ def compute_report(
     progress: Progress | None = None,
     exact_seconds: bool = False,
 ) -> pd.DataFrame:
-    """The SPEC §2 report for ``store_ids`` (already sorted), one row each.
+    """The SPEC §2 report for ``store_ids``, one row each, sorted by store_id.
 
     ``polls``: columns ``store`` (code = index into ``store_ids``), ``ts_us``, ``active``; it must
     hold every poll of these stores from ``complete_from_us`` (default: its earliest poll) to
@@ -371,9 +371,10 @@ def compute_report(
     )
     _report(progress, 0.55, "interpolation")
 
-    order = np.lexsort((ts, store))
-    store, ts, active = store[order], ts[order], active[order]
-    result = _measure(store, ts, active, schedule, n, now_us)
+    if not _sorted_by_store_and_time(store, ts):
+        order = np.lexsort((ts, store))
+        store, ts, active = store[order], ts[order], active[order]
+    result = _measure(store, ts, active, intervals, axis_span=(earliest, now_us), n=n, now_us=now_us)
     _report(progress, 0.95, "formatting")
 
     frame = pd.DataFrame({"store_id": store_ids})
@@ -385,7 +386,7 @@ def compute_report(
         else:
             frame[f"uptime_last_{name}"] = np.round(up / (2 * unit), 2)
             frame[f"downtime_last_{name}"] = np.round(down / (2 * unit), 2)
-    return frame[REPORT_COLUMNS]
+    return frame[REPORT_COLUMNS].sort_values("store_id", kind="stable").reset_index(drop=True)
 
 
 def _report(progress: Progress | None, fraction: float, stage: str) -> None:
@@ -441,15 +442,22 @@ def _with_older_polls(store, ts, active, schedule, n, week_start, complete_from,
     return np.concatenate(found_store), np.concatenate(found_ts), np.concatenate(found_active)
 
 
-def _measure(store, ts, active, schedule, n, now_us) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _sorted_by_store_and_time(store: np.ndarray, ts: np.ndarray) -> bool:
+    """True if (store, ts) pairs are already in order (the database hands them over so)."""
+    if len(store) < 2:
+        return True
+    step_store, step_ts = np.diff(store), np.diff(ts)
+    return bool(np.all((step_store > 0) | ((step_store == 0) & (step_ts >= 0))))
+
+
+def _measure(store, ts, active, intervals, axis_span, n, now_us) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Uptime and downtime per store and window, in half-microseconds (see module docstring).
 
-    ``store``/``ts``/``active``: counted polls sorted by store then time, at most one of them
-    before the week window per store.
+    ``store``/``ts``/``active``: counted polls sorted by store then time. ``intervals``: the
+    stores' business intervals, covering ``axis_span`` (which holds the week) with 3 days spare.
     """
     week_start = now_us - WEEK_US
-    intervals = business_intervals(schedule, np.arange(n), week_start, now_us)
-    axis = Axis(week_start - 3 * US_PER_DAY, now_us + 3 * US_PER_DAY, n, scale=2)
+    axis = Axis(axis_span[0] - 3 * US_PER_DAY, axis_span[1] + 3 * US_PER_DAY, n, scale=2)
     clock = BusinessClock(intervals, axis)
 
     # Segment of poll j: [mid(j-1, j), mid(j, j+1)), open-ended at a store's first / last poll.

@@ -43,7 +43,9 @@ def build_report(engine: Engine, as_of_us: int | None = None, progress: Progress
         stores = storage.report_stores(conn, now_us)
         if stores.empty:
             raise NoPollsError(f"no poll at or before {pd.Timestamp(now_us, unit='us', tz='UTC')}")
-        stores = stores.sort_values("store_id", kind="stable").reset_index(drop=True)
+        # Codes follow store_key order, the order the database returns polls in, so the engine
+        # need not sort them; the engine sorts the report by store_id.
+        stores = stores.sort_values("store_key").reset_index(drop=True)
         code_of_key = pd.Series(np.arange(len(stores)), index=stores["store_key"].to_numpy())
         code_of_id = pd.Series(np.arange(len(stores)), index=stores["store_id"].to_numpy())
 

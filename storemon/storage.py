@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 
 import numpy as np
@@ -197,6 +198,24 @@ class TimezoneWriter(FeedWriter):
 # Reading what a report needs (called inside one read transaction: one consistent snapshot)
 
 
+def _cursor(conn, sql: str, params=()):
+    """Run a query on the connection's DBAPI cursor (same transaction), for bulk reads.
+
+    SQLAlchemy's Row objects cost microseconds each; a report reads millions of values.
+    """
+    cursor = conn.connection.dbapi_connection.cursor()
+    cursor.execute(sql, params)
+    return cursor
+
+
+def _frame(conn, sql: str, columns: list[str], params=()) -> pd.DataFrame:
+    cursor = _cursor(conn, sql, params)
+    try:
+        return pd.DataFrame.from_records(cursor.fetchall(), columns=columns)
+    finally:
+        cursor.close()
+
+
 def latest_poll_us(conn) -> int | None:
     """The latest poll instant in the database (``now`` of a report without ``as_of``)."""
     return conn.exec_driver_sql("SELECT max(last_poll_us) FROM stores").scalar()
@@ -204,11 +223,12 @@ def latest_poll_us(conn) -> int | None:
 
 def report_stores(conn, now_us: int) -> pd.DataFrame:
     """Stores with a poll at or before ``now_us``: store_key, store_id, first_poll_us."""
-    rows = conn.exec_driver_sql(
+    return _frame(
+        conn,
         f"SELECT store_key, store_id, first_poll_us FROM stores WHERE first_poll_us <= {_placeholders(conn, 1)}",
+        ["store_key", "store_id", "first_poll_us"],
         (now_us,),
-    ).all()
-    return pd.DataFrame(rows, columns=["store_key", "store_id", "first_poll_us"])
+    )
 
 
 def polls_between(conn, from_us: int, to_us: int) -> pd.DataFrame:
@@ -217,8 +237,8 @@ def polls_between(conn, from_us: int, to_us: int) -> pd.DataFrame:
     On SQLite the outer loop walks ``stores`` and seeks each store's range in the polls
     primary key, so the cost follows the polls in the range, not the length of history. The rows
     come back as one packed integer each (``ts_us * 2 + active``, store by store in key order)
-    plus a count per store: materialising one Python int per poll instead of a 3-tuple is the
-    difference between ~0.8 s and ~1.5 s at 1.85M polls.
+    plus a count per store: one Python int per poll instead of a 3-tuple roughly halves the
+    time it takes to read 1.85M polls.
     """
     mark = _placeholders(conn, 1)
     join = "CROSS JOIN" if conn.dialect.name == "sqlite" else "JOIN"
@@ -226,44 +246,48 @@ def polls_between(conn, from_us: int, to_us: int) -> pd.DataFrame:
         f"FROM stores s {join} polls p ON p.store_key = s.store_key "
         f"AND p.ts_us >= {mark} AND p.ts_us <= {mark}"
     )
-    counts = conn.exec_driver_sql(
-        f"SELECT s.store_key, count(*) {source} GROUP BY s.store_key ORDER BY s.store_key", (from_us, to_us)
-    ).all()
-    cursor = conn.exec_driver_sql(
+    counts = _frame(
+        conn,
+        f"SELECT s.store_key, count(*) {source} GROUP BY s.store_key ORDER BY s.store_key",
+        ["store_key", "n"],
+        (from_us, to_us),
+    )
+    cursor = _cursor(
+        conn,
         f"SELECT p.ts_us * 2 + CASE WHEN p.active THEN 1 ELSE 0 END {source} ORDER BY s.store_key, p.ts_us",
         (from_us, to_us),
     )
-    total = sum(c for _, c in counts)
-    packed = np.fromiter((row[0] for row in cursor), dtype=np.int64, count=total)
-    keys = np.repeat(np.array([k for k, _ in counts], dtype=np.int64), [c for _, c in counts])
+    try:
+        total = int(counts["n"].sum())
+        packed = np.fromiter(itertools.chain.from_iterable(cursor), dtype=np.int64, count=total)
+    finally:
+        cursor.close()
+    keys = np.repeat(counts["store_key"].to_numpy(np.int64), counts["n"].to_numpy(np.int64))
     return pd.DataFrame({"store_key": keys, "ts_us": packed >> 1, "active": (packed & 1).astype(bool)})
 
 
 def polls_of_stores(conn, store_keys: np.ndarray, from_us: int, to_us: int) -> pd.DataFrame:
     """Polls of the given stores with ``from_us <= ts_us < to_us`` (the report's look-back)."""
-    frames = []
+    columns = ["store_key", "ts_us", "active"]
     keys = [int(k) for k in store_keys]
-    for i in range(0, len(keys), 500):
-        batch = keys[i : i + 500]
-        mark = _placeholders(conn, 1)
-        rows = conn.exec_driver_sql(
+    mark = _placeholders(conn, 1)
+    frames = [
+        _frame(
+            conn,
             f"SELECT store_key, ts_us, active FROM polls WHERE store_key IN ({_placeholders(conn, len(batch))}) "
             f"AND ts_us >= {mark} AND ts_us < {mark}",
+            columns,
             (*batch, from_us, to_us),
-        ).all()
-        frames.append(pd.DataFrame(rows, columns=["store_key", "ts_us", "active"]))
-    if not frames:
-        return pd.DataFrame({"store_key": [], "ts_us": [], "active": []})
-    out = pd.concat(frames, ignore_index=True)
-    out["active"] = out["active"].astype(bool)
-    return out
+        )
+        for batch in (keys[i : i + 500] for i in range(0, len(keys), 500))
+    ]
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    return out.astype({"store_key": np.int64, "ts_us": np.int64, "active": bool})
 
 
 def all_hours(conn) -> pd.DataFrame:
-    rows = conn.exec_driver_sql("SELECT store_id, day, start_s, end_s FROM business_hours").all()
-    return pd.DataFrame(rows, columns=["store_id", "day", "start_s", "end_s"])
+    return _frame(conn, "SELECT store_id, day, start_s, end_s FROM business_hours", ["store_id", "day", "start_s", "end_s"])
 
 
 def all_timezones(conn) -> pd.DataFrame:
-    rows = conn.exec_driver_sql("SELECT store_id, timezone_str FROM store_timezones").all()
-    return pd.DataFrame(rows, columns=["store_id", "timezone_str"])
+    return _frame(conn, "SELECT store_id, timezone_str FROM store_timezones", ["store_id", "timezone_str"])
