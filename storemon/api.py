@@ -1,19 +1,166 @@
-"""HTTP API: one blueprint."""
+"""HTTP API (SPEC §3): one blueprint, JSON errors everywhere."""
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+import logging
+import tempfile
+from pathlib import Path
+
+from flask import Blueprint, current_app, jsonify, request, send_file
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, MethodNotAllowed, NotFound
+from werkzeug.http import HTTP_STATUS_CODES
 
+from . import jobs
 from .extensions import db
+from .ingest import KINDS, IngestError, ingest_file
 from .models import Poll, Report, Store
+from .reports import parse_instant
 
+log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
+
+
+class ApiError(HTTPException):
+    """A domain error that carries its HTTP status code."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(description=message)
+        self.code = code
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+@bp.app_errorhandler(HTTPException)
+def http_error(exc: HTTPException):
+    response = jsonify(error=_reason(exc.code or 500), message=exc.description)
+    response.status_code = exc.code or 500
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response
+
+
+@bp.app_errorhandler(Exception)
+def unexpected_error(exc: Exception):
+    if isinstance(exc, HTTPException):
+        return http_error(exc)
+    log.exception("unhandled error")
+    return http_error(InternalServerError("internal error; see the server log"))
+
+
+def _reason(code: int) -> str:
+    return HTTP_STATUS_CODES.get(code, "Error")
+
+
+# --- reports ---------------------------------------------------------------------------------
+
+
+@bp.route("/trigger_report", methods=["POST", "GET"])
+def trigger_report():
+    """Start a report; optional ``as_of`` (JSON body, form or query). Answers ``{"report_id"}``."""
+    body = request.get_json(silent=True) if request.is_json else None
+    if request.is_json and body is None and request.get_data():
+        raise BadRequest("the request body is not valid JSON")
+    as_of = (body or {}).get("as_of") if isinstance(body, dict) else None
+    as_of = as_of or request.values.get("as_of")
+    as_of_us = None
+    if as_of:
+        try:
+            as_of_us = parse_instant(str(as_of))
+        except ValueError as exc:
+            raise BadRequest(f"as_of: {exc}") from exc
+    report_id = jobs.submit_report(current_app._get_current_object(), as_of_us)
+    return jsonify(report_id=report_id)
+
+
+@bp.get("/get_report")
+@bp.get("/get_report/<report_id>")
+def get_report(report_id: str | None = None):
+    """``Running`` with progress, the CSV when complete, or ``Failed`` with the error."""
+    report_id = report_id if report_id is not None else request.args.get("report_id")
+    if not report_id:
+        raise BadRequest("report_id is required (?report_id=... or /get_report/<id>)")
+    if not jobs.is_report_id(report_id):
+        raise BadRequest(f"malformed report_id: expected {jobs.ID_HEX_CHARS} lowercase hex characters")
+    report = db.session.get(Report, report_id)
+    if report is None:
+        raise NotFound(f"no report with id {report_id}")
+    app = current_app._get_current_object()
+    if report.status in (jobs.QUEUED, jobs.RUNNING):
+        jobs.reap_if_orphaned(app, report)
+        db.session.expire_all()
+        report = db.session.get(Report, report_id)
+    if report.status == jobs.COMPLETE:
+        path = jobs.report_path(app, report_id)
+        if not path.is_file():
+            raise ApiError(500, f"report {report_id} is complete but its file is missing from REPORTS_DIR")
+        response = send_file(path, mimetype="text/csv", as_attachment=True,
+                             download_name=f"report_{report_id}.csv", max_age=0)
+        response.headers["X-Report-Status"] = "Complete"
+        return response
+    if report.status == jobs.FAILED:
+        return jsonify(status="Failed", report_id=report_id, error=report.error)
+    return jsonify(
+        status="Running",
+        report_id=report_id,
+        state=report.status,  # queued or running
+        stage=report.stage,
+        progress=report.progress,
+        created_at=_iso(report.created_at),
+        started_at=_iso(report.started_at),
+    )
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+# --- ingestion over HTTP ---------------------------------------------------------------------
+
+
+@bp.post("/ingest/<kind>")
+def ingest(kind: str):
+    """Load one CSV (multipart upload or a ``text/csv`` body); answers the ingest summary."""
+    if kind not in KINDS:
+        raise NotFound(f"unknown feed {kind!r}; use one of {', '.join(KINDS)}")
+    strict = request.args.get("strict", "").lower() in ("1", "true", "yes")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "upload.csv"
+        if request.files:
+            upload = next(iter(request.files.values()))
+            upload.save(path)
+            name = upload.filename or "upload.csv"
+        elif request.content_type and request.content_type.split(";")[0].strip() in ("text/csv", "text/plain", "application/csv"):
+            path.write_bytes(request.get_data())
+            name = "upload.csv"
+        else:
+            raise BadRequest("send the CSV as a multipart file upload or as a text/csv body")
+        try:
+            summary = ingest_file(db.engine, kind, path, strict=strict,
+                                  chunk_rows=current_app.config["INGEST_CHUNK_ROWS"])
+        except IngestError as exc:
+            raise BadRequest(str(exc).replace(str(path), name)) from exc
+    result = summary.to_dict()
+    result["file"] = name
+    return jsonify(result)
+
+
+# --- health ----------------------------------------------------------------------------------
 
 
 @bp.get("/health")
 def health():
-    stores = db.session.execute(select(func.count()).select_from(Store)).scalar_one()
-    polls = db.session.execute(select(func.count()).select_from(Poll)).scalar_one()
-    reports = db.session.execute(select(func.count()).select_from(Report)).scalar_one()
-    return jsonify(status="ok", database="reachable", stores=stores, polls=polls, reports=reports)
+    """Database reachable, and how much it holds."""
+    try:
+        counts = {
+            name: db.session.execute(select(func.count()).select_from(model)).scalar_one()
+            for name, model in (("stores", Store), ("polls", Poll), ("reports", Report))
+        }
+    except SQLAlchemyError as exc:
+        log.exception("health check failed")
+        response = jsonify(status="error", database="unreachable", message=str(exc).splitlines()[0])
+        response.status_code = 503
+        return response
+    return jsonify(status="ok", database="reachable", **counts)

@@ -21,10 +21,12 @@ class Defaults:
     SQLITE_BUSY_TIMEOUT_MS: int = 30_000
     # Rows handed to the database per batch while ingesting polls.
     INGEST_CHUNK_ROWS: int = 250_000
+    # Testing aid: seconds a report job waits after claiming its report (0 in real use).
+    REPORT_START_DELAY: float = 0.0
     SQLALCHEMY_TRACK_MODIFICATIONS: bool = False
 
 
-ENV_KEYS = ("DATABASE_URL", "REPORTS_DIR", "REPORT_WORKERS")
+ENV_KEYS = ("DATABASE_URL", "REPORTS_DIR", "REPORT_WORKERS", "REPORT_START_DELAY")
 
 
 def from_environment() -> dict:
@@ -35,4 +37,6 @@ def from_environment() -> dict:
             values[key] = os.environ[key]
     if "REPORT_WORKERS" in values:
         values["REPORT_WORKERS"] = int(values["REPORT_WORKERS"])
+    if "REPORT_START_DELAY" in values:
+        values["REPORT_START_DELAY"] = float(values["REPORT_START_DELAY"])
     return values

@@ -43,8 +43,10 @@ def runner(app):
 
 @pytest.fixture
 def engine(app):
+    """The app's engine. No app context is held open: requests and jobs push their own, as
+    they do when served (a shared one would keep one session -- and one snapshot -- alive)."""
     with app.app_context():
-        yield db.engine
+        return db.engine
 
 
 def write_csv(path: Path, text: str) -> Path:

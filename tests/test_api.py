@@ -1,0 +1,255 @@
+"""The HTTP API (SPEC §3) with the Flask test client, and report jobs."""
+
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import threading
+import time
+from datetime import datetime, timezone
+
+import pandas as pd
+import pytest
+from conftest import write_csv
+
+from storemon import jobs, storage
+from storemon.extensions import db
+from storemon.ingest import ingest_file, ingest_files
+from storemon.models import Report
+from storemon.reports import build_report, write_csv as write_report
+
+STATUS = (
+    "store_id,status,timestamp_utc\n"
+    "007,active,2023-01-23 10:14:00 UTC\n"
+    "007,inactive,2023-01-23 11:15:00 UTC\n"
+    "9204962793113048005,active,2023-01-23 12:00:00 UTC\n"
+)
+EXPECTED = (
+    "store_id,uptime_last_hour,uptime_last_day,uptime_last_week,downtime_last_hour,downtime_last_day,downtime_last_week\n"
+    "007,0.00,1.74,1.74,60.00,1.26,1.26\n"
+    "9204962793113048005,60.00,24.00,168.00,0.00,0.00,0.00\n"
+)
+
+
+@pytest.fixture
+def loaded(engine, tmp_path):
+    feeds = tmp_path / "feeds"
+    feeds.mkdir()
+    write_csv(feeds / "store_status.csv", STATUS)
+    write_csv(feeds / "menu_hours.csv", "store_id,day,start_time_local,end_time_local\n007,0,09:00,12:00\n")
+    write_csv(feeds / "timezones.csv", "store_id,timezone_str\n007,UTC\n")
+    ingest_files(engine, feeds)
+    return engine
+
+
+def wait_for(client, report_id, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = client.get(f"/get_report?report_id={report_id}", buffered=True)
+        if response.mimetype == "text/csv" or response.get_json().get("status") == "Failed":
+            return response
+        time.sleep(0.02)
+    raise AssertionError(f"report {report_id} did not finish in {timeout} s")
+
+
+def test_trigger_then_poll_to_the_csv(client, loaded):
+    response = client.post("/trigger_report")
+    assert response.status_code == 200
+    report_id = response.get_json()["report_id"]
+    assert jobs.is_report_id(report_id) and len(response.get_json()) == 1
+    done = wait_for(client, report_id)
+    assert done.status_code == 200
+    assert done.mimetype == "text/csv"
+    assert done.headers["X-Report-Status"] == "Complete"
+    assert done.headers["Content-Disposition"] == f"attachment; filename=report_{report_id}.csv"
+    assert done.get_data(as_text=True) == EXPECTED
+    # Both addressing forms answer the same.
+    assert client.get(f"/get_report/{report_id}", buffered=True).get_data(as_text=True) == EXPECTED
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.post("/trigger_report", json={"as_of": "2023-01-23T11:00:00Z"}),
+        lambda c: c.get("/trigger_report?as_of=2023-01-23%2011:00:00%20UTC"),
+        lambda c: c.post("/trigger_report", data={"as_of": "2023-01-23T11:00:00+00:00"}),
+    ],
+)
+def test_as_of_from_json_query_or_form(client, loaded, call):
+    report_id = call(client).get_json()["report_id"]
+    body = wait_for(client, report_id).get_data(as_text=True)
+    assert body.splitlines()[1:] == ["007,60.00,2.00,3.00,0.00,0.00,0.00"]
+
+
+def test_bad_requests_get_json_errors(client, loaded):
+    for url, code in [
+        ("/get_report", 400),
+        ("/get_report?report_id=", 400),
+        ("/get_report?report_id=abc", 400),
+        ("/get_report?report_id=../../etc/passwd", 400),
+        ("/get_report/..%2F..%2Fetc%2Fpasswd", 404),  # never reaches the view: no such route
+        ("/get_report/" + "A" * 32, 400),
+        ("/get_report/" + "0" * 32, 404),
+        ("/no/such/page", 404),
+    ]:
+        response = client.get(url)
+        assert response.status_code == code, url
+        assert response.is_json and set(response.get_json()) == {"error", "message"}, url
+    response = client.delete("/trigger_report")
+    assert response.status_code == 405 and response.is_json
+    assert "POST" in response.headers["Allow"]
+    response = client.post("/trigger_report", json={"as_of": "soon"})
+    assert response.status_code == 400 and "as_of" in response.get_json()["message"]
+    response = client.post("/trigger_report", data="{nope", content_type="application/json")
+    assert response.status_code == 400 and response.is_json
+
+
+def test_unexpected_errors_are_json_500(client, loaded, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(jobs, "submit_report", boom)
+    response = client.post("/trigger_report")
+    assert response.status_code == 500
+    assert response.get_json() == {"error": "Internal Server Error", "message": "internal error; see the server log"}
+
+
+def test_running_reports_show_progress(app, client, loaded):
+    app.config["REPORT_START_DELAY"] = 0.5
+    report_id = client.post("/trigger_report").get_json()["report_id"]
+    body = client.get(f"/get_report/{report_id}").get_json()
+    assert body["status"] == "Running"
+    assert body["state"] in ("queued", "running") and 0 <= body["progress"] <= 1
+    assert wait_for(client, report_id).get_data(as_text=True) == EXPECTED
+
+
+def test_a_failed_report_says_why(client):
+    report_id = client.post("/trigger_report").get_json()["report_id"]
+    body = wait_for(client, report_id).get_json()
+    assert body["status"] == "Failed"
+    assert "no polls in the database yet" in body["error"]
+
+
+def test_report_state_and_file(app, client, loaded):
+    report_id = client.post("/trigger_report").get_json()["report_id"]
+    wait_for(client, report_id)
+    with app.app_context():
+        report = db.session.get(Report, report_id)
+        assert (report.status, report.store_count, report.attempts, report.progress) == ("complete", 2, 1, 1.0)
+        assert report.now_us == 1674475200000000 and report.finished_at >= report.started_at
+    files = sorted(p.name for p in jobs.report_path(app, report_id).parent.iterdir())
+    assert files == [f"report_{report_id}.csv"]  # no temp file left behind
+
+
+# --- ingestion over HTTP ---------------------------------------------------------------------
+
+
+def test_ingest_upload_multipart_and_text_csv(client, engine):
+    response = client.post(
+        "/ingest/status", data={"file": (io.BytesIO(STATUS.encode()), "store_status.csv")},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 200
+    body = response.get_json()
+    assert (body["rows_read"], body["rows_stored"], body["rows_changed"], body["file"]) == (3, 3, 3, "store_status.csv")
+    response = client.post("/ingest/timezones", data="store_id,timezone_str\n007,Nowhere/Land\n", content_type="text/csv")
+    assert response.status_code == 200
+    assert response.get_json()["warnings"] == ["1 unknown time zone name(s), reported as America/Chicago: Nowhere/Land"]
+    again = client.post("/ingest/status", data=STATUS, content_type="text/csv").get_json()
+    assert again["rows_changed"] == 0
+    assert client.get("/health").get_json()["polls"] == 3
+
+
+def test_ingest_upload_errors(client):
+    response = client.post("/ingest/hours", data="store_id,start_time_local\n1,09:00\n", content_type="text/csv")
+    assert response.status_code == 400 and "missing required column" in response.get_json()["message"]
+    assert "upload.csv" in response.get_json()["message"]
+    assert client.post("/ingest/menus", data="x", content_type="text/csv").status_code == 404
+    assert client.post("/ingest/status", data="x", content_type="application/octet-stream").status_code == 400
+    response = client.post("/ingest/status?strict=1", data=STATUS + "1,active,nope\n", content_type="text/csv")
+    assert response.status_code == 400 and "line 5: bad timestamp" in response.get_json()["message"]
+
+
+# --- orphaned reports ------------------------------------------------------------------------
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def orphan(app, status="running", attempts=1) -> str:
+    report_id = jobs.new_report_id()
+    with app.app_context():
+        now = datetime.now(timezone.utc)
+        db.session.add(Report(id=report_id, status=status, created_at=now, started_at=now, heartbeat_at=now,
+                              progress=0.4, stage="interpolation", attempts=attempts,
+                              worker=f"{socket.gethostname()}:{dead_pid()}"))
+        db.session.commit()
+    return report_id
+
+
+def test_a_report_whose_process_died_is_rerun_when_polled(app, client, loaded):
+    report_id = orphan(app)
+    assert wait_for(client, report_id).get_data(as_text=True) == EXPECTED
+    with app.app_context():
+        assert db.session.get(Report, report_id).attempts == 2
+
+
+def test_a_report_whose_process_died_twice_is_failed_with_a_reason(app, client, loaded):
+    report_id = orphan(app, attempts=2)
+    body = client.get(f"/get_report/{report_id}").get_json()
+    assert body["status"] == "Failed"
+    assert "stopped; gave up after 2 attempts" in body["error"]
+
+
+def test_start_up_recovers_orphans_but_not_live_reports(app, client, loaded):
+    dead = orphan(app, status="queued", attempts=0)
+    live = jobs.new_report_id()
+    with app.app_context():
+        now = datetime.now(timezone.utc)
+        db.session.add(Report(id=live, status="running", created_at=now, heartbeat_at=now, progress=0.1,
+                              attempts=1, worker=jobs.worker_name()))
+        db.session.commit()
+    assert jobs.recover_reports(app) == 1
+    assert wait_for(client, dead).mimetype == "text/csv"
+    assert client.get(f"/get_report/{live}").get_json()["status"] == "Running"
+
+
+# --- consistency under a concurrent ingest ---------------------------------------------------
+
+
+def test_a_report_reads_one_snapshot_while_an_ingest_commits(app, loaded, tmp_path, monkeypatch):
+    """An ingest commits between the report's reads: no lock error, and the report is the one
+    of the database before the ingest."""
+    before = build_report(loaded).frame
+    newer = write_csv(tmp_path / "later.csv", "store_id,status,timestamp_utc\n007,active,2023-01-23 11:50:00 UTC\nnew,active,2023-01-23 11:00:00 UTC\n")
+    real_all_hours = storage.all_hours
+    ingested = {}
+
+    def all_hours_with_an_ingest_in_between(conn):
+        def other_writer():
+            with app.app_context():
+                ingested["summary"] = ingest_file(db.engine, "status", newer)
+
+        thread = threading.Thread(target=other_writer)
+        thread.start()
+        thread.join(timeout=60)
+        return real_all_hours(conn)
+
+    monkeypatch.setattr(storage, "all_hours", all_hours_with_an_ingest_in_between)
+    during = build_report(loaded).frame
+    assert ingested["summary"].rows_changed == 2  # the ingest did commit, while the report read
+    pd.testing.assert_frame_equal(during, before)
+    monkeypatch.undo()
+    after = build_report(loaded).frame
+    assert "new" in after["store_id"].tolist() and not after.equals(before)
+
+
+def test_report_files_are_written_atomically(tmp_path):
+    frame = pd.DataFrame({"store_id": ["1"], "uptime_last_hour": [1.0]})
+    path = write_report(frame, tmp_path / "r.csv")
+    assert path.read_text() == "store_id,uptime_last_hour\n1,1.00\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]
