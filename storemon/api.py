@@ -30,6 +30,13 @@ class ApiError(HTTPException):
         self.code = code
 
 
+@bp.after_app_request
+def served_by(response):
+    """Which process answered (host:pid): handy when several workers share the database."""
+    response.headers["X-Storemon-Worker"] = jobs.worker_name()
+    return response
+
+
 # --- errors ----------------------------------------------------------------------------------
 
 

@@ -1,0 +1,173 @@
+"""End to end: real gunicorn processes on 127.0.0.1, started and stopped by the tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from storemon import create_app
+from storemon.demo import generate_demo_data
+from storemon.extensions import db
+from storemon.ingest import ingest_files
+from storemon.reports import build_report, write_csv
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """gunicorn -c gunicorn.conf.py wsgi:app, in its own process group."""
+
+    def __init__(self, env: dict, workers: int = 2):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **env, "STOREMON_BIND": f"127.0.0.1:{self.port}",
+                    "STOREMON_WEB_WORKERS": str(workers)}
+        self.log = open(Path(env["REPORTS_DIR"]).parent / f"gunicorn-{self.port}.log", "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if self.get("/health")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gunicorn did not start; see {self.log.name}")
+
+    def request(self, method: str, path: str, data: bytes | None = None, content_type: str | None = None):
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        if content_type:
+            req.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as err:
+            return err.code, dict(err.headers), err.read()
+
+    def get(self, path):
+        return self.request("GET", path)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=30)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A few hundred thousand polls in a SQLite file, and the CLI-equivalent report of it."""
+    folder = tmp_path_factory.mktemp("server")
+    generate_demo_data(folder / "feeds", stores=1500, days=8, seed=3)
+    app = create_app({"DATABASE_URL": f"sqlite:///{folder / 'storemon.db'}", "REPORTS_DIR": str(folder / "cli")})
+    with app.app_context():
+        ingest_files(db.engine, folder / "feeds")
+        expected = write_csv(build_report(db.engine).frame, folder / "cli" / "expected.csv").read_bytes()
+        db.engine.dispose()
+    return {"database": folder / "storemon.db", "expected": expected}
+
+
+def server_env(dataset, tmp_path) -> dict:
+    """A private copy of the data set's database for one test, and its own reports folder."""
+    copy = tmp_path / "storemon.db"
+    shutil.copyfile(dataset["database"], copy)
+    return {"DATABASE_URL": f"sqlite:///{copy}", "REPORTS_DIR": str(tmp_path / "reports")}
+
+
+def poll_until_done(server: Server, report_id: str, timeout=120):
+    workers = set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, headers, body = server.get(f"/get_report?report_id={report_id}")
+        workers.add(headers.get("X-Storemon-Worker"))
+        assert status == 200, body
+        if headers.get("X-Report-Status") == "Complete":
+            return body, headers, workers
+        state = json.loads(body)
+        assert state["status"] in ("Running", "Failed")
+        if state["status"] == "Failed":
+            raise AssertionError(state)
+        time.sleep(0.05)
+    raise AssertionError(f"report {report_id} not complete after {timeout} s")
+
+
+def test_two_workers_several_reports_at_once(dataset, tmp_path):
+    server = Server(server_env(dataset, tmp_path), workers=2)
+    try:
+        ids: list[str] = []
+
+        def trigger():
+            status, _, body = server.request("POST", "/trigger_report")
+            assert status == 200
+            ids.append(json.loads(body)["report_id"])
+
+        threads = [threading.Thread(target=trigger) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(set(ids)) == 4
+        answered_by = set()
+        for report_id in ids:
+            body, headers, workers = poll_until_done(server, report_id)
+            answered_by |= workers
+            assert body == dataset["expected"]
+            assert headers["Content-Type"].startswith("text/csv")
+            assert headers["Content-Disposition"] == f"attachment; filename=report_{report_id}.csv"
+        # Any worker can answer for any report: both took part.
+        for _ in range(40):
+            answered_by.add(server.get("/health")[1].get("X-Storemon-Worker"))
+        assert len(answered_by - {None}) == 2
+        # An ingest arriving over HTTP while reports run: no "database is locked".
+        report_id = json.loads(server.request("POST", "/trigger_report")[2])["report_id"]
+        status, _, body = server.request(
+            "POST", "/ingest/status",
+            data=b"store_id,status,timestamp_utc\nlate-store,active,2023-01-25 18:13:22 UTC\n", content_type="text/csv",
+        )
+        assert status == 200, body
+        poll_until_done(server, report_id)
+        status, _, body = server.get("/get_report/../../etc/passwd")
+        assert status in (400, 404) and json.loads(body)["error"]
+    finally:
+        server.stop()
+
+
+def test_a_report_killed_mid_run_is_rerun_after_restart(dataset, tmp_path):
+    env = server_env(dataset, tmp_path)
+    slow = Server({**env, "REPORT_START_DELAY": "60"}, workers=1)
+    try:
+        report_id = json.loads(slow.request("POST", "/trigger_report")[2])["report_id"]
+        deadline = time.monotonic() + 30
+        while json.loads(slow.get(f"/get_report/{report_id}")[2]).get("state") != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        slow.stop(signal.SIGKILL)  # master and worker die mid-report
+    server = Server(env, workers=2)
+    try:
+        body, _, _ = poll_until_done(server, report_id)
+        assert body == dataset["expected"]
+    finally:
+        server.stop()
