@@ -6,7 +6,7 @@ DATA_DIR    ?= data
 DEMO_STORES ?= 2000
 DEMO_DAYS   ?= 8
 
-.PHONY: venv run serve test ingest demo-data bench clean
+.PHONY: venv run serve test test-all ingest demo-data bench clean
 
 # The venv is rebuilt whenever requirements.txt changes.
 $(BIN)/.installed: requirements.txt
@@ -34,6 +34,10 @@ serve: venv
 ## test: install if needed, run the test suite
 test: venv
 	$(BIN)/python -m pytest
+
+## test-all: the suite against SQLite and a throwaway PostgreSQL server (what CI runs)
+test-all: venv
+	scripts/with-postgres.sh $(BIN)/python -m pytest
 
 ## bench: full-scale benchmark (not part of test)
 bench: venv

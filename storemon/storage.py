@@ -82,6 +82,32 @@ class FeedWriter:
         """Called once after the last chunk, inside the same transaction."""
 
 
+_POLL_CONFLICT = (
+    "ON CONFLICT (store_key, ts_us) DO UPDATE SET active = excluded.active "
+    "WHERE polls.active <> excluded.active"
+)
+
+
+def _copy_upsert_polls(conn, frame: pd.DataFrame) -> int:
+    """PostgreSQL's fast path: COPY the chunk into a temp table, then one INSERT ... ON CONFLICT."""
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS polls_incoming "
+            "(store_key integer, ts_us bigint, active boolean) ON COMMIT DELETE ROWS"
+        )
+        cursor.execute("TRUNCATE polls_incoming")
+        with cursor.copy("COPY polls_incoming (store_key, ts_us, active) FROM STDIN") as copy:
+            copy.write(frame.to_csv(sep="\t", header=False, index=False))
+        cursor.execute(
+            f"INSERT INTO polls (store_key, ts_us, active) SELECT store_key, ts_us, active "
+            f"FROM polls_incoming {_POLL_CONFLICT}"
+        )
+        return max(cursor.rowcount, 0)
+    finally:
+        cursor.close()
+
+
 class PollWriter(FeedWriter):
     """Upserts polls keyed by (store, ts_us); the later row for a key wins.
 
@@ -101,17 +127,22 @@ class PollWriter(FeedWriter):
         ts = rows["ts_us"].to_numpy()
         span = pd.DataFrame({"code": codes, "ts": ts}).groupby("code")["ts"].agg(["min", "max"])
         self._record_spans(conn, list(store_ids), span["min"].to_numpy(), span["max"].to_numpy())
-        frame = pd.DataFrame(
-            {
-                "store_key": np.array([self.keys[s] for s in store_ids], dtype=np.int64)[codes],
-                "ts_us": ts,
-                "active": rows["active"].to_numpy(),
-            }
-        ).sort_values(["store_key", "ts_us"], kind="stable")
+        frame = (
+            pd.DataFrame(
+                {
+                    "store_key": np.array([self.keys[s] for s in store_ids], dtype=np.int64)[codes],
+                    "ts_us": ts,
+                    "active": rows["active"].to_numpy(),
+                }
+            )
+            .sort_values(["store_key", "ts_us"], kind="stable")
+            .drop_duplicates(["store_key", "ts_us"], keep="last")  # the later row for a key wins
+        )
+        if conn.dialect.name == "postgresql":
+            return _copy_upsert_polls(conn, frame)
         result = conn.exec_driver_sql(
             f"INSERT INTO polls (store_key, ts_us, active) VALUES ({_placeholders(conn, 3)}) "
-            "ON CONFLICT (store_key, ts_us) DO UPDATE SET active = excluded.active "
-            "WHERE polls.active <> excluded.active",
+            f"{_POLL_CONFLICT}",
             list(zip(frame["store_key"].tolist(), frame["ts_us"].tolist(), frame["active"].tolist())),
         )
         return max(result.rowcount, 0)

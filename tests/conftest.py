@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))  # helpers such as bruteforce.py
@@ -17,17 +21,46 @@ SHARED = TESTS.parent.parent / "shared"
 REAL_SAMPLE = SHARED / "data" / "real-2023-sample"
 
 
+POSTGRES_URL = os.environ.get("STOREMON_TEST_POSTGRES_URL")
+
+
+@contextmanager
+def postgres_database():
+    """A fresh, empty PostgreSQL database on the test server; dropped afterwards."""
+    if not POSTGRES_URL:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the PostgreSQL tests: STOREMON_TEST_POSTGRES_URL is unset (.ci/run sets it)")
+        pytest.skip("no PostgreSQL server: run `make test-all` (scripts/with-postgres.sh) to include these")
+    import psycopg
+
+    server = make_url(POSTGRES_URL)
+    admin = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"storemon_test_{secrets.token_hex(6)}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """Every test that uses the app runs against SQLite and against PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'storemon.db'}"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
 @pytest.fixture
-def app(tmp_path):
-    app = create_app(
-        {
-            "TESTING": True,
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'storemon.db'}",
-            "REPORTS_DIR": str(tmp_path / "reports"),
-        }
-    )
+def app(database_url, tmp_path):
+    app = create_app({"TESTING": True, "DATABASE_URL": database_url, "REPORTS_DIR": str(tmp_path / "reports")})
     yield app
     with app.app_context():
+        db.session.remove()
         db.engine.dispose()
 
 

@@ -150,7 +150,7 @@ store_id,status,timestamp_utc
     )
     s = ingest_file(engine, "status", one)
     assert polls(engine) == [("1", 1674648000000000, False), ("2", 1674648000000000, True)]
-    assert s.rows_changed == 3  # one insert and one real change for store 1, one insert for 2
+    assert s.rows_changed == 2  # two keys, both new (the file holds two rows for the first)
     two = write_csv(tmp_path / "b.csv", "store_id,status,timestamp_utc\n2,inactive,2023-01-25 12:00:00+00:00\n")
     assert ingest_file(engine, "status", two).rows_changed == 1
     assert polls(engine)[1] == ("2", 1674648000000000, False)

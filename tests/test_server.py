@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import postgres_database
 
 from storemon import create_app
 from storemon.demo import generate_demo_data
@@ -77,8 +78,8 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """A few hundred thousand polls in a SQLite file, and the CLI-equivalent report of it."""
+def feeds(tmp_path_factory):
+    """Demo feeds with a few hundred thousand polls, and the CLI-equivalent report of them."""
     folder = tmp_path_factory.mktemp("server")
     generate_demo_data(folder / "feeds", stores=1500, days=8, seed=3)
     app = create_app({"DATABASE_URL": f"sqlite:///{folder / 'storemon.db'}", "REPORTS_DIR": str(folder / "cli")})
@@ -86,14 +87,28 @@ def dataset(tmp_path_factory):
         ingest_files(db.engine, folder / "feeds")
         expected = write_csv(build_report(db.engine).frame, folder / "cli" / "expected.csv").read_bytes()
         db.engine.dispose()
-    return {"database": folder / "storemon.db", "expected": expected}
+    return {"folder": folder / "feeds", "database": folder / "storemon.db", "expected": expected}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def dataset(request, feeds, tmp_path):
+    """The feeds loaded into a private database of the kind given, and the expected report."""
+    env = {"REPORTS_DIR": str(tmp_path / "reports")}
+    if request.param == "sqlite":
+        copy = tmp_path / "storemon.db"
+        shutil.copyfile(feeds["database"], copy)
+        yield {**env, "DATABASE_URL": f"sqlite:///{copy}", "expected": feeds["expected"]}
+        return
+    with postgres_database() as url:
+        app = create_app({"DATABASE_URL": url, "REPORTS_DIR": env["REPORTS_DIR"]})
+        with app.app_context():
+            ingest_files(db.engine, feeds["folder"])
+            db.engine.dispose()
+        yield {**env, "DATABASE_URL": url, "expected": feeds["expected"]}
 
 
 def server_env(dataset, tmp_path) -> dict:
-    """A private copy of the data set's database for one test, and its own reports folder."""
-    copy = tmp_path / "storemon.db"
-    shutil.copyfile(dataset["database"], copy)
-    return {"DATABASE_URL": f"sqlite:///{copy}", "REPORTS_DIR": str(tmp_path / "reports")}
+    return {k: v for k, v in dataset.items() if k != "expected"}
 
 
 def poll_until_done(server: Server, report_id: str, timeout=120):
@@ -171,3 +186,29 @@ def test_a_report_killed_mid_run_is_rerun_after_restart(dataset, tmp_path):
         assert body == dataset["expected"]
     finally:
         server.stop()
+
+
+def test_several_hosts_share_one_postgresql_database(feeds, tmp_path):
+    """Two separate servers (as on two hosts) on one PostgreSQL database: a report triggered on
+    one is answered by the other, and each report is computed exactly once."""
+    with postgres_database() as url:
+        app = create_app({"DATABASE_URL": url, "REPORTS_DIR": str(tmp_path / "shared-reports")})
+        with app.app_context():
+            ingest_files(db.engine, feeds["folder"])
+            db.engine.dispose()
+        env = {"DATABASE_URL": url, "REPORTS_DIR": str(tmp_path / "shared-reports")}
+        first, second = Server(env, workers=2), Server(env, workers=2)
+        try:
+            ids = [json.loads((first if i % 2 else second).request("POST", "/trigger_report")[2])["report_id"]
+                   for i in range(4)]
+            for i, report_id in enumerate(ids):
+                body, _, _ = poll_until_done(second if i % 2 else first, report_id)
+                assert body == feeds["expected"]
+        finally:
+            first.stop()
+            second.stop()
+        with app.app_context():
+            attempts = db.session.execute(db.text("SELECT attempts FROM reports")).scalars().all()
+            db.session.remove()
+            db.engine.dispose()
+        assert attempts == [1, 1, 1, 1]
