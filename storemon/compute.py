@@ -277,7 +277,9 @@ class Axis:
         self.origin, self.scale = origin_us, scale
         self.stride = (end_us - origin_us) * scale + 1
         if self.stride * max(n_stores, 1) >= _MAX_AXIS:
-            raise OverflowError("time span x stores too large for one axis; use store batches")
+            raise OverflowError(
+                f"{n_stores} stores x {(end_us - origin_us) / US_PER_DAY:.0f} days do not fit one int64 axis"
+            )
 
     def key(self, store: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Axis position of instant ``t`` (microseconds) of ``store``."""
@@ -355,7 +357,7 @@ def compute_report(
     if complete_from_us is None:
         complete_from_us = int(ts.min()) if len(ts) else week_start
     complete_from_us = min(complete_from_us, week_start)
-    _report(progress, 0.05, "business hours")
+    _tell(progress, 0.05, "business hours")
 
     # Counted polls among those loaded.
     earliest = min(complete_from_us, int(ts.min())) if len(ts) else complete_from_us
@@ -363,19 +365,19 @@ def compute_report(
     axis = Axis(earliest - 3 * US_PER_DAY, now_us + 3 * US_PER_DAY, n)
     counted = in_business(store, ts, intervals, axis)
     store, ts, active = store[counted], ts[counted], active[counted]
-    _report(progress, 0.35, "look-back")
+    _tell(progress, 0.35, "look-back")
 
     # Stores whose nearest counted poll might predate the loaded polls.
     store, ts, active = _with_older_polls(
         store, ts, active, schedule, n, week_start, complete_from_us, first_poll_us, fetch_older
     )
-    _report(progress, 0.55, "interpolation")
+    _tell(progress, 0.55, "interpolation")
 
     if not _sorted_by_store_and_time(store, ts):
         order = np.lexsort((ts, store))
         store, ts, active = store[order], ts[order], active[order]
     result = _measure(store, ts, active, intervals, axis_span=(earliest, now_us), n=n, now_us=now_us)
-    _report(progress, 0.95, "formatting")
+    _tell(progress, 0.95, "formatting")
 
     frame = pd.DataFrame({"store_id": store_ids})
     for name, length, unit in WINDOWS:
@@ -389,7 +391,7 @@ def compute_report(
     return frame[REPORT_COLUMNS].sort_values("store_id", kind="stable").reset_index(drop=True)
 
 
-def _report(progress: Progress | None, fraction: float, stage: str) -> None:
+def _tell(progress: Progress | None, fraction: float, stage: str) -> None:
     if progress is not None:
         progress(fraction, stage)
 
