@@ -39,9 +39,9 @@ test: venv
 test-all: venv
 	scripts/with-postgres.sh $(BIN)/python -m pytest
 
-## bench: full-scale benchmark (not part of test)
+## bench: full-scale benchmark against the targets -> bench/RESULTS.md (BENCH_RUNS=3; data cached in bench/cache/)
 bench: venv
-	$(BIN)/python -m bench
+	scripts/with-postgres.sh $(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache reports/*.csv bench/cache

@@ -1,0 +1,446 @@
+"""``make bench``: measure storemon at full scale on this machine, against its targets.
+
+1. Prepare (cached in bench/cache/, reused while the generator / storage code is unchanged): demo
+   data for 1x, 2x, 5x and four weeks, each ingested into a SQLite database, and the 10,000-poll
+   "append" file.
+2. Measure: every run of every phase is a fresh ``python -m bench.phase ...`` process, so its
+   peak memory is its own; each figure is the median of ``BENCH_RUNS`` runs (default 3).
+3. Print the table and write it, with a description of the machine, to bench/RESULTS.md.
+
+This process stays small on purpose (stdlib only, no pandas): on Linux a child started by
+fork/exec inherits its parent's peak RSS as the floor of its own ``ru_maxrss``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from bench import (CACHE, DATA_CODE, DATASETS, DB_CODE, RESULT_PREFIX, RESULTS_MD, ROOT, SCRATCH,
+                   SEED, Dataset, code_fingerprint, read_meta)
+
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+RUNS_5X = 1  # one 5x report run keeps `make bench` near 5 minutes on 2 cores
+HTTP_SAMPLES = 200  # at least this many latency samples ...
+HTTP_REPORTS = 3  # ... over at least this many reports
+APPEND_CSV = CACHE / f"append-{SEED}.csv"
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+class PhaseError(RuntimeError):
+    pass
+
+
+def run_phase(name: str, *args, timeout: float = 1800) -> dict:
+    """Run ``python -m bench.phase NAME ARGS`` and return its JSON result."""
+    command = [sys.executable, "-m", "bench.phase", name, *map(str, args)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.terminate()  # SIGTERM: the phase unwinds and stops its gunicorn, if any
+        try:
+            out, err = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+        raise PhaseError(f"{name}: no result after {timeout:.0f} s\n{err[-3000:]}")
+    except BaseException:  # Ctrl-C (which reaches the phase too) or SIGTERM: let it clean up
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            process.wait(timeout=60)
+        raise
+    lines = [line for line in out.splitlines() if line.startswith(RESULT_PREFIX)]
+    if process.returncode != 0 or not lines:
+        raise PhaseError(f"{' '.join(command[1:])} failed (exit {process.returncode}):\n{err[-3000:]}")
+    return json.loads(lines[-1][len(RESULT_PREFIX):])
+
+
+# ---------------------------------------------------------------------------------------------
+# Cached inputs
+
+
+def remove_db(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal", ".json"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+@contextmanager
+def scratch_copy(source: Path | None = None):
+    """A private folder with a copy of ``source`` (a database the run may modify) or no
+    database yet; yields (database path, reports folder); removed afterwards."""
+    folder = SCRATCH / uuid.uuid4().hex[:12]
+    (folder / "reports").mkdir(parents=True)
+    db = folder / "storemon.sqlite"
+    try:
+        if source is not None:
+            shutil.copyfile(source, db)
+        yield db, folder / "reports"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def data_ready(ds: Dataset) -> bool:
+    meta = read_meta(ds.data_dir / "meta.json")
+    return bool(meta) and meta.get("code") == code_fingerprint(DATA_CODE)
+
+
+def ensure_data(ds: Dataset, quiet: bool = False) -> None:
+    if data_ready(ds):
+        if not quiet:
+            say(f"  data {ds.label}: cached ({ds.data_dir.relative_to(ROOT)})")
+        return
+    shutil.rmtree(ds.data_dir, ignore_errors=True)
+    partial = ds.data_dir.with_name(ds.data_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    result = run_phase("generate", partial, ds.stores, ds.days, ds.seed)
+    meta = {"stores": ds.stores, "days": ds.days, "seed": ds.seed, "code": code_fingerprint(DATA_CODE), **result}
+    (partial / "meta.json").write_text(json.dumps(meta, indent=1))
+    partial.rename(ds.data_dir)
+    say(f"  data {ds.label}: generated {result['polls']:,} polls in {result['seconds']:.1f} s")
+
+
+def db_ready(ds: Dataset) -> bool:
+    meta = read_meta(Path(f"{ds.db_path}.json"))
+    return bool(meta) and ds.db_path.is_file() and meta.get("code") == code_fingerprint(DB_CODE)
+
+
+def install_db(ds: Dataset, built: Path, result: dict) -> None:
+    """Keep an ingested database as the cached one for ``ds``."""
+    remove_db(ds.db_path)
+    shutil.move(built, ds.db_path)
+    meta = {"stores": ds.stores, "days": ds.days, "seed": ds.seed, "code": code_fingerprint(DB_CODE),
+            "rows": result["rows"], "ingest_seconds": result["seconds"]}
+    Path(f"{ds.db_path}.json").write_text(json.dumps(meta, indent=1))
+
+
+def ensure_db(ds: Dataset) -> None:
+    if db_ready(ds):
+        say(f"  database {ds.label}: cached ({ds.db_path.relative_to(ROOT)})")
+        return
+    ensure_data(ds, quiet=True)
+    with scratch_copy() as (db, reports):
+        result = run_phase("ingest", ds.data_dir, db, reports)
+        install_db(ds, db, result)
+    say(f"  database {ds.label}: ingested {result['rows']:,} rows in {result['seconds']:.1f} s")
+
+
+def ensure_append_csv() -> None:
+    four_weeks = DATASETS["4w"]
+    meta = read_meta(APPEND_CSV.with_suffix(".json"))
+    db_meta = read_meta(Path(f"{four_weeks.db_path}.json"))
+    if APPEND_CSV.is_file() and meta and meta.get("db") == db_meta:
+        return
+    result = run_phase("append-csv", four_weeks.db_path, APPEND_CSV, SEED)
+    APPEND_CSV.with_suffix(".json").write_text(json.dumps({"db": db_meta, **result}, indent=1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+@dataclass
+class Figure:
+    name: str
+    values: list[float]  # one per run (the figure is their median)
+    unit: str  # "s", "ms", "MB", "rows/s", "x"
+    target: float | None = None
+    strict: bool = False  # target is "<" rather than "<="
+
+    @property
+    def value(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def seconds(self) -> float | None:
+        return {"s": self.value, "ms": self.value / 1000}.get(self.unit)
+
+    def meets(self) -> bool | None:
+        if self.target is None:
+            return None
+        return self.value < self.target if self.strict else self.value <= self.target
+
+    def show(self, v: float) -> str:
+        return {"s": f"{v:.2f} s", "ms": f"{v:.1f} ms", "MB": f"{v:,.0f} MB",
+                "rows/s": f"{v:,.0f} rows/s", "x": f"{v:.2f}"}[self.unit]
+
+    def show_target(self) -> str:
+        if self.target is None:
+            return "—"
+        unit = "" if self.unit == "x" else f" {self.unit}"
+        return f"{'<' if self.strict else '≤'} {self.target:g}{unit}"
+
+
+@dataclass
+class Bench:
+    runs: int
+    figures: list[Figure] = field(default_factory=list)
+
+    def add(self, *args, **kwargs) -> Figure:
+        figure = Figure(*args, **kwargs)
+        self.figures.append(figure)
+        return figure
+
+    def repeat(self, label: str, n: int, run) -> list[dict]:
+        results = []
+        for i in range(n):
+            result = run(i)
+            results.append(result)
+            say(f"  {label} run {i + 1}/{n}: {result['seconds']:.2f} s, peak {result['peak_mb']:,.0f} MB")
+        return results
+
+    # --- phases ----------------------------------------------------------------------------
+
+    def yardstick(self) -> Figure:
+        one = DATASETS["1x"]
+        runs = self.repeat("yardstick", self.runs, lambda i: run_phase("yardstick", one.status_csv))
+        return self.add("yardstick: pandas.read_csv(1x store_status.csv)", [r["seconds"] for r in runs], "s")
+
+    def ingest(self) -> None:
+        one = DATASETS["1x"]
+
+        def run(i: int) -> dict:
+            with scratch_copy() as (db, reports):
+                result = run_phase("ingest", one.data_dir, db, reports)
+                if not db_ready(one):  # the first run's database becomes the cached one
+                    install_db(one, db, result)
+            return result
+
+        runs = self.repeat("ingest 1x", self.runs, run)
+        self.add("ingest 1x, 3 files into an empty db: time", [r["seconds"] for r in runs], "s", 15)
+        self.add("ingest 1x: polls rows/s (status file rows / its time)", [r["poll_rows_per_s"] for r in runs], "rows/s")
+        self.add("ingest 1x: peak RSS", [r["peak_mb"] for r in runs], "MB", 600)
+
+    def append(self) -> None:
+        def run(i: int) -> dict:
+            with scratch_copy(DATASETS["4w"].db_path) as (db, reports):
+                return run_phase("append", db, APPEND_CSV, reports)
+
+        runs = self.repeat("append", self.runs, run)
+        self.add("append 10,000 polls to the four-week db: time", [r["seconds"] for r in runs], "s", 1)
+
+    def report(self, label: str, n: int, time_target=None, mb_target=None) -> Figure:
+        ds = DATASETS[label]
+        with scratch_copy() as (_, reports):  # read only: runs on the cached database itself
+            runs = self.repeat(f"report {label}", n, lambda i: run_phase("report", ds.db_path, reports))
+        name = {"1x": "report 1x", "4w": "report four weeks", "2x": "report 2x", "5x": "report 5x"}[label]
+        once = " (1 run)" if n == 1 else ""
+        figure = self.add(f"{name}: time{once}", [r["seconds"] for r in runs], "s", time_target)
+        self.add(f"{name}: peak RSS{once}", [r["peak_mb"] for r in runs], "MB", mb_target)
+        return figure
+
+    def http(self) -> None:
+        with scratch_copy(DATASETS["1x"].db_path) as (db, reports):
+            say(f"  http: gunicorn, 2 workers; {self.runs} timed reports, then >= {HTTP_SAMPLES} polls "
+                f"over >= {HTTP_REPORTS} reports")
+            result = run_phase("http", db, reports, self.runs, HTTP_SAMPLES, HTTP_REPORTS, timeout=1200)
+        say(f"  http: trigger -> Complete {', '.join(f'{s:.2f} s' for s in result['complete_s'])}; "
+            f"{result['samples']} polls over {result['latency_reports']} reports")
+        self.add("http: POST /trigger_report -> Complete (1x)", result["complete_s"], "s", 4)
+        n = result["samples"]
+        self.add(f"http: GET /get_report while running, p50 (n={n})", [result["latency_p50_ms"]], "ms")
+        self.add(f"http: GET /get_report while running, p95 (n={n})", [result["latency_p95_ms"]], "ms", 100,
+                 strict=True)
+        if result["worker_peak_mb"]:
+            self.add("http: peak RSS of the largest gunicorn worker", [max(result["worker_peak_mb"])], "MB")
+
+
+    def postgresql(self) -> None:
+        """Ingest, append and report on PostgreSQL, beside SQLite's figures."""
+        server = os.environ.get("STOREMON_BENCH_POSTGRES_URL") or os.environ.get("STOREMON_TEST_POSTGRES_URL")
+        if not server:
+            say("  postgresql: skipped (no server; `make bench` starts one via scripts/with-postgres.sh)")
+            return
+        one = DATASETS["1x"]
+        names = [f"storemon_bench_{uuid.uuid4().hex[:8]}" for _ in range(self.runs)]
+        urls = [run_phase("pg-admin", "create", server, name)["url"] for name in names]
+        try:
+            with scratch_copy() as (_, reports):
+                runs = self.repeat("postgresql ingest 1x", self.runs,
+                                   lambda i: run_phase("ingest", one.data_dir, urls[i], reports))
+                self.add("PostgreSQL: ingest 1x into an empty db: time", [r["seconds"] for r in runs], "s", 15)
+                self.add("PostgreSQL: ingest 1x: peak RSS", [r["peak_mb"] for r in runs], "MB", 600)
+                runs = self.repeat("postgresql report 1x", self.runs,
+                                   lambda i: run_phase("report", urls[0], reports))
+                self.add("PostgreSQL: report 1x: time", [r["seconds"] for r in runs], "s", 3)
+                self.add("PostgreSQL: report 1x: peak RSS", [r["peak_mb"] for r in runs], "MB", 500)
+                ensure_append_csv()
+                runs = self.repeat("postgresql append", self.runs,
+                                   lambda i: run_phase("append", urls[i], APPEND_CSV, reports))
+                self.add("PostgreSQL: append 10,000 polls to the 1x db: time", [r["seconds"] for r in runs], "s", 1)
+        finally:
+            for name in names:
+                run_phase("pg-admin", "drop", server, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+
+def table(figures: list[Figure], yardstick: Figure) -> str:
+    rows = [("figure", "measured", "ratio to yardstick", "target", "meets")]
+    for f in figures:
+        ratio = "—" if f.seconds is None else f.seconds / yardstick.value
+        ratio = ratio if ratio == "—" else f"{ratio:.2f}" if ratio >= 0.1 else f"{ratio:.2g}"
+        meets = {True: "yes", False: "no", None: "—"}[f.meets()]
+        rows.append((f.name, f.show(f.value), ratio, f.show_target(), meets))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = []
+    for k, row in enumerate(rows):
+        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("| " + " | ".join(cells) + " |")
+        if k == 0:
+            lines.append("|" + "|".join("-" * (w + 1) + ("-" if i == 0 else ":") for i, w in enumerate(widths)) + "|")
+    return "\n".join(lines)
+
+
+def machine() -> list[tuple[str, str]]:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                  if line.startswith("model name")), platform.processor() or "unknown")
+    meminfo = Path("/proc/meminfo").read_text()
+    mem_kb = int(next(line.split()[1] for line in meminfo.splitlines() if line.startswith("MemTotal:")))
+    os_name = platform.platform()
+    release = Path("/etc/os-release")
+    if release.is_file():
+        pretty = [line.split("=", 1)[1].strip('"') for line in release.read_text().splitlines()
+                  if line.startswith("PRETTY_NAME=")]
+        os_name = f"{pretty[0]}, Linux {platform.release()}" if pretty else os_name
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    versions = ", ".join(f"{p} {metadata.version(p)}" for p in ("pandas", "numpy", "SQLAlchemy", "Flask", "gunicorn"))
+    return [
+        ("CPU", f"{model} — {os.cpu_count()} logical cores ({usable} usable)"),
+        ("Memory", f"{mem_kb / 1024 / 1024:.1f} GiB"),
+        ("OS", os_name),
+        ("Python", f"{platform.python_version()} ({sys.executable})"),
+        ("Libraries", f"{versions}, SQLite {sqlite3.sqlite_version}"),
+        ("Date", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+    ]
+
+
+def write_results(bench: Bench, text: str, elapsed: float) -> None:
+    info = "\n".join(f"- **{k}:** {v}" for k, v in machine())
+    details = "\n".join(
+        f"- {f.name}: " + ", ".join(f.show(v) for v in f.values) for f in bench.figures if len(f.values) > 1
+    )
+    RESULTS_MD.write_text(f"""# storemon benchmark results
+
+Written by `make bench` (`python -m bench`); this run took {elapsed / 60:.1f} min in all.
+
+## Machine
+
+{info}
+
+## Results
+
+{text}
+
+- Each figure is the median of {bench.runs} runs (`BENCH_RUNS`), each run a fresh Python process;
+  the 5x report is run once. Peak RSS is that process's `ru_maxrss` (imports included).
+- "ratio to yardstick": the time divided by the yardstick, a plain `pandas.read_csv` of the 1x
+  `store_status.csv` (1.85M rows) measured in the same run, to compare machines.
+- Data: `storemon.demo.generate_demo_data(seed={SEED})`; 1x = 14,000 stores x 8 days, 2x = 28,000 x 8,
+  5x = 70,000 x 8, four weeks = 14,000 x 29 (same end instant as 1x).
+- ingest: `ingest_files` of the three 1x files into an empty SQLite database; rows/s is the
+  status file's rows over the status file's own time.
+- append: `ingest_file(engine, "status", ...)` of 10,000 polls (existing stores, an hour after
+  the last poll) into a copy of the four-week database.
+- report: `build_report(engine)` on the cached databases (CSV writing not included).
+- http: gunicorn (`gunicorn.conf.py`, 2 workers x 4 threads) on a copy of the 1x database; time
+  from POST /trigger_report until a GET /get_report (polled every 20 ms) answers Complete; then
+  reports triggered back to back, each polled in a tight sequential loop while it runs: latency of
+  the "Running" answers.
+
+## All runs
+
+{details}
+""")
+
+
+def _terminate(signum, _frame):
+    raise SystemExit(128 + signum)  # unwind: stop the running phase, remove scratch copies
+
+
+def main(argv: list[str]) -> int:
+    phases = ["ingest", "append", "report", "http", "postgresql"]
+    chosen = [p for p in phases if p in argv] if argv else phases
+    unknown = set(argv) - set(phases)
+    if unknown or RUNS < 1:
+        say(f"usage: python -m bench [{' '.join(phases)}]  (default: all; BENCH_RUNS >= 1)")
+        return 2
+    signal.signal(signal.SIGTERM, _terminate)
+    started = time.perf_counter()
+    shutil.rmtree(SCRATCH, ignore_errors=True)
+    SCRATCH.mkdir(parents=True)
+    bench = Bench(RUNS)
+    try:
+        say("preparing data (cached in bench/cache/)")
+        for ds in DATASETS.values():
+            ensure_data(ds)
+        say("measuring")
+        yardstick = bench.yardstick()
+        if "ingest" in chosen:
+            bench.ingest()
+        prepare = ["4w"] if "append" in chosen else []
+        prepare += ["1x", "4w", "2x", "5x"] if "report" in chosen else []
+        prepare += ["1x"] if "http" in chosen else []
+        if prepare:
+            say("preparing databases")
+            for label in dict.fromkeys(prepare):
+                ensure_db(DATASETS[label])
+        if "append" in chosen:
+            ensure_append_csv()
+            bench.append()
+        if "report" in chosen:
+            one = bench.report("1x", RUNS, time_target=3, mb_target=500)
+            four = bench.report("4w", RUNS)
+            bench.add("report four weeks / one week (1x)", [four.value / one.value], "x", 1.2)
+            bench.report("2x", RUNS)
+            bench.report("5x", RUNS_5X)
+        if "http" in chosen:
+            bench.http()
+        if "postgresql" in chosen:
+            ensure_db(DATASETS["4w"])  # the append file is drawn from it
+            bench.postgresql()
+    except PhaseError as err:
+        say(f"\nFAILED: {err}")
+        return 1
+    except KeyboardInterrupt:
+        say("\ninterrupted")
+        return 130
+    finally:
+        shutil.rmtree(SCRATCH, ignore_errors=True)
+    elapsed = time.perf_counter() - started
+    text = table(bench.figures, yardstick)
+    missed = [f.name for f in bench.figures if f.meets() is False]
+    say("\n" + text + "\n")
+    written = ""
+    if chosen == phases:  # a partial run does not replace the full results
+        write_results(bench, text, elapsed)
+        written = f" Written to {RESULTS_MD.relative_to(ROOT)}."
+    say(f"{len(missed)} target(s) missed" + (": " + "; ".join(missed) if missed else "")
+        + f". Total {elapsed / 60:.1f} min.{written}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,361 @@
+"""The benchmark's phases. One run = one fresh process::
+
+    python -m bench.phase NAME ARGS...
+
+prints one line ``BENCH_RESULT {json}`` on stdout (logging goes to stderr). Measured phases
+time only the call they measure, and report ``peak_mb``: this process's peak resident set size
+(``ru_maxrss``), so set-up in the same process (imports, the app) is included, as it would be in
+a real ``flask ingest`` or report job, but nothing of other runs.
+
+Preparation phases (not measured): ``generate``, ``append-csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import random
+import resource
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from bench import APPEND_ROWS, RESULT_PREFIX, ROOT
+
+US = 1_000_000
+
+
+def peak_mb() -> float:
+    """Peak RSS of this process so far (Linux: ru_maxrss is in KB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def is_url(db: str) -> bool:
+    """A database is given as a SQLite file path or as a URL (PostgreSQL)."""
+    return "://" in db
+
+
+def make_app(db: str, reports_dir: str):
+    """storemon's app on the given SQLite file or database URL (the schema is created if missing)."""
+    from storemon import create_app
+
+    return create_app({"DATABASE_URL": db if is_url(db) else f"sqlite:///{db}", "REPORTS_DIR": reports_dir})
+
+
+def checkpoint(db_path: str) -> None:
+    """Fold the WAL into the database file, so the file alone can be copied."""
+    if is_url(db_path):
+        return
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Preparation
+
+
+def generate(out_dir: str, stores: str, days: str, seed: str) -> dict:
+    """The project's own generator: three CSVs in out_dir."""
+    from storemon.demo import generate_demo_data
+
+    started = time.perf_counter()
+    summary = generate_demo_data(out_dir, stores=int(stores), days=int(days), seed=int(seed))
+    return {
+        "seconds": time.perf_counter() - started,
+        "polls": summary.polls,
+        "hours_rows": summary.hours_rows,
+        "timezone_rows": summary.timezone_rows,
+        "first_poll": summary.start.isoformat(),
+        "last_poll": summary.end.isoformat(),
+    }
+
+
+def append_csv(db_path: str, out_csv: str, seed: str) -> dict:
+    """APPEND_ROWS new polls in the real feed's format, one each for as many existing stores,
+    an hour (plus up to 5 minutes) after the database's last poll, in time order."""
+    uri = f"file:{db_path}?mode=ro"
+    with sqlite3.connect(uri, uri=True) as conn:
+        store_ids = [row[0] for row in conn.execute("SELECT store_id FROM stores ORDER BY store_key")]
+        last_us = conn.execute("SELECT max(last_poll_us) FROM stores").fetchone()[0]
+    conn.close()
+    rng = random.Random(int(seed))
+    chosen = rng.sample(store_ids, APPEND_ROWS)
+    stamps = sorted(last_us + 3600 * US + rng.randrange(300 * US) for _ in chosen)
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    with open(out_csv, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["store_id", "status", "timestamp_utc"])
+        for store_id, ts in zip(chosen, stamps):
+            when = (epoch + timedelta(microseconds=ts)).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+            writer.writerow([store_id, "active" if rng.random() < 0.9 else "inactive", when])
+    return {"rows": APPEND_ROWS, "first": stamps[0], "last": stamps[-1], "db_last_poll_us": last_us}
+
+
+# ---------------------------------------------------------------------------------------------
+# Measured phases
+
+
+def yardstick(status_csv: str) -> dict:
+    """A plain pandas.read_csv of the 1x polls file: how fast is this machine?"""
+    import pandas as pd
+
+    started = time.perf_counter()
+    frame = pd.read_csv(status_csv)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rows": len(frame), "peak_mb": peak_mb()}
+
+
+def ingest(data_dir: str, db_path: str, reports_dir: str) -> dict:
+    """storemon.ingest.ingest_files: the three feeds into an empty database."""
+    from storemon.extensions import db
+    from storemon.ingest import ingest_files
+
+    if not is_url(db_path) and Path(db_path).exists():
+        raise SystemExit(f"{db_path} exists; ingest needs an empty database")
+    app = make_app(db_path, reports_dir)
+    with app.app_context():
+        engine = db.engine
+        started = time.perf_counter()
+        summary = ingest_files(engine, data_dir)
+        seconds = time.perf_counter() - started
+        engine.dispose()
+    checkpoint(db_path)
+    files = {f.kind: f for f in summary.files}
+    status = files["status"]
+    return {
+        "seconds": seconds,
+        "rows": sum(f.rows_read for f in summary.files),
+        "poll_rows": status.rows_read,
+        "poll_seconds": status.seconds,
+        "poll_rows_per_s": status.rows_per_second,
+        "skipped": sum(f.rows_skipped for f in summary.files),
+        "files": {k: {"rows": f.rows_read, "seconds": round(f.seconds, 3)} for k, f in files.items()},
+        "peak_mb": peak_mb(),
+    }
+
+
+def append(db_path: str, new_polls_csv: str, reports_dir: str) -> dict:
+    """storemon.ingest.ingest_file of a small hourly feed into a big existing database."""
+    from storemon.extensions import db
+    from storemon.ingest import ingest_file
+
+    app = make_app(db_path, reports_dir)
+    with app.app_context():
+        engine = db.engine
+        started = time.perf_counter()
+        summary = ingest_file(engine, "status", new_polls_csv)
+        seconds = time.perf_counter() - started
+        engine.dispose()
+    if summary.rows_changed != APPEND_ROWS:
+        raise SystemExit(f"expected {APPEND_ROWS} new polls, got {summary.to_dict()}")
+    return {"seconds": seconds, "rows": summary.rows_read, "peak_mb": peak_mb()}
+
+
+def report(db_path: str, reports_dir: str) -> dict:
+    """storemon.reports.build_report on a cached database (read only)."""
+    from storemon.extensions import db
+    from storemon.reports import build_report
+
+    app = make_app(db_path, reports_dir)
+    with app.app_context():
+        engine = db.engine
+        started = time.perf_counter()
+        result = build_report(engine)
+        seconds = time.perf_counter() - started
+        engine.dispose()
+    return {"seconds": seconds, "stores": result.store_count, "peak_mb": peak_mb()}
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP: real gunicorn
+
+
+class Gunicorn:
+    """``gunicorn -c gunicorn.conf.py wsgi:app`` on a free port, in its own process group
+    (as tests/test_server.py starts it); :meth:`stop` kills the whole group."""
+
+    def __init__(self, db_path: str, reports_dir: str, log_path: str, workers: int = 2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.base = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "DATABASE_URL": f"sqlite:///{db_path}", "REPORTS_DIR": reports_dir,
+               "STOREMON_BIND": f"127.0.0.1:{port}", "STOREMON_WEB_WORKERS": str(workers)}
+        for key in ("REPORT_WORKERS", "REPORT_START_DELAY", "GUNICORN_CMD_ARGS"):
+            env.pop(key, None)  # measure the shipped configuration
+        self.log_path = log_path
+        self.log = open(log_path, "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                if self.request("GET", "/health")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gunicorn did not start; see {log_path}")
+
+    def request(self, method: str, path: str) -> tuple[int, dict, bytes]:
+        req = urllib.request.Request(self.base + path, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as err:
+            return err.code, dict(err.headers), err.read()
+
+    def trigger(self) -> str:
+        status, _, body = self.request("POST", "/trigger_report")
+        if status != 200:
+            raise RuntimeError(f"POST /trigger_report: {status} {body[:300]!r}")
+        return json.loads(body)["report_id"]
+
+    def poll(self, report_id: str) -> bool:
+        """One GET /get_report; True once the report is Complete."""
+        status, headers, body = self.request("GET", f"/get_report?report_id={report_id}")
+        if status != 200:
+            raise RuntimeError(f"GET /get_report: {status} {body[:300]!r}")
+        if headers.get("X-Report-Status") == "Complete":
+            return True
+        state = json.loads(body)
+        if state.get("status") != "Running":
+            raise RuntimeError(f"report {report_id}: {state}")
+        return False
+
+    def worker_peak_mb(self) -> list[float]:
+        """VmHWM (peak RSS) of each worker process, read before stopping."""
+        peaks = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) != self.process.pid:  # fields[1] is the parent pid
+                    continue
+                for line in (stat.parent / "status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peaks.append(int(line.split()[1]) / 1024)
+            except (OSError, IndexError, ValueError):
+                continue
+        return peaks
+
+    def stop(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})  # finish this
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=30)
+        self.log.close()
+
+
+def http(db_path: str, reports_dir: str, runs: str, min_samples: str, min_reports: str) -> dict:
+    """(a) POST /trigger_report -> GET /get_report every 20 ms until Complete, ``runs`` times;
+    (b) reports triggered back to back, each polled in a tight sequential loop while it runs:
+    the latency of every "Running" answer, until ``min_samples`` over ``min_reports`` reports."""
+    server = Gunicorn(db_path, reports_dir, str(Path(reports_dir).parent / "gunicorn.log"))
+    try:
+        complete_s = []
+        for _ in range(int(runs)):
+            started = time.perf_counter()
+            report_id = server.trigger()
+            while not server.poll(report_id):
+                if time.perf_counter() - started > 300:
+                    raise RuntimeError(f"report {report_id} not complete after 300 s")
+                time.sleep(0.02)
+            complete_s.append(time.perf_counter() - started)
+
+        latencies_ms: list[float] = []
+        reports = 0
+        while len(latencies_ms) < int(min_samples) or reports < int(min_reports):
+            if reports >= 50:
+                raise RuntimeError(f"only {len(latencies_ms)} samples after {reports} reports")
+            report_id = server.trigger()
+            reports += 1
+            while True:
+                started = time.perf_counter()
+                done = server.poll(report_id)
+                if done:
+                    break
+                latencies_ms.append((time.perf_counter() - started) * 1000)
+        worker_peaks = server.worker_peak_mb()
+    finally:
+        server.stop()
+    quantiles = statistics.quantiles(latencies_ms, n=100, method="inclusive")
+    return {
+        "complete_s": complete_s,
+        "latency_p50_ms": statistics.median(latencies_ms),
+        "latency_p95_ms": quantiles[94],
+        "latency_max_ms": max(latencies_ms),
+        "samples": len(latencies_ms),
+        "latency_reports": reports,
+        "worker_peak_mb": worker_peaks,
+        "peak_mb": peak_mb(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+
+def pg_admin(action: str, server_url: str, name: str) -> dict:
+    """Create or drop database ``name`` on the PostgreSQL server of ``server_url``."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(server_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if action == "create":
+            conn.execute(f'CREATE DATABASE "{name}"')
+        else:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    return {"url": url, "seconds": 0.0, "peak_mb": peak_mb()}
+
+
+PHASES = {
+    "generate": generate,
+    "append-csv": append_csv,
+    "yardstick": yardstick,
+    "ingest": ingest,
+    "append": append,
+    "report": report,
+    "http": http,
+    "pg-admin": pg_admin,
+}
+
+
+def _terminate(signum, _frame):
+    raise SystemExit(128 + signum)  # unwind, so `finally` blocks stop gunicorn
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in PHASES:
+        print(f"usage: python -m bench.phase {{{','.join(PHASES)}}} ARGS...", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _terminate)
+    # Logs to stderr (create_app keeps a configured root logger), stdout is for the result.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result = PHASES[argv[0]](*argv[1:])
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
