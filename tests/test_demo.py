@@ -121,3 +121,13 @@ def test_custom_end(tmp_path):
     status = _read(tmp_path / "store_status.csv")
     ts = pd.to_datetime(status["timestamp_utc"].str.removesuffix(" UTC"), utc=True)
     assert ts.max() == pd.Timestamp(end)
+
+
+def test_demo_data_command(tmp_path):
+    from storemon import create_app
+
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "REPORTS_DIR": str(tmp_path / "r")})
+    result = app.test_cli_runner().invoke(args=["demo-data", "--stores", "20", "--days", "2", "--out", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    assert "for 20 stores to" in result.output
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["menu_hours.csv", "store_status.csv", "timezones.csv"]

@@ -22,7 +22,6 @@ from storemon import create_app
 from storemon.demo import generate_demo_data
 from storemon.extensions import db
 from storemon.ingest import ingest_files
-from storemon.reports import build_report, write_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -85,8 +84,12 @@ def feeds(tmp_path_factory):
     app = create_app({"DATABASE_URL": f"sqlite:///{folder / 'storemon.db'}", "REPORTS_DIR": str(folder / "cli")})
     with app.app_context():
         ingest_files(db.engine, folder / "feeds")
-        expected = write_csv(build_report(db.engine).frame, folder / "cli" / "expected.csv").read_bytes()
         db.engine.dispose()
+    # The expected CSV is what the command line writes.
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{folder / 'storemon.db'}", "REPORTS_DIR": str(folder / "cli")}
+    subprocess.run([sys.executable, "-m", "flask", "--app", "storemon", "report", "--out", str(folder / "cli.csv")],
+                   cwd=ROOT, env=env, check=True, capture_output=True)
+    expected = (folder / "cli.csv").read_bytes()
     return {"folder": folder / "feeds", "database": folder / "storemon.db", "expected": expected}
 
 
