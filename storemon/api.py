@@ -6,7 +6,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from flask import Blueprint, current_app, jsonify, request, send_file
+from flask import Blueprint, Response, current_app, jsonify, request, send_file
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, MethodNotAllowed, NotFound
@@ -101,10 +101,14 @@ def get_report(report_id: str | None = None):
         report = db.session.get(Report, report_id)
     if report.status == jobs.COMPLETE:
         path = jobs.report_path(app, report_id)
-        if not path.is_file():
-            raise ApiError(500, f"report {report_id} is complete but its file is missing from REPORTS_DIR")
-        response = send_file(path, mimetype="text/csv", as_attachment=True,
-                             download_name=f"report_{report_id}.csv", max_age=0)
+        if path.is_file():
+            response = send_file(path, mimetype="text/csv", as_attachment=True,
+                                 download_name=f"report_{report_id}.csv", max_age=0)
+        elif report.csv is not None:  # written on another host: the copy kept in the database
+            response = Response(report.csv, mimetype="text/csv")
+            response.headers["Content-Disposition"] = f"attachment; filename=report_{report_id}.csv"
+        else:
+            raise ApiError(500, f"report {report_id} is complete but its CSV is missing")
         response.headers["X-Report-Status"] = "Complete"
         return response
     if report.status == jobs.FAILED:

@@ -94,6 +94,10 @@ REPORT_COLUMNS = [
     "downtime_last_week",
 ]
 _MAX_AXIS = 2**62  # the store-by-store axis must stay inside int64
+# The look-back for stores without a recent counted poll goes back in steps that double from
+# two days up to 64 days: few rounds for a long history, bounded memory per round.
+LOOK_BACK_FIRST_STEP_US = 2 * US_PER_DAY
+LOOK_BACK_MAX_STEP_US = 64 * US_PER_DAY
 
 # Fetches older polls for some stores: (store codes, from_us, to_us) -> frame of polls with
 # columns store (code), ts_us, active in [from_us, to_us).
@@ -342,8 +346,8 @@ def compute_report(
     ``polls``: columns ``store`` (code = index into ``store_ids``), ``ts_us``, ``active``; it must
     hold every poll of these stores from ``complete_from_us`` (default: its earliest poll) to
     ``now_us``. Polls after ``now_us`` are ignored. A store whose nearest counted poll may lie
-    before that is looked up further back through ``fetch_older`` (doubling the look-back each
-    round, only for those stores, until found or until the store's ``first_poll_us``).
+    before that is looked up further back through ``fetch_older`` (steps doubling from two days to
+    64 days, only for those stores, until found or until the store's ``first_poll_us``).
 
     With ``exact_seconds`` every figure is given in seconds, unrounded (for checks).
     """
@@ -419,9 +423,9 @@ def _with_older_polls(store, ts, active, schedule, n, week_start, complete_from,
     pending = np.flatnonzero(needs)
 
     found_store, found_ts, found_active = [store], [ts], [active]
-    span_end = complete_from
+    span_end, step = complete_from, LOOK_BACK_FIRST_STEP_US
     while len(pending):
-        span_start = week_start - 2 * (week_start - span_end) - US_PER_DAY
+        span_start = span_end - step
         older = fetch_older(pending, span_start, span_end)
         if len(older):
             o_store = older["store"].to_numpy(np.int64)
@@ -440,7 +444,7 @@ def _with_older_polls(store, ts, active, schedule, n, week_start, complete_from,
                 found_active.append(o_active[last])
                 pending = np.setdiff1d(pending, o_store[last])
         pending = pending[first_poll_us[pending] < span_start]  # others have no older history
-        span_end = span_start
+        span_end, step = span_start, min(2 * step, LOOK_BACK_MAX_STEP_US)
     return np.concatenate(found_store), np.concatenate(found_ts), np.concatenate(found_active)
 
 
@@ -497,6 +501,7 @@ def report_from_frames(
     ``hours``: store_id, day (or dayOfWeek / day_of_week), start_time_local, end_time_local as
     ``HH:MM[:SS]``; ``timezones``: store_id, timezone_str. ``now`` defaults to the latest poll.
     """
+    polls = polls.drop_duplicates(["store_id", "timestamp_utc"], keep="last")  # later row wins
     ts = pd.to_datetime(polls["timestamp_utc"], utc=True).dt.as_unit("us").array.asi8
     now_us = int(ts.max()) if now is None else to_us(now)
     known = ts <= now_us

@@ -190,22 +190,38 @@ def _first_failure(checks: list[tuple[str, pd.Series]], index: pd.Index) -> pd.S
     return reason.dropna()
 
 
+# Polls outside this span are taken for typos or sentinels (0001-01-01, 9999-12-31) and skipped
+# as bad timestamps: one such row would otherwise move `now` by centuries for every report.
+EARLIEST_POLL = pd.Timestamp("2000-01-01", tz="UTC")
+LATEST_POLL_AHEAD = pd.Timedelta(days=1)  # a poll may not be more than a day in the future
+
+
 def parse_timestamps(values: pd.Series) -> pd.Series:
     """Text -> UTC microseconds since the epoch (float64, exact below 2**53); unreadable -> NaN.
 
     Accepts the real feed's ``2023-01-25 12:09:39.388884 UTC`` (0-6 fractional digits),
     ``2023-01-25T12:09:39Z``, explicit offsets (``+00:00``) and naive values (taken as UTC).
     The common form is parsed in one vectorised pass; only the rows it misses get a second,
-    more forgiving look (surrounding spaces, ``UTC`` without a space).
+    more forgiving look (surrounding spaces, ``UTC`` in any case or without a space). Instants
+    before 2000 or more than a day ahead of the clock count as unreadable.
     """
-    parsed = _iso_utc(values.str.removesuffix(" UTC"))
-    missed = parsed.isna() & (values != "")
+    micros = _micros(_iso_utc(values.str.removesuffix(" UTC")))
+    missed = np.isnan(micros) & (values != "").to_numpy()
     if missed.any():
-        retry = values[missed].str.strip().str.removesuffix("UTC").str.strip()
-        parsed[missed] = _iso_utc(retry)
-    micros = parsed.dt.as_unit("us").array.asi8.astype(np.float64)
-    micros[parsed.isna().to_numpy()] = np.nan
+        retry = values[missed].str.strip().str.replace(r"(?i)\s*utc$", "", regex=True)
+        micros[missed] = _micros(_iso_utc(retry))
+    latest = pd.Timestamp.now(tz="UTC") + LATEST_POLL_AHEAD
+    with np.errstate(invalid="ignore"):
+        outside = (micros < EARLIEST_POLL.value // 1000) | (micros > latest.value // 1000)
+    micros[outside] = np.nan
     return pd.Series(micros, index=values.index)
+
+
+def _micros(parsed: pd.Series) -> np.ndarray:
+    """Parsed instants -> float64 microseconds, NaN where unparsed."""
+    out = parsed.dt.as_unit("us").array.asi8.astype(np.float64)
+    out[parsed.isna().to_numpy()] = np.nan
+    return out
 
 
 def _iso_utc(text: pd.Series) -> pd.Series:
@@ -348,6 +364,7 @@ def ingest_file(
     with path.open("rb") as handle, engine.connect() as conn:
         conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():
+            storage.lock_for_ingest(conn)
             try:
                 reader = pd.read_csv(
                     handle,

@@ -5,10 +5,13 @@ thread, in whichever process: the claim is a conditional UPDATE) -> ``complete``
 into ``REPORTS_DIR``) or ``failed`` (error recorded). Because the state is in the database, any
 web process can answer a poll.
 
-A process that dies leaves its reports ``running`` (or ``queued``) with its ``host:pid`` in
-``worker``. They are recovered -- re-queued, or failed after :data:`MAX_ATTEMPTS` -- when a
-process starts serving (:func:`recover_reports`) and whenever such a report is polled
-(:func:`reap_if_orphaned`): a report never stays "Running" forever.
+A running job writes a heartbeat every :data:`HEARTBEAT_EVERY` seconds. A report is orphaned
+when its process is gone -- same host and its pid dead, or the pid now belongs to another process
+(each process has a random token in ``worker``: ``host:pid:token``), or it is this process's but
+no thread here has it -- or when its heartbeat is older than :data:`STALE_AFTER` (any host).
+Orphans are recovered -- re-queued, or failed after :data:`MAX_ATTEMPTS` -- when a process starts
+serving (:func:`recover_reports`) and whenever one is polled (:func:`reap_if_orphaned`): a report
+never stays "Running" forever.
 """
 
 from __future__ import annotations
@@ -34,13 +37,16 @@ log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, COMPLETE, FAILED = "queued", "running", "complete", "failed"
 MAX_ATTEMPTS = 2  # a report whose process died twice is failed, not retried again
-STALE_AFTER = timedelta(minutes=15)  # no heartbeat from another host for this long: orphaned
+HEARTBEAT_EVERY = 10.0  # seconds between heartbeats of a running job
+STALE_AFTER = timedelta(seconds=60)  # no heartbeat for this long: the owner is gone
 PROGRESS_EVERY_S = 0.5  # at most one progress write per this many seconds
 ID_HEX_CHARS = 32  # report ids: 128 random bits as hex
 
 _executor: ThreadPoolExecutor | None = None
 _executor_pid: int | None = None
 _lock = threading.Lock()
+_token: tuple[int, str] | None = None  # (pid, random token) of this process
+_mine: set[str] = set()  # ids of the reports queued or running in this process
 
 
 def _now() -> datetime:
@@ -48,7 +54,11 @@ def _now() -> datetime:
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid:token``; the token tells this process from a later one that reuses the pid."""
+    global _token
+    if _token is None or _token[0] != os.getpid():
+        _token = (os.getpid(), secrets.token_hex(4))
+    return f"{socket.gethostname()}:{_token[0]}:{_token[1]}"
 
 
 def new_report_id() -> str:
@@ -81,34 +91,94 @@ def submit_report(app: Flask, as_of_us: int | None = None) -> str:
                     progress=0.0, stage="queued", attempts=0, worker=worker_name())
     db.session.add(report)
     db.session.commit()
-    executor(app).submit(run_report, app, report.id)
+    _hand_over(app, report.id)
     return report.id
+
+
+def _hand_over(app: Flask, report_id: str) -> None:
+    with _lock:
+        _mine.add(report_id)
+    executor(app).submit(run_report, app, report_id)
 
 
 def run_report(app: Flask, report_id: str) -> None:
     """The job body: claim the report, compute it, write the CSV, record the outcome."""
     with app.app_context():
+        beat = None
         try:
             if not _claim(report_id):
                 return  # another thread or process has it, or it is no longer queued
+            beat = _Heartbeat(app, report_id)
             delay = float(app.config.get("REPORT_START_DELAY", 0) or 0)
             if delay:
                 time.sleep(delay)  # testing aid: a window in which the job is "running"
-            report = db.session.get(Report, report_id)
-            as_of_us = report.as_of_us
+            as_of_us = db.session.get(Report, report_id).as_of_us
             db.session.rollback()  # end the read; the computation uses its own snapshot
-            progress = _ProgressWriter(report_id)
-            result = build_report(db.engine, as_of_us, progress=progress)
+            result = build_report(db.engine, as_of_us, progress=_ProgressWriter(report_id))
             path = write_csv(result.frame, report_path(app, report_id))
-            _set(report_id, status=COMPLETE, progress=1.0, stage="complete", finished_at=_now(),
-                 heartbeat_at=_now(), now_us=result.now_us, store_count=result.store_count,
-                 file_name=path.name)
+            _finish(report_id, status=COMPLETE, progress=1.0, stage="complete", now_us=result.now_us,
+                    store_count=result.store_count, file_name=path.name, csv=path.read_bytes())
         except Exception as exc:  # noqa: BLE001 -- every failure must reach the reports table
             log.exception("report %s failed", report_id)
             db.session.rollback()
-            _set(report_id, status=FAILED, stage="failed", finished_at=_now(), error=_describe(exc))
+            _finish(report_id, status=FAILED, stage="failed", error=_describe(exc))
         finally:
+            if beat is not None:
+                beat.stop()
+            with _lock:
+                _mine.discard(report_id)
             db.session.remove()
+
+
+def _finish(report_id: str, **values) -> None:
+    """Record the outcome -- only if this worker still owns the report -- retrying a few times
+    (a lock held past the busy timeout, a dropped connection) so it is not lost."""
+    for attempt in range(4):
+        try:
+            db.session.execute(
+                update(Report)
+                .where(Report.id == report_id, Report.status == RUNNING, Report.worker == worker_name())
+                .values(finished_at=_now(), heartbeat_at=_now(), **values)
+                .execution_options(synchronize_session=False)
+            )
+            db.session.commit()
+            return
+        except Exception:  # noqa: BLE001
+            db.session.rollback()
+            if attempt == 3:
+                log.exception("could not record the outcome of report %s", report_id)
+                return
+            time.sleep(0.5 * 2**attempt)
+
+
+class _Heartbeat:
+    """Writes ``heartbeat_at`` every HEARTBEAT_EVERY seconds while a job runs (its own thread)."""
+
+    def __init__(self, app: Flask, report_id: str):
+        self.app, self.report_id, self.worker = app, report_id, worker_name()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"heartbeat-{report_id[:8]}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.done.wait(HEARTBEAT_EVERY):
+            with self.app.app_context():
+                try:
+                    db.session.execute(
+                        update(Report)
+                        .where(Report.id == self.report_id, Report.status == RUNNING, Report.worker == self.worker)
+                        .values(heartbeat_at=_now())
+                        .execution_options(synchronize_session=False)
+                    )
+                    db.session.commit()
+                except Exception:  # noqa: BLE001 -- a missed beat is retried next time
+                    log.warning("heartbeat of report %s failed", self.report_id, exc_info=True)
+                finally:
+                    db.session.remove()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(timeout=5)
 
 
 def _describe(exc: Exception) -> str:
@@ -167,9 +237,14 @@ def _process_alive(pid: int) -> bool:
 
 def _orphaned(report: Report, now: datetime) -> bool:
     """Is the process that owns this queued/running report gone?"""
-    host, _, pid = (report.worker or "").rpartition(":")
+    host, pid, token = ((report.worker or "").split(":") + ["", "", ""])[:3]
     if host == socket.gethostname() and pid.isdigit():
-        return int(pid) != os.getpid() and not _process_alive(int(pid))
+        if int(pid) == os.getpid():
+            # This process (or an earlier one with the same pid): alive only if a thread has it.
+            with _lock:
+                return token != worker_name().rsplit(":", 1)[1] or report.id not in _mine
+        if not _process_alive(int(pid)):
+            return True
     beat = report.heartbeat_at or report.started_at or report.created_at
     if beat is not None and beat.tzinfo is None:
         beat = beat.replace(tzinfo=timezone.utc)
@@ -178,25 +253,27 @@ def _orphaned(report: Report, now: datetime) -> bool:
 
 def _recover(app: Flask, report: Report) -> bool:
     """Re-queue (and resubmit here) or fail one orphaned report. True if it was re-queued."""
-    reason = f"the process computing it ({report.worker}) stopped"
-    if report.attempts >= MAX_ATTEMPTS:
+    report_id, status, worker, attempts = report.id, report.status, report.worker, report.attempts
+    db.session.rollback()  # end the read first: the UPDATE then takes the write lock directly
+    reason = f"the process computing it ({worker}) stopped"
+    if attempts >= MAX_ATTEMPTS:
         values = dict(status=FAILED, stage="failed", finished_at=_now(),
-                      error=f"{reason}; gave up after {report.attempts} attempts")
+                      error=f"{reason}; gave up after {attempts} attempts")
         requeue = False
     else:
         values = dict(status=QUEUED, stage="queued", progress=0.0, worker=worker_name(),
-                      error=f"re-queued: {reason}")
+                      heartbeat_at=_now(), error=f"re-queued: {reason}")
         requeue = True
     result = db.session.execute(
         update(Report)
-        .where(Report.id == report.id, Report.status == report.status, Report.worker == report.worker)
+        .where(Report.id == report_id, Report.status == status, Report.worker == worker)
         .values(**values)
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
     if result.rowcount == 1 and requeue:
-        executor(app).submit(run_report, app, report.id)
-        log.warning("report %s re-queued: %s", report.id, reason)
+        _hand_over(app, report_id)
+        log.warning("report %s re-queued: %s", report_id, reason)
     return result.rowcount == 1 and requeue
 
 

@@ -54,6 +54,18 @@ def init_schema() -> None:
 # ---------------------------------------------------------------------------------------------
 # Writing the feeds (called by storemon.ingest inside one transaction per file)
 
+_INGEST_LOCK = 0x5709E  # PostgreSQL advisory lock key: one ingest transaction at a time
+
+
+def lock_for_ingest(conn) -> None:
+    """Serialise ingest transactions, as SQLite's BEGIN IMMEDIATE does for it.
+
+    On PostgreSQL two files arriving at once (from two web hosts, say) could otherwise both
+    create the same new store, or both replace one store's hours and leave the union.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_INGEST_LOCK})")
+
 
 def _placeholders(conn, n: int) -> str:
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
 import socket
 import subprocess
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
@@ -205,17 +206,48 @@ def test_a_report_whose_process_died_twice_is_failed_with_a_reason(app, client, 
     assert "stopped; gave up after 2 attempts" in body["error"]
 
 
+def running_report(app, worker: str, beat_seconds_ago: float) -> str:
+    report_id = jobs.new_report_id()
+    with app.app_context():
+        beat = datetime.now(timezone.utc) - timedelta(seconds=beat_seconds_ago)
+        db.session.add(Report(id=report_id, status="running", created_at=beat, started_at=beat, heartbeat_at=beat,
+                              progress=0.1, attempts=1, worker=worker))
+        db.session.commit()
+    return report_id
+
+
 def test_start_up_recovers_orphans_but_not_live_reports(app, client, loaded):
     dead = orphan(app, status="queued", attempts=0)
-    live = jobs.new_report_id()
-    with app.app_context():
-        now = datetime.now(timezone.utc)
-        db.session.add(Report(id=live, status="running", created_at=now, heartbeat_at=now, progress=0.1,
-                              attempts=1, worker=jobs.worker_name()))
-        db.session.commit()
+    # Another live process (our parent) with a fresh heartbeat: left alone.
+    live = running_report(app, f"{socket.gethostname()}:{os.getppid()}:feedbeef", beat_seconds_ago=1)
     assert jobs.recover_reports(app) == 1
     assert wait_for(client, dead).mimetype == "text/csv"
     assert client.get(f"/get_report/{live}").get_json()["status"] == "Running"
+
+
+@pytest.mark.parametrize(
+    "worker",
+    [
+        lambda: f"{socket.gethostname()}:{os.getppid()}:feedbeef",  # alive, but silent for too long
+        lambda: f"{socket.gethostname()}:{os.getpid()}:0ldt0ken",  # our pid, an earlier process's token
+        lambda: jobs.worker_name(),  # ours, but no thread here has it
+        lambda: "other-host:12:abcd1234",  # another host, silent for too long
+    ],
+)
+def test_reports_whose_owner_is_gone_are_recovered(app, client, loaded, worker):
+    stale = jobs.STALE_AFTER.total_seconds() + 5
+    quiet = running_report(app, worker(), beat_seconds_ago=stale if "feedbeef" in worker() or "other" in worker() else 1)
+    assert wait_for(client, quiet).get_data(as_text=True) == EXPECTED
+
+
+def test_a_complete_report_is_served_from_the_database_when_the_file_is_elsewhere(app, client, loaded):
+    report_id = client.post("/trigger_report").get_json()["report_id"]
+    wait_for(client, report_id)
+    jobs.report_path(app, report_id).unlink()  # as on a host that did not compute it
+    response = client.get(f"/get_report/{report_id}", buffered=True)
+    assert response.status_code == 200 and response.headers["X-Report-Status"] == "Complete"
+    assert response.headers["Content-Disposition"] == f"attachment; filename=report_{report_id}.csv"
+    assert response.get_data(as_text=True) == EXPECTED
 
 
 # --- consistency under a concurrent ingest ---------------------------------------------------

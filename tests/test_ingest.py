@@ -263,3 +263,18 @@ def test_health_counts(client, engine, tmp_path):
     ingest_files(engine, tmp_path)
     body = client.get("/health").get_json()
     assert body == {"status": "ok", "database": "reachable", "stores": 1, "polls": 1, "reports": 0}
+
+
+def test_sentinel_and_out_of_range_timestamps_are_bad_rows(engine, tmp_path):
+    path = write_csv(
+        tmp_path / "s.csv",
+        "store_id,status,timestamp_utc\n"
+        "1,active,0001-01-01 00:00:00 UTC\n"
+        "2,active,9999-12-31 23:59:59 UTC\n"
+        "3,active,1970-01-01 00:00:00 UTC\n"
+        "4,active,2023-01-01 00:00:00.123456789 UTC\n"
+        "5,active,2023-01-01 00:00:00 utc\n",
+    )
+    s = ingest_file(engine, "status", path)
+    assert s.skipped == {"bad timestamp": 3}
+    assert [r[:2] for r in polls(engine)] == [("4", 1672531200123456), ("5", 1672531200000000)]

@@ -199,8 +199,10 @@ def test_several_hosts_share_one_postgresql_database(feeds, tmp_path):
         with app.app_context():
             ingest_files(db.engine, feeds["folder"])
             db.engine.dispose()
-        env = {"DATABASE_URL": url, "REPORTS_DIR": str(tmp_path / "shared-reports")}
-        first, second = Server(env, workers=2), Server(env, workers=2)
+        # Separate REPORTS_DIRs, as on separate hosts: a report computed on one is handed out
+        # by the other from the copy kept in the database.
+        first = Server({"DATABASE_URL": url, "REPORTS_DIR": str(tmp_path / "host-a")}, workers=2)
+        second = Server({"DATABASE_URL": url, "REPORTS_DIR": str(tmp_path / "host-b")}, workers=2)
         try:
             ids = [json.loads((first if i % 2 else second).request("POST", "/trigger_report")[2])["report_id"]
                    for i in range(4)]
