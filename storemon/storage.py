@@ -100,22 +100,40 @@ _POLL_CONFLICT = (
 )
 
 
-def _copy_upsert_polls(conn, frame: pd.DataFrame) -> int:
-    """PostgreSQL's fast path: COPY the chunk into a temp table, then one INSERT ... ON CONFLICT."""
+def _copy_upsert_polls(conn, frame: pd.DataFrame, direct: bool) -> tuple[int, bool]:
+    """PostgreSQL's fast path. Returns (rows changed, whether ``direct`` still holds).
+
+    ``direct`` (the polls table was empty when the file began): COPY the chunk straight into
+    ``polls`` -- a first load at COPY speed. Should a key repeat across chunks, the unique
+    violation is rolled back to a savepoint and this and later chunks take the general path:
+    COPY into a temp table, then one ``INSERT ... ON CONFLICT`` (the later row wins).
+    """
+    text = frame.to_csv(sep="\t", header=False, index=False)
     cursor = conn.connection.dbapi_connection.cursor()
     try:
+        if direct:
+            cursor.execute("SAVEPOINT polls_direct")
+            try:
+                with cursor.copy("COPY polls (store_key, ts_us, active) FROM STDIN") as copy:
+                    copy.write(text)
+                cursor.execute("RELEASE SAVEPOINT polls_direct")
+                return len(frame), True
+            except Exception as exc:  # noqa: BLE001
+                if getattr(exc, "sqlstate", None) != "23505":  # unique_violation
+                    raise
+                cursor.execute("ROLLBACK TO SAVEPOINT polls_direct")
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS polls_incoming "
             "(store_key integer, ts_us bigint, active boolean) ON COMMIT DELETE ROWS"
         )
         cursor.execute("TRUNCATE polls_incoming")
         with cursor.copy("COPY polls_incoming (store_key, ts_us, active) FROM STDIN") as copy:
-            copy.write(frame.to_csv(sep="\t", header=False, index=False))
+            copy.write(text)
         cursor.execute(
             f"INSERT INTO polls (store_key, ts_us, active) SELECT store_key, ts_us, active "
             f"FROM polls_incoming {_POLL_CONFLICT}"
         )
-        return max(cursor.rowcount, 0)
+        return max(cursor.rowcount, 0), False
     finally:
         cursor.close()
 
@@ -134,6 +152,7 @@ class PollWriter(FeedWriter):
     def __init__(self) -> None:
         self.keys: dict[str, int] | None = None  # store_id -> store_key, loaded once per file
         self.widen: dict[int, list[int]] = {}  # store_key -> [first, last] poll of this file
+        self.direct: bool | None = None  # PostgreSQL: COPY straight into an empty polls table
 
     def write(self, conn, rows) -> int:
         codes, store_ids = pd.factorize(rows["store_id"])
@@ -152,7 +171,10 @@ class PollWriter(FeedWriter):
             .drop_duplicates(["store_key", "ts_us"], keep="last")  # the later row for a key wins
         )
         if conn.dialect.name == "postgresql":
-            return _copy_upsert_polls(conn, frame)
+            if self.direct is None:  # decided once per file, at its first chunk
+                self.direct = conn.exec_driver_sql("SELECT NOT EXISTS (SELECT 1 FROM polls)").scalar()
+            changed, self.direct = _copy_upsert_polls(conn, frame, self.direct)
+            return changed
         result = conn.exec_driver_sql(
             f"INSERT INTO polls (store_key, ts_us, active) VALUES ({_placeholders(conn, 3)}) "
             f"{_POLL_CONFLICT}",

@@ -278,3 +278,20 @@ def test_sentinel_and_out_of_range_timestamps_are_bad_rows(engine, tmp_path):
     s = ingest_file(engine, "status", path)
     assert s.skipped == {"bad timestamp": 3}
     assert [r[:2] for r in polls(engine)] == [("4", 1672531200123456), ("5", 1672531200000000)]
+
+
+def test_a_key_repeated_across_chunks_of_a_first_load(engine, tmp_path):
+    """On PostgreSQL a first load COPYs straight into the empty table; a key that comes back in a
+    later chunk must still end with the later row (the fallback to the upsert path)."""
+    path = write_csv(
+        tmp_path / "s.csv",
+        "store_id,status,timestamp_utc\n"
+        "1,active,2023-01-25 12:00:00 UTC\n"
+        "2,active,2023-01-25 12:00:00 UTC\n"
+        "3,active,2023-01-25 12:00:00 UTC\n"
+        "1,inactive,2023-01-25 12:00:00 UTC\n"
+        "4,active,2023-01-25 12:00:00 UTC\n",
+    )
+    s = ingest_file(engine, "status", path, chunk_rows=2)
+    assert [(sid, active) for sid, _, active in polls(engine)] == [("1", False), ("2", True), ("3", True), ("4", True)]
+    assert s.rows_changed == 5  # 1, 2 | 3, then 1 changed | 4
