@@ -295,3 +295,29 @@ def test_a_key_repeated_across_chunks_of_a_first_load(engine, tmp_path):
     s = ingest_file(engine, "status", path, chunk_rows=2)
     assert [(sid, active) for sid, _, active in polls(engine)] == [("1", False), ("2", True), ("3", True), ("4", True)]
     assert s.rows_changed == 5  # 1, 2 | 3, then 1 changed | 4
+
+
+def test_postgresql_copies_a_first_load_straight_in_and_upserts_later_files(engine, tmp_path, monkeypatch):
+    """The fast path is taken when it may be: every chunk of a first load goes straight into
+    `polls`; once the table holds rows, chunks go through the upsert. SQLite never uses COPY."""
+    paths_taken = []
+    real = storage._copy_upsert_polls
+
+    def spy(conn, frame, direct):
+        changed, still_direct = real(conn, frame, direct)
+        paths_taken.append(still_direct)
+        return changed, still_direct
+
+    monkeypatch.setattr(storage, "_copy_upsert_polls", spy)
+    header = "store_id,status,timestamp_utc\n"
+    first = write_csv(tmp_path / "a.csv", header + "".join(
+        f"{i},active,2023-01-25 12:00:00 UTC\n" for i in range(6)))
+    later = write_csv(tmp_path / "b.csv", header + "".join(
+        f"{i},inactive,2023-01-25 13:00:00 UTC\n" for i in range(4)))
+    ingest_file(engine, "status", first, chunk_rows=2)
+    ingest_file(engine, "status", later, chunk_rows=2)
+    if engine.dialect.name == "postgresql":
+        assert paths_taken == [True, True, True, False, False]
+    else:
+        assert paths_taken == []
+    assert len(polls(engine)) == 10
