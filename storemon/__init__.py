@@ -6,6 +6,10 @@ Layers, one module each:
 * :mod:`storemon.ingest`  -- CSV feeds -> rows in the database
 * :mod:`storemon.storage` -- engine set-up and queries
 * :mod:`storemon.models`  -- the schema
+* :mod:`storemon.uploads` -- request bodies streamed to disk, limits, incomplete uploads
+* :mod:`storemon.security` -- API tokens, origin and host checks (one ``before_request``)
+* :mod:`storemon.api`     -- the HTTP API blueprint
+* :mod:`storemon.jobs`    -- report jobs: thread pool, state in the database, reuse, retention
 * :mod:`storemon.cli`     -- ``flask --app storemon ...`` commands
 * :mod:`storemon.demo`    -- the demo / benchmark data generator
 """
@@ -17,7 +21,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from .config import Defaults, from_environment
+from .config import Defaults, from_environment, validate
 from .extensions import db
 
 
@@ -46,23 +50,31 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
 
+    validate(app.config)
+
     url = app.config["DATABASE_URL"]
     if not url:
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{Path(app.instance_path) / 'storemon.db'}"
+    from . import storage
+
     app.config["DATABASE_URL"] = url
     app.config["SQLALCHEMY_DATABASE_URI"] = url
+    app.config["JOBS_DATABASE_URL"] = app.config["JOBS_DATABASE_URL"] or storage.jobs_url_beside(url)
+    app.config["SQLALCHEMY_BINDS"] = {"jobs": app.config["JOBS_DATABASE_URL"]}
+    app.config["UPLOAD_DIR"] = app.config["UPLOAD_DIR"] or str(Path(app.instance_path) / "uploads")
     Path(app.config["REPORTS_DIR"]).mkdir(parents=True, exist_ok=True)
 
     db.init_app(app)
-    from . import storage
-
     with app.app_context():
-        storage.configure_engine(db.engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
+        for engine in db.engines.values():
+            storage.configure_engine(engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
         storage.init_schema()
 
-    from . import api, cli
+    from . import api, cli, security, uploads
 
+    uploads.sweep_stale(app.config["UPLOAD_DIR"])
+    security.init_app(app)
     app.register_blueprint(api.bp)
     cli.register(app)
     return app

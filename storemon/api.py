@@ -1,10 +1,8 @@
-"""HTTP API (SPEC §3): one blueprint, JSON errors everywhere."""
+"""HTTP API (docs/interfaces.md): one blueprint, JSON errors everywhere."""
 
 from __future__ import annotations
 
 import logging
-import tempfile
-from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 from sqlalchemy import func, select
@@ -12,29 +10,25 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, MethodNotAllowed, NotFound
 from werkzeug.http import HTTP_STATUS_CODES
 
-from . import jobs
+from . import jobs, storage
 from .extensions import db
-from .ingest import KINDS, IngestError, ingest_file
+from .ingest import KINDS, IngestBusy, IngestError, IngestReadOnly, ingest_file
 from .models import Poll, Report, Store
 from .reports import parse_instant
+from .security import CHALLENGES
+from .uploads import UploadError, receive_csv
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 
 
 class ApiError(HTTPException):
-    """A domain error that carries its HTTP status code."""
+    """A domain error that carries its HTTP status code (and, for 503, a Retry-After)."""
 
-    def __init__(self, code: int, message: str):
+    def __init__(self, code: int, message: str, retry_after: int | None = None):
         super().__init__(description=message)
         self.code = code
-
-
-@bp.after_app_request
-def served_by(response):
-    """Which process answered (host:pid): handy when several workers share the database."""
-    response.headers["X-Storemon-Worker"] = jobs.worker_name()
-    return response
+        self.retry_after = retry_after
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -46,6 +40,11 @@ def http_error(exc: HTTPException):
     response.status_code = exc.code or 500
     if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
         response.headers["Allow"] = ", ".join(exc.valid_methods)
+    if response.status_code == 401:
+        for challenge in CHALLENGES:
+            response.headers.add("WWW-Authenticate", challenge)
+    if getattr(exc, "retry_after", None):
+        response.headers["Retry-After"] = str(exc.retry_after)
     return response
 
 
@@ -53,6 +52,12 @@ def http_error(exc: HTTPException):
 def unexpected_error(exc: Exception):
     if isinstance(exc, HTTPException):
         return http_error(exc)
+    if isinstance(exc, SQLAlchemyError) and storage.is_read_only_error(exc):
+        log.error("write refused: the database is read-only (%s)", str(exc).splitlines()[0])
+        return http_error(ApiError(503, "the database is read-only: nothing can be stored; see /health", 60))
+    if isinstance(exc, SQLAlchemyError) and storage.is_locked_error(exc):
+        log.warning("database busy: %s", str(exc).splitlines()[0])
+        return http_error(ApiError(503, "the database is busy (an ingest is writing); try again shortly", 10))
     log.exception("unhandled error")
     return http_error(InternalServerError("internal error; see the server log"))
 
@@ -66,7 +71,12 @@ def _reason(code: int) -> str:
 
 @bp.route("/trigger_report", methods=["POST", "GET"])
 def trigger_report():
-    """Start a report; optional ``as_of`` (JSON body, form or query). Answers ``{"report_id"}``."""
+    """Start a report; optional ``as_of`` (JSON body, form or query). Answers ``{"report_id"}``.
+
+    ``HEAD`` answers like ``GET`` would, without creating a report.
+    """
+    if request.method == "HEAD":
+        return Response(status=200, mimetype="application/json")
     body = request.get_json(silent=True) if request.is_json else None
     if request.is_json and body is None and request.get_data():
         raise BadRequest("the request body is not valid JSON")
@@ -78,7 +88,12 @@ def trigger_report():
             as_of_us = parse_instant(str(as_of))
         except ValueError as exc:
             raise BadRequest(f"as_of: {exc}") from exc
-    report_id = jobs.submit_report(current_app._get_current_object(), as_of_us)
+    try:
+        report_id = jobs.submit_report(current_app._get_current_object(), as_of_us)
+    except jobs.QueueFull as exc:
+        raise ApiError(503, str(exc), exc.retry_after) from exc
+    except storage.DatabaseBusy as exc:
+        raise ApiError(503, f"the report queue is busy: {exc}", 5) from exc
     return jsonify(report_id=report_id)
 
 
@@ -91,21 +106,26 @@ def get_report(report_id: str | None = None):
         raise BadRequest("report_id is required (?report_id=... or /get_report/<id>)")
     if not jobs.is_report_id(report_id):
         raise BadRequest(f"malformed report_id: expected {jobs.ID_HEX_CHARS} lowercase hex characters")
-    report = db.session.get(Report, report_id)
-    if report is None:
+    asked = db.session.get(Report, report_id)
+    if asked is None:
         raise NotFound(f"no report with id {report_id}")
+    report = jobs.resolve(asked)  # a reused report answers with the one that computed it
+    if report is None or report.status == jobs.EXPIRED or asked.status == jobs.EXPIRED:
+        raise ApiError(410, f"report {report_id} has expired and was deleted (reports are kept "
+                            f"{current_app.config['REPORT_RETENTION_DAYS']:g} days, at most "
+                            f"{current_app.config['REPORT_KEEP']} of them); trigger a new one")
     app = current_app._get_current_object()
     if report.status in (jobs.QUEUED, jobs.RUNNING):
         jobs.reap_if_orphaned(app, report)
         db.session.expire_all()
-        report = db.session.get(Report, report_id)
+        report = db.session.get(Report, report.id)
     if report.status == jobs.COMPLETE:
-        path = jobs.report_path(app, report_id)
+        path = jobs.report_path(app, report.id)
         if path.is_file():
             response = send_file(path, mimetype="text/csv", as_attachment=True,
                                  download_name=f"report_{report_id}.csv", max_age=0)
-        elif report.csv is not None:  # written on another host: the copy kept in the database
-            response = Response(report.csv, mimetype="text/csv")
+        elif (data := jobs.csv_bytes(report)) is not None:  # another host wrote it: the database copy
+            response = Response(data, mimetype="text/csv")
             response.headers["Content-Disposition"] = f"attachment; filename=report_{report_id}.csv"
         else:
             raise ApiError(500, f"report {report_id} is complete but its CSV is missing")
@@ -131,31 +151,64 @@ def _iso(value) -> str | None:
 # --- ingestion over HTTP ---------------------------------------------------------------------
 
 
+def _flag(name: str) -> bool:
+    return request.args.get(name, "").lower() in ("1", "true", "yes")
+
+
 @bp.post("/ingest/<kind>")
 def ingest(kind: str):
-    """Load one CSV (multipart upload or a ``text/csv`` body); answers the ingest summary."""
+    """Load one CSV (multipart field ``file``, or a ``text/csv`` body); answers the ingest summary.
+
+    The body is streamed to disk and checked complete before anything is parsed; ``?strict=1``
+    refuses a file with any bad row; ``?force=1`` applies content already ingested again.
+    """
     if kind not in KINDS:
         raise NotFound(f"unknown feed {kind!r}; use one of {', '.join(KINDS)}")
-    strict = request.args.get("strict", "").lower() in ("1", "true", "yes")
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "upload.csv"
-        if request.files:
-            upload = next(iter(request.files.values()))
-            upload.save(path)
-            name = upload.filename or "upload.csv"
-        elif request.content_type and request.content_type.split(";")[0].strip() in ("text/csv", "text/plain", "application/csv"):
-            path.write_bytes(request.get_data())
-            name = "upload.csv"
-        else:
-            raise BadRequest("send the CSV as a multipart file upload or as a text/csv body")
-        try:
-            summary = ingest_file(db.engine, kind, path, strict=strict,
-                                  chunk_rows=current_app.config["INGEST_CHUNK_ROWS"])
-        except IngestError as exc:
-            raise BadRequest(str(exc).replace(str(path), name)) from exc
-    result = summary.to_dict()
-    result["file"] = name
-    return jsonify(result)
+    config = current_app.config
+    try:
+        upload = receive_csv(request, config["UPLOAD_DIR"], config["MAX_UPLOAD_BYTES"], config["MAX_LINE_BYTES"])
+    except UploadError as exc:
+        raise ApiError(exc.code, str(exc)) from exc
+    try:
+        summary = ingest_file(
+            db.engine, kind, upload.path, strict=_flag("strict"), force=_flag("force"),
+            chunk_rows=config["INGEST_CHUNK_ROWS"], source="http", name=upload.name, scan=upload.scan,
+            max_line_bytes=config["MAX_LINE_BYTES"], wait_seconds=config["INGEST_WAIT_SECONDS"],
+        )
+    except IngestError as exc:
+        raise BadRequest(str(exc)) from exc
+    except IngestBusy as exc:
+        raise ApiError(503, str(exc), exc.retry_after) from exc
+    except IngestReadOnly as exc:
+        raise ApiError(503, str(exc), 60) from exc
+    finally:
+        upload.remove()
+    return jsonify(summary.to_dict())
+
+
+@bp.get("/ingests")
+def ingests():
+    """The ingest ledger, newest first (``?limit=`` up to 1000, default 100; ``?offset=``)."""
+    limit = _int_arg("limit", 100, 1, 1000)
+    offset = _int_arg("offset", 0, 0, None)
+    with db.engine.connect() as conn:
+        rows = storage.ledger_list(conn, limit=limit, offset=offset)
+    for row in rows:
+        row["started_at"], row["finished_at"] = _iso(row["started_at"]), _iso(row["finished_at"])
+    return jsonify(ingests=rows, limit=limit, offset=offset)
+
+
+def _int_arg(name: str, default: int, low: int, high: int | None) -> int:
+    text = request.args.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number") from None
+    if value < low or (high is not None and value > high):
+        raise BadRequest(f"{name} must be between {low} and {high}" if high else f"{name} must be at least {low}")
+    return value
 
 
 # --- health ----------------------------------------------------------------------------------
@@ -163,15 +216,24 @@ def ingest(kind: str):
 
 @bp.get("/health")
 def health():
-    """Database reachable, and how much it holds."""
+    """Database reachable and writable, and how much it holds.
+
+    ``ok``: reads and writes work. ``degraded`` (still 200): reads work but writes cannot
+    (the reason is given; uploads and triggers answer 503). ``error`` (503): unreachable.
+    """
     try:
         counts = {
             name: db.session.execute(select(func.count()).select_from(model)).scalar_one()
             for name, model in (("stores", Store), ("polls", Poll), ("reports", Report))
         }
+        problems = [
+            reason for engine in db.engines.values() if (reason := storage.read_only_reason(engine)) is not None
+        ]
     except SQLAlchemyError as exc:
-        log.exception("health check failed")
+        log.error("health check failed: %s", str(exc).splitlines()[0])
         response = jsonify(status="error", database="unreachable", message=str(exc).splitlines()[0])
         response.status_code = 503
         return response
+    if problems:
+        return jsonify(status="degraded", database="read-only", message="; ".join(problems), **counts)
     return jsonify(status="ok", database="reachable", **counts)

@@ -13,7 +13,9 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from .extensions import db
-from .ingest import IngestError, ingest_files
+from .ingest import IngestBusy, IngestError, IngestReadOnly, ingest_files
+
+EX_TEMPFAIL = 75  # sysexits.h: a temporary failure, try again later (another ingest is running)
 
 
 def _progress_factory():
@@ -49,29 +51,69 @@ def _progress_factory():
 @click.option("--timezones", "timezones", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="A time-zones CSV. Repeatable.")
 @click.option("--strict", is_flag=True, help="Refuse a whole file if any row is unreadable.")
+@click.option("--force", is_flag=True,
+              help="Apply files again even if the ingest ledger shows their content was already ingested.")
 @with_appcontext
-def ingest_command(folder, status, hours, timezones, strict):
-    """Load the CSV feeds in FOLDER and/or the files named by options (one transaction per file)."""
+def ingest_command(folder, status, hours, timezones, strict, force):
+    """Load the CSV feeds in FOLDER and/or the files named by options (one transaction per file).
+
+    A file whose content was already ingested is skipped (see `flask ingests`) unless --force.
+    Exit status 75 when another ingest holds the database for longer than INGEST_WAIT_SECONDS.
+    """
+    config = current_app.config
+
+    def report(file_summary) -> None:
+        click.echo(file_summary.describe())
+
     try:
-        summary = ingest_files(
+        ingest_files(
             db.engine,
             folder,
             status=status,
             hours=hours,
             timezones=timezones,
             strict=strict,
-            chunk_rows=current_app.config["INGEST_CHUNK_ROWS"],
+            force=force,
+            chunk_rows=config["INGEST_CHUNK_ROWS"],
             progress_factory=_progress_factory(),
+            max_line_bytes=config["MAX_LINE_BYTES"],
+            wait_seconds=config["INGEST_WAIT_SECONDS"],
+            on_file=report,
         )
-    except IngestError as exc:
+    except IngestBusy as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EX_TEMPFAIL)
+    except (IngestError, IngestReadOnly) as exc:
         raise click.ClickException(str(exc)) from exc
-    for file_summary in summary.files:
-        click.echo(file_summary.describe())
+
+
+@click.command("ingests")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000), help="Rows to show.")
+@with_appcontext
+def ingests_command(limit):
+    """List the ingest ledger, newest first: every file offered, and what came of it."""
+    from . import storage
+
+    with db.engine.connect() as conn:
+        rows = storage.ledger_list(conn, limit=limit)
+    if not rows:
+        click.echo("no ingests yet")
+        return
+    for row in rows:
+        when = pd.Timestamp(row["finished_at"]).strftime("%Y-%m-%d %H:%M:%S")
+        line = (
+            f"#{row['id']:<5} {when}  {row['source']:4} {row['kind']:9} {row['outcome']:9} "
+            f"{row['file_name']}  {row['size']:,} B  {row['rows_read']:,} read, {row['rows_stored']:,} stored, "
+            f"{row['rows_skipped']:,} skipped  sha256 {row['sha256'][:12]}"
+        )
+        click.echo(line)
+        if row["message"]:
+            click.echo(f"       {row['message']}")
 
 
 @click.command("demo-data")
-@click.option("--stores", default=14_000, show_default=True, help="Number of stores.")
-@click.option("--days", default=8, show_default=True, help="Days of polls.")
+@click.option("--stores", default=14_000, show_default=True, type=click.IntRange(min=1), help="Number of stores.")
+@click.option("--days", default=8, show_default=True, type=click.IntRange(min=1), help="Days of polls.")
 @click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same files).")
 @click.option("--out", "out", default="data", show_default=True, type=click.Path(file_okay=False),
               help="Folder to write store_status.csv, menu_hours.csv and timezones.csv into.")
@@ -112,5 +154,6 @@ def report_command(out, as_of):
 
 def register(app: Flask) -> None:
     app.cli.add_command(ingest_command)
+    app.cli.add_command(ingests_command)
     app.cli.add_command(report_command)
     app.cli.add_command(demo_data_command)

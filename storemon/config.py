@@ -1,11 +1,24 @@
-"""Configuration layers: defaults here -> environment -> the test dict given to create_app."""
+"""Configuration layers: defaults here -> environment -> the test dict given to create_app.
+
+Every setting, its default and its meaning is listed in README.md ("Security and limits",
+"Configuration"). Numeric settings are checked once in :func:`validate`, so a bad value stops
+the server at start-up with one clear line instead of failing the first request that uses it.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import click
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(click.ClickException):
+    """A setting has a value storemon cannot run with.
+
+    A ClickException, so the ``flask`` command line prints it as one line (exit 1)."""
 
 
 class Defaults:
@@ -13,10 +26,35 @@ class Defaults:
 
     # SQLAlchemy URL. None means "a SQLite file in the instance folder" (resolved in create_app).
     DATABASE_URL: str | None = None
+    # Where report job state lives. None: beside a SQLite database, in its own file (so a long
+    # ingest, which holds SQLite's single write lock, never blocks a trigger or a job's progress);
+    # for any other database, the database itself.
+    JOBS_DATABASE_URL: str | None = None
     # Folder where finished report CSVs are written.
     REPORTS_DIR: str = str(PROJECT_ROOT / "reports")
+    # Folder for uploads being received (None: the instance folder's uploads/).
+    UPLOAD_DIR: str | None = None
     # Threads that compute reports in one web process.
     REPORT_WORKERS: int = 2
+    # Distinct reports that may wait or run at once (all processes); more get 503 + Retry-After.
+    REPORT_QUEUE_MAX: int = 8
+    # Finished reports are deleted (file and database copy) after this many days ...
+    REPORT_RETENTION_DAYS: float = 7.0
+    # ... or when more than this many finished reports are kept (the oldest go first).
+    REPORT_KEEP: int = 200
+    # Largest request body accepted (bytes); larger ones get 413.
+    MAX_UPLOAD_BYTES: int = 1 << 30
+    # A CSV line longer than this (bytes) makes the file unreadable (it cannot be a feed row).
+    MAX_LINE_BYTES: int = 1 << 20
+    # A second ingest waits this long (s) for the one running; then 503 (HTTP) / exit 75 (CLI).
+    INGEST_WAIT_SECONDS: float = 30.0
+    # Comma-separated API tokens. Empty: no tokens (then only loopback binds are allowed, and
+    # state-changing requests from other origins are refused).
+    STOREMON_API_TOKENS: str = ""
+    # Host names a token-less server answers to besides loopback ones (comma-separated).
+    STOREMON_ALLOWED_HOSTS: str = ""
+    # "1": serve a non-loopback bind without tokens (and skip the Host check).
+    STOREMON_ALLOW_OPEN: str = ""
     # SQLite waits this long (ms) for a lock before giving up with "database is locked".
     SQLITE_BUSY_TIMEOUT_MS: int = 30_000
     # Rows handed to the database per batch while ingesting polls.
@@ -26,17 +64,60 @@ class Defaults:
     SQLALCHEMY_TRACK_MODIFICATIONS: bool = False
 
 
-ENV_KEYS = ("DATABASE_URL", "REPORTS_DIR", "REPORT_WORKERS", "REPORT_START_DELAY")
+# Settings read from the environment, with their types.
+ENV_KEYS: dict[str, type] = {
+    "DATABASE_URL": str,
+    "JOBS_DATABASE_URL": str,
+    "REPORTS_DIR": str,
+    "UPLOAD_DIR": str,
+    "REPORT_WORKERS": int,
+    "REPORT_QUEUE_MAX": int,
+    "REPORT_RETENTION_DAYS": float,
+    "REPORT_KEEP": int,
+    "MAX_UPLOAD_BYTES": int,
+    "MAX_LINE_BYTES": int,
+    "INGEST_WAIT_SECONDS": float,
+    "STOREMON_API_TOKENS": str,
+    "STOREMON_ALLOWED_HOSTS": str,
+    "STOREMON_ALLOW_OPEN": str,
+    "REPORT_START_DELAY": float,
+}
+
+# Lowest accepted value of each numeric setting.
+MINIMUM = {
+    "REPORT_WORKERS": 1,
+    "REPORT_QUEUE_MAX": 1,
+    "REPORT_RETENTION_DAYS": 0,
+    "REPORT_KEEP": 1,
+    "MAX_UPLOAD_BYTES": 1,
+    "MAX_LINE_BYTES": 1024,
+    "INGEST_WAIT_SECONDS": 0,
+    "REPORT_START_DELAY": 0,
+    "INGEST_CHUNK_ROWS": 1,
+}
 
 
 def from_environment() -> dict:
-    """The settings the environment overrides (only keys that are set)."""
-    values: dict = {}
-    for key in ENV_KEYS:
-        if os.environ.get(key):
-            values[key] = os.environ[key]
-    if "REPORT_WORKERS" in values:
-        values["REPORT_WORKERS"] = int(values["REPORT_WORKERS"])
-    if "REPORT_START_DELAY" in values:
-        values["REPORT_START_DELAY"] = float(values["REPORT_START_DELAY"])
-    return values
+    """The settings the environment overrides (only keys that are set), as text."""
+    return {key: os.environ[key] for key in ENV_KEYS if os.environ.get(key)}
+
+
+def validate(config) -> None:
+    """Convert numeric settings to their types and refuse values storemon cannot run with."""
+    for key, minimum in MINIMUM.items():
+        kind = ENV_KEYS.get(key, int)
+        value = config.get(key)
+        try:
+            number = kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}={value!r} is not a number") from None
+        if number < minimum:
+            raise ConfigError(f"{key}={value!r}: must be at least {minimum}")
+        config[key] = number
+    if config.get("STOREMON_ALLOW_OPEN") not in ("", None, "0", "1"):
+        raise ConfigError(f"STOREMON_ALLOW_OPEN={config['STOREMON_ALLOW_OPEN']!r}: use 1 or leave it unset")
+
+
+def tokens(config) -> list[str]:
+    """The API tokens configured (empty list: none)."""
+    return [t.strip() for t in str(config.get("STOREMON_API_TOKENS") or "").split(",") if t.strip()]

@@ -11,12 +11,17 @@ to write.
 
 from __future__ import annotations
 
+import codecs
 import fnmatch
+import hashlib
 import logging
+import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+import re
 
 import numpy as np
 import pandas as pd
@@ -58,11 +63,37 @@ COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
 
 STATUS_VALUES = {"active": True, "inactive": False}
 MAX_EXAMPLES = 5  # bad rows quoted (with line numbers) per file
+MAX_QUOTE = 200  # characters of a row (or header) quoted in a message
+MAX_STORE_ID = 255  # characters; a longer store_id is a bad row
+# A store_id that a spreadsheet would run as a formula, or that holds control characters
+# (tab, CR, LF, NUL, ...), is refused: reports are opened in Excel, and ids travel in CSV cells.
+UNSAFE_ID_START = ("=", "+", "-", "@")
+_CONTROL = r"[\x00-\x1f\x7f]"
+_NOT_UTF8 = r"[\udc80-\udcff]"  # bytes that were not UTF-8, as Python's surrogateescape keeps them
 _TIME_PATTERN = r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$"
+_BAD_LINE = re.compile(r"Skipping line (\d+): expected (\d+) fields, saw (\d+)")
+SOURCES = ("cli", "http")
 
 
 class IngestError(Exception):
     """A file was refused as a whole (missing column, unreadable, or a bad row with strict)."""
+
+
+class IngestBusy(Exception):
+    """Another ingest held the database longer than this one may wait: try again later."""
+
+    retry_after = 30  # seconds suggested to the caller
+
+
+class IngestReadOnly(Exception):
+    """The database cannot be written."""
+
+
+def quote(text: str, limit: int = MAX_QUOTE) -> str:
+    """``text`` made safe to show: at most ``limit`` characters, undecodable bytes as ``\\xNN``."""
+    text = str(text)
+    cut = text[:limit] + (f"... ({len(text):,} characters)" if len(text) > limit else "")
+    return cut.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass
@@ -73,19 +104,97 @@ class BadRow:
 
 
 @dataclass
+class FileScan:
+    """What one pass over a file's bytes tells before it is parsed.
+
+    ``sha256`` names the content for the ingest ledger; ``utf8`` says whether every byte is
+    UTF-8 (if not, the rows holding other bytes are found and skipped); ``long_line`` is the
+    first line longer than ``max_line`` bytes (0: none) -- such a file is refused, since no
+    feed row is that long and parsing it would take memory in proportion.
+    """
+
+    size: int = 0
+    sha256: str = ""
+    utf8: bool = True
+    long_line: int = 0
+    lines: int = 0
+
+    @classmethod
+    def of_file(cls, path: str | Path, max_line: int, block: int = 1 << 20) -> "FileScan":
+        scanner = Scanner(max_line)
+        with open(path, "rb") as handle:
+            while data := handle.read(block):
+                scanner.update(data)
+        return scanner.finish()
+
+
+class Scanner:
+    """Builds a :class:`FileScan` from blocks of bytes (an upload is scanned as it arrives)."""
+
+    def __init__(self, max_line: int):
+        self.max_line = max_line
+        self.hash = hashlib.sha256()
+        self.decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        self.scan = FileScan()
+        self.current = 0  # bytes of the line being read
+
+    def update(self, data: bytes) -> None:
+        scan = self.scan
+        scan.size += len(data)
+        self.hash.update(data)
+        if scan.utf8:
+            try:
+                self.decoder.decode(data)
+            except UnicodeDecodeError:
+                scan.utf8 = False
+        if scan.long_line:
+            return
+        newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+        if len(newlines) == 0:
+            lengths = np.empty(0, dtype=np.int64)
+            self.current += len(data)
+        else:
+            lengths = np.diff(newlines, prepend=-1) - 1
+            lengths[0] += self.current
+            self.current = len(data) - int(newlines[-1]) - 1
+        too_long = np.flatnonzero(lengths > self.max_line)
+        if len(too_long):
+            scan.long_line = scan.lines + int(too_long[0]) + 1
+        elif self.current > self.max_line:
+            scan.long_line = scan.lines + len(lengths) + 1
+        scan.lines += len(lengths)
+
+    def finish(self) -> FileScan:
+        if self.scan.utf8:
+            try:
+                self.decoder.decode(b"", final=True)
+            except UnicodeDecodeError:
+                self.scan.utf8 = False
+        self.scan.sha256 = self.hash.hexdigest()
+        return self.scan
+
+
+@dataclass
 class FileSummary:
     """What ingesting one file did."""
 
     kind: str  # "status", "hours" or "timezones"
     path: str
     rows_read: int = 0  # data rows in the file (header excluded)
-    rows_stored: int = 0  # valid rows written (inserted or replacing)
+    rows_stored: int = 0  # distinct valid rows written (a key given twice in the file counts once)
     rows_changed: int | None = None  # polls/zones actually new or different; None for hours
     stores: int = 0  # distinct stores among the valid rows
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> rows skipped
     examples: list[BadRow] = field(default_factory=list)  # the first few skipped rows
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0  # wall time, reading to commit
+    # The ingest ledger's view: content, what came of the file, and the ledger row.
+    outcome: str = "stored"  # stored / unchanged (content already ingested) / refused / failed
+    size: int = 0  # bytes
+    sha256: str = ""
+    source: str = "cli"
+    ledger_id: int | None = None
+    message: str | None = None  # for unchanged: when that content was stored before
 
     @property
     def rows_skipped(self) -> int:
@@ -109,10 +218,17 @@ class FileSummary:
             "warnings": list(self.warnings),
             "seconds": round(self.seconds, 3),
             "rows_per_second": round(self.rows_per_second),
+            "outcome": self.outcome,
+            "message": self.message,
+            "size": self.size,
+            "sha256": self.sha256,
+            "ledger_id": self.ledger_id,
         }
 
     def describe(self) -> str:
         """A few human-readable lines for the CLI."""
+        if self.outcome == "unchanged":
+            return f"{self.kind:9} {Path(self.path).name}: unchanged, not applied again ({self.message})"
         changed = "" if self.rows_changed is None else f" ({self.rows_changed:,} new or changed)"
         lines = [
             f"{self.kind:9} {Path(self.path).name}: {self.rows_read:,} rows read, "
@@ -210,9 +326,16 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
     if missed.any():
         retry = values[missed].str.strip().str.replace(r"(?i)\s*utc$", "", regex=True)
         micros[missed] = _micros(_iso_utc(retry))
-    latest = pd.Timestamp.now(tz="UTC") + LATEST_POLL_AHEAD
+    wall_clock = pd.Timestamp.now(tz="UTC")
+    latest = wall_clock + LATEST_POLL_AHEAD
     with np.errstate(invalid="ignore"):
         outside = (micros < EARLIEST_POLL.value // 1000) | (micros > latest.value // 1000)
+        # pandas reads the words "now" and "today" as the wall clock: only values that land
+        # near it are looked at again (few, in a historical feed), and they must be dates.
+        recent = micros >= (wall_clock - 2 * LATEST_POLL_AHEAD).value // 1000
+    if recent.any():
+        is_date = values[recent].str.match(r"\s*\d{4}-\d{2}-\d{2}").fillna(False).to_numpy(dtype=bool)
+        outside[np.flatnonzero(recent)[~is_date]] = True
     micros[outside] = np.nan
     return pd.Series(micros, index=values.index)
 
@@ -255,6 +378,27 @@ def _empty_lines(raw: pd.DataFrame) -> pd.Series:
     return (raw == "").all(axis=1)
 
 
+def store_id_failures(ids: pd.Series) -> list[tuple[str, pd.Series]]:
+    """The checks every feed applies to ``store_id``, each distinct id looked at once.
+
+    An id is kept byte for byte, so it is refused rather than cleaned: empty (or only spaces),
+    longer than :data:`MAX_STORE_ID` characters, or unsafe -- starting with ``= + - @`` (a
+    spreadsheet formula) or holding a control character.
+    """
+    codes, texts = pd.factorize(ids)
+    distinct = pd.Series(texts, dtype=object)
+    checks = {
+        "empty store_id": (distinct.str.strip() == "").to_numpy(dtype=bool),
+        "store_id too long": (distinct.str.len() > MAX_STORE_ID).to_numpy(dtype=bool),
+        "unsafe store_id": (
+            distinct.str.startswith(UNSAFE_ID_START) | distinct.str.contains(_CONTROL, regex=True)
+        ).to_numpy(dtype=bool),
+    }
+    return [
+        (reason, pd.Series(np.append(per_text, False)[codes], index=ids.index)) for reason, per_text in checks.items()
+    ]
+
+
 def parse_status_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     """Raw poll rows -> (store_id, ts_us, active) and the reasons for the rows skipped."""
     ts = parse_timestamps(raw["timestamp_utc"])
@@ -262,7 +406,7 @@ def parse_status_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     reasons = _first_failure(
         [
             ("empty line", _empty_lines(raw)),
-            ("empty store_id", _normalised(raw["store_id"], lambda s: s.str.strip()) == ""),
+            *store_id_failures(raw["store_id"]),
             ("bad timestamp", ts.isna()),
             ("unknown status", ~status.isin(STATUS_VALUES.keys())),
         ],
@@ -288,7 +432,7 @@ def parse_hours_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     reasons = _first_failure(
         [
             ("empty line", _empty_lines(raw)),
-            ("empty store_id", raw["store_id"].str.strip() == ""),
+            *store_id_failures(raw["store_id"]),
             ("bad day", day.isna()),
             ("bad start time", start.isna() | (start >= 86400)),
             ("bad end time", end.isna()),
@@ -313,7 +457,7 @@ def parse_timezone_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     reasons = _first_failure(
         [
             ("empty line", _empty_lines(raw)),
-            ("empty store_id", raw["store_id"].str.strip() == ""),
+            *store_id_failures(raw["store_id"]),
             ("empty timezone", tz == ""),
         ],
         raw.index,
@@ -330,91 +474,237 @@ PARSERS = {STATUS: parse_status_rows, HOURS: parse_hours_rows, TIMEZONES: parse_
 # One file
 
 
+# One ingest at a time per process: pandas reports rows with too many fields as warnings, and
+# Python's warning capture is process-wide. (Ingests serialise in the database anyway.)
+_PARSE_LOCK = threading.Lock()
+
+
 def ingest_file(
     engine: Engine,
     kind: str,
     path: str | Path,
     *,
     strict: bool = False,
+    force: bool = False,
     chunk_rows: int = 250_000,
     progress: ProgressCallback | None = None,
+    source: str = "cli",
+    name: str | None = None,
+    scan: FileScan | None = None,
+    max_line_bytes: int = 1 << 20,
+    wait_seconds: float = 30.0,
 ) -> FileSummary:
-    """Load one feed file in one transaction and return what happened.
+    """Load one feed file in one transaction, record it in the ingest ledger, and say what happened.
 
-    Raises :class:`IngestError` (and stores nothing of the file) when a required column is
-    missing, or, with ``strict``, when any row is unreadable.
+    ``name`` is the file name shown and recorded (an upload's own name); ``scan`` its
+    :class:`FileScan` when already made (an upload is scanned as it arrives). A file whose
+    content was already stored for this feed is not applied again (outcome ``unchanged``)
+    unless ``force``.
+
+    Raises :class:`IngestError` (and stores nothing of the file) when it is unreadable, lacks a
+    required column, or, with ``strict``, has an unreadable row; :class:`IngestBusy` when another
+    ingest holds the database for more than ``wait_seconds``; :class:`IngestReadOnly` when the
+    database cannot be written. Every outcome but busy is recorded in the ledger.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown feed kind {kind!r}")
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}")
     path = Path(path)
     if not path.is_file():
         raise IngestError(f"{path}: no such file")
+    name = name or path.name
+    started_at = storage._utcnow()
     started = time.perf_counter()
-    summary = FileSummary(kind=kind, path=str(path))
+    summary = FileSummary(kind=kind, path=name, source=source)
     try:
-        header = pd.read_csv(path, nrows=0, dtype=str, encoding="utf-8-sig").columns
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise IngestError(f"{path}: refused, not a readable CSV with a header row ({exc})") from exc
-    mapping = resolve_columns(kind, header, path)
+        scan = scan or FileScan.of_file(path, max_line_bytes)
+        summary.size, summary.sha256 = scan.size, scan.sha256
+        if scan.long_line:
+            raise IngestError(
+                f"{name}: refused, line {scan.long_line:,} is longer than {max_line_bytes:,} bytes "
+                "(no feed row is that long: is this the right file?); nothing stored"
+            )
+        header = _read_header(path, name)
+        mapping = resolve_columns(kind, header, name)
+        if not force:
+            with engine.connect() as conn:
+                before = storage.ledger_find(conn, kind, scan.sha256)
+            if before is not None:
+                return _record_unchanged(engine, summary, before, started_at, started, wait_seconds)
+        if not _PARSE_LOCK.acquire(timeout=max(wait_seconds, 0.001)):
+            raise IngestBusy(f"another ingest in this process ran for more than {wait_seconds:g} s")
+        try:
+            with storage.write_transaction(engine, wait_seconds) as conn:
+                _load(conn, kind, path, name, mapping, scan, summary, strict, chunk_rows, progress)
+                summary.seconds = time.perf_counter() - started
+                summary.ledger_id = storage.ledger_add(
+                    conn, **_ledger_values(summary, "stored", started_at, _skip_note(summary))
+                )
+        finally:
+            _PARSE_LOCK.release()
+    except storage.DatabaseBusy as exc:
+        raise IngestBusy(f"{name}: not ingested, {exc}; nothing stored, try again later") from exc
+    except storage.DatabaseReadOnly as exc:
+        raise IngestReadOnly(f"{name}: not ingested, the database is read-only ({exc})") from exc
+    except IngestError as exc:
+        _record_failure(engine, summary, "refused", str(exc), started_at, wait_seconds)
+        raise
+    except Exception as exc:
+        _record_failure(engine, summary, "failed", f"{type(exc).__name__}: {exc}", started_at, wait_seconds)
+        raise
+    summary.outcome = "stored"
+    log.debug("ingested %s: %s", name, summary.describe().splitlines()[0])
+    return summary
+
+
+def _read_header(path: Path, name: str) -> pd.Index:
+    try:
+        return pd.read_csv(path, nrows=0, dtype=str, encoding="utf-8-sig", encoding_errors="surrogateescape").columns
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+        raise IngestError(f"{name}: refused, not a readable CSV with a header row ({quote(exc)})") from exc
+
+
+def _load(conn, kind, path, name, mapping, scan, summary, strict, chunk_rows, progress) -> None:
+    """Parse the file chunk by chunk and hand the valid rows to the feed's writer."""
     rename = {theirs: ours for ours, theirs in mapping.items()}
-    size = path.stat().st_size
     writer = storage.FeedWriter.for_kind(kind)
     stores: set[str] = set()
-
-    with path.open("rb") as handle, engine.connect() as conn:
-        conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-        with conn.begin():
-            storage.lock_for_ingest(conn)
-            try:
-                reader = pd.read_csv(
-                    handle,
-                    dtype=str,
-                    usecols=list(mapping.values()),
-                    keep_default_na=False,
-                    na_filter=False,
-                    skip_blank_lines=False,
-                    encoding="utf-8-sig",
-                    chunksize=chunk_rows,
-                )
-                for chunk in reader:
-                    raw = chunk.rename(columns=rename)
-                    rows, reasons = PARSERS[kind](raw)
-                    summary.rows_read += len(raw)
-                    if len(reasons):
-                        _count_bad_rows(summary, raw, reasons)
-                        if strict:
-                            bad = summary.examples[0]
-                            raise IngestError(
-                                f"{path}: refused (--strict): line {bad.line}: {bad.reason}: {bad.text!r}"
-                            )
-                    if len(rows):
-                        changed = writer.write(conn, rows)
-                        if changed is not None:
-                            summary.rows_changed = (summary.rows_changed or 0) + changed
-                        summary.rows_stored += len(rows)
-                        stores.update(rows["store_id"].unique())
-                    if progress:
-                        progress(handle.tell(), size)
-            except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-                raise IngestError(f"{path}: refused, unreadable CSV ({exc}); nothing stored") from exc
-            writer.finish(conn)
+    bad_lines: list[int] = []  # lines skipped by the CSV reader itself (too many fields)
+    with path.open("rb") as handle, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        try:
+            reader = pd.read_csv(
+                handle,
+                dtype=str,
+                index_col=False,
+                keep_default_na=False,
+                na_filter=False,
+                skip_blank_lines=False,
+                encoding="utf-8-sig",
+                encoding_errors="surrogateescape",
+                on_bad_lines="warn",
+                chunksize=chunk_rows,
+            )
+            for chunk in reader:
+                _note_bad_lines(summary, caught, bad_lines)
+                raw = chunk[list(mapping.values())].rename(columns=rename)
+                summary.rows_read += len(raw)
+                reasons = pd.Series(dtype=object)
+                if not scan.utf8:  # only then can a field hold an undecodable byte
+                    mask = np.zeros(len(chunk), dtype=bool)
+                    for column in chunk.columns:
+                        mask |= chunk[column].str.contains(_NOT_UTF8, regex=True).to_numpy(dtype=bool)
+                    reasons = pd.Series("not UTF-8", index=raw.index[mask], dtype=object)
+                    raw = raw[~mask]
+                rows, parse_reasons = PARSERS[kind](raw)
+                reasons = pd.concat([reasons, parse_reasons]) if len(reasons) else parse_reasons
+                if len(reasons):
+                    _count_bad_rows(summary, chunk, reasons, bad_lines)
+                if strict and summary.rows_skipped:
+                    bad = summary.examples[0]
+                    raise IngestError(
+                        f"{name}: refused (--strict): line {bad.line}: {bad.reason}: {bad.text!r}; nothing stored"
+                    )
+                if len(rows):
+                    changed = writer.write(conn, rows)
+                    if changed is not None:
+                        summary.rows_changed = (summary.rows_changed or 0) + changed
+                    stores.update(rows["store_id"].unique())
+                if progress:
+                    progress(handle.tell(), scan.size)
+            _note_bad_lines(summary, caught, bad_lines)
+        except pd.errors.ParserError as exc:
+            raise IngestError(f"{name}: refused, unreadable CSV ({quote(exc)}); nothing stored") from exc
+    if strict and summary.rows_skipped:
+        raise IngestError(f"{name}: refused (--strict): {_skip_note(summary)}; nothing stored")
+    writer.finish(conn)
+    summary.rows_stored = writer.rows_stored
     summary.stores = len(stores)
     if kind == TIMEZONES:
         summary.warnings += _unknown_zone_warnings(writer.zones_seen)
     if kind in (STATUS, TIMEZONES) and summary.rows_changed is None:
         summary.rows_changed = 0
-    summary.seconds = time.perf_counter() - started
-    log.debug("ingested %s: %s", path, summary.describe().splitlines()[0])
-    return summary
 
 
-def _count_bad_rows(summary: FileSummary, raw: pd.DataFrame, reasons: pd.Series) -> None:
+def _note_bad_lines(summary: FileSummary, caught: list, bad_lines: list[int]) -> None:
+    """Turn the CSV reader's "Skipping line N" warnings into counted bad rows."""
+    for warning in caught:
+        for match in _BAD_LINE.finditer(str(warning.message)):
+            line, expected, saw = (int(g) for g in match.groups())
+            bad_lines.append(line)
+            summary.rows_read += 1
+            summary.skipped["too many fields"] = summary.skipped.get("too many fields", 0) + 1
+            if len(summary.examples) < MAX_EXAMPLES:
+                summary.examples.append(
+                    BadRow(line=line, reason="too many fields", text=f"{saw} fields where the header has {expected}")
+                )
+    caught.clear()
+    bad_lines.sort()
+
+
+def _line_of(index: int, bad_lines: list[int]) -> int:
+    """A row's line in the file: header is line 1; lines the reader skipped come in between.
+    (A quoted field that spans lines is not accounted for.)"""
+    line = index + 2
+    for skipped in bad_lines:
+        if skipped <= line:
+            line += 1
+        else:
+            break
+    return line
+
+
+def _count_bad_rows(summary: FileSummary, chunk: pd.DataFrame, reasons: pd.Series, bad_lines: list[int]) -> None:
     for reason, count in reasons.value_counts().items():
         summary.skipped[reason] = summary.skipped.get(reason, 0) + int(count)
     room = MAX_EXAMPLES - len(summary.examples)
     for index, reason in reasons.sort_index().head(max(room, 0)).items():
-        text = ",".join(str(v) for v in raw.loc[index].tolist())
-        summary.examples.append(BadRow(line=int(index) + 2, reason=str(reason), text=text))
+        text = ",".join(str(v) for v in chunk.loc[index].tolist())
+        summary.examples.append(BadRow(line=_line_of(int(index), bad_lines), reason=str(reason), text=quote(text)))
+
+
+def _skip_note(summary: FileSummary) -> str | None:
+    if not summary.skipped:
+        return None
+    return "skipped " + ", ".join(f"{n:,} x {reason}" for reason, n in sorted(summary.skipped.items()))
+
+
+def _ledger_values(summary: FileSummary, outcome: str, started_at, message: str | None) -> dict:
+    return dict(
+        kind=summary.kind, file_name=quote(Path(summary.path).name, 250), size=summary.size,
+        sha256=summary.sha256, rows_read=summary.rows_read, rows_stored=summary.rows_stored,
+        rows_skipped=summary.rows_skipped, outcome=outcome, message=message, source=summary.source,
+        started_at=started_at,
+    )
+
+
+def _record_unchanged(engine, summary, before, started_at, started, wait_seconds) -> FileSummary:
+    when = before["finished_at"]
+    when = when.strftime("%Y-%m-%d %H:%M:%S UTC") if hasattr(when, "strftime") else str(when)
+    summary.outcome = "unchanged"
+    summary.rows_changed = None if summary.kind == HOURS else 0
+    summary.message = (
+        f"this content was already ingested as {quote(before['file_name'], 80)} on {when} "
+        f"(ledger #{before['id']}); force re-applies it"
+    )
+    summary.seconds = time.perf_counter() - started
+    try:
+        with storage.write_transaction(engine, wait_seconds) as conn:
+            summary.ledger_id = storage.ledger_add(conn, **_ledger_values(summary, "unchanged", started_at, summary.message))
+    except storage.DatabaseBusy:
+        pass  # nothing was going to change; the ledger line is only a note
+    return summary
+
+
+def _record_failure(engine, summary, outcome, message, started_at, wait_seconds) -> None:
+    """Note a refused or failed file in the ledger (its rows were rolled back)."""
+    summary.outcome = outcome
+    try:
+        with storage.write_transaction(engine, wait_seconds) as conn:
+            summary.ledger_id = storage.ledger_add(conn, **_ledger_values(summary, outcome, started_at, quote(message, 500)))
+    except Exception:  # noqa: BLE001 -- the ledger must not hide the file's own error
+        log.warning("could not record the %s ingest of %s in the ledger", outcome, summary.path, exc_info=True)
 
 
 def _unknown_zone_warnings(zones: set[str]) -> list[str]:
@@ -437,13 +727,17 @@ def ingest_files(
     hours: Iterable[str | Path] = (),
     timezones: Iterable[str | Path] = (),
     strict: bool = False,
+    force: bool = False,
     chunk_rows: int = 250_000,
     progress_factory: Callable[[str, Path], ProgressCallback | None] | None = None,
+    on_file: Callable[[FileSummary], None] | None = None,
+    **options,
 ) -> IngestSummary:
     """Ingest a folder's recognised files and/or named files: zones, then hours, then polls.
 
     Each file is its own transaction; the first refused file stops the run with
-    :class:`IngestError` (files before it stay stored).
+    :class:`IngestError` (files before it stay stored). ``on_file`` is called with each file's
+    summary as soon as it is done; ``options`` go to :func:`ingest_file`.
     """
     plan: dict[str, list[Path]] = {kind: [] for kind in KINDS}
     if folder is not None:
@@ -465,6 +759,9 @@ def ingest_files(
         for path in plan[kind]:
             progress = progress_factory(kind, path) if progress_factory else None
             summary.files.append(
-                ingest_file(engine, kind, path, strict=strict, chunk_rows=chunk_rows, progress=progress)
+                ingest_file(engine, kind, path, strict=strict, force=force, chunk_rows=chunk_rows,
+                            progress=progress, **options)
             )
+            if on_file:
+                on_file(summary.files[-1])
     return summary

@@ -12,10 +12,19 @@ no thread here has it -- or when its heartbeat is older than :data:`STALE_AFTER`
 Orphans are recovered -- re-queued, or failed after :data:`MAX_ATTEMPTS` -- when a process starts
 serving (:func:`recover_reports`) and whenever one is polled (:func:`reap_if_orphaned`): a report
 never stays "Running" forever.
+
+A trigger fixes the report's ``now`` (``as_of``, or the latest poll) and the data version (the
+ingest ledger's last stored id). A report asked for with the same ``now`` and version as one
+queued, running or complete is not computed again: the new id names that one (``reuse_of``) and
+answers with its state and CSV. Distinct reports waiting or running are bounded by
+``REPORT_QUEUE_MAX`` (:class:`QueueFull` beyond it). Finished reports are kept
+``REPORT_RETENTION_DAYS`` days and at most ``REPORT_KEEP`` of them; older ones are expired --
+file and database copy deleted, the row kept so that ``/get_report`` can say ``410 Gone``.
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import secrets
@@ -27,15 +36,16 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from flask import Flask
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
+from . import storage
 from .extensions import db
 from .models import Report
-from .reports import build_report, write_csv
+from .reports import NoPollsError, build_report, write_csv
 
 log = logging.getLogger(__name__)
 
-QUEUED, RUNNING, COMPLETE, FAILED = "queued", "running", "complete", "failed"
+QUEUED, RUNNING, COMPLETE, FAILED, EXPIRED = "queued", "running", "complete", "failed", "expired"
 MAX_ATTEMPTS = 2  # a report whose process died twice is failed, not retried again
 HEARTBEAT_EVERY = 10.0  # seconds between heartbeats of a running job
 STALE_AFTER = timedelta(seconds=60)  # no heartbeat for this long: the owner is gone
@@ -85,14 +95,105 @@ def executor(app: Flask) -> ThreadPoolExecutor:
         return _executor
 
 
+class QueueFull(Exception):
+    """As many distinct reports as REPORT_QUEUE_MAX are already waiting or running."""
+
+    retry_after = 10  # seconds
+
+
 def submit_report(app: Flask, as_of_us: int | None = None) -> str:
-    """Record a new report as queued and hand it to this process's pool; return its id."""
-    report = Report(id=new_report_id(), status=QUEUED, created_at=_now(), as_of_us=as_of_us,
-                    progress=0.0, stage="queued", attempts=0, worker=worker_name())
-    db.session.add(report)
+    """Record a new report and, unless an identical one exists, hand it to this process's pool.
+
+    ``now`` (``as_of_us`` or the latest poll) and the data version are read here, so two
+    triggers with nothing ingested between them ask for the same report and share it. The check
+    and the insert are one write transaction on the jobs database, so concurrent triggers (any
+    process) see each other. Raises :class:`QueueFull`.
+    """
+    expire_reports(app)
+    with db.engine.connect() as conn:  # a short read of the data (never waits for an ingest)
+        with conn.begin():
+            now_us = as_of_us if as_of_us is not None else storage.latest_poll_us(conn)
+            version = storage.data_version(conn)
+    report_id = new_report_id()
+    jobs_engine = db.engines["jobs"]
+    with storage.write_transaction(jobs_engine, app.config["SQLITE_BUSY_TIMEOUT_MS"] / 1000, lock=_JOBS_LOCK) as conn:
+        same = None
+        if now_us is not None:
+            same = conn.execute(
+                select(Report.id).where(
+                    Report.now_us == now_us, Report.data_version == version, Report.reuse_of.is_(None),
+                    Report.status.in_([QUEUED, RUNNING, COMPLETE]),
+                ).order_by(Report.created_at.desc()).limit(1)
+            ).scalar()
+        if same is None:
+            waiting = conn.execute(
+                select(func.count()).select_from(Report).where(
+                    Report.status.in_([QUEUED, RUNNING]), Report.reuse_of.is_(None)
+                )
+            ).scalar_one()
+            if waiting >= app.config["REPORT_QUEUE_MAX"]:
+                raise QueueFull(
+                    f"{waiting} reports are already waiting or running (REPORT_QUEUE_MAX = "
+                    f"{app.config['REPORT_QUEUE_MAX']}); try again shortly"
+                )
+        conn.execute(
+            Report.__table__.insert().values(
+                id=report_id, status=QUEUED if same is None else COMPLETE, created_at=_now(),
+                as_of_us=as_of_us, now_us=now_us, data_version=version, reuse_of=same,
+                progress=0.0, stage="queued" if same is None else "reused", attempts=0, worker=worker_name(),
+            )
+        )
+    if same is None:
+        _hand_over(app, report_id)
+    else:
+        log.info("report %s: same now and data as report %s, reusing its result", report_id, same)
+    return report_id
+
+
+_JOBS_LOCK = 0x5709F  # PostgreSQL advisory lock key for trigger's check-then-insert
+
+
+def resolve(report: Report) -> Report | None:
+    """The report that holds the result: itself, or the one it reuses (None if that is gone)."""
+    if report.reuse_of is None:
+        return report
+    return db.session.get(Report, report.reuse_of)
+
+
+def csv_bytes(report: Report) -> bytes | None:
+    """The database copy of a finished report's CSV, uncompressed (None if not kept)."""
+    return gzip.decompress(report.csv_gz) if report.csv_gz is not None else None
+
+
+def expire_reports(app: Flask) -> int:
+    """Delete finished reports older than REPORT_RETENTION_DAYS or beyond the REPORT_KEEP newest:
+    their CSV file and database copy go, the row stays (status ``expired``) for a clear 410."""
+    config = app.config
+    cutoff = _now() - timedelta(days=float(config["REPORT_RETENTION_DAYS"]))
+    finished = [COMPLETE, FAILED]
+    old = db.session.execute(
+        select(Report.id).where(Report.status.in_(finished), Report.created_at < cutoff)
+    ).scalars().all()
+    beyond = db.session.execute(
+        select(Report.id).where(Report.status.in_(finished))
+        .order_by(Report.created_at.desc()).offset(int(config["REPORT_KEEP"]))
+    ).scalars().all()
+    ids = sorted(set(old) | set(beyond))
+    db.session.rollback()
+    if not ids:
+        return 0
+    for report_id in ids:
+        report_path(app, report_id).unlink(missing_ok=True)
+    for start in range(0, len(ids), 500):
+        db.session.execute(
+            update(Report).where(Report.id.in_(ids[start:start + 500]), Report.status.in_(finished))
+            .values(status=EXPIRED, stage="expired", csv_gz=None)
+            .execution_options(synchronize_session=False)
+        )
     db.session.commit()
-    _hand_over(app, report.id)
-    return report.id
+    log.info("expired %d report(s) (REPORT_RETENTION_DAYS=%s, REPORT_KEEP=%s)", len(ids),
+             config["REPORT_RETENTION_DAYS"], config["REPORT_KEEP"])
+    return len(ids)
 
 
 def _hand_over(app: Flask, report_id: str) -> None:
@@ -112,12 +213,18 @@ def run_report(app: Flask, report_id: str) -> None:
             delay = float(app.config.get("REPORT_START_DELAY", 0) or 0)
             if delay:
                 time.sleep(delay)  # testing aid: a window in which the job is "running"
-            as_of_us = db.session.get(Report, report_id).as_of_us
+            report = db.session.get(Report, report_id)
+            now_us = report.now_us if report.now_us is not None else report.as_of_us
             db.session.rollback()  # end the read; the computation uses its own snapshot
-            result = build_report(db.engine, as_of_us, progress=_ProgressWriter(report_id))
+            result = build_report(db.engine, now_us, progress=_ProgressWriter(report_id))
             path = write_csv(result.frame, report_path(app, report_id))
             _finish(report_id, status=COMPLETE, progress=1.0, stage="complete", now_us=result.now_us,
-                    store_count=result.store_count, file_name=path.name, csv=path.read_bytes())
+                    data_version=result.data_version, store_count=result.store_count, file_name=path.name,
+                    csv_gz=gzip.compress(path.read_bytes(), compresslevel=6))
+        except NoPollsError as exc:  # the data's answer, not a bug: one line, no traceback
+            log.warning("report %s failed: %s", report_id, exc)
+            db.session.rollback()
+            _finish(report_id, status=FAILED, stage="failed", error=_describe(exc))
         except Exception as exc:  # noqa: BLE001 -- every failure must reach the reports table
             log.exception("report %s failed", report_id)
             db.session.rollback()
@@ -200,10 +307,15 @@ def _claim(report_id: str) -> bool:
 
 
 def _set(report_id: str, **values) -> None:
-    db.session.execute(
-        update(Report).where(Report.id == report_id).values(**values).execution_options(synchronize_session=False)
-    )
-    db.session.commit()
+    """Record progress; a write that fails (the jobs database busy) is dropped, not fatal."""
+    try:
+        db.session.execute(
+            update(Report).where(Report.id == report_id).values(**values).execution_options(synchronize_session=False)
+        )
+        db.session.commit()
+    except Exception:  # noqa: BLE001 -- progress is advisory; the next write brings it up to date
+        db.session.rollback()
+        log.warning("progress of report %s not recorded", report_id, exc_info=True)
 
 
 class _ProgressWriter:
@@ -280,6 +392,7 @@ def _recover(app: Flask, report: Report) -> bool:
 def recover_reports(app: Flask) -> int:
     """At start-up: recover every queued/running report whose process is gone."""
     with app.app_context():
+        expire_reports(app)
         now = _now()
         reports = db.session.execute(select(Report).where(Report.status.in_([QUEUED, RUNNING]))).scalars().all()
         recovered = 0

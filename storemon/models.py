@@ -74,12 +74,46 @@ class StoreTimezone(db.Model):
     timezone_str: Mapped[str] = mapped_column(String, nullable=False)
 
 
+class IngestRecord(db.Model):
+    """The ingest ledger: one row per file offered for ingestion, whatever came of it.
+
+    A file whose content (``sha256``) was already stored for the same feed is not applied again
+    unless forced (outcome ``unchanged``), so re-running the start-up ingest of ``data/`` never
+    reverts what was uploaded since. The row of a stored file is written in the file's own
+    transaction: the ledger says ``stored`` exactly when the rows are there. The highest id with
+    outcome ``stored`` is the data version a report is computed from.
+    """
+
+    __tablename__ = "ingests"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # status / hours / timezones
+    file_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False)  # bytes
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    rows_read: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    rows_stored: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    rows_skipped: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False)  # stored/unchanged/refused/failed
+    message: Mapped[str | None] = mapped_column(Text)  # why refused or failed; what was skipped
+    source: Mapped[str] = mapped_column(String(8), nullable=False)  # cli / http
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+    __table_args__ = (Index("ix_ingests_sha256", "sha256"),)
+
+
 class Report(db.Model):
-    """A report job and its state, shared by every web process through the database."""
+    """A report job and its state, shared by every web process through the database.
+
+    The table lives in the ``jobs`` bind: on SQLite a file of its own beside the data, so that
+    triggering a report or recording its progress never waits for an ingest holding the data
+    file's write lock; elsewhere the same database.
+    """
 
     __tablename__ = "reports"
+    __bind_key__ = "jobs"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    status: Mapped[str] = mapped_column(String(16), nullable=False)  # queued/running/complete/failed
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # queued/running/complete/failed/expired
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -93,8 +127,16 @@ class Report(db.Model):
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     file_name: Mapped[str | None] = mapped_column(String(255))
-    # The finished CSV (about 1 MB at 14K stores) kept with the state, so a web process on
-    # another host, without the REPORTS_DIR it was written to, can still hand it out.
-    csv: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    # Data version (the ingest ledger's last stored id) the report was asked at / computed from.
+    data_version: Mapped[int | None] = mapped_column(BigInteger)
+    # A report asked for the same `now` and data version as an earlier one is that one's result:
+    # it is not computed again, it names the report that is (or was) computed.
+    reuse_of: Mapped[str | None] = mapped_column(String(64))
+    # The finished CSV, gzip-compressed (about 200 KB at 14K stores) kept with the state, so a
+    # web process on another host, without the REPORTS_DIR it was written to, can hand it out.
+    csv_gz: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
-    __table_args__ = (Index("ix_reports_status", "status"),)
+    __table_args__ = (
+        Index("ix_reports_status", "status"),
+        Index("ix_reports_now_version", "now_us", "data_version"),
+    )

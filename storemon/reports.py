@@ -32,6 +32,7 @@ class ReportResult:
     frame: pd.DataFrame  # the report, columns as SPEC §2
     now_us: int  # the `now` used (UTC microseconds)
     store_count: int  # rows in the report
+    data_version: int = 0  # the ingest ledger's last stored id in the snapshot read
 
 
 def build_report(engine: Engine, as_of_us: int | None = None, progress: Progress | None = None) -> ReportResult:
@@ -98,17 +99,30 @@ def _build(conn, as_of_us: int | None, progress: Progress | None) -> ReportResul
         fetch_older=fetch_older,
         progress=progress,
     )
-    return ReportResult(frame=frame, now_us=now_us, store_count=len(frame))
+    return ReportResult(frame=frame, now_us=now_us, store_count=len(frame), data_version=storage.data_version(conn))
 
 
 def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write the report CSV atomically: a temp file in the same folder, then a rename."""
+    """Write the report CSV atomically: a temp file in the same folder, then a rename.
+
+    Lines end in ``\\n``. A store id is quoted (RFC 4180: in double quotes, inner quotes
+    doubled) when it holds a comma, a quote, CR or LF or starts or ends with a space, so every
+    id reads back exactly with Python's ``csv`` and ``pandas.read_csv``. (Python's csv writer
+    does not quote a bare CR when the line terminator is LF, so the id column is quoted here.)
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            frame.to_csv(handle, index=False, float_format="%.2f", lineterminator="\n")
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            handle.write(",".join(frame.columns) + "\n")
+            if len(frame):
+                ids = frame.iloc[:, 0].astype(str)
+                needs = ids.str.contains(r'[",\r\n]|^\s|\s$', regex=True).to_numpy(dtype=bool)
+                if needs.any():
+                    ids = ids.where(~needs, '"' + ids.str.replace('"', '""', regex=False) + '"')
+                numbers = frame.iloc[:, 1:].to_csv(header=False, index=False, float_format="%.2f", lineterminator="\n")
+                handle.write("".join(f"{i},{line}\n" for i, line in zip(ids.tolist(), numbers.splitlines())))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -3,15 +3,112 @@
 from __future__ import annotations
 
 import itertools
+import os
 import sqlite3
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, insert, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from . import models  # noqa: F401  (registers the tables)
 from .extensions import db
+from .models import IngestRecord
+
+
+class DatabaseBusy(Exception):
+    """Another writer (an ingest) held the lock longer than we were willing to wait."""
+
+
+class DatabaseReadOnly(Exception):
+    """The database cannot be written (read-only file, folder or server)."""
+
+
+def jobs_url_beside(url: str) -> str:
+    """Where report job state goes by default: a SQLite file beside a SQLite database
+    (``storemon.db`` -> ``storemon.jobs.db``), else the database itself."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return url
+    path = Path(parsed.database)
+    return parsed.set(database=str(path.with_name(f"{path.stem}.jobs{path.suffix or '.db'}"))).render_as_string(
+        hide_password=False
+    )
+
+
+def is_locked_error(exc: BaseException) -> bool:
+    """SQLite's "database is locked" / PostgreSQL's lock_timeout, however it is wrapped."""
+    orig = getattr(exc, "orig", exc)
+    return "database is locked" in str(orig) or getattr(orig, "sqlstate", None) == "55P03"
+
+
+def is_read_only_error(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", exc)
+    text = str(orig).lower()
+    return "readonly database" in text or "read-only" in text or getattr(orig, "sqlstate", None) == "25006"
+
+
+def read_only_reason(engine: Engine) -> str | None:
+    """Why the database cannot be written, or None when it can (a cheap check, no lock taken)."""
+    if engine.dialect.name == "sqlite":
+        name = engine.url.database
+        if not name or name == ":memory:":
+            return None
+        path = Path(name)
+        if path.exists() and not os.access(path, os.W_OK):
+            return f"the database file {path} is read-only"
+        if not os.access(path.parent, os.W_OK):
+            return f"the database folder {path.parent} is read-only (SQLite needs to write its journal there)"
+        return None
+    with engine.connect() as conn:
+        if conn.exec_driver_sql("SHOW transaction_read_only").scalar() == "on":
+            return "the database server accepts only reads (transaction_read_only = on)"
+    return None
+
+
+@contextmanager
+def write_transaction(engine: Engine, wait_seconds: float, lock: int | None = None):
+    """One write transaction, waiting at most ``wait_seconds`` for the writer before us.
+
+    SQLite has one writer at a time: ``BEGIN IMMEDIATE`` takes the lock up front, and the busy
+    timeout of this connection is set to the wait. PostgreSQL's ingests serialise on an
+    advisory lock (see :func:`lock_for_ingest`) under a ``lock_timeout``. Either way, a wait
+    that runs out raises :class:`DatabaseBusy`, a read-only database :class:`DatabaseReadOnly`.
+    ``lock`` names another advisory lock than the ingests' (PostgreSQL only).
+    """
+    wait_ms = max(int(wait_seconds * 1000), 1)
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:  # on the driver's connection: a statement here must not begin a transaction
+            conn.connection.dbapi_connection.execute(f"PRAGMA busy_timeout = {wait_ms}")
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        try:
+            try:
+                with conn.begin():
+                    if not sqlite:
+                        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {wait_ms}")
+                    lock_for_ingest(conn, _INGEST_LOCK if lock is None else lock)
+                    if not sqlite:
+                        conn.exec_driver_sql("SET LOCAL lock_timeout = 0")
+                    yield conn
+            except (OperationalError, DBAPIError) as exc:
+                if is_locked_error(exc):
+                    raise DatabaseBusy(f"another ingest held the database for more than {wait_seconds:g} s") from exc
+                if is_read_only_error(exc):
+                    raise DatabaseReadOnly(str(getattr(exc, "orig", exc)).splitlines()[0]) from exc
+                raise
+        finally:
+            if sqlite:
+                restore = int(_busy_timeout_ms.get(id(engine), 30000))
+                conn.connection.dbapi_connection.execute(f"PRAGMA busy_timeout = {restore}")
+
+
+_busy_timeout_ms: dict[int, int] = {}
 
 
 def configure_engine(engine: Engine, busy_timeout_ms: int) -> None:
@@ -28,6 +125,7 @@ def configure_engine(engine: Engine, busy_timeout_ms: int) -> None:
     """
     if engine.dialect.name != "sqlite":
         return
+    _busy_timeout_ms[id(engine)] = busy_timeout_ms
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: sqlite3.Connection, _record) -> None:
@@ -47,8 +145,52 @@ def configure_engine(engine: Engine, busy_timeout_ms: int) -> None:
 
 
 def init_schema() -> None:
-    """Create missing tables (existing ones are left as they are)."""
+    """Create missing tables (existing ones are left as they are), in every bind."""
     db.create_all()
+
+
+# ---------------------------------------------------------------------------------------------
+# The ingest ledger
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def ledger_find(conn, kind: str, sha256: str) -> dict | None:
+    """The last time this content was stored for this feed, or None."""
+    row = conn.execute(
+        select(IngestRecord.id, IngestRecord.finished_at, IngestRecord.file_name)
+        .where(IngestRecord.kind == kind, IngestRecord.sha256 == sha256, IngestRecord.outcome == "stored")
+        .order_by(IngestRecord.id.desc())
+        .limit(1)
+    ).first()
+    return dict(row._mapping) if row else None
+
+
+def ledger_add(conn, **values) -> int:
+    """Append one ledger row (inside the caller's transaction); return its id."""
+    values.setdefault("finished_at", _utcnow())
+    result = conn.execute(insert(IngestRecord).values(**values).returning(IngestRecord.id))
+    return int(result.scalar_one())
+
+
+def ledger_list(conn, limit: int = 100, offset: int = 0) -> list[dict]:
+    """Ledger rows, newest first."""
+    rows = conn.execute(
+        select(IngestRecord).order_by(IngestRecord.id.desc()).limit(limit).offset(offset)
+    ).scalars().all()
+    return [
+        {column.name: getattr(row, column.name) for column in IngestRecord.__table__.columns}
+        for row in rows
+    ]
+
+
+def data_version(conn) -> int:
+    """The id of the last ledger row that stored data (0 when none): changes with every ingest
+    that wrote, so two reports with the same ``now`` and version have the same content."""
+    value = conn.exec_driver_sql("SELECT max(id) FROM ingests WHERE outcome = 'stored'").scalar()
+    return int(value or 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,14 +199,14 @@ def init_schema() -> None:
 _INGEST_LOCK = 0x5709E  # PostgreSQL advisory lock key: one ingest transaction at a time
 
 
-def lock_for_ingest(conn) -> None:
+def lock_for_ingest(conn, key: int = _INGEST_LOCK) -> None:
     """Serialise ingest transactions, as SQLite's BEGIN IMMEDIATE does for it.
 
     On PostgreSQL two files arriving at once (from two web hosts, say) could otherwise both
     create the same new store, or both replace one store's hours and leave the union.
     """
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_INGEST_LOCK})")
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({int(key)})")
 
 
 def _placeholders(conn, n: int) -> str:
@@ -81,6 +223,7 @@ class FeedWriter:
     """Writes one feed's parsed rows; one instance per file (it may keep per-file state)."""
 
     kind = ""
+    rows_stored = 0  # distinct rows the file stored (known after finish)
 
     @staticmethod
     def for_kind(kind: str) -> "FeedWriter":
@@ -153,6 +296,7 @@ class PollWriter(FeedWriter):
         self.keys: dict[str, int] | None = None  # store_id -> store_key, loaded once per file
         self.widen: dict[int, list[int]] = {}  # store_key -> [first, last] poll of this file
         self.direct: bool | None = None  # PostgreSQL: COPY straight into an empty polls table
+        self.distinct = DistinctKeys()  # the file's distinct (store, timestamp) keys
 
     def write(self, conn, rows) -> int:
         codes, store_ids = pd.factorize(rows["store_id"])
@@ -170,6 +314,7 @@ class PollWriter(FeedWriter):
             .sort_values(["store_key", "ts_us"], kind="stable")
             .drop_duplicates(["store_key", "ts_us"], keep="last")  # the later row for a key wins
         )
+        self.distinct.add(frame["store_key"].to_numpy(), frame["ts_us"].to_numpy())
         if conn.dialect.name == "postgresql":
             if self.direct is None:  # decided once per file, at its first chunk
                 self.direct = conn.exec_driver_sql("SELECT NOT EXISTS (SELECT 1 FROM polls)").scalar()
@@ -205,6 +350,7 @@ class PollWriter(FeedWriter):
 
     def finish(self, conn) -> None:
         """One UPDATE per store whose span the file widens (not one per store per chunk)."""
+        self.rows_stored = self.distinct.count()
         if not self.widen:
             return
         mark = _placeholders(conn, 1)
@@ -214,6 +360,46 @@ class PollWriter(FeedWriter):
             f"last_poll_us = {high}(last_poll_us, {mark}) WHERE store_key = {mark}",
             [(first, last, key) for key, (first, last) in self.widen.items()],
         )
+
+
+class DistinctKeys:
+    """Counts the distinct (store_key, ts_us) keys of a file given chunk by chunk.
+
+    Each chunk is already free of repeats; a key may still come again in a later chunk. The
+    chunks' keys are kept packed -- one int64 each, ``store_key << 44 | (ts_us - base)``, exact
+    while the file's timestamps span less than 2**44 us (203 days) and store keys stay below
+    2**19; otherwise as complex numbers (two exact float64 each) -- and counted once at the end.
+    """
+
+    SPAN = 1 << 44
+
+    def __init__(self) -> None:
+        self.parts: list[np.ndarray] = []
+        self.base: int | None = None
+        self.packed = True
+
+    def add(self, store_keys: np.ndarray, ts: np.ndarray) -> None:
+        if len(ts) == 0:
+            return
+        if self.base is None:
+            self.base = int(ts.min()) - self.SPAN // 2
+        offset = ts - self.base
+        fits = self.packed and offset.min() >= 0 and offset.max() < self.SPAN and store_keys.max() < (1 << 19)
+        if self.packed and not fits:
+            self.parts = [self._unpack(p) for p in self.parts]
+            self.packed = False
+        if self.packed:
+            self.parts.append((store_keys.astype(np.int64) << 44) | offset)
+        else:
+            self.parts.append(store_keys.astype(np.float64) + 1j * ts.astype(np.float64))
+
+    def _unpack(self, packed: np.ndarray) -> np.ndarray:
+        return (packed >> 44).astype(np.float64) + 1j * ((packed & (self.SPAN - 1)) + self.base).astype(np.float64)
+
+    def count(self) -> int:
+        if len(self.parts) <= 1:
+            return int(sum(len(p) for p in self.parts))
+        return int(len(np.unique(np.concatenate(self.parts))))
 
 
 class HoursWriter(FeedWriter):
@@ -228,6 +414,7 @@ class HoursWriter(FeedWriter):
         rows = rows.drop_duplicates()
         fresh = [s for s in rows["store_id"].unique().tolist() if s not in self.replaced]
         mark = _placeholders(conn, 1)
+        self.rows_stored += len(rows)
         if fresh:
             conn.exec_driver_sql(f"DELETE FROM business_hours WHERE store_id = {mark}", [(s,) for s in fresh])
             self.replaced.update(fresh)
@@ -247,10 +434,11 @@ class HoursWriter(FeedWriter):
     def finish(self, conn) -> None:
         # The same row given twice in one file (in different chunks) is kept once.
         if self.replaced:
-            conn.exec_driver_sql(
+            result = conn.exec_driver_sql(
                 "DELETE FROM business_hours WHERE id NOT IN (SELECT min(id) FROM business_hours "
                 "GROUP BY store_id, day, start_s, end_s)"
             )
+            self.rows_stored -= max(result.rowcount, 0)
 
 
 class TimezoneWriter(FeedWriter):
@@ -260,9 +448,13 @@ class TimezoneWriter(FeedWriter):
 
     def __init__(self) -> None:
         self.zones_seen: set[str] = set()
+        self.stores_seen: set[str] = set()
 
     def write(self, conn, rows) -> int:
         self.zones_seen.update(rows["timezone_str"].unique().tolist())
+        self.stores_seen.update(rows["store_id"].unique().tolist())
+        self.rows_stored = len(self.stores_seen)
+        rows = rows.drop_duplicates("store_id", keep="last")
         result = conn.exec_driver_sql(
             f"INSERT INTO store_timezones (store_id, timezone_str) VALUES ({_placeholders(conn, 2)}) "
             "ON CONFLICT (store_id) DO UPDATE SET timezone_str = excluded.timezone_str "

@@ -57,7 +57,8 @@ def database_url(request, tmp_path):
 
 @pytest.fixture
 def app(database_url, tmp_path):
-    app = create_app({"TESTING": True, "DATABASE_URL": database_url, "REPORTS_DIR": str(tmp_path / "reports")})
+    app = create_app({"TESTING": True, "DATABASE_URL": database_url, "REPORTS_DIR": str(tmp_path / "reports"),
+                      "UPLOAD_DIR": str(tmp_path / "uploads")})
     yield app
     with app.app_context():
         db.session.remove()
