@@ -289,7 +289,7 @@ def resolve_columns(kind: str, header: Iterable[str], path: str | Path = "") -> 
     if missing:
         raise IngestError(
             f"{path}: refused, missing required column(s) {', '.join(missing)} "
-            f"for a {kind} file; its header is: {', '.join(map(str, header))}"
+            f"for a {kind} file; its header is: {quote(', '.join(map(str, header)))}"
         )
     return mapping
 
@@ -536,7 +536,7 @@ def ingest_file(
             raise IngestBusy(f"another ingest in this process ran for more than {wait_seconds:g} s")
         try:
             with storage.write_transaction(engine, wait_seconds) as conn:
-                _load(conn, kind, path, name, mapping, scan, summary, strict, chunk_rows, progress)
+                _load(conn, kind, path, name, header, mapping, scan, summary, strict, chunk_rows, progress)
                 summary.seconds = time.perf_counter() - started
                 summary.ledger_id = storage.ledger_add(
                     conn, **_ledger_values(summary, "stored", started_at, _skip_note(summary))
@@ -565,17 +565,22 @@ def _read_header(path: Path, name: str) -> pd.Index:
         raise IngestError(f"{name}: refused, not a readable CSV with a header row ({quote(exc)})") from exc
 
 
-def _load(conn, kind, path, name, mapping, scan, summary, strict, chunk_rows, progress) -> None:
+def _load(conn, kind, path, name, header, mapping, scan, summary, strict, chunk_rows, progress) -> None:
     """Parse the file chunk by chunk and hand the valid rows to the feed's writer."""
     rename = {theirs: ours for ours, theirs in mapping.items()}
     writer = storage.FeedWriter.for_kind(kind)
     stores: set[str] = set()
     bad_lines: list[int] = []  # lines skipped by the CSV reader itself (too many fields)
+    wide = _leading_wide_rows(path, len(header))
+    for line, fields in wide:
+        _count_wide_row(summary, line, fields, len(header))
+    bad_lines.extend(line for line, _ in wide)
     with path.open("rb") as handle, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", pd.errors.ParserWarning)
         try:
             reader = pd.read_csv(
                 handle,
+                skiprows=[line - 1 for line, _ in wide],
                 dtype=str,
                 index_col=False,
                 keep_default_na=False,
@@ -627,18 +632,45 @@ def _load(conn, kind, path, name, mapping, scan, summary, strict, chunk_rows, pr
         summary.rows_changed = 0
 
 
+def _leading_wide_rows(path: Path, fields: int, limit: int = 10_000) -> list[tuple[int, int]]:
+    """(line, fields) of the rows right after the header that have more fields than it.
+
+    pandas reports a wider row as a bad line -- except the first data row, which it silently
+    cuts to the header's width. So the rows from line 2 up to the first that fits are read
+    here, with Python's csv module, and skipped by the reader like the others.
+    """
+    import csv
+
+    wide = []
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
+        reader = csv.reader(handle)
+        if next(reader, None) is None:
+            return wide
+        start = reader.line_num
+        for row in reader:
+            if len(row) <= fields or len(wide) >= limit:
+                break
+            wide.append((start + 1, len(row)))  # a quoted field spanning lines is not expected here
+            start = reader.line_num
+    return wide
+
+
+def _count_wide_row(summary: FileSummary, line: int, saw: int, expected: int) -> None:
+    summary.rows_read += 1
+    summary.skipped["too many fields"] = summary.skipped.get("too many fields", 0) + 1
+    if len(summary.examples) < MAX_EXAMPLES:
+        summary.examples.append(
+            BadRow(line=line, reason="too many fields", text=f"{saw} fields where the header has {expected}")
+        )
+
+
 def _note_bad_lines(summary: FileSummary, caught: list, bad_lines: list[int]) -> None:
     """Turn the CSV reader's "Skipping line N" warnings into counted bad rows."""
     for warning in caught:
         for match in _BAD_LINE.finditer(str(warning.message)):
             line, expected, saw = (int(g) for g in match.groups())
             bad_lines.append(line)
-            summary.rows_read += 1
-            summary.skipped["too many fields"] = summary.skipped.get("too many fields", 0) + 1
-            if len(summary.examples) < MAX_EXAMPLES:
-                summary.examples.append(
-                    BadRow(line=line, reason="too many fields", text=f"{saw} fields where the header has {expected}")
-                )
+            _count_wide_row(summary, line, saw, expected)
     caught.clear()
     bad_lines.sort()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import sqlite3
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,11 +54,30 @@ def is_read_only_error(exc: BaseException) -> bool:
     return "readonly database" in text or "read-only" in text or getattr(orig, "sqlstate", None) == "25006"
 
 
+_read_only_seen: dict[str, tuple[float, str]] = {}  # engine URL -> (when, why) a write was refused
+READ_ONLY_MEMORY_S = 300.0  # a refused write keeps /health "degraded" this long
+
+
+def note_read_only(engine: Engine, reason: str) -> None:
+    """Remember that a write was refused as read-only (shown by /health for a while)."""
+    _read_only_seen[str(engine.url)] = (time.monotonic(), reason)
+
+
 def read_only_reason(engine: Engine) -> str | None:
-    """Why the database cannot be written, or None when it can (a cheap check, no lock taken)."""
+    """Why the database cannot be written, or None when nothing says so (a cheap check, no lock).
+
+    SQLite: opened read-only (``mode=ro`` / ``immutable``), the file or its folder not writable
+    by this user, or a write refused in the last few minutes. PostgreSQL: the server says so.
+    """
+    seen = _read_only_seen.get(str(engine.url))
+    if seen and time.monotonic() - seen[0] < READ_ONLY_MEMORY_S:
+        return f"a write was refused: {seen[1]}"
     if engine.dialect.name == "sqlite":
+        query = engine.url.query
+        if query.get("mode") == "ro" or query.get("immutable") in ("1", "true"):
+            return "the SQLite database is opened read-only (mode=ro in DATABASE_URL)"
         name = engine.url.database
-        if not name or name == ":memory:":
+        if not name or name == ":memory:" or name.startswith("file:"):
             return None
         path = Path(name)
         if path.exists() and not os.access(path, os.W_OK):
@@ -100,7 +120,9 @@ def write_transaction(engine: Engine, wait_seconds: float, lock: int | None = No
                 if is_locked_error(exc):
                     raise DatabaseBusy(f"another ingest held the database for more than {wait_seconds:g} s") from exc
                 if is_read_only_error(exc):
-                    raise DatabaseReadOnly(str(getattr(exc, "orig", exc)).splitlines()[0]) from exc
+                    reason = str(getattr(exc, "orig", exc)).splitlines()[0]
+                    note_read_only(engine, reason)
+                    raise DatabaseReadOnly(reason) from exc
                 raise
         finally:
             if sqlite:
@@ -144,6 +166,12 @@ def configure_engine(engine: Engine, busy_timeout_ms: int) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def dispose_all() -> None:
+    """Close every pooled connection of the app's engines (the data's and the jobs')."""
+    for engine in db.engines.values():
+        engine.dispose()
+
+
 def init_schema() -> None:
     """Create missing tables (existing ones are left as they are), in every bind."""
     db.create_all()
@@ -177,13 +205,9 @@ def ledger_add(conn, **values) -> int:
 
 def ledger_list(conn, limit: int = 100, offset: int = 0) -> list[dict]:
     """Ledger rows, newest first."""
-    rows = conn.execute(
-        select(IngestRecord).order_by(IngestRecord.id.desc()).limit(limit).offset(offset)
-    ).scalars().all()
-    return [
-        {column.name: getattr(row, column.name) for column in IngestRecord.__table__.columns}
-        for row in rows
-    ]
+    table = IngestRecord.__table__
+    rows = conn.execute(select(table).order_by(table.c.id.desc()).limit(limit).offset(offset)).mappings().all()
+    return [dict(row) for row in rows]
 
 
 def data_version(conn) -> int:

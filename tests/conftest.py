@@ -15,6 +15,7 @@ TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))  # helpers such as bruteforce.py
 
 from storemon import create_app  # noqa: E402
+from storemon import storage  # noqa: E402
 from storemon.extensions import db  # noqa: E402
 
 SHARED = TESTS.parent.parent / "shared"
@@ -62,7 +63,7 @@ def app(database_url, tmp_path):
     yield app
     with app.app_context():
         db.session.remove()
-        db.engine.dispose()
+        storage.dispose_all()
 
 
 @pytest.fixture

@@ -100,7 +100,7 @@ def test_sqlite_and_postgresql_produce_identical_reports(tmp_path):
     """The same feeds in both databases give byte-identical CSVs (and the same ingest counts)."""
     from conftest import postgres_database
 
-    from storemon import create_app
+    from storemon import create_app, storage
     from storemon.demo import generate_demo_data
     from storemon.extensions import db
     from storemon.reports import write_csv
@@ -117,5 +117,5 @@ def test_sqlite_and_postgresql_produce_identical_reports(tmp_path):
                 paths = [write_csv(build_report(db.engine, t).frame, tmp_path / name / f"{i}.csv")
                          for i, t in enumerate([None, as_of])]
                 outputs[name] = (counts, [p.read_bytes() for p in paths])
-                db.engine.dispose()
+                storage.dispose_all()
     assert outputs["sqlite"] == outputs["postgresql"]

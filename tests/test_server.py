@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import postgres_database
 
-from storemon import create_app
+from storemon import create_app, storage
 from storemon.demo import generate_demo_data
 from storemon.extensions import db
 from storemon.ingest import ingest_files
@@ -40,8 +40,10 @@ class Server:
     def __init__(self, env: dict, workers: int = 2):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **env, "STOREMON_BIND": f"127.0.0.1:{self.port}",
+        host = env.get("STOREMON_BIND_HOST", "127.0.0.1")
+        self.env = {**os.environ, **env, "STOREMON_BIND": f"{host}:{self.port}",
                     "STOREMON_WEB_WORKERS": str(workers)}
+        self.upload_dir = Path(env.get("UPLOAD_DIR", ROOT / "instance" / "uploads"))
         self.log = open(Path(env["REPORTS_DIR"]).parent / f"gunicorn-{self.port}.log", "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
@@ -85,7 +87,7 @@ def feeds(tmp_path_factory):
     app = create_app({"DATABASE_URL": f"sqlite:///{folder / 'storemon.db'}", "REPORTS_DIR": str(folder / "cli")})
     with app.app_context():
         ingest_files(db.engine, folder / "feeds")
-        db.engine.dispose()
+        storage.dispose_all()
     # The expected CSV is what the command line writes.
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{folder / 'storemon.db'}", "REPORTS_DIR": str(folder / "cli")}
     subprocess.run([sys.executable, "-m", "flask", "--app", "storemon", "report", "--out", str(folder / "cli.csv")],
@@ -107,7 +109,7 @@ def dataset(request, feeds, tmp_path):
         app = create_app({"DATABASE_URL": url, "REPORTS_DIR": env["REPORTS_DIR"]})
         with app.app_context():
             ingest_files(db.engine, feeds["folder"])
-            db.engine.dispose()
+            storage.dispose_all()
         yield {**env, "DATABASE_URL": url, "expected": feeds["expected"]}
 
 
@@ -157,6 +159,7 @@ def test_two_workers_several_reports_at_once(dataset, tmp_path):
         with app.app_context():
             rows = db.session.execute(db.select(Report.reuse_of, Report.attempts)).all()
             db.session.remove()
+            storage.dispose_all()
         computed = [r for r in rows if r.reuse_of is None]
         assert [r.attempts for r in computed] == [1] and len(rows) == 4
         # An ingest arriving over HTTP while reports run: no "database is locked".
@@ -199,7 +202,7 @@ def test_several_hosts_share_one_postgresql_database(feeds, tmp_path):
         app = create_app({"DATABASE_URL": url, "REPORTS_DIR": str(tmp_path / "shared-reports")})
         with app.app_context():
             ingest_files(db.engine, feeds["folder"])
-            db.engine.dispose()
+            storage.dispose_all()
         # Separate REPORTS_DIRs, as on separate hosts: a report computed on one is handed out
         # by the other from the copy kept in the database.
         first = Server({"DATABASE_URL": url, "REPORTS_DIR": str(tmp_path / "host-a")}, workers=2)
@@ -216,7 +219,7 @@ def test_several_hosts_share_one_postgresql_database(feeds, tmp_path):
         with app.app_context():
             rows = db.session.execute(db.select(Report.reuse_of, Report.attempts)).all()
             db.session.remove()
-            db.engine.dispose()
+            storage.dispose_all()
         # Identical reports (same now, same data): computed exactly once, by one host.
         assert sorted(r.attempts for r in rows if r.reuse_of is None) == [1]
         assert len(rows) == 4
