@@ -38,6 +38,8 @@ RUNS_5X = 1  # one 5x report run keeps `make bench` near 5 minutes on 2 cores
 HTTP_SAMPLES = 200  # at least this many latency samples ...
 HTTP_REPORTS = 3  # ... over at least this many reports
 APPEND_CSV = CACHE / f"append-{SEED}.csv"
+TRIGGERS = 50  # identical reports asked for at once
+UPLOAD_MB = 1023  # a body just under the default 1 GiB upload limit
 
 
 def say(text: str) -> None:
@@ -263,6 +265,24 @@ class Bench:
         if result["worker_peak_mb"]:
             self.add("http: peak RSS of the largest gunicorn worker", [max(result["worker_peak_mb"])], "MB")
 
+    def triggers(self) -> None:
+        """50 identical triggers at once: computed once, so all Complete in about one report's time."""
+        with scratch_copy(DATASETS["1x"].db_path) as (db, reports):
+            result = run_phase("triggers", db, reports, TRIGGERS, timeout=1200)
+        say(f"  triggers: one report {result['one_s']:.2f} s; {result['triggers']} identical at once "
+            f"{result['seconds']:.2f} s ({result['computed']} computed)")
+        self.add(f"http: {TRIGGERS} identical concurrent triggers -> all Complete, / one report",
+                 [result["ratio"]], "x", 2)
+
+    def upload(self) -> None:
+        """A 1 GiB upload over HTTP: streamed to disk and parsed in chunks, never held whole."""
+        with scratch_copy() as (db, reports):
+            result = run_phase("upload", db, reports, DATASETS["1x"].status_csv, UPLOAD_MB, timeout=3600)
+        say(f"  upload: {result['bytes'] / 2**20:,.0f} MiB, {result['rows_read']:,} rows in {result['seconds']:.1f} s; "
+            f"worker peak {result['worker_peak_mb']:,.0f} MB")
+        self.add(f"http: {UPLOAD_MB:,} MiB text/csv upload to /ingest/status: time", [result["seconds"]], "s")
+        self.add(f"http: {UPLOAD_MB:,} MiB upload: gunicorn worker peak RSS", [result["worker_peak_mb"]], "MB", 400)
+
 
     def postgresql(self) -> None:
         """Ingest, append and report on PostgreSQL, beside SQLite's figures."""
@@ -369,6 +389,11 @@ Written by `make bench` (`python -m bench`); this run took {elapsed / 60:.1f} mi
   from POST /trigger_report until a GET /get_report (polled every 20 ms) answers Complete; then
   reports triggered back to back, each polled in a tight sequential loop while it runs: latency of
   the "Running" answers.
+- triggers: on a copy of the 1x database, one report timed alone, then 50 threads each POST the
+  same /trigger_report (an `as_of` an hour before the last poll) at once; time until all 50 ids
+  answer Complete, divided by the one report's time. Identical reports are computed once.
+- upload: a 1,023 MiB text/csv body (the 1x polls file repeated, so most rows repeat a key)
+  POSTed to /ingest/status of a one-worker gunicorn on an empty database; the worker's VmHWM.
 
 ## All runs
 
@@ -381,7 +406,7 @@ def _terminate(signum, _frame):
 
 
 def main(argv: list[str]) -> int:
-    phases = ["ingest", "append", "report", "http", "postgresql"]
+    phases = ["ingest", "append", "report", "http", "triggers", "upload", "postgresql"]
     chosen = [p for p in phases if p in argv] if argv else phases
     unknown = set(argv) - set(phases)
     if unknown or RUNS < 1:
@@ -402,7 +427,7 @@ def main(argv: list[str]) -> int:
             bench.ingest()
         prepare = ["4w"] if "append" in chosen else []
         prepare += ["1x", "4w", "2x", "5x"] if "report" in chosen else []
-        prepare += ["1x"] if "http" in chosen else []
+        prepare += ["1x"] if {"http", "triggers"} & set(chosen) else []
         if prepare:
             say("preparing databases")
             for label in dict.fromkeys(prepare):
@@ -418,6 +443,10 @@ def main(argv: list[str]) -> int:
             bench.report("5x", RUNS_5X)
         if "http" in chosen:
             bench.http()
+        if "triggers" in chosen:
+            bench.triggers()
+        if "upload" in chosen:
+            bench.upload()
         if "postgresql" in chosen:
             ensure_db(DATASETS["4w"])  # the append file is drawn from it
             bench.postgresql()

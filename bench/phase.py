@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -185,15 +186,17 @@ class Gunicorn:
     """``gunicorn -c gunicorn.conf.py wsgi:app`` on a free port, in its own process group
     (as tests/test_server.py starts it); :meth:`stop` kills the whole group."""
 
-    def __init__(self, db_path: str, reports_dir: str, log_path: str, workers: int = 2):
+    def __init__(self, db_path: str, reports_dir: str, log_path: str, workers: int = 2, **settings: str):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.base = f"http://127.0.0.1:{port}"
         env = {**os.environ, "DATABASE_URL": f"sqlite:///{db_path}", "REPORTS_DIR": reports_dir,
                "STOREMON_BIND": f"127.0.0.1:{port}", "STOREMON_WEB_WORKERS": str(workers)}
-        for key in ("REPORT_WORKERS", "REPORT_START_DELAY", "GUNICORN_CMD_ARGS"):
-            env.pop(key, None)  # measure the shipped configuration
+        for key in ("REPORT_WORKERS", "REPORT_START_DELAY", "GUNICORN_CMD_ARGS", "MAX_UPLOAD_BYTES",
+                    "REPORT_QUEUE_MAX", "STOREMON_API_TOKENS"):
+            env.pop(key, None)  # measure the shipped configuration ...
+        env.update(settings)  # ... unless the phase says otherwise
         self.log_path = log_path
         self.log = open(log_path, "w")
         self.process = subprocess.Popen(
@@ -213,16 +216,17 @@ class Gunicorn:
         self.stop()
         raise RuntimeError(f"gunicorn did not start; see {log_path}")
 
-    def request(self, method: str, path: str) -> tuple[int, dict, bytes]:
-        req = urllib.request.Request(self.base + path, method=method)
+    def request(self, method: str, path: str, data=None, headers=None, timeout: float = 30) -> tuple[int, dict, bytes]:
+        req = urllib.request.Request(self.base + path, method=method, data=data, headers=headers or {})
         try:
-            with urllib.request.urlopen(req, timeout=30) as response:
+            with urllib.request.urlopen(req, timeout=timeout) as response:
                 return response.status, dict(response.headers), response.read()
         except urllib.error.HTTPError as err:
             return err.code, dict(err.headers), err.read()
 
-    def trigger(self) -> str:
-        status, _, body = self.request("POST", "/trigger_report")
+    def trigger(self, as_of: str | None = None) -> str:
+        query = f"?as_of={urllib.parse.quote(as_of)}" if as_of else ""
+        status, _, body = self.request("POST", "/trigger_report" + query)
         if status != 200:
             raise RuntimeError(f"POST /trigger_report: {status} {body[:300]!r}")
         return json.loads(body)["report_id"]
@@ -311,6 +315,98 @@ def http(db_path: str, reports_dir: str, runs: str, min_samples: str, min_report
     }
 
 
+def wait_complete(server: "Gunicorn", report_id: str, limit_s: float = 600) -> None:
+    started = time.perf_counter()
+    while not server.poll(report_id):
+        if time.perf_counter() - started > limit_s:
+            raise RuntimeError(f"report {report_id} not complete after {limit_s:.0f} s")
+        time.sleep(0.05)
+
+
+def triggers(db_path: str, reports_dir: str, count: str) -> dict:
+    """One report timed alone, then ``count`` identical triggers at once (one thread each, as
+    ``count`` users pressing the button): the time until every one answers Complete."""
+    import threading
+
+    server = Gunicorn(db_path, reports_dir, str(Path(reports_dir).parent / "gunicorn.log"))
+    try:
+        started = time.perf_counter()
+        wait_complete(server, server.trigger())
+        one_s = time.perf_counter() - started
+        # An hour before the latest poll: a report not computed yet, the same for every trigger.
+        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
+            last_us = conn.execute("SELECT max(last_poll_us) FROM stores").fetchone()[0]
+        conn.close()
+        as_of = datetime.fromtimestamp((last_us - 3600 * US) / US, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        ids: list[str] = []
+        errors: list[str] = []
+        barrier = threading.Barrier(int(count))
+
+        def press() -> None:
+            try:
+                barrier.wait()
+                ids.append(server.trigger(as_of))
+            except Exception as exc:  # noqa: BLE001
+                errors.append(repr(exc))
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=press) for _ in range(int(count))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise RuntimeError(f"{len(errors)} triggers failed: {errors[:3]}")
+        for report_id in ids:
+            wait_complete(server, report_id)
+        all_s = time.perf_counter() - started
+        with sqlite3.connect(f"file:{Path(db_path).with_name(Path(db_path).stem + '.jobs' + Path(db_path).suffix)}?mode=ro",
+                             uri=True) as conn:
+            computed = conn.execute(
+                "SELECT count(*) FROM reports WHERE reuse_of IS NULL AND now_us = ?",
+                (last_us - 3600 * US,)).fetchone()[0]
+        conn.close()
+    finally:
+        server.stop()
+    return {"seconds": all_s, "one_s": one_s, "ratio": all_s / one_s, "computed": computed,
+            "triggers": len(ids), "peak_mb": peak_mb()}
+
+
+def upload(db_path: str, reports_dir: str, status_csv: str, size_mb: str) -> dict:
+    """A ``size_mb`` MB text/csv upload of polls (the 1x polls repeated) to a one-worker gunicorn
+    on an empty database: the worker's peak RSS, and the time to the summary."""
+    body_path = Path(reports_dir).parent / "upload.csv"
+    source = Path(status_csv).read_bytes()
+    header, rows = source.split(b"\n", 1)
+    target = int(size_mb) * 1024 * 1024
+    with open(body_path, "wb") as out:
+        out.write(header + b"\n")
+        written = len(header) + 1
+        while written + len(rows) <= target:
+            out.write(rows)
+            written += len(rows)
+        tail = rows[: target - written]
+        out.write(tail[: tail.rfind(b"\n") + 1])
+    size = body_path.stat().st_size
+    server = Gunicorn(db_path, reports_dir, str(Path(reports_dir).parent / "gunicorn.log"), workers=1)
+    try:
+        started = time.perf_counter()
+        with open(body_path, "rb") as handle:
+            status, _, answer = server.request(
+                "POST", "/ingest/status", data=handle,
+                headers={"Content-Type": "text/csv", "Content-Length": str(size)}, timeout=3600)
+        seconds = time.perf_counter() - started
+        if status != 200:
+            raise RuntimeError(f"upload: {status} {answer[:300]!r}")
+        summary = json.loads(answer)
+        worker_mb = max(server.worker_peak_mb())
+    finally:
+        server.stop()
+        body_path.unlink(missing_ok=True)
+    return {"seconds": seconds, "bytes": size, "rows_read": summary["rows_read"],
+            "rows_stored": summary["rows_stored"], "worker_peak_mb": worker_mb, "peak_mb": peak_mb()}
+
+
 # ---------------------------------------------------------------------------------------------
 
 def pg_admin(action: str, server_url: str, name: str) -> dict:
@@ -336,6 +432,8 @@ PHASES = {
     "append": append,
     "report": report,
     "http": http,
+    "triggers": triggers,
+    "upload": upload,
     "pg-admin": pg_admin,
 }
 

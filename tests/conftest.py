@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -61,9 +62,22 @@ def app(database_url, tmp_path):
     app = create_app({"TESTING": True, "DATABASE_URL": database_url, "REPORTS_DIR": str(tmp_path / "reports"),
                       "UPLOAD_DIR": str(tmp_path / "uploads")})
     yield app
+    _wait_for_jobs()
     with app.app_context():
         db.session.remove()
         storage.dispose_all()
+
+
+def _wait_for_jobs(timeout: float = 60) -> None:
+    """Let report jobs a test started (and did not wait for) finish before its database goes."""
+    from storemon import jobs
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with jobs._lock:
+            if not jobs._mine:
+                return
+        time.sleep(0.02)
 
 
 @pytest.fixture
