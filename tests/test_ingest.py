@@ -31,7 +31,6 @@ def snapshot(engine):
     }
 
 
-@pytest.mark.skipif(not REAL_SAMPLE.is_dir(), reason="../shared/data/real-2023-sample not beside the repo")
 def test_real_sample_ingests_with_the_right_counts(engine):
     summary = ingest_files(engine, REAL_SAMPLE)
     by_kind = {f.kind: f for f in summary.files}
@@ -127,8 +126,6 @@ def test_a_file_missing_a_required_column_is_refused_and_changes_nothing(engine,
 
 
 def test_reingesting_changes_nothing(engine, tmp_path):
-    if not REAL_SAMPLE.is_dir():
-        pytest.skip("real sample not available")
     first = ingest_files(engine, REAL_SAMPLE)
     before = snapshot(engine)
     again = ingest_files(engine, REAL_SAMPLE)

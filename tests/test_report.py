@@ -82,7 +82,6 @@ def test_cli_report_errors_are_clear(runner, tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.skipif(not REAL_SAMPLE.is_dir(), reason="../shared/data/real-2023-sample not beside the repo")
 def test_real_sample_report(runner, engine, tmp_path):
     ingest_files(engine, REAL_SAMPLE)
     out = tmp_path / "real.csv"
