@@ -1,4 +1,4 @@
-"""HTTP API (SPEC §3): one blueprint, JSON errors everywhere."""
+"""HTTP API (docs/interfaces.md): one blueprint, JSON errors everywhere."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from . import jobs
 from .extensions import db
 from .ingest import KINDS, IngestError, ingest_file
 from .models import Poll, Report, Store
-from .reports import parse_instant
+from .reports import format_datetime, format_instant, parse_instant
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -110,9 +110,13 @@ def get_report(report_id: str | None = None):
         else:
             raise ApiError(500, f"report {report_id} is complete but its CSV is missing")
         response.headers["X-Report-Status"] = "Complete"
+        if report.now_us is not None:
+            response.headers["X-Report-Now"] = format_instant(report.now_us)
+        if report.warning:
+            response.headers["X-Report-Warning"] = report.warning
         return response
     if report.status == jobs.FAILED:
-        return jsonify(status="Failed", report_id=report_id, error=report.error)
+        return jsonify(status="Failed", report_id=report_id, error=report.error, **_now_used(report))
     return jsonify(
         status="Running",
         report_id=report_id,
@@ -121,11 +125,23 @@ def get_report(report_id: str | None = None):
         progress=report.progress,
         created_at=_iso(report.created_at),
         started_at=_iso(report.started_at),
+        **_now_used(report),
     )
 
 
 def _iso(value) -> str | None:
-    return value.isoformat() if value is not None else None
+    """Timestamps in JSON: ISO 8601, UTC, ending in ``Z``."""
+    return format_datetime(value)
+
+
+def _now_used(report: Report) -> dict:
+    """``now`` (the as_of asked for until the job has fixed it; null if neither yet) and the
+    warning when it is more than a day after the latest poll."""
+    now_us = report.now_us if report.now_us is not None else report.as_of_us
+    fields = {"now": format_instant(now_us) if now_us is not None else None}
+    if report.warning:
+        fields["warning"] = report.warning
+    return fields
 
 
 # --- ingestion over HTTP ---------------------------------------------------------------------

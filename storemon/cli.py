@@ -6,8 +6,6 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
-
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
@@ -94,7 +92,7 @@ def demo_data_command(stores, days, seed, out):
 @with_appcontext
 def report_command(out, as_of):
     """Compute the uptime/downtime report synchronously and write it as CSV."""
-    from .reports import NoPollsError, build_report, parse_instant, write_csv
+    from .reports import NoPollsError, build_report, format_instant, parse_instant, write_csv
 
     try:
         as_of_us = parse_instant(as_of) if as_of else None
@@ -103,11 +101,12 @@ def report_command(out, as_of):
     except (ValueError, NoPollsError) as exc:
         raise click.ClickException(str(exc)) from exc
     path = write_csv(result.frame, out)
-    now = pd.Timestamp(result.now_us, unit="us", tz="UTC")
     click.echo(
-        f"wrote {result.store_count:,} stores to {path} (now = {now.isoformat()}) "
+        f"wrote {result.store_count:,} stores to {path} (now = {format_instant(result.now_us)}) "
         f"in {time.perf_counter() - started:.2f} s"
     )
+    if result.warning:
+        click.echo(f"warning: {result.warning}")
 
 
 def register(app: Flask) -> None:

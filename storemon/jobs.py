@@ -31,7 +31,7 @@ from sqlalchemy import select, update
 
 from .extensions import db
 from .models import Report
-from .reports import build_report, write_csv
+from .reports import NoPollsError, build_report, now_warning, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ HEARTBEAT_EVERY = 10.0  # seconds between heartbeats of a running job
 STALE_AFTER = timedelta(seconds=60)  # no heartbeat for this long: the owner is gone
 PROGRESS_EVERY_S = 0.5  # at most one progress write per this many seconds
 ID_HEX_CHARS = 32  # report ids: 128 random bits as hex
+# Failures that are the data's or the caller's, not a bug: logged as one line, no traceback.
+EXPECTED_FAILURES = (NoPollsError,)
 
 _executor: ThreadPoolExecutor | None = None
 _executor_pid: int | None = None
@@ -114,12 +116,19 @@ def run_report(app: Flask, report_id: str) -> None:
                 time.sleep(delay)  # testing aid: a window in which the job is "running"
             as_of_us = db.session.get(Report, report_id).as_of_us
             db.session.rollback()  # end the read; the computation uses its own snapshot
-            result = build_report(db.engine, as_of_us, progress=_ProgressWriter(report_id))
+            result = build_report(db.engine, as_of_us, progress=_ProgressWriter(report_id),
+                                  on_now=lambda now_us, latest_us: _set(
+                                      report_id, now_us=now_us, latest_poll_us=latest_us,
+                                      warning=now_warning(now_us, latest_us)))
             path = write_csv(result.frame, report_path(app, report_id))
             _finish(report_id, status=COMPLETE, progress=1.0, stage="complete", now_us=result.now_us,
+                    latest_poll_us=result.latest_poll_us, warning=result.warning,
                     store_count=result.store_count, file_name=path.name, csv=path.read_bytes())
         except Exception as exc:  # noqa: BLE001 -- every failure must reach the reports table
-            log.exception("report %s failed", report_id)
+            if isinstance(exc, EXPECTED_FAILURES):
+                log.warning("report %s failed: %s", report_id, _describe(exc))
+            else:
+                log.exception("report %s failed", report_id)
             db.session.rollback()
             _finish(report_id, status=FAILED, stage="failed", error=_describe(exc))
         finally:
