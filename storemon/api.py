@@ -15,7 +15,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from . import jobs
 from .extensions import db
 from .ingest import KINDS, IngestError, ingest_file
-from .models import Poll, Report, Store
+from .models import BusinessHours, Poll, Report, Store, StoreTimezone
 from .reports import format_datetime, format_instant, parse_instant
 
 log = logging.getLogger(__name__)
@@ -179,12 +179,17 @@ def ingest(kind: str):
 
 @bp.get("/health")
 def health():
-    """Database reachable, and how much it holds."""
+    """Database reachable, and how much it holds: stores with polls / business hours / a time
+    zone (three different sets), polls and report jobs."""
+    queries = {
+        "stores_with_polls": select(func.count()).select_from(Store),
+        "stores_with_hours": select(func.count(func.distinct(BusinessHours.store_id))),
+        "stores_with_timezone": select(func.count()).select_from(StoreTimezone),
+        "polls": select(func.count()).select_from(Poll),
+        "reports": select(func.count()).select_from(Report),
+    }
     try:
-        counts = {
-            name: db.session.execute(select(func.count()).select_from(model)).scalar_one()
-            for name, model in (("stores", Store), ("polls", Poll), ("reports", Report))
-        }
+        counts = {name: db.session.execute(query).scalar_one() for name, query in queries.items()}
     except SQLAlchemyError as exc:
         log.exception("health check failed")
         response = jsonify(status="error", database="unreachable", message=str(exc).splitlines()[0])
