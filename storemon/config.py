@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Where `make run` keeps generated demo data: apart from the user's own feeds in data/.
+DEFAULT_DEMO_DIR = PROJECT_ROOT / "data" / "demo"
 
 
 class Defaults:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,27 @@ def init_schema() -> None:
     """Create missing tables, and add the nullable columns a newer version gave a table."""
     db.create_all()
     add_missing_columns(db.engine)
+
+
+def empty_database() -> None:
+    """Drop storemon's tables and create them again, empty."""
+    db.drop_all()
+    db.create_all()
+
+
+def remove_database() -> str:
+    """Delete a SQLite database file (with its -wal/-shm); on another database drop storemon's
+    tables. Returns what was removed, for the user."""
+    engine = db.engine
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        db.session.remove()
+        engine.dispose()
+        for suffix in ("", "-wal", "-shm"):
+            Path(url.database + suffix).unlink(missing_ok=True)
+        return url.database
+    db.drop_all()
+    return f"storemon's tables in {url.render_as_string(hide_password=True)}"
 
 
 def add_missing_columns(engine: Engine) -> list[str]:
