@@ -77,7 +77,9 @@ def build_report(
             return _build(conn, as_of_us, progress, on_now)
 
 
-def _build(conn, as_of_us: int | None, progress: Progress | None, on_now: NowCallback | None = None) -> ReportResult:
+def _build(
+    conn, as_of_us: int | None, progress: Progress | None, on_now: NowCallback | None = None
+) -> ReportResult:
     """The reads (all in the caller's transaction) and the computation."""
     now_us = as_of_us if as_of_us is not None else storage.latest_poll_us(conn)
     if now_us is None:
@@ -174,8 +176,12 @@ def parse_instant(text: str) -> int:
             f"cannot read {text!r} as an instant; use e.g. 2023-01-25T12:00:00Z or 2023-01-25 12:00:00 UTC"
         )
     latest = (datetime.now(timezone.utc) + LATEST_POLL_AHEAD.to_pytimedelta()).replace(microsecond=0)
+    try:
+        shown = f"{text!r} ({_format(instant)})"
+    except OverflowError:  # e.g. year 1 with a positive offset: no UTC date to show
+        shown = repr(text)
     raise ValueError(
-        f"{text!r} ({_format(instant)}) is outside the accepted range: from "
+        f"{shown} is outside the accepted range: from "
         f"{_format(EARLIEST_POLL.to_pydatetime())} to one day after the current time ({_format(latest)})"
     )
 

@@ -292,7 +292,8 @@ def test_report_files_are_written_atomically(tmp_path):
 # --- as_of: the accepted range, the `now` used, a warning when it is far after the data ------
 
 
-@pytest.mark.parametrize("as_of", ["2030-01-01T00:00:00Z", "1999-12-31"])
+@pytest.mark.parametrize("as_of", ["2030-01-01T00:00:00Z", "1999-12-31", "9999-12-31 23:59:59 UTC",
+                                   "0001-01-01T00:00:00+05:00"])
 def test_an_as_of_outside_the_accepted_range_says_so_with_the_range(client, loaded, as_of):
     response = client.post("/trigger_report", json={"as_of": as_of})
     assert response.status_code == 400
