@@ -23,10 +23,11 @@ venv: $(BIN)/.installed
 demo-data: venv
 	$(FLASK) demo-data --out $(DEMO_DIR) --stores $(DEMO_STORES) --days $(DEMO_DAYS) --if-changed
 
-## ingest: load the CSVs in data/; only when it holds none, the demo data in data/demo/
+## ingest: load the CSVs in data/; only when it holds none, the demo data in data/demo/ (marked
+## data/demo/.loaded then: your feeds are not added on top of it until `make reset`)
 ingest: venv
 	@if ls $(DATA_DIR)/*.csv >/dev/null 2>&1; then \
-	  if [ -f $(DEMO_DIR)/demo.json ]; then \
+	  if [ -f $(DEMO_DIR)/.loaded ]; then \
 	    echo "$(DATA_DIR)/ holds your feeds now, but the database was loaded with the demo data in $(DEMO_DIR)/."; \
 	    echo "Run 'make reset' first (it removes the database, the report CSVs and $(DEMO_DIR)/, never your"; \
 	    echo "files in $(DATA_DIR)/), then 'make run' again."; \
@@ -35,7 +36,8 @@ ingest: venv
 	  echo "ingest $(DATA_DIR)"; \
 	  $(FLASK) ingest $(DATA_DIR); \
 	else \
-	  $(MAKE) --no-print-directory demo-data && echo "ingest $(DEMO_DIR)" && $(FLASK) ingest $(DEMO_DIR); \
+	  $(MAKE) --no-print-directory demo-data && echo "ingest $(DEMO_DIR)" && $(FLASK) ingest $(DEMO_DIR) && \
+	    touch $(DEMO_DIR)/.loaded; \
 	fi
 
 ## run: install, load data/ (or the demo), serve on 127.0.0.1:8000

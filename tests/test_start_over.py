@@ -113,6 +113,15 @@ def make(tmp_path, *targets, **variables):
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
 
 
+def test_make_ingest_uses_your_feeds_when_the_demo_was_only_generated(tmp_path):
+    data = tmp_path / "data"
+    assert make(tmp_path, "demo-data", DATA_DIR=data, DEMO_STORES=5, DEMO_DAYS=1).returncode == 0
+    write_csv(data / "store_status.csv", "store_id,status,timestamp_utc\n1,active,2023-01-25 12:00:00 UTC\n")
+    own = make(tmp_path, "ingest", DATA_DIR=data)
+    assert own.returncode == 0, own.stdout + own.stderr
+    assert "1 rows read, 1 stored" in own.stdout
+
+
 def test_make_ingest_uses_the_demo_only_when_data_has_no_feeds(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -120,6 +129,7 @@ def test_make_ingest_uses_the_demo_only_when_data_has_no_feeds(tmp_path):
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert f"ingest {data}/demo" in demo.stdout and "for 15 stores" in demo.stdout
     assert sorted(p.name for p in data.iterdir()) == ["demo"]  # nothing of the demo in data/ itself
+    assert (data / "demo" / ".loaded").is_file()
 
     # The user's feeds arrive while the database holds the demo: refused, with the way out.
     write_csv(data / "store_status.csv", "store_id,status,timestamp_utc\n1,active,2023-01-25 12:00:00 UTC\n")
