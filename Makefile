@@ -7,6 +7,8 @@ DATA_DIR    ?= data
 DEMO_DIR    ?= $(DATA_DIR)/demo
 DEMO_STORES ?= 2000
 DEMO_DAYS   ?= 8
+# Non-empty when DEMO_STORES or DEMO_DAYS was given (command line or environment).
+DEMO_GIVEN  := $(filter-out file,$(origin DEMO_STORES) $(origin DEMO_DAYS))
 
 .PHONY: venv run serve test test-all ingest demo-data reset bench clean
 
@@ -32,6 +34,9 @@ ingest: venv
 	    echo "Run 'make reset' first (it removes the database, the report CSVs and $(DEMO_DIR)/, never your"; \
 	    echo "files in $(DATA_DIR)/), then 'make run' again."; \
 	    exit 1; \
+	  fi; \
+	  if [ -n "$(DEMO_GIVEN)" ]; then \
+	    echo "note: DEMO_STORES/DEMO_DAYS are not used: $(DATA_DIR)/ holds your own feeds"; \
 	  fi; \
 	  echo "ingest $(DATA_DIR)"; \
 	  $(FLASK) ingest $(DATA_DIR); \

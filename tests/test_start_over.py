@@ -117,9 +117,10 @@ def test_make_ingest_uses_your_feeds_when_the_demo_was_only_generated(tmp_path):
     data = tmp_path / "data"
     assert make(tmp_path, "demo-data", DATA_DIR=data, DEMO_STORES=5, DEMO_DAYS=1).returncode == 0
     write_csv(data / "store_status.csv", "store_id,status,timestamp_utc\n1,active,2023-01-25 12:00:00 UTC\n")
-    own = make(tmp_path, "ingest", DATA_DIR=data)
+    own = make(tmp_path, "ingest", DATA_DIR=data, DEMO_STORES=14000)
     assert own.returncode == 0, own.stdout + own.stderr
     assert "1 rows read, 1 stored" in own.stdout
+    assert "note: DEMO_STORES/DEMO_DAYS are not used" in own.stdout  # not silently ignored
 
 
 def test_make_ingest_uses_the_demo_only_when_data_has_no_feeds(tmp_path):
@@ -143,3 +144,4 @@ def test_make_ingest_uses_the_demo_only_when_data_has_no_feeds(tmp_path):
     own = make(tmp_path, "ingest", DATA_DIR=data)
     assert own.returncode == 0, own.stdout + own.stderr
     assert "1 rows read, 1 stored" in own.stdout and f"{data}/demo" not in own.stdout
+    assert "DEMO_STORES" not in own.stdout
