@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["DemoSummary", "generate_demo_data", "DEFAULT_END", "read_stamp", "write_stamp"]
+__all__ = ["DemoSummary", "generate_demo_data", "DEFAULT_END", "read_stamp", "write_stamp", "is_complete"]
 
 DEFAULT_END = datetime(2023, 1, 25, 18, 13, 22, 479220, tzinfo=timezone.utc)
 

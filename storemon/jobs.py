@@ -117,9 +117,7 @@ def run_report(app: Flask, report_id: str) -> None:
             as_of_us = db.session.get(Report, report_id).as_of_us
             db.session.rollback()  # end the read; the computation uses its own snapshot
             result = build_report(db.engine, as_of_us, progress=_ProgressWriter(report_id),
-                                  on_now=lambda now_us, latest_us: _set(
-                                      report_id, now_us=now_us, latest_poll_us=latest_us,
-                                      warning=now_warning(now_us, latest_us)))
+                                  on_now=_NowRecorder(report_id))
             path = write_csv(result.frame, report_path(app, report_id))
             _finish(report_id, status=COMPLETE, progress=1.0, stage="complete", now_us=result.now_us,
                     latest_poll_us=result.latest_poll_us, warning=result.warning,
@@ -213,6 +211,18 @@ def _set(report_id: str, **values) -> None:
         update(Report).where(Report.id == report_id).values(**values).execution_options(synchronize_session=False)
     )
     db.session.commit()
+
+
+class _NowRecorder:
+    """Records the report's `now`, the latest poll before it and any warning as soon as the job
+    knows them, so a poll of a running report shows them."""
+
+    def __init__(self, report_id: str):
+        self.report_id = report_id
+
+    def __call__(self, now_us: int, latest_poll_us: int) -> None:
+        _set(self.report_id, now_us=now_us, latest_poll_us=latest_poll_us,
+             warning=now_warning(now_us, latest_poll_us))
 
 
 class _ProgressWriter:

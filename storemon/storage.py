@@ -84,7 +84,9 @@ def add_missing_columns(engine: Engine) -> list[str]:
     add one, which is harmless. Returns the ``table.column`` names added.
     """
     added = []
-    existing = {name: {c["name"] for c in columns} for (_, name), columns in inspect(engine).get_multi_columns().items()}
+    existing = {
+        name: {c["name"] for c in columns} for (_, name), columns in inspect(engine).get_multi_columns().items()
+    }
     for table in db.metadata.sorted_tables:
         have = existing.get(table.name)
         if have is None:
