@@ -2,11 +2,15 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+FLASK  := $(BIN)/flask --app storemon
 DATA_DIR    ?= data
+DEMO_DIR    ?= $(DATA_DIR)/demo
 DEMO_STORES ?= 2000
 DEMO_DAYS   ?= 8
+# Non-empty when DEMO_STORES or DEMO_DAYS was given (command line or environment).
+DEMO_GIVEN  := $(filter-out file,$(origin DEMO_STORES) $(origin DEMO_DAYS))
 
-.PHONY: venv run serve test test-all ingest demo-data bench clean
+.PHONY: venv run serve test test-all ingest demo-data reset bench clean
 
 # The venv is rebuilt whenever requirements.txt changes.
 $(BIN)/.installed: requirements.txt
@@ -16,20 +20,41 @@ $(BIN)/.installed: requirements.txt
 
 venv: $(BIN)/.installed
 
-## demo-data: write demo CSVs into data/ (DEMO_STORES, DEMO_DAYS; 14000 x 8 is full scale)
+## demo-data: demo CSVs in data/demo/ (DEMO_STORES x DEMO_DAYS; 14000 x 8 is full scale), regenerated
+## when those change -- which also empties the database that held the previous demo
 demo-data: venv
-	$(BIN)/flask --app storemon demo-data --out $(DATA_DIR) --stores $(DEMO_STORES) --days $(DEMO_DAYS)
+	$(FLASK) demo-data --out $(DEMO_DIR) --stores $(DEMO_STORES) --days $(DEMO_DAYS) --if-changed
 
-## ingest: load data/ (generating demo data first when it holds no CSV)
+## ingest: load the CSVs in data/; only when it holds none, the demo data in data/demo/ (marked
+## data/demo/.loaded then: your feeds are not added on top of it until `make reset`)
 ingest: venv
-	@ls $(DATA_DIR)/*.csv >/dev/null 2>&1 || $(MAKE) --no-print-directory demo-data
-	$(BIN)/flask --app storemon ingest $(DATA_DIR)
+	@if ls $(DATA_DIR)/*.csv >/dev/null 2>&1; then \
+	  if [ -f $(DEMO_DIR)/.loaded ]; then \
+	    echo "$(DATA_DIR)/ holds your feeds now, but the database was loaded with the demo data in $(DEMO_DIR)/."; \
+	    echo "Run 'make reset' first (it removes the database, the report CSVs and $(DEMO_DIR)/, never your"; \
+	    echo "files in $(DATA_DIR)/), then 'make run' again."; \
+	    exit 1; \
+	  fi; \
+	  if [ -n "$(DEMO_GIVEN)" ]; then \
+	    echo "note: DEMO_STORES/DEMO_DAYS are not used: $(DATA_DIR)/ holds your own feeds"; \
+	  fi; \
+	  echo "ingest $(DATA_DIR)"; \
+	  $(FLASK) ingest $(DATA_DIR); \
+	else \
+	  $(MAKE) --no-print-directory demo-data && echo "ingest $(DEMO_DIR)" && $(FLASK) ingest $(DEMO_DIR) && \
+	    touch $(DEMO_DIR)/.loaded; \
+	fi
 
-## run: install, load data/, serve on 127.0.0.1:8000
+## run: install, load data/ (or the demo), serve on 127.0.0.1:8000
 run: ingest serve
 
+## serve: serve the database as it is, without ingesting
 serve: venv
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+## reset: start over -- remove the database, reports/report_*.csv and data/demo/ (never your CSVs in data/)
+reset: venv
+	$(FLASK) reset --yes --demo-dir $(DEMO_DIR)
 
 ## test: install if needed, run the test suite
 test: venv
@@ -43,5 +68,7 @@ test-all: venv
 bench: venv
 	scripts/with-postgres.sh $(BIN)/python -m bench
 
+## clean: remove everything generated -- the venv, the default database (instance/), report CSVs,
+## the demo data and the benchmark cache (never your CSVs in data/)
 clean:
-	rm -rf $(VENV) instance .pytest_cache reports/*.csv bench/cache
+	rm -rf $(VENV) instance .pytest_cache reports/*.csv $(DEMO_DIR) bench/cache

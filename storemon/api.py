@@ -13,8 +13,8 @@ from werkzeug.http import HTTP_STATUS_CODES
 from . import jobs, storage
 from .extensions import db
 from .ingest import KINDS, IngestBusy, IngestError, IngestReadOnly, ingest_file
-from .models import Poll, Report, Store
-from .reports import parse_instant
+from .models import BusinessHours, Poll, Report, Store, StoreTimezone
+from .reports import format_datetime, format_instant, parse_instant
 from .security import CHALLENGES
 from .uploads import UploadError, receive_csv
 
@@ -130,9 +130,13 @@ def get_report(report_id: str | None = None):
         else:
             raise ApiError(500, f"report {report_id} is complete but its CSV is missing")
         response.headers["X-Report-Status"] = "Complete"
+        if report.now_us is not None:
+            response.headers["X-Report-Now"] = format_instant(report.now_us)
+        if report.warning:
+            response.headers["X-Report-Warning"] = report.warning
         return response
     if report.status == jobs.FAILED:
-        return jsonify(status="Failed", report_id=report_id, error=report.error)
+        return jsonify(status="Failed", report_id=report_id, error=report.error, **_now_used(report))
     return jsonify(
         status="Running",
         report_id=report_id,
@@ -141,11 +145,23 @@ def get_report(report_id: str | None = None):
         progress=report.progress,
         created_at=_iso(report.created_at),
         started_at=_iso(report.started_at),
+        **_now_used(report),
     )
 
 
 def _iso(value) -> str | None:
-    return value.isoformat() if value is not None else None
+    """Timestamps in JSON: ISO 8601, UTC, ending in ``Z``."""
+    return format_datetime(value)
+
+
+def _now_used(report: Report) -> dict:
+    """``now`` (the as_of asked for until the job has fixed it; null if neither yet) and the
+    warning when it is more than a day after the latest poll."""
+    now_us = report.now_us if report.now_us is not None else report.as_of_us
+    fields = {"now": format_instant(now_us) if now_us is not None else None}
+    if report.warning:
+        fields["warning"] = report.warning
+    return fields
 
 
 # --- ingestion over HTTP ---------------------------------------------------------------------
@@ -216,16 +232,21 @@ def _int_arg(name: str, default: int, low: int, high: int | None) -> int:
 
 @bp.get("/health")
 def health():
-    """Database reachable and writable, and how much it holds.
+    """Database reachable and writable, and how much it holds: stores with polls / business
+    hours / a time zone (three different sets), polls and report jobs.
 
     ``ok``: reads and writes work. ``degraded`` (still 200): reads work but writes cannot
     (the reason is given; uploads and triggers answer 503). ``error`` (503): unreachable.
     """
+    queries = {
+        "stores_with_polls": select(func.count()).select_from(Store),
+        "stores_with_hours": select(func.count(func.distinct(BusinessHours.store_id))),
+        "stores_with_timezone": select(func.count()).select_from(StoreTimezone),
+        "polls": select(func.count()).select_from(Poll),
+        "reports": select(func.count()).select_from(Report),
+    }
     try:
-        counts = {
-            name: db.session.execute(select(func.count()).select_from(model)).scalar_one()
-            for name, model in (("stores", Store), ("polls", Poll), ("reports", Report))
-        }
+        counts = {name: db.session.execute(query).scalar_one() for name, query in queries.items()}
         problems = [
             reason for engine in db.engines.values() if (reason := storage.read_only_reason(engine)) is not None
         ]

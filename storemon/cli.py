@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
 
-import pandas as pd
-
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
+from sqlalchemy.engine import make_url
 
+from . import storage
+from .config import DEFAULT_DEMO_DIR
 from .extensions import db
 from .ingest import IngestBusy, IngestError, IngestReadOnly, ingest_files
 
@@ -92,7 +94,7 @@ def ingest_command(folder, status, hours, timezones, strict, force):
 @with_appcontext
 def ingests_command(limit):
     """List the ingest ledger, newest first: every file offered, and what came of it."""
-    from . import storage
+    from .reports import format_datetime
 
     with db.engine.connect() as conn:
         rows = storage.ledger_list(conn, limit=limit)
@@ -100,7 +102,7 @@ def ingests_command(limit):
         click.echo("no ingests yet")
         return
     for row in rows:
-        when = pd.Timestamp(row["finished_at"]).strftime("%Y-%m-%d %H:%M:%S")
+        when = format_datetime(row["finished_at"])
         line = (
             f"#{row['id']:<5} {when}  {row['source']:4} {row['kind']:9} {row['outcome']:9} "
             f"{row['file_name']}  {row['size']:,} B  {row['rows_read']:,} read, {row['rows_stored']:,} stored, "
@@ -115,18 +117,62 @@ def ingests_command(limit):
 @click.option("--stores", default=14_000, show_default=True, type=click.IntRange(min=1), help="Number of stores.")
 @click.option("--days", default=8, show_default=True, type=click.IntRange(min=1), help="Days of polls.")
 @click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same files).")
-@click.option("--out", "out", default="data", show_default=True, type=click.Path(file_okay=False),
+@click.option("--out", "out", default=str(DEFAULT_DEMO_DIR), show_default=True, type=click.Path(file_okay=False),
               help="Folder to write store_status.csv, menu_hours.csv and timezones.csv into.")
+@click.option("--if-changed", is_flag=True,
+              help="Keep OUT when it already holds demo data made with these parameters. When they differ, "
+                   "regenerate it and empty the database it was made for, so two demos never mix.")
 @with_appcontext
-def demo_data_command(stores, days, seed, out):
-    """Generate demo CSVs shaped like the real feeds."""
-    from .demo import generate_demo_data
+def demo_data_command(stores, days, seed, out, if_changed):
+    """Generate demo CSVs shaped like the real feeds (and record their parameters in demo.json)."""
+    from .demo import generate_demo_data, is_complete, read_stamp, write_stamp
 
+    wanted = {"stores": stores, "days": days, "seed": seed}
+    # The database this demo is made for (password hidden): the one `make run` then loads it into.
+    database = make_url(current_app.config["DATABASE_URL"]).render_as_string(hide_password=True)
+    old = read_stamp(out)
+    if if_changed and old is not None:
+        if {key: old.get(key) for key in wanted} == wanted and is_complete(out):
+            click.echo(f"demo data in {out} is up to date ({stores} stores x {days} days, seed {seed})")
+            return
+        if old.get("database") == database:
+            storage.empty_database()
+            click.echo(
+                f"demo parameters changed ({old.get('stores')} stores x {old.get('days')} days -> "
+                f"{stores} x {days}): emptied the database {database}, which held the previous demo"
+            )
     result = generate_demo_data(out, stores=stores, days=days, seed=seed)
+    write_stamp(out, {**wanted, "database": database})
     click.echo(
         f"wrote {result.polls:,} polls, {result.hours_rows:,} business-hours rows and "
         f"{result.timezone_rows:,} time zones for {result.stores:,} stores to {result.out_dir}"
     )
+
+
+@click.command("reset")
+@click.option("--demo-dir", default=str(DEFAULT_DEMO_DIR), show_default=True, type=click.Path(file_okay=False),
+              help="The demo data folder to remove (only if `demo-data` made it: it holds demo.json).")
+@click.confirmation_option(prompt="Remove the database, the report CSVs and the demo data?")
+@with_appcontext
+def reset_command(demo_dir):
+    """Start over: remove the database, the report CSVs in REPORTS_DIR and the demo data.
+
+    A SQLite database file is deleted; any other database has storemon's tables dropped. Your
+    own feeds (the CSV files in data/) are never touched. Stop the server first.
+    """
+    from .demo import STAMP_NAME
+
+    click.echo(f"removed the database: {storage.remove_database()}")
+    reports = sorted(Path(current_app.config["REPORTS_DIR"]).glob("report_*.csv"))
+    for path in reports:
+        path.unlink()
+    click.echo(f"removed {len(reports)} report CSV(s) from {current_app.config['REPORTS_DIR']}")
+    demo = Path(demo_dir)
+    if (demo / STAMP_NAME).is_file():
+        shutil.rmtree(demo)
+        click.echo(f"removed {demo}")
+    elif demo.exists():
+        click.echo(f"left {demo}: it has no {STAMP_NAME}, so it is not demo data made by `demo-data`")
 
 
 @click.command("report")
@@ -136,7 +182,7 @@ def demo_data_command(stores, days, seed, out):
 @with_appcontext
 def report_command(out, as_of):
     """Compute the uptime/downtime report synchronously and write it as CSV."""
-    from .reports import NoPollsError, build_report, parse_instant, write_csv
+    from .reports import NoPollsError, build_report, format_instant, parse_instant, write_csv
 
     try:
         as_of_us = parse_instant(as_of) if as_of else None
@@ -145,11 +191,12 @@ def report_command(out, as_of):
     except (ValueError, NoPollsError) as exc:
         raise click.ClickException(str(exc)) from exc
     path = write_csv(result.frame, out)
-    now = pd.Timestamp(result.now_us, unit="us", tz="UTC")
     click.echo(
-        f"wrote {result.store_count:,} stores to {path} (now = {now.isoformat()}) "
+        f"wrote {result.store_count:,} stores to {path} (now = {format_instant(result.now_us)}) "
         f"in {time.perf_counter() - started:.2f} s"
     )
+    if result.warning:
+        click.echo(f"warning: {result.warning}")
 
 
 def register(app: Flask) -> None:
@@ -157,3 +204,4 @@ def register(app: Flask) -> None:
     app.cli.add_command(ingests_command)
     app.cli.add_command(report_command)
     app.cli.add_command(demo_data_command)
+    app.cli.add_command(reset_command)

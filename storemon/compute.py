@@ -1,4 +1,4 @@
-"""The report's arithmetic: uptime and downtime inside business hours (SPEC §2).
+"""The report's arithmetic: uptime and downtime inside business hours (docs/report-rules.md).
 
 Pure computation: numpy arrays and pandas frames in, a frame out. No Flask, no SQL -- the
 caller (:mod:`storemon.reports`) reads the database and hands the data over.
@@ -47,7 +47,7 @@ The rules, and how each is computed
    uptime + downtime = business time in the window whenever the store has a counted poll; a
    store with none has no segments and gets 0 and 0.
 
-Worked example (SPEC §2.3): open Monday 09:00-12:00 UTC, counted polls at 10:14 (active) and
+Worked example (docs/report-rules.md): open Monday 09:00-12:00 UTC, counted polls at 10:14 (active) and
 11:15 (inactive). The midpoint is 10:44:30. The active poll's segment is (-inf, 10:44:30), the
 inactive one's [10:44:30, +inf). Inside business hours that is 09:00-10:44:30 up = 1 h 44.5 min
 = 1.74 h and 10:44:30-12:00 down = 1 h 15.5 min = 1.26 h.
@@ -148,7 +148,7 @@ class Schedule:
 
 
 def localize(wall_us: np.ndarray, zone: str) -> np.ndarray:
-    """Local wall-clock instants (microseconds, as if UTC) -> UTC microseconds, SPEC §2.2.
+    """Local wall-clock instants (microseconds, as if UTC) -> UTC microseconds (docs/report-rules.md, "Time zones").
 
     As pandas ``tz_localize(zone, ambiguous=True, nonexistent="shift_forward")`` is documented to
     do: a wall time that occurs twice (autumn) takes its first, daylight-saving occurrence; one
@@ -341,7 +341,7 @@ def compute_report(
     progress: Progress | None = None,
     exact_seconds: bool = False,
 ) -> pd.DataFrame:
-    """The SPEC §2 report for ``store_ids``, one row each, sorted by store_id.
+    """The report (docs/report-rules.md) for ``store_ids``, one row each, sorted by store_id.
 
     ``polls``: columns ``store`` (code = index into ``store_ids``), ``ts_us``, ``active``; it must
     hold every poll of these stores from ``complete_from_us`` (default: its earliest poll) to
@@ -495,7 +495,7 @@ def _measure(store, ts, active, intervals, axis_span, n, now_us) -> dict[str, tu
 def report_from_frames(
     polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.DataFrame, now=None, exact_seconds: bool = False
 ) -> pd.DataFrame:
-    """The report from frames shaped like the feeds (SPEC §1), all history in memory.
+    """The report from frames shaped like the feeds (docs/data-formats.md), all history in memory.
 
     ``polls``: store_id, status (active/inactive), timestamp_utc (datetime-like, UTC);
     ``hours``: store_id, day (or dayOfWeek / day_of_week), start_time_local, end_time_local as

@@ -13,6 +13,8 @@ from pathlib import Path
 import click
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Where `make run` keeps generated demo data: apart from the user's own feeds in data/.
+DEFAULT_DEMO_DIR = PROJECT_ROOT / "data" / "demo"
 
 
 class ConfigError(click.ClickException):

@@ -1,6 +1,6 @@
 """Demo / benchmark data generator for storemon.
 
-Writes three CSV files shaped like the real feeds (see SPEC.md section 1):
+Writes three CSV files shaped like the real feeds (see docs/data-formats.md):
 
 * ``store_status.csv`` -- ``store_id,status,timestamp_utc``; about one poll per store
   per hour with jitter and missed polls, outages as runs, rows in rough time order,
@@ -11,7 +11,7 @@ Writes three CSV files shaped like the real feeds (see SPEC.md section 1):
   closed days and stores with no rows at all (open 24x7).
 * ``timezones.csv`` -- ``store_id,timezone_str``; mostly US zones, a few others
   (incl. 30/45-minute offsets), some stores without a row and exactly one row with an
-  unknown zone name.
+  unknown zone name (on purpose, so the default zone is exercised; ingest says so).
 
 Everything is vectorised with numpy; the full default scale (14,000 stores x 8 days,
 ~1.85M polls) is generated in a few seconds.  Output is deterministic for a given
@@ -25,6 +25,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import uuid
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["DemoSummary", "generate_demo_data", "DEFAULT_END"]
+__all__ = ["DemoSummary", "generate_demo_data", "DEFAULT_END", "read_stamp", "write_stamp", "is_complete"]
 
 DEFAULT_END = datetime(2023, 1, 25, 18, 13, 22, 479220, tzinfo=timezone.utc)
 
@@ -47,7 +48,12 @@ STATUS_HEADER = "store_id,status,timestamp_utc"
 HOURS_HEADER = "store_id,day,start_time_local,end_time_local"
 TIMEZONES_HEADER = "store_id,timezone_str"
 
-UNKNOWN_ZONE = "Mars/Olympus_Mons"
+UNKNOWN_ZONE = "Mars/Olympus_Mons"  # on purpose: shows the default zone (ingest says so)
+
+# The parameters a demo folder was generated with (`flask demo-data` writes it), so that it is
+# regenerated when they change and `flask reset` knows the folder is generated data.
+STAMP_NAME = "demo.json"
+FILE_NAMES = ("store_status.csv", "menu_hours.csv", "timezones.csv")
 
 # (zone, weight) -- weights loosely follow the real feed, plus a few non-US zones,
 # including 30- and 45-minute offsets.
@@ -89,6 +95,23 @@ class DemoSummary:
     timezone_rows: int  # rows written to timezones.csv
     start: datetime     # first poll instant (UTC, tz-aware)
     end: datetime       # last poll instant (UTC, tz-aware)
+
+
+def read_stamp(out_dir) -> dict | None:
+    """The parameters recorded in ``out_dir`` by :func:`write_stamp`; None if none (or unreadable)."""
+    try:
+        return json.loads((Path(out_dir) / STAMP_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_stamp(out_dir, parameters: dict) -> None:
+    (Path(out_dir) / STAMP_NAME).write_text(json.dumps(parameters, indent=1) + "\n", encoding="utf-8")
+
+
+def is_complete(out_dir) -> bool:
+    """Do the three feed files exist in ``out_dir``?"""
+    return all((Path(out_dir) / name).is_file() for name in FILE_NAMES)
 
 
 # --------------------------------------------------------------------------- helpers

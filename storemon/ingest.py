@@ -1,4 +1,4 @@
-"""Ingestion: the three CSV feeds of SPEC §1 -> rows in the database.
+"""Ingestion: the three CSV feeds (docs/data-formats.md) -> rows in the database.
 
 Each file is read as text (every column a string, nothing guessed), in chunks, and converted by
 vectorised parsers. A row that cannot be read is skipped and counted by reason; a file that lacks
@@ -28,6 +28,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from . import storage
+from .demo import UNKNOWN_ZONE as DEMO_UNKNOWN_ZONE
 from .timezones import is_known_timezone
 
 log = logging.getLogger(__name__)
@@ -426,7 +427,7 @@ def parse_status_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
 def parse_hours_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     """Raw business-hours rows -> (store_id, day, start_s, end_s) and reasons for skipped rows."""
     day_text = raw["day"].str.strip()
-    day = pd.to_numeric(day_text.where(day_text.str.fullmatch(r"[0-6]")), errors="coerce")
+    day = pd.to_numeric(day_text.where(day_text.str.fullmatch(r"0*[0-6]")), errors="coerce")  # 3, 03, " 3 "
     start = parse_clock(raw["start_time_local"])
     end = parse_clock(raw["end_time_local"])
     reasons = _first_failure(
@@ -744,6 +745,8 @@ def _unknown_zone_warnings(zones: set[str]) -> list[str]:
     if not unknown:
         return []
     shown = ", ".join(unknown[:10]) + (", ..." if len(unknown) > 10 else "")
+    if DEMO_UNKNOWN_ZONE in unknown:
+        shown += f" ({DEMO_UNKNOWN_ZONE} is put in the demo data on purpose, to show this default)"
     return [f"{len(unknown)} unknown time zone name(s), reported as America/Chicago: {shown}"]
 
 

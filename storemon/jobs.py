@@ -41,7 +41,7 @@ from sqlalchemy import func, select, update
 from . import storage
 from .extensions import db
 from .models import Report
-from .reports import NoPollsError, build_report, write_csv
+from .reports import NoPollsError, build_report, now_warning, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ HEARTBEAT_EVERY = 10.0  # seconds between heartbeats of a running job
 STALE_AFTER = timedelta(seconds=60)  # no heartbeat for this long: the owner is gone
 PROGRESS_EVERY_S = 0.5  # at most one progress write per this many seconds
 ID_HEX_CHARS = 32  # report ids: 128 random bits as hex
+# Failures that are the data's or the caller's, not a bug: logged as one line, no traceback.
+EXPECTED_FAILURES = (NoPollsError,)
 
 _executor: ThreadPoolExecutor | None = None
 _executor_pid: int | None = None
@@ -216,17 +218,18 @@ def run_report(app: Flask, report_id: str) -> None:
             report = db.session.get(Report, report_id)
             now_us = report.now_us if report.now_us is not None else report.as_of_us
             db.session.rollback()  # end the read; the computation uses its own snapshot
-            result = build_report(db.engine, now_us, progress=_ProgressWriter(report_id))
+            result = build_report(db.engine, now_us, progress=_ProgressWriter(report_id),
+                                  on_now=_NowRecorder(report_id))
             path = write_csv(result.frame, report_path(app, report_id))
             _finish(report_id, status=COMPLETE, progress=1.0, stage="complete", now_us=result.now_us,
+                    latest_poll_us=result.latest_poll_us, warning=result.warning,
                     data_version=result.data_version, store_count=result.store_count, file_name=path.name,
                     csv_gz=gzip.compress(path.read_bytes(), compresslevel=6))
-        except NoPollsError as exc:  # the data's answer, not a bug: one line, no traceback
-            log.warning("report %s failed: %s", report_id, exc)
-            db.session.rollback()
-            _finish(report_id, status=FAILED, stage="failed", error=_describe(exc))
         except Exception as exc:  # noqa: BLE001 -- every failure must reach the reports table
-            log.exception("report %s failed", report_id)
+            if isinstance(exc, EXPECTED_FAILURES):
+                log.warning("report %s failed: %s", report_id, _describe(exc))
+            else:
+                log.exception("report %s failed", report_id)
             db.session.rollback()
             _finish(report_id, status=FAILED, stage="failed", error=_describe(exc))
         finally:
@@ -316,6 +319,18 @@ def _set(report_id: str, **values) -> None:
     except Exception:  # noqa: BLE001 -- progress is advisory; the next write brings it up to date
         db.session.rollback()
         log.warning("progress of report %s not recorded", report_id, exc_info=True)
+
+
+class _NowRecorder:
+    """Records the report's `now`, the latest poll before it and any warning as soon as the job
+    knows them, so a poll of a running report shows them."""
+
+    def __init__(self, report_id: str):
+        self.report_id = report_id
+
+    def __call__(self, now_us: int, latest_poll_us: int) -> None:
+        _set(self.report_id, now_us=now_us, latest_poll_us=latest_poll_us,
+             warning=now_warning(now_us, latest_poll_us))
 
 
 class _ProgressWriter:

@@ -120,6 +120,8 @@ class Report(db.Model):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     as_of_us: Mapped[int | None] = mapped_column(BigInteger)  # as_of asked for, if any
     now_us: Mapped[int | None] = mapped_column(BigInteger)  # the `now` the report used
+    latest_poll_us: Mapped[int | None] = mapped_column(BigInteger)  # the latest poll at or before now
+    warning: Mapped[str | None] = mapped_column(Text)  # e.g. now long after the latest poll
     store_count: Mapped[int | None] = mapped_column(Integer)
     progress: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)  # 0..1
     stage: Mapped[str | None] = mapped_column(String(64))

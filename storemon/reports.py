@@ -7,8 +7,11 @@ transaction, so an ingest committing meanwhile is not half seen) and writes the 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -23,36 +26,71 @@ from .compute import US_PER_DAY, WEEK_US, Progress, Schedule, compute_report
 LOOK_BACK_US = US_PER_DAY
 
 
+# A `now` more than this after the latest poll it sees gets a warning: every figure is then an
+# extrapolation of each store's last known status.
+WARN_AFTER_LATEST_POLL_US = US_PER_DAY
+
+
 class NoPollsError(Exception):
     """There is no poll at or before the requested instant: nothing to report on."""
 
 
 @dataclass
 class ReportResult:
-    frame: pd.DataFrame  # the report, columns as SPEC §2
+    frame: pd.DataFrame  # the report, columns as in docs/report-rules.md
     now_us: int  # the `now` used (UTC microseconds)
     store_count: int  # rows in the report
+    latest_poll_us: int  # the latest poll at or before `now` (UTC microseconds)
     data_version: int = 0  # the ingest ledger's last stored id in the snapshot read
 
+    @property
+    def warning(self) -> str | None:
+        return now_warning(self.now_us, self.latest_poll_us)
 
-def build_report(engine: Engine, as_of_us: int | None = None, progress: Progress | None = None) -> ReportResult:
+
+def now_warning(now_us: int, latest_poll_us: int) -> str | None:
+    """A warning when ``now`` is more than a day after the latest poll it sees, else None."""
+    if now_us - latest_poll_us <= WARN_AFTER_LATEST_POLL_US:
+        return None
+    days = (now_us - latest_poll_us) / US_PER_DAY
+    return (
+        f"now ({format_instant(now_us)}) is {days:.1f} days after the latest poll "
+        f"({format_instant(latest_poll_us)}): the figures extrapolate each store's last known status"
+    )
+
+
+# Called once `now` and the latest poll at or before it are known (before the computation).
+NowCallback = Callable[[int, int], None]
+
+
+def build_report(
+    engine: Engine,
+    as_of_us: int | None = None,
+    progress: Progress | None = None,
+    on_now: NowCallback | None = None,
+) -> ReportResult:
     """Compute the report from the database as of ``as_of_us`` (default: the latest poll)."""
     with engine.connect() as conn:
         if conn.dialect.name != "sqlite":
             # One snapshot for all the reads (SQLite gets it from its BEGIN; see storage).
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
-            return _build(conn, as_of_us, progress)
+            return _build(conn, as_of_us, progress, on_now)
 
 
-def _build(conn, as_of_us: int | None, progress: Progress | None) -> ReportResult:
+def _build(
+    conn, as_of_us: int | None, progress: Progress | None, on_now: NowCallback | None = None
+) -> ReportResult:
     """The reads (all in the caller's transaction) and the computation."""
     now_us = as_of_us if as_of_us is not None else storage.latest_poll_us(conn)
     if now_us is None:
         raise NoPollsError("no polls in the database yet: ingest a store-status file first")
     stores = storage.report_stores(conn, now_us)
     if stores.empty:
-        raise NoPollsError(f"no poll at or before {pd.Timestamp(now_us, unit='us', tz='UTC')}")
+        earliest = storage.earliest_poll_us(conn)
+        raise NoPollsError(
+            f"no poll at or before {format_instant(now_us)}; the earliest poll is at {format_instant(earliest)}"
+        )
     # Codes follow store_key order, the order the database returns polls in, so the engine
     # need not sort them; the engine sorts the report by store_id.
     stores = stores.sort_values("store_key").reset_index(drop=True)
@@ -68,6 +106,11 @@ def _build(conn, as_of_us: int | None, progress: Progress | None) -> ReportResul
             "active": polls["active"].to_numpy(),
         }
     ).dropna()
+    # The polls read end at `now`, so their latest is the latest poll at or before it; none in
+    # the last eight days (an as_of long after the data) -> ask the database.
+    latest_us = int(polls["ts_us"].max()) if len(polls) else storage.latest_poll_at_or_before(conn, now_us)
+    if on_now:
+        on_now(now_us, latest_us)
     if progress:
         progress(0.02, "read")
 
@@ -99,7 +142,8 @@ def _build(conn, as_of_us: int | None, progress: Progress | None) -> ReportResul
         fetch_older=fetch_older,
         progress=progress,
     )
-    return ReportResult(frame=frame, now_us=now_us, store_count=len(frame), data_version=storage.data_version(conn))
+    return ReportResult(frame=frame, now_us=now_us, store_count=len(frame), latest_poll_us=latest_us,
+                        data_version=storage.data_version(conn))
 
 
 def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
@@ -131,15 +175,58 @@ def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
 
 
 def parse_instant(text: str) -> int:
-    """An ``as_of`` given by a user -> UTC microseconds. Same forms as the poll feed.
+    """An ``as_of`` given by a user -> UTC microseconds. Same forms and range as the poll feed.
 
-    Raises ``ValueError`` with a readable message for anything else.
+    Raises ``ValueError`` with a readable message: "cannot read" for text that is not an
+    instant, "outside the accepted range" (with the range) for an instant the feed would refuse.
     """
-    from .ingest import parse_timestamps
+    from .ingest import EARLIEST_POLL, LATEST_POLL_AHEAD, parse_timestamps
 
     value = parse_timestamps(pd.Series([str(text)])).iloc[0]
-    if pd.isna(value):
+    if not pd.isna(value):
+        return int(value)
+    instant = _read_instant(str(text))
+    if instant is None:
         raise ValueError(
             f"cannot read {text!r} as an instant; use e.g. 2023-01-25T12:00:00Z or 2023-01-25 12:00:00 UTC"
         )
-    return int(value)
+    latest = (datetime.now(timezone.utc) + LATEST_POLL_AHEAD.to_pytimedelta()).replace(microsecond=0)
+    try:
+        shown = f"{text!r} ({_format(instant)})"
+    except OverflowError:  # e.g. year 1 with a positive offset: no UTC date to show
+        shown = repr(text)
+    raise ValueError(
+        f"{shown} is outside the accepted range: from "
+        f"{_format(EARLIEST_POLL.to_pydatetime())} to one day after the current time ({_format(latest)})"
+    )
+
+
+def _read_instant(text: str) -> datetime | None:
+    """Any ISO 8601 instant (naive = UTC, ``UTC`` suffix allowed), whatever its year; else None."""
+    cleaned = re.sub(r"(?i)\s*utc$", "", text.strip())
+    try:
+        value = datetime.fromisoformat(cleaned)
+    except ValueError:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _format(value: datetime) -> str:
+    """ISO 8601 in UTC ending in ``Z`` (fractional seconds only when there are any)."""
+    text = value.astimezone(timezone.utc).replace(tzinfo=None).isoformat()
+    return f"{text}Z"
+
+
+def format_instant(us: int) -> str:
+    """UTC microseconds -> ISO 8601 ending in ``Z``, e.g. ``2023-01-25T12:00:00Z``."""
+    return _format(_EPOCH + timedelta(microseconds=int(us)))
+
+
+def format_datetime(value: datetime | None) -> str | None:
+    """A stored datetime -> ISO 8601 UTC ending in ``Z`` (naive values are UTC); None stays None."""
+    if value is None:
+        return None
+    return _format(value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sqlalchemy import Engine, event, insert, select
+from sqlalchemy import Engine, event, insert, inspect, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -173,8 +173,62 @@ def dispose_all() -> None:
 
 
 def init_schema() -> None:
-    """Create missing tables (existing ones are left as they are), in every bind."""
+    """Create missing tables (in every bind), and add the nullable columns a newer version gave a table."""
     db.create_all()
+    for key, engine in db.engines.items():
+        add_missing_columns(engine, db.metadatas[key])
+
+
+def empty_database() -> None:
+    """Drop storemon's tables and create them again, empty."""
+    db.drop_all()
+    db.create_all()
+
+
+def remove_database() -> str:
+    """Delete a SQLite database file (with its -wal/-shm); on another database drop storemon's
+    tables. Returns what was removed, for the user."""
+    engine = db.engine
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        db.session.remove()
+        engine.dispose()
+        for suffix in ("", "-wal", "-shm"):
+            Path(url.database + suffix).unlink(missing_ok=True)
+        return url.database
+    db.drop_all()
+    return f"storemon's tables in {url.render_as_string(hide_password=True)}"
+
+
+def add_missing_columns(engine: Engine, metadata) -> list[str]:
+    """``ALTER TABLE ... ADD COLUMN`` for each nullable model column an existing table lacks.
+
+    ``create_all`` only creates missing tables, so a database made by an earlier version would
+    otherwise miss the columns added since (``reports.latest_poll_us``, ``reports.warning``).
+    Only additive, nullable columns are handled; several processes starting at once may race to
+    add one, which is harmless. Returns the ``table.column`` names added.
+    """
+    added = []
+    existing = {
+        name: {c["name"] for c in columns} for (_, name), columns in inspect(engine).get_multi_columns().items()
+    }
+    for table in metadata.sorted_tables:
+        have = existing.get(table.name)
+        if have is None:
+            continue
+        for column in table.columns:
+            if column.name in have or not column.nullable:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            if_missing = "IF NOT EXISTS " if engine.dialect.name == "postgresql" else ""
+            try:
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {if_missing}{column.name} {kind}")
+            except OperationalError as exc:  # SQLite: another process added it first
+                if "duplicate column" not in str(exc):
+                    raise
+            added.append(f"{table.name}.{column.name}")
+    return added
 
 
 # ---------------------------------------------------------------------------------------------
@@ -513,6 +567,21 @@ def _frame(conn, sql: str, columns: list[str], params=()) -> pd.DataFrame:
 def latest_poll_us(conn) -> int | None:
     """The latest poll instant in the database (``now`` of a report without ``as_of``)."""
     return conn.exec_driver_sql("SELECT max(last_poll_us) FROM stores").scalar()
+
+
+def earliest_poll_us(conn) -> int | None:
+    """The earliest poll instant in the database."""
+    return conn.exec_driver_sql("SELECT min(first_poll_us) FROM stores").scalar()
+
+
+def latest_poll_at_or_before(conn, now_us: int) -> int | None:
+    """The latest poll at or before ``now_us``: one primary-key seek per store."""
+    mark = _placeholders(conn, 1)
+    return conn.exec_driver_sql(
+        f"SELECT max((SELECT max(p.ts_us) FROM polls p WHERE p.store_key = s.store_key AND p.ts_us <= {mark})) "
+        f"FROM stores s WHERE s.first_poll_us <= {mark}",
+        (now_us, now_us),
+    ).scalar()
 
 
 def report_stores(conn, now_us: int) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Time-zone names: which ones we know, and the default for the rest (SPEC §2.2)."""
+"""Time-zone names: which ones we know, and the default for the rest (docs/report-rules.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Brute-force reference implementation of the storemon report (SPEC §2).
+"""Brute-force reference implementation of the storemon report (docs/report-rules.md).
 
 This module exists only so tests can check the real report engine against an
 independent, deliberately naive computation.  It imports nothing from the
@@ -12,7 +12,7 @@ For each store that has at least one poll at or before ``now``:
 1. **Business intervals in UTC.**  For every local calendar day from two days
    before the earliest relevant instant (the earliest poll or ``now - 7d``) to
    two days after ``now``, each business-hours row for that weekday gives one
-   local wall-clock interval ``[start, end)`` (SPEC §2.2):
+   local wall-clock interval ``[start, end)`` (docs/report-rules.md):
 
    * ``end`` of ``23:59:59`` or ``24:00:00`` -> midnight ending the day;
    * ``end < start`` -> ``end`` is on the next day (overnight row);
@@ -26,10 +26,10 @@ For each store that has at least one poll at or before ``now``:
    the transition instant, found by bisection over whole seconds.  Time zone:
    the store's ``timezone_str``; missing or unknown -> ``America/Chicago``.
    (Caveat: pandas 3.1's ``tz_localize(nonexistent="shift_forward")``, which the
-   SPEC cites, does NOT return the transition instant in some zones -- e.g.
+   rules mention, does NOT return the transition instant in some zones -- e.g.
    America/Anchorage 2023-03-12 02:00 -> 04:00 AKDT, and the sub-hour / 2 h gaps
    of Australia/Lord_Howe, Pacific/Chatham, Antarctica/Troll.  This module
-   follows the SPEC's stated meaning, "the first instant after the gap".)
+   follows the rules' stated meaning, "the first instant after the gap".)
 
 2. **Samples.**  The week window ``[now-7d, now)`` is sampled at the instants
    ``now - k s`` for ``k = 1 .. 604800``; each sample stands for one second.
@@ -120,7 +120,7 @@ def _offset_at(us: int, zi: ZoneInfo) -> timedelta:
 
 
 def local_to_utc(naive: datetime, zi: ZoneInfo) -> int:
-    """Local wall time -> UTC microseconds, as SPEC §2.2 / pandas
+    """Local wall time -> UTC microseconds, as docs/report-rules.md / pandas
     ``tz_localize(ambiguous=True, nonexistent="shift_forward")``.
 
     * existing wall time that occurs twice -> first occurrence (fold=0);
@@ -197,7 +197,7 @@ def _in_business(t_us: np.ndarray, intervals: list[tuple[int, int]] | None) -> n
 
 def brute_force_report(polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.DataFrame,
                        now: datetime) -> pd.DataFrame:
-    """Brute-force SPEC §2 report; all figures in seconds, unrounded (see module doc)."""
+    """Brute-force report (docs/report-rules.md); all figures in seconds, unrounded (see module doc)."""
     now_us = _now_us(now)
 
     # ---- polls at or before now, per store (duplicate (store, ts): last row wins)

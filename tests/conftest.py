@@ -19,8 +19,8 @@ from storemon import create_app  # noqa: E402
 from storemon import storage  # noqa: E402
 from storemon.extensions import db  # noqa: E402
 
-SHARED = TESTS.parent.parent / "shared"
-REAL_SAMPLE = SHARED / "data" / "real-2023-sample"
+# The public 2023 sample of the real feeds, kept in the repository so its tests always run.
+REAL_SAMPLE = TESTS / "data" / "real-2023-sample"
 
 
 POSTGRES_URL = os.environ.get("STOREMON_TEST_POSTGRES_URL")

@@ -1,8 +1,9 @@
-"""The HTTP API (SPEC §3) with the Flask test client, and report jobs."""
+"""The HTTP API (docs/interfaces.md) with the Flask test client, and report jobs."""
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 from conftest import write_csv
+from sqlalchemy import inspect as sa_inspect
 
 from storemon import jobs, storage
 from storemon.extensions import db
@@ -285,3 +287,126 @@ def test_report_files_are_written_atomically(tmp_path):
     path = write_report(frame, tmp_path / "r.csv")
     assert path.read_text() == "store_id,uptime_last_hour\n1,1.00\n"
     assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]
+
+
+# --- as_of: the accepted range, the `now` used, a warning when it is far after the data ------
+
+
+@pytest.mark.parametrize("as_of", ["2030-01-01T00:00:00Z", "1999-12-31", "9999-12-31 23:59:59 UTC",
+                                   "0001-01-01T00:00:00+05:00"])
+def test_an_as_of_outside_the_accepted_range_says_so_with_the_range(client, loaded, as_of):
+    response = client.post("/trigger_report", json={"as_of": as_of})
+    assert response.status_code == 400
+    message = response.get_json()["message"]
+    assert "cannot read" not in message
+    assert "outside the accepted range" in message
+    assert "from 2000-01-01T00:00:00Z to one day after the current time" in message
+    latest = (datetime.now(timezone.utc) + timedelta(days=1)).strftime("%Y-%m-%d")
+    assert f"({latest}T" in message  # the upper bound, spelled out
+
+
+def test_an_unreadable_as_of_is_called_unreadable(client, loaded):
+    message = client.post("/trigger_report", json={"as_of": "next tuesday"}).get_json()["message"]
+    assert message.startswith("as_of: cannot read 'next tuesday' as an instant")
+
+
+def test_a_complete_report_carries_the_now_used(client, loaded):
+    report_id = client.post("/trigger_report").get_json()["report_id"]
+    done = wait_for(client, report_id)
+    assert done.headers["X-Report-Now"] == "2023-01-23T12:00:00Z"
+    assert "X-Report-Warning" not in done.headers
+    # 23 h after the latest poll is not yet worth a warning.
+    report_id = client.post("/trigger_report", json={"as_of": "2023-01-24T11:00:00Z"}).get_json()["report_id"]
+    done = wait_for(client, report_id)
+    assert done.headers["X-Report-Now"] == "2023-01-24T11:00:00Z"
+    assert "X-Report-Warning" not in done.headers
+
+
+def test_an_as_of_long_after_the_last_poll_warns(app, client, loaded):
+    app.config["REPORT_START_DELAY"] = 0.3
+    report_id = client.post("/trigger_report", json={"as_of": "2023-03-01T00:00:00Z"}).get_json()["report_id"]
+    running = client.get(f"/get_report/{report_id}").get_json()
+    assert running["status"] == "Running" and running["now"] == "2023-03-01T00:00:00Z"
+    done = wait_for(client, report_id)
+    assert done.headers["X-Report-Now"] == "2023-03-01T00:00:00Z"
+    warning = done.headers["X-Report-Warning"]
+    assert warning == (
+        "now (2023-03-01T00:00:00Z) is 36.5 days after the latest poll (2023-01-23T12:00:00Z): "
+        "the figures extrapolate each store's last known status"
+    )
+    with app.app_context():
+        report = db.session.get(Report, report_id)
+        assert (report.now_us, report.latest_poll_us, report.warning) == (1677628800000000, 1674475200000000, warning)
+
+
+def test_the_running_answer_shows_now_and_warning_once_known(app, client, loaded):
+    report_id = jobs.new_report_id()
+    with app.app_context():
+        now = datetime.now(timezone.utc)
+        db.session.add(Report(id=report_id, status="running", created_at=now, started_at=now, heartbeat_at=now,
+                              progress=0.3, stage="interpolation", attempts=1, worker="other-host:1:abcd1234",
+                              now_us=1677628800000000, latest_poll_us=1674475200000000, warning="far"))
+        db.session.commit()
+    body = client.get(f"/get_report/{report_id}").get_json()
+    assert (body["status"], body["now"], body["warning"]) == ("Running", "2023-03-01T00:00:00Z", "far")
+
+
+def test_an_as_of_before_every_poll_fails_clearly_with_one_log_line(client, loaded, caplog):
+    caplog.set_level("INFO")
+    report_id = client.post("/trigger_report", json={"as_of": "2023-01-01T00:00:00Z"}).get_json()["report_id"]
+    body = wait_for(client, report_id).get_json()
+    assert body["status"] == "Failed" and body["now"] == "2023-01-01T00:00:00Z"
+    assert body["error"] == (
+        "NoPollsError: no poll at or before 2023-01-01T00:00:00Z; the earliest poll is at 2023-01-23T10:14:00Z"
+    )
+    records = [r for r in caplog.records if r.name == "storemon.jobs" and r.levelno >= logging.WARNING]
+    assert len(records) == 1
+    assert records[0].exc_info is None and report_id in records[0].getMessage()
+    assert "\n" not in records[0].getMessage()
+
+
+def test_an_unexpected_report_failure_still_logs_its_traceback(client, loaded, caplog, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(jobs, "build_report", broken)
+    report_id = client.post("/trigger_report").get_json()["report_id"]
+    assert wait_for(client, report_id).get_json()["error"] == "RuntimeError: kaboom"
+    records = [r for r in caplog.records if r.name == "storemon.jobs" and r.levelno >= logging.WARNING]
+    assert len(records) == 1 and records[0].exc_info is not None
+
+
+def test_json_timestamps_are_iso_8601_utc_with_z(app, client, loaded):
+    app.config["REPORT_START_DELAY"] = 0.3
+    report_id = client.post("/trigger_report").get_json()["report_id"]
+    time.sleep(0.1)
+    body = client.get(f"/get_report/{report_id}").get_json()
+    assert body["status"] == "Running"
+    for key in ("created_at", "started_at"):
+        assert body[key] is None or (body[key].endswith("Z") and "+" not in body[key]), body
+    datetime.strptime(body["created_at"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    wait_for(client, report_id)
+
+
+def test_an_older_reports_table_gains_the_new_columns(app, client, loaded, database_url):
+    """A database created before `latest_poll_us`/`warning` existed is upgraded at start-up."""
+    with app.app_context():
+        with db.engines["jobs"].begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE reports DROP COLUMN warning")
+            conn.exec_driver_sql("ALTER TABLE reports DROP COLUMN latest_poll_us")
+        storage.dispose_all()
+    from storemon import create_app
+
+    again = create_app({"TESTING": True, "DATABASE_URL": database_url, "REPORTS_DIR": app.config["REPORTS_DIR"]})
+    again.config["REPORT_START_DELAY"] = 0
+    try:
+        with again.app_context():
+            columns = {c["name"] for c in sa_inspect(db.engines["jobs"]).get_columns("reports")}
+            assert {"latest_poll_us", "warning"} <= columns
+        test_client = again.test_client()
+        report_id = test_client.post("/trigger_report", json={"as_of": "2023-03-01T00:00:00Z"}).get_json()["report_id"]
+        assert "X-Report-Warning" in wait_for(test_client, report_id).headers
+    finally:
+        with again.app_context():
+            db.session.remove()
+            storage.dispose_all()

@@ -163,7 +163,7 @@ def test_dst_across_transition_and_gap_and_ambiguous():
 
 
 def test_local_to_utc_matches_pandas_rule():
-    # Cross-check the zoneinfo conversion against the SPEC's pandas formulation, in zones
+    # Cross-check the zoneinfo conversion against the pandas formulation of docs/report-rules.md, in zones
     # where pandas' shift_forward is right (see test_gap_maps_to_transition_instant).
     for zone in ["America/New_York", "Europe/London", "America/Chicago", "Europe/Berlin",
                  "Australia/Sydney", "America/Santiago"]:
@@ -190,7 +190,7 @@ def test_local_to_utc_matches_pandas_rule():
     ("America/New_York", datetime(2023, 11, 5, 1, 30), U(2023, 11, 5, 5, 30)),  # ambiguous: 1st
 ])
 def test_gap_maps_to_transition_instant(zone, naive, expected_utc):
-    # SPEC §2.2: a non-existent wall time moves to the first instant after the gap.
+    # docs/report-rules.md: a non-existent wall time moves to the first instant after the gap.
     us = local_to_utc(naive, ZoneInfo(zone))
     assert us == (expected_utc - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 

@@ -1,4 +1,4 @@
-"""The report arithmetic (SPEC §2), rule by rule, and against an independent brute force."""
+"""The report arithmetic (docs/report-rules.md), rule by rule, and against an independent brute force."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def seconds_row(polls=(), hours=(), zones=(), now=None, store="s"):
     return tuple(float(v) for v in row[REPORT_COLUMNS[1:]])
 
 
-# --- the SPEC's worked example --------------------------------------------------------------
+# --- the worked example of docs/report-rules.md ----------------------------------------------
 
 
 def test_worked_example():

@@ -130,4 +130,4 @@ def test_demo_data_command(tmp_path):
     result = app.test_cli_runner().invoke(args=["demo-data", "--stores", "20", "--days", "2", "--out", str(tmp_path / "d")])
     assert result.exit_code == 0, result.output
     assert "for 20 stores to" in result.output
-    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["menu_hours.csv", "store_status.csv", "timezones.csv"]
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["demo.json", "menu_hours.csv", "store_status.csv", "timezones.csv"]

@@ -115,8 +115,11 @@ def test_a_restart_does_not_revert_an_upload(app, client, runner, tmp_path, engi
     upload = listed[3]
     assert upload["file_name"] == "new_hours.csv" and upload["size"] == len(changed)
     assert len(upload["sha256"]) == 64 and upload["rows_read"] == upload["rows_stored"] == 1
-    assert upload["started_at"].endswith(("Z", "+00:00")) or "T" in upload["started_at"]
-    text = runner.invoke(args=["ingests"]).output.splitlines()
+    assert upload["started_at"].endswith("Z") and upload["finished_at"].endswith("Z")
+    result = runner.invoke(args=["ingests"])
+    assert result.exit_code == 0, result.exception
+    text = result.output.splitlines()
+    assert text, (result.output, result.stderr)
     assert text[0].startswith("#6 ") and "hours" in text[0] and "stored" in text[0]
 
 

@@ -60,7 +60,8 @@ def test_cli_report_writes_the_csv(runner, engine, tmp_path):
     out = tmp_path / "out" / "report.csv"
     result = runner.invoke(args=["report", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "wrote 2 stores" in result.output and "2023-01-23T12:00:00+00:00" in result.output
+    assert "wrote 2 stores" in result.output and "(now = 2023-01-23T12:00:00Z)" in result.output
+    assert "warning" not in result.output
     assert out.read_text() == (
         f"{HEADER}\n"
         "007,0.00,1.74,1.74,60.00,1.26,1.26\n"
@@ -79,10 +80,28 @@ def test_cli_report_errors_are_clear(runner, tmp_path):
     assert result.exit_code != 0 and "no polls in the database yet" in result.output
     result = runner.invoke(args=["report", "--out", str(out), "--as-of", "next tuesday"])
     assert result.exit_code != 0 and "cannot read 'next tuesday'" in result.output
+    result = runner.invoke(args=["report", "--out", str(out), "--as-of", "2030-01-01T00:00:00Z"])
+    assert result.exit_code != 0 and "outside the accepted range" in result.output
+    assert "cannot read" not in result.output
     assert not out.exists()
 
 
-@pytest.mark.skipif(not REAL_SAMPLE.is_dir(), reason="../shared/data/real-2023-sample not beside the repo")
+def test_cli_report_warns_when_now_is_long_after_the_latest_poll(runner, engine, tmp_path):
+    write_csv(tmp_path / "store_status.csv", "store_id,status,timestamp_utc\n1,active,2023-01-23 12:00:00 UTC\n")
+    assert runner.invoke(args=["ingest", str(tmp_path)]).exit_code == 0
+    out = tmp_path / "r.csv"
+    result = runner.invoke(args=["report", "--out", str(out), "--as-of", "2023-01-25T12:00:00Z"])
+    assert result.exit_code == 0, result.output
+    assert "(now = 2023-01-25T12:00:00Z)" in result.output
+    assert (
+        "warning: now (2023-01-25T12:00:00Z) is 2.0 days after the latest poll (2023-01-23T12:00:00Z)"
+        in result.output
+    )
+    result = runner.invoke(args=["report", "--out", str(out), "--as-of", "2023-01-01T00:00:00Z"])
+    assert result.exit_code != 0
+    assert "no poll at or before 2023-01-01T00:00:00Z; the earliest poll is at 2023-01-23T12:00:00Z" in result.output
+
+
 def test_real_sample_report(runner, engine, tmp_path):
     ingest_files(engine, REAL_SAMPLE)
     out = tmp_path / "real.csv"
