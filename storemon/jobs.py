@@ -235,9 +235,9 @@ def run_report(app: Flask, report_id: str) -> None:
         finally:
             if beat is not None:
                 beat.stop()
+            db.session.remove()  # connection back to the pool before the job counts as done
             with _lock:
                 _mine.discard(report_id)
-            db.session.remove()
 
 
 def _finish(report_id: str, **values) -> None:
@@ -352,7 +352,8 @@ class _ProgressWriter:
 # Orphans: reports whose process died
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Is a process with this pid running on this host?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -370,7 +371,7 @@ def _orphaned(report: Report, now: datetime) -> bool:
             # This process (or an earlier one with the same pid): alive only if a thread has it.
             with _lock:
                 return token != worker_name().rsplit(":", 1)[1] or report.id not in _mine
-        if not _process_alive(int(pid)):
+        if not process_alive(int(pid)):
             return True
     beat = report.heartbeat_at or report.started_at or report.created_at
     if beat is not None and beat.tzinfo is None:

@@ -32,6 +32,7 @@ from werkzeug.formparser import FormDataParser
 from werkzeug.http import parse_options_header
 
 from .ingest import FileScan, Scanner, quote
+from .jobs import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -225,12 +226,5 @@ def sweep_stale(folder: str | Path) -> int:
 
 
 def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # this process is starting: nothing of it is uploading yet
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    # This process is only starting: nothing of it is uploading yet.
+    return pid != os.getpid() and process_alive(pid)
