@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,12 +37,19 @@ class ReportResult:
 
 def build_report(engine: Engine, as_of_us: int | None = None, progress: Progress | None = None) -> ReportResult:
     """Compute the report from the database as of ``as_of_us`` (default: the latest poll)."""
+    with read_snapshot(engine) as conn:
+        return _build(conn, as_of_us, progress)
+
+
+@contextmanager
+def read_snapshot(engine: Engine):
+    """A connection in a read transaction: all reads through it see one state of the database."""
     with engine.connect() as conn:
         if conn.dialect.name != "sqlite":
             # One snapshot for all the reads (SQLite gets it from its BEGIN; see storage).
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
-            return _build(conn, as_of_us, progress)
+            yield conn
 
 
 def _build(conn, as_of_us: int | None, progress: Progress | None) -> ReportResult:
