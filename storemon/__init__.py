@@ -8,6 +8,8 @@ Layers, one module each:
 * :mod:`storemon.models`  -- the schema
 * :mod:`storemon.cli`     -- ``flask --app storemon ...`` commands
 * :mod:`storemon.demo`    -- the demo / benchmark data generator
+* :mod:`storemon.explain` -- one store's timeline (the report's steps applied to one store)
+* :mod:`storemon.dashboard` -- the web dashboard (templates/, static/, chart layout in chart.py)
 """
 
 from __future__ import annotations
@@ -61,8 +63,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         storage.configure_engine(db.engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
         storage.init_schema()
 
-    from . import api, cli
+    from . import api, cli, dashboard
 
     app.register_blueprint(api.bp)
+    app.register_blueprint(dashboard.bp)  # the web dashboard and GET /stores/<id>/timeline
     cli.register(app)
     return app

@@ -97,6 +97,10 @@ class Segment:
     def seconds(self) -> float:
         return (self.end2 - self.start2) / (2 * US_PER_SECOND)
 
+    @property
+    def hours(self) -> float:
+        return self.seconds / 3600
+
 
 @dataclass
 class Timeline:
@@ -166,7 +170,7 @@ class Timeline:
                          f"{'counted' if p.counted else 'not counted: ' + p.reason}{where}")
         lines.append(f"segments inside business hours ({len(self.segments)})")
         lines += [f"  {iso_utc(s.start_us)} .. {iso_utc(s.end_us)} {'up  ' if s.active else 'down'} "
-                  f"{s.seconds / 3600:7.3f} h  by the poll at {iso_utc(s.poll_us)}" for s in self.segments]
+                  f"{s.hours:7.3f} h  by the poll at {iso_utc(s.poll_us)}" for s in self.segments]
         lines.append("figures (hour in minutes, day and week in hours)")
         lines += [f"  {c:<20} {self.figures[c]:.2f}" for c in REPORT_COLUMNS[1:]]
         if self.notes:
