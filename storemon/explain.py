@@ -259,17 +259,18 @@ def _notes(t: Timeline, counted_polls: int, nearest_before_week: int | None) -> 
             "none counted, and none earlier): there is no status to interpolate, so every figure is 0."
         )
     elif nearest_before_week is not None and any(not p.in_week for p in t.polls):
-        days = (t.now_us - WEEK_US - nearest_before_week) / (24 * 3600 * US_PER_SECOND)
+        hours = (t.now_us - WEEK_US - nearest_before_week) / (3600 * US_PER_SECOND)
+        ago = f"{hours / 24:.1f} days" if hours >= 24 else f"{hours:.1f} hours"
         poll = next(p for p in t.polls if not p.in_week)
         if not any(p.counted for p in week_polls):
             notes.append(
                 f"No poll in the week falls inside business hours: the whole week takes the status "
                 f"({_status(poll.active)}) of the nearest counted poll, at {iso_utc(poll.ts_us)}, "
-                f"{days:.1f} days before the week starts."
+                f"{ago} before the week starts."
             )
-        elif days > 1:  # a poll from the day before the week is no news; one from long before is
+        elif hours > 24:  # a poll from the day before the week is no news; one from long before is
             notes.append(
                 f"The week's first business hours take the status ({_status(poll.active)}) of a counted "
-                f"poll from before the week, at {iso_utc(poll.ts_us)}, {days:.1f} days before it starts."
+                f"poll from before the week, at {iso_utc(poll.ts_us)}, {ago} before it starts."
             )
     return notes
