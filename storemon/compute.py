@@ -58,6 +58,14 @@ No per-store Python loop: stores are laid end to end on one integer axis, store 
 ``[k * stride, (k + 1) * stride)`` where ``stride`` exceeds the time span looked at. On that axis
 every store's intervals, polls and segments are one sorted array, and "which interval holds this
 poll", "B(t)" and per-store sums become single ``np.searchsorted`` / ``np.bincount`` calls.
+
+One store, explained
+--------------------
+:func:`compute_report` is three steps: :func:`count_polls` (rule 3 and the look-back),
+:func:`_measure` (rules 4 and 5, through :func:`nearest_poll_segments`) and :func:`report_frame`
+(units and rounding). :func:`explain_store` runs the same three on one store and keeps the pieces
+-- its business intervals, which polls counted, and each segment cut to business hours -- so a
+store's timeline shows where every figure of its report row comes from (docs/report-rules.md).
 """
 
 from __future__ import annotations
