@@ -16,8 +16,8 @@ Routes
 * ``GET /stores/<store_id>/timeline`` -- the same, as JSON (:meth:`Timeline.to_dict`).
 
 Store ids are opaque and may hold ``/``: the routes take them with a ``path`` converter, and
-``url_for`` percent-encodes everything else. (An id that itself ends in ``/timeline`` cannot be
-told from its timeline URL.)
+``url_for`` percent-encodes everything else. (Two kinds of id cannot be reached this way: one
+that starts with ``/``, and one that ends in ``/timeline``, which reads as the timeline URL.)
 """
 
 from __future__ import annotations

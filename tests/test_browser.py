@@ -105,18 +105,19 @@ def wait_for(condition, timeout=60.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def screenshot(driver, path: Path, width: int = 1280) -> Path:
-    """The whole page, not only the viewport."""
+def screenshot(driver, path: Path, capsys, width: int = 1280) -> Path:
+    """The whole page, not only the viewport; its path is printed (past pytest's capture)."""
     driver.set_window_size(width, 900)
     height = driver.execute_script("return document.documentElement.scrollHeight")
     driver.set_window_size(width, min(max(height, 600), 6000))
     driver.save_screenshot(str(path))
     driver.set_window_size(1280, 900)
-    print(f"screenshot: {path}")
+    with capsys.disabled():
+        print(f"\nscreenshot: {path}")
     return path
 
 
-def test_dashboard_in_a_real_browser(browser, site, tmp_path):
+def test_dashboard_in_a_real_browser(browser, site, tmp_path, capsys):
     from selenium.webdriver.common.by import By
 
     server, expected_csv = site
@@ -148,7 +149,7 @@ def test_dashboard_in_a_real_browser(browser, site, tmp_path):
     wait_for(lambda: csv_path.read_bytes() == expected_csv, timeout=10, what="the complete download")
     driver.get(server.base + "/")  # the recent-reports table now lists it
     assert report_id[:12] in find(By.ID, "recent-reports").text
-    shots = [screenshot(driver, tmp_path / "overview.png")]
+    shots = [screenshot(driver, tmp_path / "overview.png", capsys)]
 
     # The report page: sort by week uptime, descending (second click).
     driver.get(server.base + f"/reports/{report_id}")
@@ -159,7 +160,7 @@ def test_dashboard_in_a_real_browser(browser, site, tmp_path):
     cells = [float(td.text) for td in driver.find_elements(By.CSS_SELECTOR, 'td[data-column="uptime_last_week"]')]
     expected_week = sorted((float(line.split(",")[3]) for line in expected_csv.decode().splitlines()[1:]), reverse=True)
     assert cells == expected_week[: len(cells)] and len(cells) == 50
-    shots.append(screenshot(driver, tmp_path / "report.png"))
+    shots.append(screenshot(driver, tmp_path / "report.png", capsys))
 
     # A store page: the chart's segments are the timeline's.
     link = driver.find_elements(By.CSS_SELECTOR, "a.store-link")[0]
@@ -185,8 +186,8 @@ def test_dashboard_in_a_real_browser(browser, site, tmp_path):
     assert len(marks) == len(timeline["polls"])
     assert len(driver.find_elements(By.CSS_SELECTOR, "#week-chart .poll.not-counted")) == sum(
         not p["counted"] for p in timeline["polls"])
-    shots.append(screenshot(driver, tmp_path / "store.png"))
-    shots.append(screenshot(driver, tmp_path / "store-phone.png", width=390))
+    shots.append(screenshot(driver, tmp_path / "store.png", capsys))
+    shots.append(screenshot(driver, tmp_path / "store-phone.png", capsys, width=390))
 
     # An awkward id survives the round trip, escaped in the page, through the path converter.
     driver.get(server.base + "/stores/" + urllib.parse.quote(ODD_ID, safe="/"))
