@@ -37,6 +37,7 @@ RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 RUNS_5X = 1  # one 5x report run keeps `make bench` near 5 minutes on 2 cores
 HTTP_SAMPLES = 200  # at least this many latency samples ...
 HTTP_REPORTS = 3  # ... over at least this many reports
+DASHBOARD_STORES = 50  # timeline and store-page requests, one per random store
 APPEND_CSV = CACHE / f"append-{SEED}.csv"
 TRIGGERS = 50  # identical reports asked for at once
 UPLOAD_MB = 1023  # a body just under the default 1 GiB upload limit
@@ -284,6 +285,22 @@ class Bench:
         self.add(f"http: {UPLOAD_MB:,} MiB upload: gunicorn worker peak RSS", [result["worker_peak_mb"]], "MB", 400)
 
 
+    def dashboard(self) -> None:
+        """Timeline JSON, store page and report page over HTTP on the 1x database (run once)."""
+        with scratch_copy(DATASETS["1x"].db_path) as (db, reports):
+            result = run_phase("dashboard", db, reports, DASHBOARD_STORES, timeout=1200)
+        say(f"  dashboard: timeline p50 {result['timeline_p50_ms']:.1f} ms over {result['stores']} stores; "
+            f"report page p50 {result['report_page_p50_ms']:.1f} ms")
+        n = result["stores"]
+        self.add(f"dashboard: GET /stores/<id>/timeline (1x), p50 (n={n})", [result["timeline_p50_ms"]], "ms")
+        self.add(f"dashboard: GET /stores/<id>/timeline (1x), p95 (n={n})", [result["timeline_p95_ms"]], "ms", 200,
+                 strict=True)
+        self.add(f"dashboard: store page (1x), p95 (n={n})", [result["store_page_p95_ms"]], "ms")
+        self.add("dashboard: report page, first request (parses the 14,000-row CSV)",
+                 [result["report_page_first_ms"]], "ms", 500, strict=True)
+        self.add("dashboard: report page sorted / filtered / paged, p95 (n=30)", [result["report_page_p95_ms"]], "ms",
+                 500, strict=True)
+
     def postgresql(self) -> None:
         """Ingest, append and report on PostgreSQL, beside SQLite's figures."""
         server = os.environ.get("STOREMON_BENCH_POSTGRES_URL") or os.environ.get("STOREMON_TEST_POSTGRES_URL")
@@ -394,6 +411,10 @@ Written by `make bench` (`python -m bench`); this run took {elapsed / 60:.1f} mi
   answer Complete, divided by the one report's time. Identical reports are computed once.
 - upload: a 1,023 MiB text/csv body (the 1x polls file repeated, so most rows repeat a key)
   POSTed to /ingest/status of a one-worker gunicorn on an empty database; the worker's VmHWM.
+- dashboard: the same gunicorn on a copy of the 1x database, one request at a time:
+  `GET /stores/<id>/timeline` and the store page for {DASHBOARD_STORES} random stores, then one report and its
+  report page -- the first two requests (each worker parses the CSV) and 30 pages sorted,
+  filtered and paged differently.
 
 ## All runs
 
@@ -406,7 +427,7 @@ def _terminate(signum, _frame):
 
 
 def main(argv: list[str]) -> int:
-    phases = ["ingest", "append", "report", "http", "triggers", "upload", "postgresql"]
+    phases = ["ingest", "append", "report", "http", "dashboard", "triggers", "upload", "postgresql"]
     chosen = [p for p in phases if p in argv] if argv else phases
     unknown = set(argv) - set(phases)
     if unknown or RUNS < 1:
@@ -427,7 +448,7 @@ def main(argv: list[str]) -> int:
             bench.ingest()
         prepare = ["4w"] if "append" in chosen else []
         prepare += ["1x", "4w", "2x", "5x"] if "report" in chosen else []
-        prepare += ["1x"] if {"http", "triggers"} & set(chosen) else []
+        prepare += ["1x"] if {"http", "dashboard", "triggers"} & set(chosen) else []
         if prepare:
             say("preparing databases")
             for label in dict.fromkeys(prepare):
@@ -443,6 +464,8 @@ def main(argv: list[str]) -> int:
             bench.report("5x", RUNS_5X)
         if "http" in chosen:
             bench.http()
+        if "dashboard" in chosen:
+            bench.dashboard()
         if "triggers" in chosen:
             bench.triggers()
         if "upload" in chosen:

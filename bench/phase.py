@@ -405,6 +405,61 @@ def upload(db_path: str, reports_dir: str, status_csv: str, size_mb: str) -> dic
         body_path.unlink(missing_ok=True)
     return {"seconds": seconds, "bytes": size, "rows_read": summary["rows_read"],
             "rows_stored": summary["rows_stored"], "worker_peak_mb": worker_mb, "peak_mb": peak_mb()}
+def dashboard(db_path: str, reports_dir: str, stores: str) -> dict:
+    """The dashboard on real gunicorn (2 workers): ``GET /stores/<id>/timeline`` and the store
+    page for ``stores`` random stores, one request at a time; then a report, and its report page
+    (14,000 rows): the first two requests (each worker parses the CSV once), then pages sorted,
+    filtered and paged differently (parsed frame cached)."""
+    from urllib.parse import quote
+
+    with sqlite3.connect(db_path) as conn:
+        ids = [row[0] for row in conn.execute("SELECT store_id FROM stores ORDER BY store_key")]
+    conn.close()
+    picked = random.Random(0).sample(ids, min(int(stores), len(ids)))
+    server = Gunicorn(db_path, reports_dir, str(Path(reports_dir).parent / "gunicorn.log"))
+
+    def timed(path: str) -> float:
+        started = time.perf_counter()
+        status, _, body = server.request("GET", path)
+        seconds = time.perf_counter() - started
+        if status != 200:
+            raise RuntimeError(f"GET {path}: {status} {body[:300]!r}")
+        return seconds * 1000
+
+    try:
+        for _ in range(4):  # both workers: imports, first connection
+            timed(f"/stores/{quote(picked[0], safe='')}/timeline")
+        timeline_ms = [timed(f"/stores/{quote(s, safe='')}/timeline") for s in picked]
+        page_ms = [timed(f"/stores/{quote(s, safe='')}") for s in picked]
+        report_id = server.trigger()
+        while not server.poll(report_id):
+            time.sleep(0.05)
+        first_ms = [timed(f"/reports/{report_id}") for _ in range(2)]
+        columns = ["store_id", "uptime_last_week", "downtime_last_day", "uptime_share_week", "downtime_last_hour"]
+        report_ms = [
+            timed(f"/reports/{report_id}?sort={columns[k % 5]}&order={'desc' if k % 2 else 'asc'}"
+                  f"&page={1 + 37 * k % 280}" + ("&q=12" if k % 3 == 0 else ""))
+            for k in range(30)
+        ]
+    finally:
+        server.stop()
+
+    def p95(values: list[float]) -> float:
+        return statistics.quantiles(values, n=100, method="inclusive")[94]
+
+    return {
+        "seconds": statistics.median(timeline_ms) / 1000,
+        "timeline_p50_ms": statistics.median(timeline_ms),
+        "timeline_p95_ms": p95(timeline_ms),
+        "timeline_max_ms": max(timeline_ms),
+        "store_page_p50_ms": statistics.median(page_ms),
+        "store_page_p95_ms": p95(page_ms),
+        "report_page_first_ms": max(first_ms),
+        "report_page_p50_ms": statistics.median(report_ms),
+        "report_page_p95_ms": p95(report_ms),
+        "stores": len(picked),
+        "peak_mb": peak_mb(),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,6 +489,7 @@ PHASES = {
     "http": http,
     "triggers": triggers,
     "upload": upload,
+    "dashboard": dashboard,
     "pg-admin": pg_admin,
 }
 

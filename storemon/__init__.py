@@ -12,6 +12,8 @@ Layers, one module each:
 * :mod:`storemon.jobs`    -- report jobs: thread pool, state in the database, reuse, retention
 * :mod:`storemon.cli`     -- ``flask --app storemon ...`` commands
 * :mod:`storemon.demo`    -- the demo / benchmark data generator
+* :mod:`storemon.explain` -- one store's timeline (the report's steps applied to one store)
+* :mod:`storemon.dashboard` -- the web dashboard (templates/, static/, chart layout in chart.py)
 """
 
 from __future__ import annotations
@@ -71,10 +73,11 @@ def create_app(test_config: dict | None = None) -> Flask:
             storage.configure_engine(engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
         storage.init_schema()
 
-    from . import api, cli, security, uploads
+    from . import api, cli, dashboard, security, uploads
 
     uploads.sweep_stale(app.config["UPLOAD_DIR"])
     security.init_app(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(dashboard.bp)  # the web dashboard and GET /stores/<id>/timeline
     cli.register(app)
     return app

@@ -199,9 +199,30 @@ def report_command(out, as_of):
         click.echo(f"warning: {result.warning}")
 
 
+@click.command("explain")
+@click.argument("store_id")
+@click.option("--as-of", "as_of", default=None,
+              help="Explain the store as of this UTC instant (as the report would); default: the latest poll.")
+@click.option("--json", "as_json", is_flag=True, help="Print the timeline JSON (as GET /stores/<id>/timeline).")
+@with_appcontext
+def explain_command(store_id, as_of, as_json):
+    """Explain one store's report row: its hours, polls, segments, figures and notes."""
+    import json
+
+    from .explain import UnknownStoreError, load_timeline
+    from .reports import NoPollsError, parse_instant
+
+    try:
+        timeline = load_timeline(db.engine, store_id, parse_instant(as_of) if as_of else None)
+    except (ValueError, NoPollsError, UnknownStoreError) as exc:
+        raise click.ClickException(str(exc).strip('"')) from exc
+    click.echo(json.dumps(timeline.to_dict(), indent=1) if as_json else timeline.to_text())
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(ingest_command)
     app.cli.add_command(ingests_command)
     app.cli.add_command(report_command)
     app.cli.add_command(demo_data_command)
     app.cli.add_command(reset_command)
+    app.cli.add_command(explain_command)

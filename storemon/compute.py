@@ -58,6 +58,14 @@ No per-store Python loop: stores are laid end to end on one integer axis, store 
 ``[k * stride, (k + 1) * stride)`` where ``stride`` exceeds the time span looked at. On that axis
 every store's intervals, polls and segments are one sorted array, and "which interval holds this
 poll", "B(t)" and per-store sums become single ``np.searchsorted`` / ``np.bincount`` calls.
+
+One store, explained
+--------------------
+:func:`compute_report` is three steps: :func:`count_polls` (rule 3 and the look-back),
+:func:`_measure` (rules 4 and 5, through :func:`nearest_poll_segments`) and :func:`report_frame`
+(units and rounding). :func:`explain_store` runs the same three on one store and keeps the pieces
+-- its business intervals, which polls counted, and each segment cut to business hours -- so a
+store's timeline shows where every figure of its report row comes from (docs/report-rules.md).
 """
 
 from __future__ import annotations
@@ -353,6 +361,48 @@ def compute_report(
     """
     store_ids = np.asarray(store_ids, dtype=object)
     n = len(store_ids)
+    counted = count_polls(
+        polls, schedule, n, now_us, complete_from_us=complete_from_us, first_poll_us=first_poll_us,
+        fetch_older=fetch_older, progress=progress,
+    )
+    result = _measure(counted.store, counted.ts, counted.active, counted.intervals,
+                      axis_span=(counted.earliest, now_us), n=n, now_us=now_us)
+    _tell(progress, 0.95, "formatting")
+    return report_frame(store_ids, result, exact_seconds)
+
+
+@dataclass
+class CountedPolls:
+    """The counted polls of a report's stores, and the business intervals they were judged by.
+
+    ``store``, ``ts``, ``active``: every counted poll loaded (inside business hours, at or
+    before ``now``), plus, for each store that needs it, its latest counted poll before the
+    loaded range (the look-back); sorted by store then time. ``intervals``: the merged business
+    intervals ``(store, start_us, end_us)``, covering ``[earliest - 3 days, now + 3 days]``.
+    """
+
+    store: np.ndarray
+    ts: np.ndarray
+    active: np.ndarray
+    intervals: tuple[np.ndarray, np.ndarray, np.ndarray]
+    earliest: int  # the earliest instant the loaded polls cover (UTC microseconds)
+
+
+def count_polls(
+    polls: pd.DataFrame,
+    schedule: Schedule,
+    n: int,
+    now_us: int,
+    *,
+    complete_from_us: int | None = None,
+    first_poll_us: np.ndarray | None = None,
+    fetch_older: FetchOlder | None = None,
+    progress: Progress | None = None,
+) -> CountedPolls:
+    """Rule 3 plus the look-back: the counted polls :func:`_measure` interpolates between.
+
+    Arguments as :func:`compute_report` (``n`` stores, codes ``0..n-1``).
+    """
     week_start = now_us - WEEK_US
     polls = polls[polls["ts_us"].to_numpy() <= now_us]
     store = polls["store"].to_numpy(np.int64)
@@ -380,11 +430,14 @@ def compute_report(
     if not _sorted_by_store_and_time(store, ts):
         order = np.lexsort((ts, store))
         store, ts, active = store[order], ts[order], active[order]
-    result = _measure(store, ts, active, intervals, axis_span=(earliest, now_us), n=n, now_us=now_us)
-    _tell(progress, 0.95, "formatting")
+    return CountedPolls(store=store, ts=ts, active=active, intervals=intervals, earliest=earliest)
 
-    frame = pd.DataFrame({"store_id": store_ids})
-    for name, length, unit in WINDOWS:
+
+def report_frame(store_ids, result: dict[str, tuple[np.ndarray, np.ndarray]], exact_seconds: bool = False) -> pd.DataFrame:
+    """The report's rows from :func:`_measure`'s half-microseconds: minutes for the hour, hours
+    for the day and week, rounded to 2 decimals (``numpy.round``); sorted by store_id."""
+    frame = pd.DataFrame({"store_id": np.asarray(store_ids, dtype=object)})
+    for name, _length, unit in WINDOWS:
         up, down = result[name]
         if exact_seconds:
             frame[f"uptime_last_{name}"] = up / (2 * US_PER_SECOND)
@@ -456,6 +509,21 @@ def _sorted_by_store_and_time(store: np.ndarray, ts: np.ndarray) -> bool:
     return bool(np.all((step_store > 0) | ((step_store == 0) & (step_ts >= 0))))
 
 
+def nearest_poll_segments(store: np.ndarray, ts: np.ndarray, lo2: int, hi2: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rule 4: the segment each counted poll speaks for, in doubled instants, clipped to
+    ``[lo2, hi2)`` (also doubled).
+
+    Poll ``j``'s segment is ``[mid(j-1, j), mid(j, j+1))``, open-ended at a store's first / last
+    poll; in doubled instants ``mid(a, b)`` is simply ``a + b``. ``store``/``ts``: counted polls
+    sorted by store then time. A poll whose segment lies outside the range gets an empty one.
+    """
+    first = np.r_[True, store[1:] != store[:-1]]
+    last = np.r_[store[1:] != store[:-1], True]
+    seg_start = np.where(first, lo2, np.r_[0, ts[:-1]] + ts)
+    seg_end = np.where(last, hi2, ts + np.r_[ts[1:], 0])
+    return np.clip(seg_start, lo2, hi2), np.clip(seg_end, lo2, hi2)
+
+
 def _measure(store, ts, active, intervals, axis_span, n, now_us) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Uptime and downtime per store and window, in half-microseconds (see module docstring).
 
@@ -466,15 +534,9 @@ def _measure(store, ts, active, intervals, axis_span, n, now_us) -> dict[str, tu
     axis = Axis(axis_span[0] - 3 * US_PER_DAY, axis_span[1] + 3 * US_PER_DAY, n, scale=2)
     clock = BusinessClock(intervals, axis)
 
-    # Segment of poll j: [mid(j-1, j), mid(j, j+1)), open-ended at a store's first / last poll.
-    # In doubled instants mid(a, b) is simply a + b. Ends are clipped to the week, which holds
-    # all three windows.
+    # Ends are clipped to the week, which holds all three windows.
     lo, hi = 2 * week_start, 2 * now_us
-    first = np.r_[True, store[1:] != store[:-1]]
-    last = np.r_[store[1:] != store[:-1], True]
-    seg_start = np.where(first, lo, np.r_[0, ts[:-1]] + ts)
-    seg_end = np.where(last, hi, ts + np.r_[ts[1:], 0])
-    seg_start, seg_end = np.clip(seg_start, lo, hi), np.clip(seg_end, lo, hi)
+    seg_start, seg_end = nearest_poll_segments(store, ts, lo, hi)
 
     result = {}
     for name, length, _unit in WINDOWS:
@@ -486,6 +548,107 @@ def _measure(store, ts, active, intervals, axis_span, n, now_us) -> dict[str, tu
         down = np.bincount(store, weights=np.where(active, 0, covered), minlength=n)
         result[name] = (up, down)
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# One store, explained (the timeline; see docs/report-rules.md)
+
+
+@dataclass
+class StoreExplanation:
+    """One store's report row and every piece it is made of, as :func:`explain_store` found them.
+
+    All instants are UTC microseconds. Segment ends are midpoints of polls and may fall on a
+    half microsecond: ``seg_*2`` are doubled instants (exact), as in the engine.
+
+    * ``figures``: the store's report row (the seven columns), from :func:`report_frame`.
+    * ``iv_start``/``iv_end``: merged business intervals overlapping the week window.
+    * ``poll_ts``/``poll_active``/``poll_counted``: every poll in ``[now - 7 d, now]``, and
+      ``poll_in_week`` False for the counted polls before the week whose segment reaches into it.
+    * ``seg_start2``/``seg_end2``/``seg_active``/``seg_poll``: the pieces of business hours in the
+      week window and the counted poll (its instant) whose status each piece takes.
+    * ``counted_polls``: counted polls found in all (loaded range and look-back);
+      ``nearest_before_week``: the latest counted poll before the week, or None.
+    """
+
+    now_us: int
+    figures: dict
+    iv_start: np.ndarray
+    iv_end: np.ndarray
+    poll_ts: np.ndarray
+    poll_active: np.ndarray
+    poll_counted: np.ndarray
+    poll_in_week: np.ndarray
+    seg_start2: np.ndarray
+    seg_end2: np.ndarray
+    seg_active: np.ndarray
+    seg_poll: np.ndarray
+    counted_polls: int
+    nearest_before_week: int | None
+
+
+def explain_store(
+    store_id: str,
+    polls: pd.DataFrame,
+    schedule: Schedule,
+    now_us: int,
+    *,
+    complete_from_us: int | None = None,
+    first_poll_us: int | None = None,
+    fetch_older: FetchOlder | None = None,
+) -> StoreExplanation:
+    """The report for one store (``schedule`` of one store, code 0) and the pieces behind it.
+
+    The same steps as :func:`compute_report` -- :func:`count_polls`, :func:`_measure`,
+    :func:`report_frame` -- applied to one store, so ``figures`` is that store's report row
+    whenever the inputs are the ones the report read. Then, for showing: the week's business
+    intervals, its polls (counted or not), and the pieces of :func:`nearest_poll_segments`
+    inside business hours.
+    """
+    first = None if first_poll_us is None else np.array([first_poll_us], dtype=np.int64)
+    counted = count_polls(polls, schedule, 1, now_us, complete_from_us=complete_from_us,
+                          first_poll_us=first, fetch_older=fetch_older)
+    result = _measure(counted.store, counted.ts, counted.active, counted.intervals,
+                      axis_span=(counted.earliest, now_us), n=1, now_us=now_us)
+    figures = report_frame([store_id], result).iloc[0].to_dict()
+
+    week_start = now_us - WEEK_US
+    _iv_store, iv_start, iv_end = counted.intervals
+    overlap = (iv_end > week_start) & (iv_start < now_us)
+    iv_start, iv_end = iv_start[overlap], iv_end[overlap]
+
+    # Segments of the counted polls, clipped to the week, cut to business hours (doubled).
+    seg_start, seg_end = nearest_poll_segments(counted.store, counted.ts, 2 * week_start, 2 * now_us)
+    piece_start = np.maximum(seg_start[:, None], 2 * iv_start[None, :])
+    piece_end = np.minimum(seg_end[:, None], 2 * iv_end[None, :])
+    seg_i, _iv_i = np.nonzero(piece_end > piece_start)  # row-major: by segment, then interval
+    piece_start, piece_end = piece_start[piece_end > piece_start], piece_end[piece_end > piece_start]
+
+    # Polls: all in the week, plus counted ones before it that speak into it.
+    ts = polls["ts_us"].to_numpy(np.int64)
+    in_week = (ts >= week_start) & (ts <= now_us)
+    week_ts, week_active = ts[in_week], polls["active"].to_numpy(bool)[in_week]
+    week_counted = np.isin(week_ts, counted.ts)
+    speaks_in = (counted.ts < week_start) & (seg_end > seg_start)
+    poll_ts = np.r_[counted.ts[speaks_in], week_ts]
+    order = np.argsort(poll_ts, kind="stable")
+    before = counted.ts[counted.ts < week_start]
+    return StoreExplanation(
+        now_us=now_us,
+        figures=figures,
+        iv_start=iv_start,
+        iv_end=iv_end,
+        poll_ts=poll_ts[order],
+        poll_active=np.r_[counted.active[speaks_in], week_active][order],
+        poll_counted=np.r_[np.ones(speaks_in.sum(), dtype=bool), week_counted][order],
+        poll_in_week=np.r_[np.zeros(speaks_in.sum(), dtype=bool), np.ones(len(week_ts), dtype=bool)][order],
+        seg_start2=piece_start,
+        seg_end2=piece_end,
+        seg_active=counted.active[seg_i],
+        seg_poll=counted.ts[seg_i],
+        counted_polls=len(counted.ts),
+        nearest_before_week=int(before.max()) if len(before) else None,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -70,12 +71,19 @@ def build_report(
     on_now: NowCallback | None = None,
 ) -> ReportResult:
     """Compute the report from the database as of ``as_of_us`` (default: the latest poll)."""
+    with read_snapshot(engine) as conn:
+        return _build(conn, as_of_us, progress, on_now)
+
+
+@contextmanager
+def read_snapshot(engine: Engine):
+    """A connection in a read transaction: all reads through it see one state of the database."""
     with engine.connect() as conn:
         if conn.dialect.name != "sqlite":
             # One snapshot for all the reads (SQLite gets it from its BEGIN; see storage).
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
-            return _build(conn, as_of_us, progress, on_now)
+            yield conn
 
 
 def _build(

@@ -659,3 +659,34 @@ def all_hours(conn) -> pd.DataFrame:
 
 def all_timezones(conn) -> pd.DataFrame:
     return _frame(conn, "SELECT store_id, timezone_str FROM store_timezones", ["store_id", "timezone_str"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading one store (its timeline: storemon.explain; polls come from polls_of_stores)
+
+
+def store_row(conn, store_id: str) -> dict | None:
+    """The ``stores`` row of one store id (store_key, store_id, first_poll_us, last_poll_us)."""
+    row = conn.exec_driver_sql(
+        f"SELECT store_key, store_id, first_poll_us, last_poll_us FROM stores WHERE store_id = {_placeholders(conn, 1)}",
+        (store_id,),
+    ).first()
+    return dict(row._mapping) if row is not None else None
+
+
+def hours_of_store(conn, store_id: str) -> pd.DataFrame:
+    """One store's business-hours rows as stored (day, start_s, end_s), by day and start."""
+    return _frame(
+        conn,
+        f"SELECT day, start_s, end_s FROM business_hours WHERE store_id = {_placeholders(conn, 1)} "
+        "ORDER BY day, start_s, end_s",
+        ["day", "start_s", "end_s"],
+        (store_id,),
+    ).astype(np.int64)
+
+
+def timezone_of_store(conn, store_id: str) -> str | None:
+    """One store's zone name as given, or None when it has none."""
+    return conn.exec_driver_sql(
+        f"SELECT timezone_str FROM store_timezones WHERE store_id = {_placeholders(conn, 1)}", (store_id,)
+    ).scalar()

@@ -1,0 +1,300 @@
+"""The web dashboard: an overview, a page per report, a page per store, and the timeline JSON.
+
+A blueprint of its own; its templates are in ``templates/`` and its CSS and JavaScript in
+``static/`` (shipped in the package: no CDN, no build step, it works offline). Views gather data
+through the functions the API and the CLI use -- :func:`storemon.explain.load_timeline` for a
+store, the finished report CSV (as ``GET /get_report`` hands it out) for a report -- and the
+templates only place what the views computed.
+
+Routes
+------
+* ``GET /`` -- counts, recent reports, a "Run report" control (``static/dashboard.js`` calls
+  ``POST /trigger_report`` and polls ``GET /get_report/<id>``, same origin).
+* ``GET /reports/<id>`` -- a finished report: summary, uptime-share histogram, and the stores
+  table sorted (``sort``, ``order``), filtered (``q``) and paginated (``page``) on the server.
+* ``GET /stores/<store_id>`` -- the store's week as a chart, its figures and notes.
+* ``GET /stores/<store_id>/timeline`` -- the same, as JSON (:meth:`Timeline.to_dict`).
+
+Store ids are opaque and may hold ``/``: the routes take them with a ``path`` converter, and
+``url_for`` percent-encodes everything else. (Two kinds of id cannot be reached this way: one
+that starts with ``/``, and one that ends in ``/timeline``, which reads as the timeline URL.)
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from flask import Blueprint, current_app, jsonify, render_template, request
+from sqlalchemy import func, select
+from werkzeug.exceptions import BadRequest, NotFound
+
+from . import jobs, storage
+from .chart import week_chart
+from .compute import REPORT_COLUMNS
+from .explain import UnknownStoreError, iso_utc, load_timeline
+from .extensions import db
+from .models import BusinessHours, Poll, Report, Store, StoreTimezone
+from .reports import NoPollsError, format_datetime, parse_instant
+
+bp = Blueprint("dashboard", __name__, template_folder="templates")
+
+PAGE_SIZE = 50
+RECENT_REPORTS = 15
+HISTOGRAM_BINS = 10  # uptime share of the week, in steps of 10 %
+SHARE = "uptime_share_week"  # derived column: uptime / (uptime + downtime) in the week, 0..1
+TABLE_COLUMNS = [*REPORT_COLUMNS, SHARE]
+COLUMN_TITLES = {
+    "store_id": "store id",
+    "uptime_last_hour": "up, hour (min)",
+    "uptime_last_day": "up, day (h)",
+    "uptime_last_week": "up, week (h)",
+    "downtime_last_hour": "down, hour (min)",
+    "downtime_last_day": "down, day (h)",
+    "downtime_last_week": "down, week (h)",
+    SHARE: "up share, week",
+}
+
+
+# --- overview --------------------------------------------------------------------------------
+
+
+@bp.get("/")
+def overview():
+    """Counts, the latest poll, recent ingests and reports, and the "Run report" control."""
+    return render_template("overview.html", counts=_counts(), ingests=recent_ingests(), reports=recent_reports())
+
+
+def _counts() -> dict:
+    count = lambda model: db.session.execute(select(func.count()).select_from(model)).scalar_one()  # noqa: E731
+    latest = db.session.execute(select(func.max(Store.last_poll_us))).scalar()
+    return {
+        "stores": count(Store),
+        "polls": count(Poll),
+        "business_hours_rows": count(BusinessHours),
+        "timezones": count(StoreTimezone),
+        "latest_poll": iso_utc(latest) if latest is not None else None,
+    }
+
+
+def recent_ingests(limit: int = 10) -> list[dict]:
+    """The last ingests from the ingest ledger, newest first (the same rows as ``GET /ingests``)."""
+    with db.engine.connect() as conn:
+        rows = storage.ledger_list(conn, limit=limit)
+    return [
+        {"at": format_datetime(r["finished_at"]), "kind": r["kind"], "file": r["file_name"], "source": r["source"],
+         "rows": f"{r['rows_read']:,}", "stored": f"{r['rows_stored']:,}", "outcome": r["outcome"]}
+        for r in rows
+    ]
+
+
+@dataclass
+class ReportLine:
+    """One row of the recent-reports table."""
+
+    id: str
+    created: str
+    now: str | None
+    status: str
+    stage: str | None
+    duration: str | None
+    rows: int | None
+
+
+def recent_reports(limit: int = RECENT_REPORTS) -> list[ReportLine]:
+    reports = db.session.execute(select(Report).order_by(Report.created_at.desc()).limit(limit)).scalars().all()
+    lines = []
+    for r in reports:
+        duration = None
+        if r.started_at is not None and r.finished_at is not None:
+            duration = f"{(r.finished_at - r.started_at).total_seconds():.2f} s"
+        lines.append(ReportLine(
+            id=r.id, created=_iso(r.created_at), now=iso_utc(r.now_us) if r.now_us is not None else None,
+            status=r.status, stage=r.stage, duration=duration, rows=r.store_count,
+        ))
+    return lines
+
+
+def _iso(value) -> str:
+    """A datetime from the database (naive on SQLite: UTC) -> ``2023-01-25T12:09:39Z``."""
+    stamp = pd.Timestamp(value)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- a report --------------------------------------------------------------------------------
+
+
+class ReportFrames:
+    """Parsed report CSVs by report id, the few most recently used (a finished report never
+    changes, so an entry never goes stale; the CSV stays the truth and a miss re-reads it)."""
+
+    def __init__(self, size: int = 4):
+        self.size = size
+        self.frames: OrderedDict[str, pd.DataFrame] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, report_id: str, load) -> pd.DataFrame:
+        with self.lock:
+            if report_id in self.frames:
+                self.frames.move_to_end(report_id)
+                return self.frames[report_id]
+        frame = load()
+        with self.lock:
+            self.frames[report_id] = frame
+            self.frames.move_to_end(report_id)
+            while len(self.frames) > self.size:
+                self.frames.popitem(last=False)
+        return frame
+
+
+report_frames = ReportFrames()
+
+
+def report_table(csv: bytes) -> pd.DataFrame:
+    """A report CSV -> its frame plus the week's uptime share (NaN without business time)."""
+    frame = pd.read_csv(io.BytesIO(csv), dtype={"store_id": str}, keep_default_na=False)
+    business = frame["uptime_last_week"] + frame["downtime_last_week"]
+    frame[SHARE] = np.where(business > 0, frame["uptime_last_week"] / business.where(business > 0, 1), np.nan)
+    return frame
+
+
+def _report_csv(report: Report) -> bytes:
+    path = jobs.report_path(current_app, report.id)
+    if path.is_file():
+        return path.read_bytes()
+    if report.csv is not None:
+        return report.csv
+    raise NotFound(f"report {report.id} is complete but its CSV is missing")
+
+
+@dataclass
+class ReportSummary:
+    stores: int
+    business_hours: float  # the week's business time observed, all stores, hours
+    uptime_hours: float
+    downtime_hours: float
+    uptime_share: float | None  # of the business time observed
+    unobserved: int  # stores with no business time observed in the week (no counted poll, ...)
+    histogram: list[dict]  # {"label", "count", "height"} per bin; height 0..100 (% of the largest)
+
+    @property
+    def uptime_share_text(self) -> str:
+        return "—" if self.uptime_share is None else f"{100 * self.uptime_share:.1f} %"
+
+
+def summarise(frame: pd.DataFrame) -> ReportSummary:
+    up, down = frame["uptime_last_week"].sum(), frame["downtime_last_week"].sum()
+    share = frame[SHARE].dropna().to_numpy()
+    counts, _edges = np.histogram(share, bins=HISTOGRAM_BINS, range=(0.0, 1.0))
+    top = max(int(counts.max()), 1) if len(counts) else 1
+    step = 100 // HISTOGRAM_BINS
+    histogram = [
+        {"label": f"{k * step}–{(k + 1) * step} %", "count": int(c), "height": round(100 * int(c) / top, 1)}
+        for k, c in enumerate(counts)
+    ]
+    return ReportSummary(
+        stores=len(frame), business_hours=round(float(up + down), 2), uptime_hours=round(float(up), 2),
+        downtime_hours=round(float(down), 2), uptime_share=round(float(up / (up + down)), 4) if up + down else None,
+        unobserved=int(frame[SHARE].isna().sum()), histogram=histogram,
+    )
+
+
+@dataclass
+class TablePage:
+    rows: list[dict]
+    page: int
+    pages: int
+    matching: int
+    sort: str
+    order: str
+    q: str
+
+    @property
+    def prev(self) -> int | None:
+        return self.page - 1 if self.page > 1 else None
+
+    @property
+    def next(self) -> int | None:
+        return self.page + 1 if self.page < self.pages else None
+
+
+def table_page(frame: pd.DataFrame, sort: str, order: str, q: str, page: int, size: int = PAGE_SIZE) -> TablePage:
+    """Filter by id (substring, any case), sort (ties by store id; no share last), one page."""
+    if sort not in TABLE_COLUMNS:
+        raise BadRequest(f"sort must be one of {', '.join(TABLE_COLUMNS)}")
+    if order not in ("asc", "desc"):
+        raise BadRequest("order must be asc or desc")
+    view = frame[frame["store_id"].str.contains(q, case=False, regex=False)] if q else frame
+    if sort == "store_id":
+        view = view.sort_values("store_id", ascending=order == "asc", kind="stable")
+    else:
+        view = view.sort_values([sort, "store_id"], ascending=[order == "asc", True], kind="stable",
+                                na_position="last")
+    pages = max(math.ceil(len(view) / size), 1)
+    page = min(max(page, 1), pages)
+    rows = view.iloc[(page - 1) * size: page * size]
+    records = []
+    for rec in rows.to_dict("records"):
+        rec[SHARE] = None if pd.isna(rec[SHARE]) else f"{100 * rec[SHARE]:.1f} %"
+        records.append(rec)
+    return TablePage(rows=records, page=page, pages=pages, matching=len(view), sort=sort, order=order, q=q)
+
+
+@bp.get("/reports/<report_id>")
+def report_page(report_id: str):
+    if not jobs.is_report_id(report_id):
+        raise BadRequest(f"malformed report id: expected {jobs.ID_HEX_CHARS} lowercase hex characters")
+    report = db.session.get(Report, report_id)
+    if report is None:
+        return render_template("not_found.html", what=f"No report with id {report_id}."), 404
+    if report.status != jobs.COMPLETE:
+        return render_template("report_pending.html", report=report)
+    frame = report_frames.get(report_id, lambda: report_table(_report_csv(report)))
+    try:
+        page = int(request.args.get("page", "1"))
+    except ValueError as exc:
+        raise BadRequest("page must be a number") from exc
+    table = table_page(frame, request.args.get("sort", "store_id"), request.args.get("order", "asc"),
+                       request.args.get("q", "").strip(), page)
+    return render_template(
+        "report.html", report=report, now=iso_utc(report.now_us), summary=summarise(frame), table=table,
+        columns=TABLE_COLUMNS, titles=COLUMN_TITLES,
+    )
+
+
+# --- a store ---------------------------------------------------------------------------------
+
+
+def _timeline(store_id: str):
+    as_of = request.args.get("as_of")
+    try:
+        as_of_us = parse_instant(as_of) if as_of else None
+    except ValueError as exc:
+        raise BadRequest(f"as_of: {exc}") from exc
+    return load_timeline(db.engine, store_id, as_of_us), as_of
+
+
+@bp.get("/stores/<path:store_id>/timeline")
+def store_timeline(store_id: str):
+    """The store's timeline as JSON (404 JSON for a store the report has no row for)."""
+    try:
+        timeline, _ = _timeline(store_id)
+    except (UnknownStoreError, NoPollsError) as exc:
+        raise NotFound(str(exc)) from exc
+    return jsonify(timeline.to_dict())
+
+
+@bp.get("/stores/<path:store_id>")
+def store_page(store_id: str):
+    try:
+        timeline, as_of = _timeline(store_id)
+    except (UnknownStoreError, NoPollsError) as exc:
+        return render_template("not_found.html", what=str(exc)), 404
+    return render_template("store.html", t=timeline, data=timeline.to_dict(), chart=week_chart(timeline),
+                           as_of=as_of, columns=REPORT_COLUMNS[1:], titles=COLUMN_TITLES)

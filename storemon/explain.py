@@ -1,0 +1,276 @@
+"""One store's timeline: its report row and every piece it is made of.
+
+:func:`load_timeline` reads one store's polls, business hours and time zone in one read
+snapshot (the readers the report uses, filtered to the store) and hands them to
+:func:`storemon.compute.explain_store` -- the report's own steps applied to one store, not a
+second engine. The result, a :class:`Timeline`, is what the JSON route
+(``GET /stores/<id>/timeline``), the ``flask explain`` text and the dashboard's chart all read.
+How the figures follow from the pieces: ``docs/report-rules.md``.
+
+JSON conventions: UTC instants are ISO 8601 strings ending in ``Z`` with microseconds
+(``2023-01-25T12:09:39.388884Z``); local wall-clock times are ISO strings with their offset.
+Segment ends are poll midpoints and may fall on a half microsecond: the string shows the
+microsecond it lies in, ``seconds`` the exact length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine
+
+from . import storage
+from .compute import REPORT_COLUMNS, US_PER_SECOND, WEEK_US, WINDOWS, Schedule, explain_store
+from .reports import LOOK_BACK_US, NoPollsError, read_snapshot
+from .timezones import DEFAULT_TIMEZONE, is_known_timezone
+
+DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+NOT_COUNTED_REASON = "outside business hours"
+
+
+class UnknownStoreError(LookupError):
+    """No such store in the database, or none of its polls is at or before ``now``."""
+
+
+def iso_utc(us: int) -> str:
+    """UTC microseconds -> ``2023-01-25T12:09:39.388884Z``."""
+    return pd.Timestamp(int(us), unit="us", tz="UTC").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def iso_local(us: int, zone: str) -> str:
+    """UTC microseconds -> local wall-clock time with its offset, ``2023-01-25T06:09:39-06:00``."""
+    return pd.Timestamp(int(us), unit="us", tz="UTC").tz_convert(zone).isoformat()
+
+
+def clock(seconds: int) -> str:
+    """Seconds after local midnight -> ``HH:MM:SS`` (``24:00:00`` stays so)."""
+    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+@dataclass
+class Interval:
+    """A merged business interval (UTC microseconds) and its local wall-clock ends."""
+
+    start_us: int
+    end_us: int
+    local_start: str
+    local_end: str
+
+
+@dataclass
+class PollMark:
+    """A poll: ``counted`` if inside business hours; ``in_week`` False for a counted poll before
+    the week window whose segment reaches into it."""
+
+    ts_us: int
+    active: bool
+    counted: bool
+    in_week: bool
+
+    @property
+    def reason(self) -> str | None:
+        return None if self.counted else NOT_COUNTED_REASON
+
+
+@dataclass
+class Segment:
+    """A piece of business hours in the week window and the counted poll whose status it takes.
+
+    ``start2``/``end2``: doubled UTC microseconds (exact midpoints)."""
+
+    start2: int
+    end2: int
+    active: bool
+    poll_us: int
+
+    @property
+    def start_us(self) -> int:
+        return self.start2 // 2
+
+    @property
+    def end_us(self) -> int:
+        return self.end2 // 2
+
+    @property
+    def seconds(self) -> float:
+        return (self.end2 - self.start2) / (2 * US_PER_SECOND)
+
+    @property
+    def hours(self) -> float:
+        return self.seconds / 3600
+
+
+@dataclass
+class Timeline:
+    """Everything about one store's report row at ``now`` (UTC microseconds throughout)."""
+
+    store_id: str
+    now_us: int
+    windows: dict[str, tuple[int, int]]  # name -> [start, end) in UTC microseconds
+    timezone: str  # the zone used
+    timezone_source: str  # "given", "default: missing", "default: unknown name"
+    timezone_given: str | None  # the name stored, if any
+    hours_rows: list[tuple[int, int, int]]  # (day, start_s, end_s) as stored
+    intervals: list[Interval]
+    polls: list[PollMark]
+    segments: list[Segment]
+    figures: dict  # the report row: REPORT_COLUMNS -> value
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """The JSON answer of ``GET /stores/<id>/timeline``."""
+        return {
+            "store_id": self.store_id,
+            "now": iso_utc(self.now_us),
+            "windows": {name: {"start": iso_utc(a), "end": iso_utc(b)} for name, (a, b) in self.windows.items()},
+            "timezone": self.timezone,
+            "timezone_source": self.timezone_source,
+            "timezone_given": self.timezone_given,
+            "business_hours": [
+                {"day": d, "day_name": DAY_NAMES[d], "start_time_local": clock(a), "end_time_local": clock(b)}
+                for d, a, b in self.hours_rows
+            ],
+            "business_intervals": [
+                {"start": iso_utc(i.start_us), "end": iso_utc(i.end_us),
+                 "local_start": i.local_start, "local_end": i.local_end}
+                for i in self.intervals
+            ],
+            "polls": [
+                {"timestamp": iso_utc(p.ts_us), "status": _status(p.active), "counted": p.counted,
+                 "reason": p.reason, "in_week": p.in_week}
+                for p in self.polls
+            ],
+            "segments": [
+                {"start": iso_utc(s.start_us), "end": iso_utc(s.end_us), "active": s.active,
+                 "status": _status(s.active), "poll": iso_utc(s.poll_us), "seconds": s.seconds}
+                for s in self.segments
+            ],
+            "figures": {c: self.figures[c] for c in REPORT_COLUMNS[1:]},
+            "notes": self.notes,
+        }
+
+    def to_text(self) -> str:
+        """The ``flask explain`` output: the same facts, as readable text."""
+        zone = self.timezone if self.timezone_source == "given" else (
+            f"{self.timezone} ({self.timezone_source}" + (f": {self.timezone_given!r})" if self.timezone_given else ")"))
+        lines = [f"store {self.store_id}", f"now       {iso_utc(self.now_us)}", f"time zone {zone}", "windows"]
+        lines += [f"  {name:<5} {iso_utc(a)} .. {iso_utc(b)}" for name, (a, b) in self.windows.items()]
+        lines.append("business hours (as stored, local)")
+        lines += [f"  {DAY_NAMES[d]:<9} {clock(a)}-{clock(b)}" for d, a, b in self.hours_rows] or ["  none: open 24x7"]
+        lines.append("business intervals in the week (UTC | local)")
+        lines += [f"  {iso_utc(i.start_us)} .. {iso_utc(i.end_us)} | {i.local_start} .. {i.local_end}"
+                  for i in self.intervals]
+        counted = sum(p.counted for p in self.polls)
+        lines.append(f"polls ({len(self.polls)}, {counted} counted)")
+        for p in self.polls:
+            where = "" if p.in_week else " (before the week)"
+            lines.append(f"  {iso_utc(p.ts_us)} {_status(p.active):<8} "
+                         f"{'counted' if p.counted else 'not counted: ' + p.reason}{where}")
+        lines.append(f"segments inside business hours ({len(self.segments)})")
+        lines += [f"  {iso_utc(s.start_us)} .. {iso_utc(s.end_us)} {'up  ' if s.active else 'down'} "
+                  f"{s.hours:7.3f} h  by the poll at {iso_utc(s.poll_us)}" for s in self.segments]
+        lines.append("figures (hour in minutes, day and week in hours)")
+        lines += [f"  {c:<20} {self.figures[c]:.2f}" for c in REPORT_COLUMNS[1:]]
+        if self.notes:
+            lines.append("notes")
+            lines += [f"  - {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def _status(active: bool) -> str:
+    return "active" if active else "inactive"
+
+
+def load_timeline(engine: Engine, store_id: str, as_of_us: int | None = None) -> Timeline:
+    """One store's :class:`Timeline` at ``now`` = ``as_of_us`` or the latest poll (as the report).
+
+    Raises :class:`UnknownStoreError` for a store the report would have no row for, and
+    :class:`~storemon.reports.NoPollsError` when the database holds no polls.
+    """
+    with read_snapshot(engine) as conn:
+        now_us = as_of_us if as_of_us is not None else storage.latest_poll_us(conn)
+        if now_us is None:
+            raise NoPollsError("no polls in the database yet: ingest a store-status file first")
+        row = storage.store_row(conn, store_id)
+        if row is None:
+            raise UnknownStoreError(f"no store {store_id!r} (no poll of it was ever ingested)")
+        if row["first_poll_us"] > now_us:
+            raise UnknownStoreError(f"store {store_id!r} has no poll at or before {iso_utc(now_us)}")
+        key = row["store_key"]
+        # The report's read, filtered to this store: the week plus a day, then the look-back.
+        complete_from = now_us - WEEK_US - LOOK_BACK_US
+        polls = storage.polls_of_stores(conn, np.array([key]), complete_from, now_us + 1).assign(store=0)
+        hours = storage.hours_of_store(conn, store_id)
+        zone_given = storage.timezone_of_store(conn, store_id)
+
+        def fetch_older(_codes: np.ndarray, from_us: int, to_us: int) -> pd.DataFrame:
+            return storage.polls_of_stores(conn, np.array([key]), from_us, to_us).assign(store=0)
+
+        schedule = Schedule.build(1, hours.assign(store=0),
+                                  pd.Series([zone_given], index=[0]) if zone_given is not None else None)
+        found = explain_store(store_id, polls, schedule, now_us, complete_from_us=complete_from,
+                              first_poll_us=row["first_poll_us"], fetch_older=fetch_older)
+
+    zone = schedule.zones[0]
+    source = ("given" if zone_given is not None and is_known_timezone(zone_given)
+              else "default: missing" if zone_given is None else "default: unknown name")
+    no_rows = hours.empty
+    week_start = now_us - WEEK_US
+    intervals = [
+        # A store open around the clock has one interval without real ends: show the week's.
+        Interval(s, e, iso_local(s, zone), iso_local(e, zone))
+        for s, e in ((week_start, now_us) if no_rows else (int(a), int(b)) for a, b in zip(found.iv_start, found.iv_end))
+    ]
+    timeline = Timeline(
+        store_id=store_id,
+        now_us=now_us,
+        windows={name: (now_us - length, now_us) for name, length, _unit in WINDOWS},
+        timezone=zone,
+        timezone_source=source,
+        timezone_given=zone_given,
+        hours_rows=[tuple(int(v) for v in r) for r in hours[["day", "start_s", "end_s"]].itertuples(index=False)],
+        intervals=intervals,
+        polls=[PollMark(int(t), bool(a), bool(c), bool(w)) for t, a, c, w in
+               zip(found.poll_ts, found.poll_active, found.poll_counted, found.poll_in_week)],
+        segments=[Segment(int(a), int(b), bool(s), int(p)) for a, b, s, p in
+                  zip(found.seg_start2, found.seg_end2, found.seg_active, found.seg_poll)],
+        figures=found.figures,
+    )
+    timeline.notes = _notes(timeline, found.counted_polls, found.nearest_before_week)
+    return timeline
+
+
+def _notes(t: Timeline, counted_polls: int, nearest_before_week: int | None) -> list[str]:
+    """Plain sentences for the cases an all-zero or surprising row does not explain itself."""
+    notes = []
+    if not t.hours_rows:
+        notes.append("No business hours are stored for this store: it is open 24x7.")
+    if t.timezone_source == "default: missing":
+        notes.append(f"No time zone is stored for this store: {DEFAULT_TIMEZONE} is used.")
+    elif t.timezone_source == "default: unknown name":
+        notes.append(f"The stored time zone {t.timezone_given!r} is not a known zone name: "
+                     f"{DEFAULT_TIMEZONE} is used.")
+    week_polls = [p for p in t.polls if p.in_week]
+    if counted_polls == 0:
+        notes.append(
+            f"No poll of this store falls inside its business hours ({len(week_polls)} in the week, "
+            "none counted, and none earlier): there is no status to interpolate, so every figure is 0."
+        )
+    elif nearest_before_week is not None and any(not p.in_week for p in t.polls):
+        hours = (t.now_us - WEEK_US - nearest_before_week) / (3600 * US_PER_SECOND)
+        ago = f"{hours / 24:.1f} days" if hours >= 24 else f"{hours:.1f} hours"
+        poll = next(p for p in t.polls if not p.in_week)
+        if not any(p.counted for p in week_polls):
+            notes.append(
+                f"No poll in the week falls inside business hours: the whole week takes the status "
+                f"({_status(poll.active)}) of the nearest counted poll, at {iso_utc(poll.ts_us)}, "
+                f"{ago} before the week starts."
+            )
+        elif hours > 24:  # a poll from the day before the week is no news; one from long before is
+            notes.append(
+                f"The week's first business hours take the status ({_status(poll.active)}) of a counted "
+                f"poll from before the week, at {iso_utc(poll.ts_us)}, {ago} before it starts."
+            )
+    return notes

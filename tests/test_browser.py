@@ -1,0 +1,198 @@
+"""The dashboard in a real browser: headless Chromium driven by Selenium, against real gunicorn.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (``scripts/with-chromium.sh`` installs them
+and exports ``STOREMON_REQUIRE_BROWSER=1``, which turns a missing browser into a failure; plain
+``make test`` without them skips this test with the reason). Screenshots of the three pages are
+saved in the test's temp dir; their paths are printed (``pytest -s`` shows them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from test_server import Server
+
+from storemon import create_app
+from storemon.demo import generate_demo_data
+from storemon.extensions import db
+from storemon.ingest import ingest_file, ingest_files
+from storemon.reports import build_report, write_csv
+
+pytestmark = pytest.mark.slow
+
+REQUIRED = os.environ.get("STOREMON_REQUIRE_BROWSER") == "1"
+CHROMIUM = os.environ.get("STOREMON_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("STOREMON_CHROMEDRIVER", "/usr/bin/chromedriver")
+ODD_ID = 'a/b <x>"&%20'  # an opaque id with a slash, markup, a quote and a percent sign
+# Flags that work as root on a machine without network: no sandbox, no background traffic
+# (without those, Chromium's own connections are refused by the closed network).
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--hide-scrollbars")
+
+
+def unavailable(reason: str):
+    if REQUIRED:
+        pytest.fail(f"STOREMON_REQUIRE_BROWSER=1 but {reason}")
+    pytest.skip(f"{reason} (run scripts/with-chromium.sh make test to include the browser test)")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not os.access(path, os.X_OK):
+            unavailable(f"{path} is missing")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        unavailable("selenium is not installed")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.add_argument("--window-size=1280,900")
+    try:
+        driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    except Exception as exc:  # noqa: BLE001 -- a browser that cannot start is "unavailable"
+        unavailable(f"Chromium did not start: {str(exc).splitlines()[0]}")
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.downloads = downloads
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def site(tmp_path):
+    """50 demo stores plus one with an awkward id, in SQLite, served by real gunicorn."""
+    generate_demo_data(tmp_path / "feeds", stores=50, days=8, seed=11)
+    odd = tmp_path / "odd.csv"
+    odd.write_text('store_id,status,timestamp_utc\n'
+                   '"a/b <x>""&%20",active,2023-01-25 10:00:00 UTC\n'
+                   '"a/b <x>""&%20",inactive,2023-01-25 16:00:00 UTC\n')
+    database = f"sqlite:///{tmp_path / 'storemon.db'}"
+    app = create_app({"DATABASE_URL": database, "REPORTS_DIR": str(tmp_path / "expected")})
+    with app.app_context():
+        ingest_files(db.engine, tmp_path / "feeds")
+        ingest_file(db.engine, "status", odd)
+        expected = write_csv(build_report(db.engine).frame, tmp_path / "expected.csv").read_bytes()
+        db.engine.dispose()
+    server = Server({"DATABASE_URL": database, "REPORTS_DIR": str(tmp_path / "reports")}, workers=2)
+    try:
+        yield server, expected
+    finally:
+        server.stop()
+
+
+def wait_for(condition, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def screenshot(driver, path: Path, capsys, width: int = 1280) -> Path:
+    """The whole page, not only the viewport; its path is printed (past pytest's capture)."""
+    driver.set_window_size(width, 900)
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(width, min(max(height, 600), 6000))
+    driver.save_screenshot(str(path))
+    driver.set_window_size(1280, 900)
+    with capsys.disabled():
+        print(f"\nscreenshot: {path}")
+    return path
+
+
+def test_dashboard_in_a_real_browser(browser, site, tmp_path, capsys):
+    from selenium.webdriver.common.by import By
+
+    server, expected_csv = site
+    driver = browser
+    find = driver.find_element
+
+    # Overview: counts, then run a report and watch it reach Complete.
+    driver.get(server.base + "/")
+    assert find(By.ID, "count-stores").text == "51"
+    assert find(By.ID, "latest-poll").text == "2023-01-25T18:13:22.479220Z"
+    find(By.ID, "run-button").click()
+    seen = set()
+
+    def complete():
+        text = find(By.ID, "report-status").text
+        seen.add(text.split(" ")[0])
+        return text == "Complete"
+
+    wait_for(complete, what="the report to reach Complete")
+    assert seen & {"Starting", "Queued", "Running"}, seen
+    assert find(By.ID, "report-bar").get_attribute("value") == "1"
+    report_id = find(By.ID, "report-id").text
+    assert len(report_id) == 32
+
+    # The download link hands over the same CSV the command line writes.
+    find(By.ID, "report-download").click()
+    csv_path = driver.downloads / f"report_{report_id}.csv"
+    wait_for(csv_path.is_file, what=f"the download {csv_path}")
+    wait_for(lambda: csv_path.read_bytes() == expected_csv, timeout=10, what="the complete download")
+    driver.get(server.base + "/")  # the recent-reports table now lists it
+    assert report_id[:12] in find(By.ID, "recent-reports").text
+    shots = [screenshot(driver, tmp_path / "overview.png", capsys)]
+
+    # The report page: sort by week uptime, descending (second click).
+    driver.get(server.base + f"/reports/{report_id}")
+    assert find(By.ID, "summary-stores").text == "51"
+    find(By.CSS_SELECTOR, 'th a[data-column="uptime_last_week"]').click()
+    find(By.CSS_SELECTOR, 'th a[data-column="uptime_last_week"]').click()
+    wait_for(lambda: "order=desc" in driver.current_url, what="the descending sort")
+    cells = [float(td.text) for td in driver.find_elements(By.CSS_SELECTOR, 'td[data-column="uptime_last_week"]')]
+    expected_week = sorted((float(line.split(",")[3]) for line in expected_csv.decode().splitlines()[1:]), reverse=True)
+    assert cells == expected_week[: len(cells)] and len(cells) == 50
+    shots.append(screenshot(driver, tmp_path / "report.png", capsys))
+
+    # A store page: the chart's segments are the timeline's.
+    link = driver.find_elements(By.CSS_SELECTOR, "a.store-link")[0]
+    store_id = link.text
+    link.click()
+    wait_for(lambda: driver.find_elements(By.ID, "week-chart"), what="the store page")
+    assert find(By.ID, "store-id").text == store_id
+    json_url = find(By.ID, "timeline-json").get_attribute("href")
+    with urllib.request.urlopen(json_url, timeout=30) as response:
+        timeline = json.loads(response.read())
+    drawn: dict[int, tuple] = {}
+    for rect in driver.find_elements(By.CSS_SELECTOR, "#week-chart rect.segment"):
+        key = int(rect.get_attribute("data-segment"))
+        piece = (rect.get_attribute("data-start"), rect.get_attribute("data-end"), rect.get_attribute("data-active"))
+        assert drawn.setdefault(key, piece) == piece  # a segment over midnight: two rects, one segment
+    assert drawn == {
+        k: (s["start"], s["end"], "true" if s["active"] else "false") for k, s in enumerate(timeline["segments"])
+    }
+    assert len(drawn) > 0
+    up_cells = {td.get_attribute("data-column"): td.text for td in driver.find_elements(By.CSS_SELECTOR, "#figures td")}
+    assert up_cells == {k: f"{v:.2f}" for k, v in timeline["figures"].items()}
+    marks = driver.find_elements(By.CSS_SELECTOR, "#week-chart .poll")
+    assert len(marks) == len(timeline["polls"])
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#week-chart .poll.not-counted")) == sum(
+        not p["counted"] for p in timeline["polls"])
+    shots.append(screenshot(driver, tmp_path / "store.png", capsys))
+    shots.append(screenshot(driver, tmp_path / "store-phone.png", capsys, width=390))
+
+    # An awkward id survives the round trip, escaped in the page, through the path converter.
+    driver.get(server.base + "/stores/" + urllib.parse.quote(ODD_ID, safe="/"))
+    assert find(By.ID, "store-id").text == ODD_ID
+    assert find(By.ID, "notes").text  # no hours (24x7) and no zone: both said
+    with urllib.request.urlopen(find(By.ID, "timeline-json").get_attribute("href"), timeout=30) as response:
+        assert json.loads(response.read())["store_id"] == ODD_ID
+    assert all(path.stat().st_size > 10_000 for path in shots)

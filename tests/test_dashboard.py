@@ -1,0 +1,170 @@
+"""The dashboard's pages through the test client (the browser test drives them for real)."""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+import time
+import urllib.parse
+
+import pandas as pd
+import pytest
+
+from storemon import dashboard
+from storemon.demo import generate_demo_data
+from storemon.ingest import ingest_file, ingest_files
+
+ODD_ID = 'a/b <x>"&%20'
+
+
+@pytest.fixture
+def loaded(engine, tmp_path):
+    generate_demo_data(tmp_path / "feeds", stores=120, days=8, seed=9)
+    ingest_files(engine, tmp_path / "feeds")
+    (tmp_path / "odd.csv").write_text('store_id,status,timestamp_utc\n"a/b <x>""&%20",active,2023-01-25 10:00:00 UTC\n')
+    ingest_file(engine, "status", tmp_path / "odd.csv")
+    return engine
+
+
+def run_report(client) -> tuple[str, pd.DataFrame]:
+    report_id = client.post("/trigger_report").get_json()["report_id"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with client.get(f"/get_report/{report_id}") as answer:  # a file response: close it
+            if answer.headers.get("X-Report-Status") == "Complete":
+                return report_id, pd.read_csv(io.BytesIO(answer.data), dtype={"store_id": str}, keep_default_na=False)
+        time.sleep(0.05)
+    raise AssertionError("report not complete")
+
+
+def cells(page: str, column: str) -> list[str]:
+    return re.findall(rf'<td class="num" data-column="{column}">([^<]*)</td>', page)
+
+
+def store_links(page: str) -> list[str]:
+    return [html.unescape(s) for s in re.findall(r'<a class="store-link" href="[^"]*">([^<]*)</a>', page)]
+
+
+def test_overview(client, loaded):
+    page = client.get("/").get_data(as_text=True)
+    assert '<span class="value" id="count-stores">121</span>' in page
+    assert '<span class="value small" id="latest-poll">2023-01-25T18:13:22.479220Z</span>' in page
+    assert "No report yet." in page and 'data-trigger="/trigger_report"' in page
+    report_id, _ = run_report(client)
+    page = client.get("/").get_data(as_text=True)
+    row = re.search(rf'<tr>\s*<td><a href="/reports/{report_id}">.*?</tr>', page, re.S).group(0)
+    assert "2023-01-25T18:13:22.479220Z" in row and ">complete<" in row.replace("</td>", "<").replace("<td>", ">")
+    assert '<td class="num">121</td>' in row and f'href="/get_report/{report_id}" download' in row
+    ingests = re.search(r'<table id="recent-ingests">.*?</table>', page, re.S).group(0)  # from the ledger
+    assert "odd.csv" in ingests and "store_status.csv" in ingests and ">stored<" in ingests
+    for name in ("dashboard.js", "dashboard.css"):
+        with client.get(f"/static/{name}") as answer:
+            assert answer.status_code == 200 and len(answer.data) > 1000
+
+
+def test_report_page_sorts_filters_and_pages_on_the_server(client, loaded):
+    report_id, frame = run_report(client)
+    base = f"/reports/{report_id}"
+    page = client.get(base).get_data(as_text=True)
+    assert '<span class="value" id="summary-stores">121</span>' in page
+    assert store_links(page) == sorted(frame["store_id"])[:50]
+    assert '<span id="page-of">page 1 of 3</span>' in page
+    # Week uptime, descending, ties by id; page 2.
+    expected = frame.sort_values(["uptime_last_week", "store_id"], ascending=[False, True], kind="stable")
+    page2 = client.get(f"{base}?sort=uptime_last_week&order=desc&page=2").get_data(as_text=True)
+    assert store_links(page2) == expected["store_id"].tolist()[50:100]
+    assert cells(page2, "uptime_last_week") == [f"{v:.2f}" for v in expected["uptime_last_week"][50:100]]
+    # Every column sorts (both ways).
+    for column in dashboard.TABLE_COLUMNS:
+        for order in ("asc", "desc"):
+            assert client.get(f"{base}?sort={column}&order={order}").status_code == 200
+    # Filter by id, any case.
+    some = frame["store_id"].iloc[7][2:6]
+    hits = frame[frame["store_id"].str.contains(some, case=False, regex=False)]
+    filtered = client.get(f"{base}?q={urllib.parse.quote(some.upper())}").get_data(as_text=True)
+    assert store_links(filtered) == sorted(hits["store_id"])[:50]
+    assert f'<span id="matching">{len(hits)} stores</span>' in filtered
+    # Store links carry the report's now, and awkward ids are escaped.
+    odd = client.get(f"{base}?q=%3Cx%3E").get_data(as_text=True)
+    assert store_links(odd) == [ODD_ID]
+    assert "a/b &lt;x&gt;&#34;&amp;%20" in odd and ODD_ID not in odd
+    assert 'href="/stores/a/b%20%3Cx%3E%22&amp;%2520?as_of=2023-01-25T18:13:22.479220Z"' in odd
+    # Histogram: one count per 10 % bin, adding up to the stores with business time observed.
+    with client.get(f"/get_report/{report_id}") as answer:
+        summary = dashboard.summarise(dashboard.report_table(answer.data))
+    assert sum(b["count"] for b in summary.histogram) == 121 - summary.unobserved
+    assert summary.business_hours == round(frame["uptime_last_week"].sum() + frame["downtime_last_week"].sum(), 2)
+    # Errors.
+    bad = client.get(f"{base}?sort=nope")
+    assert bad.status_code == 400 and bad.get_json()["message"].startswith("sort must be one of store_id")
+    assert client.get(f"/reports/{'0' * 32}").status_code == 404
+    assert client.get("/reports/not-an-id").status_code == 400
+
+
+def test_report_frames_cache_warm_equals_cold(client, loaded):
+    report_id, _ = run_report(client)
+    dashboard.report_frames.frames.clear()
+    cold = client.get(f"/reports/{report_id}?sort=downtime_last_day&order=desc").get_data(as_text=True)
+    assert report_id in dashboard.report_frames.frames
+    warm = client.get(f"/reports/{report_id}?sort=downtime_last_day&order=desc").get_data(as_text=True)
+    assert warm == cold
+    small = dashboard.ReportFrames(size=2)
+    for key in "abc":
+        small.get(key, lambda: pd.DataFrame({"k": [key]}))
+    assert list(small.frames) == ["b", "c"]
+
+
+def test_store_page(client, loaded):
+    page = client.get("/stores/" + urllib.parse.quote(ODD_ID, safe="/"))
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert '<code id="store-id">a/b &lt;x&gt;&#34;&amp;%20</code>' in text and "<x>" not in text
+    timeline = client.get("/stores/" + urllib.parse.quote(ODD_ID, safe="") + "/timeline").get_json()
+    # The chart draws every segment (one rect, or two over a local midnight) with its ends.
+    drawn = re.findall(r'data-segment="(\d+)" data-start="([^"]+)" data-end="([^"]+)" data-active="(\w+)"', text)
+    assert {(int(k), a, b, act) for k, a, b, act in drawn} == {
+        (k, s["start"], s["end"], "true" if s["active"] else "false") for k, s in enumerate(timeline["segments"])}
+    chart = re.search(r'<svg id="week-chart".*?</svg>', text, re.S).group(0)
+    assert len(re.findall(r'class="poll ', chart)) == len(timeline["polls"])
+    for note in timeline["notes"]:
+        assert html.escape(note) in text
+    assert '<td class="num" data-column="uptime_last_week">168.00</td>' in text
+    missing = client.get("/stores/no-such-store")
+    assert missing.status_code == 404 and "no store &#39;no-such-store&#39;" in missing.get_data(as_text=True)
+
+
+def test_week_chart_layout(engine, tmp_path):
+    """Rows are local days; a 09:00-17:00 band sits at 9/24..17/24 of the plot on every row."""
+    from storemon.chart import LABEL_WIDTH, RIGHT_PAD, WIDTH, week_chart
+    from storemon.compute import to_us
+    from storemon.explain import load_timeline
+
+    (tmp_path / "tz.csv").write_text("store_id,timezone_str\nk,America/New_York\n")
+    (tmp_path / "hours.csv").write_text("store_id,day,start_time_local,end_time_local\n"
+                                        + "".join(f"k,{d},09:00,17:00\n" for d in range(7)))
+    (tmp_path / "polls.csv").write_text("store_id,status,timestamp_utc\nk,active,2023-01-24 15:00:00 UTC\n"
+                                        "k,inactive,2023-01-25 15:00:00 UTC\n")
+    for kind, name in (("timezones", "tz"), ("hours", "hours"), ("status", "polls")):
+        ingest_file(engine, kind, tmp_path / f"{name}.csv")
+    t = load_timeline(engine, "k", to_us("2023-01-25 18:00"))  # 13:00 in New York
+    chart = week_chart(t)
+    span = WIDTH - RIGHT_PAD - LABEL_WIDTH
+    assert [r.label for r in chart.rows] == ["Wed 18 Jan", "Thu 19 Jan", "Fri 20 Jan", "Sat 21 Jan", "Sun 22 Jan",
+                                             "Mon 23 Jan", "Tue 24 Jan", "Wed 25 Jan"]
+    full = [b for b in chart.bands if b.y == chart.rows[1].y + 14]  # Thursday: a whole band
+    assert len(full) == 1
+    assert full[0].x == pytest.approx(LABEL_WIDTH + span * 9 / 24)
+    assert full[0].width == pytest.approx(span * 8 / 24)
+    # Wednesday the 18th: the band is cut by nothing (it overlaps the week), the up segment
+    # starts at the week's start, 13:00 local.
+    first = [s for s in chart.segments if s.y == chart.rows[0].y + 14]
+    assert first[0].x == pytest.approx(LABEL_WIDTH + span * 13 / 24) and first[0].active
+    now = next(e for e in chart.edges if e.label == "now")
+    assert now.x == pytest.approx(LABEL_WIDTH + span * 13 / 24) and now.y1 == chart.rows[-1].y + 2
+    # The down piece of the 25th runs from the midpoint of the polls (03:00 UTC, outside the
+    # hours) -- so from 09:00 local -- to now.
+    last = [s for s in chart.segments if s.y == chart.rows[-1].y + 14]
+    assert [(round(s.x, 6), round(s.x + s.width, 6), s.active) for s in last] == [
+        (round(LABEL_WIDTH + span * 9 / 24, 6), round(LABEL_WIDTH + span * 13 / 24, 6), False)]
+    assert [(m.counted, m.active) for m in chart.marks] == [(True, True), (True, False)]

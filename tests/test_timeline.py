@@ -1,0 +1,218 @@
+"""One store explained: GET /stores/<id>/timeline, ``flask explain``, and compute.explain_store.
+
+The figures of a timeline are the store's report row for the same ``now``: checked on every
+store of a demo data set (plus hand-made special cases), on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import write_csv
+
+from storemon.compute import REPORT_COLUMNS, Schedule, explain_store, to_us
+from storemon.demo import generate_demo_data
+from storemon.explain import load_timeline
+from storemon.ingest import ingest_file, ingest_files
+from storemon.reports import build_report
+
+NOW = "2023-01-25T18:13:22.479220Z"  # the demo generator's last poll
+ODD_ID = 'a/b <x>"&%20'
+
+
+def url(store_id: str, as_of: str | None = None) -> str:
+    path = f"/stores/{urllib.parse.quote(store_id, safe='')}/timeline"
+    return path + (f"?as_of={urllib.parse.quote(as_of)}" if as_of else "")
+
+
+# --- compute: the worked example, piece by piece ---------------------------------------------
+
+
+def test_explain_store_worked_example():
+    # Monday 2023-01-23, open 09:00-12:00 UTC; polls 10:14 active, 11:15 inactive, and 13:00
+    # inactive (outside the hours: not counted). now = 13:30.
+    hours = pd.DataFrame({"store": [0], "day": [0], "start_s": [9 * 3600], "end_s": [12 * 3600]})
+    schedule = Schedule.build(1, hours, pd.Series(["UTC"], index=[0]))
+    ts = [to_us(f"2023-01-23 {t}") for t in ("10:14", "11:15", "13:00")]
+    polls = pd.DataFrame({"store": 0, "ts_us": ts, "active": [True, False, False]})
+    found = explain_store("s", polls, schedule, to_us("2023-01-23 13:30"))
+
+    assert [found.figures[c] for c in REPORT_COLUMNS] == ["s", 0.0, 1.74, 1.74, 0.0, 1.26, 1.26]
+    assert found.poll_ts.tolist() == ts and found.poll_counted.tolist() == [True, True, False]
+    # Two pieces: 09:00-10:44:30 up (by 10:14), 10:44:30-12:00 down (by 11:15); exact midpoint.
+    assert (found.seg_start2 // 2).tolist() == [to_us("2023-01-23 09:00"), to_us("2023-01-23 10:44:30")]
+    assert (found.seg_end2 // 2).tolist() == [to_us("2023-01-23 10:44:30"), to_us("2023-01-23 12:00")]
+    assert found.seg_active.tolist() == [True, False]
+    assert found.seg_poll.tolist() == ts[:2]
+    assert (found.iv_start.tolist(), found.iv_end.tolist()) == ([to_us("2023-01-23 09:00")], [to_us("2023-01-23 12:00")])
+
+
+# --- the database: every store's figures are its report row ----------------------------------
+
+
+def special_stores(folder):
+    """Stores for each note: no counted poll, only an old counted poll, 24x7 without a zone,
+    an unknown zone, and an awkward id."""
+    write_csv(folder / "special_status.csv", f"""
+store_id,status,timestamp_utc
+closed-all,active,2023-01-24 03:00:00 UTC
+closed-all,inactive,2023-01-25 03:00:00 UTC
+old-only,inactive,2023-01-05 12:00:00 UTC
+old-only,active,2023-01-24 03:00:00 UTC
+always,active,2023-01-25 10:00:00 UTC
+mars,inactive,2023-01-25 15:00:00 UTC
+"{ODD_ID.replace('"', '""')}",active,2023-01-25 10:00:00 UTC
+""")
+    write_csv(folder / "special_hours.csv", """
+store_id,day,start_time_local,end_time_local
+closed-all,0,09:00,10:00
+old-only,0,09:00,17:00
+old-only,1,09:00,17:00
+old-only,2,09:00,17:00
+old-only,3,09:00,17:00
+old-only,4,09:00,17:00
+mars,2,08:00,20:00
+""")
+    write_csv(folder / "special_tz.csv", "store_id,timezone_str\nclosed-all,UTC\nold-only,UTC\nmars,Mars/Olympus_Mons\n")
+
+
+@pytest.fixture
+def demo(engine, tmp_path):
+    generate_demo_data(tmp_path / "feeds", stores=200, days=8, seed=5)
+    ingest_files(engine, tmp_path / "feeds")
+    special_stores(tmp_path)
+    ingest_file(engine, "timezones", tmp_path / "special_tz.csv")
+    ingest_file(engine, "hours", tmp_path / "special_hours.csv")
+    ingest_file(engine, "status", tmp_path / "special_status.csv")
+    return engine
+
+
+@pytest.mark.parametrize("as_of", [None, "2023-01-22 07:30:00 UTC"])
+def test_timeline_figures_equal_the_report_row_for_every_store(demo, as_of):
+    from storemon.reports import parse_instant
+
+    as_of_us = parse_instant(as_of) if as_of else None
+    report = build_report(demo, as_of_us).frame
+    assert len(report) > 200 if as_of is None else len(report) > 150
+    for row in report.itertuples(index=False):
+        timeline = load_timeline(demo, row.store_id, as_of_us)
+        assert timeline.now_us == (as_of_us or to_us(NOW))
+        assert [timeline.figures[c] for c in REPORT_COLUMNS] == list(row), row.store_id
+        # The pieces add up to the figures: the week's up and down segments, to the rounding.
+        up = sum(s.seconds for s in timeline.segments if s.active) / 3600
+        down = sum(s.seconds for s in timeline.segments if not s.active) / 3600
+        assert (round(up, 2), round(down, 2)) == (row.uptime_last_week, row.downtime_last_week), row.store_id
+        assert all(timeline.windows["week"][0] <= s.start_us < s.end_us <= timeline.now_us for s in timeline.segments)
+
+
+def test_timeline_json(client, demo):
+    answer = client.get(url("closed-all"))
+    assert answer.status_code == 200
+    t = answer.get_json()
+    assert t["store_id"] == "closed-all" and t["now"] == NOW
+    assert t["windows"]["week"] == {"start": "2023-01-18T18:13:22.479220Z", "end": NOW}
+    assert t["windows"]["hour"]["start"] == "2023-01-25T17:13:22.479220Z"
+    assert (t["timezone"], t["timezone_source"]) == ("UTC", "given")
+    assert t["business_hours"] == [{"day": 0, "day_name": "Monday", "start_time_local": "09:00:00",
+                                    "end_time_local": "10:00:00"}]
+    assert t["business_intervals"] == [{"start": "2023-01-23T09:00:00.000000Z", "end": "2023-01-23T10:00:00.000000Z",
+                                        "local_start": "2023-01-23T09:00:00+00:00",
+                                        "local_end": "2023-01-23T10:00:00+00:00"}]
+    assert [(p["timestamp"], p["status"], p["counted"], p["reason"]) for p in t["polls"]] == [
+        ("2023-01-24T03:00:00.000000Z", "active", False, "outside business hours"),
+        ("2023-01-25T03:00:00.000000Z", "inactive", False, "outside business hours"),
+    ]
+    assert t["segments"] == []
+    assert t["figures"] == {c: 0.0 for c in REPORT_COLUMNS[1:]}
+    assert t["notes"] == ["No poll of this store falls inside its business hours (2 in the week, none counted, "
+                          "and none earlier): there is no status to interpolate, so every figure is 0."]
+
+
+def test_timeline_notes_for_the_special_cases(client, demo):
+    old = client.get(url("old-only")).get_json()
+    # The only counted poll is 13 days before the week: it speaks for the whole week (down).
+    assert old["polls"][0] == {"timestamp": "2023-01-05T12:00:00.000000Z", "status": "inactive", "counted": True,
+                               "reason": None, "in_week": False}
+    assert old["figures"]["downtime_last_week"] == 40.0 and old["figures"]["uptime_last_week"] == 0.0
+    assert old["segments"][0]["poll"] == "2023-01-05T12:00:00.000000Z"
+    assert old["notes"] == ["No poll in the week falls inside business hours: the whole week takes the status "
+                            "(inactive) of the nearest counted poll, at 2023-01-05T12:00:00.000000Z, 13.3 days "
+                            "before the week starts."]
+    always = client.get(url("always")).get_json()
+    assert (always["timezone"], always["timezone_source"]) == ("America/Chicago", "default: missing")
+    assert always["notes"] == ["No business hours are stored for this store: it is open 24x7.",
+                               "No time zone is stored for this store: America/Chicago is used."]
+    assert always["business_intervals"] == [{"start": "2023-01-18T18:13:22.479220Z", "end": NOW,
+                                             "local_start": "2023-01-18T12:13:22.479220-06:00",
+                                             "local_end": "2023-01-25T12:13:22.479220-06:00"}]
+    assert always["figures"]["uptime_last_week"] == 168.0
+    mars = client.get(url("mars")).get_json()
+    assert (mars["timezone"], mars["timezone_source"], mars["timezone_given"]) == (
+        "America/Chicago", "default: unknown name", "Mars/Olympus_Mons")
+    assert mars["notes"] == ["The stored time zone 'Mars/Olympus_Mons' is not a known zone name: "
+                             "America/Chicago is used."]
+    # Wednesday 08:00-20:00 Chicago = 14:00-02:00 UTC; the poll at 15:00 speaks for it all.
+    assert mars["business_intervals"][-1]["local_start"] == "2023-01-25T08:00:00-06:00"
+    assert mars["figures"]["downtime_last_day"] == 4.22  # 14:00 -> now 18:13:22 on Wednesday
+
+
+def test_timeline_of_an_awkward_id_and_errors(client, demo):
+    odd = client.get(url(ODD_ID))
+    assert odd.status_code == 200 and odd.get_json()["store_id"] == ODD_ID
+    # A slash left as it is (the path converter) reaches the same store.
+    assert client.get(f"/stores/{urllib.parse.quote(ODD_ID, safe='/')}/timeline").get_json()["store_id"] == ODD_ID
+    missing = client.get(url("no-such-store"))
+    assert missing.status_code == 404
+    assert missing.get_json() == {"error": "Not Found", "message": "no store 'no-such-store' (no poll of it was ever ingested)"}
+    early = client.get(url("always", "2023-01-20T00:00:00Z"))
+    assert early.status_code == 404 and "no poll at or before 2023-01-20T00:00:00.000000Z" in early.get_json()["message"]
+    bad = client.get(url("always", "yesterday"))
+    assert bad.status_code == 400 and bad.get_json()["message"].startswith("as_of: cannot read 'yesterday'")
+
+
+def test_timeline_with_as_of_matches_the_report_as_of(client, demo):
+    report = build_report(demo, to_us("2023-01-24 12:00")).frame.set_index("store_id")
+    t = client.get(url("old-only", "2023-01-24T12:00:00Z")).get_json()
+    assert t["now"] == "2023-01-24T12:00:00.000000Z"
+    assert t["figures"] == report.loc["old-only"].to_dict()
+    # The poll at 03:00 on the 24th is before now: in the week, outside the hours.
+    assert [(p["timestamp"], p["counted"], p["in_week"]) for p in t["polls"]] == [
+        ("2023-01-05T12:00:00.000000Z", True, False), ("2023-01-24T03:00:00.000000Z", False, True)]
+
+
+def test_cli_explain(runner, demo):
+    result = runner.invoke(args=["explain", "closed-all"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[:3] == ["store closed-all", f"now       {NOW}", "time zone UTC"]
+    assert "  Monday    09:00:00-10:00:00" in lines
+    assert "  2023-01-24T03:00:00.000000Z active   not counted: outside business hours" in lines
+    assert "  uptime_last_week     0.00" in lines
+    assert lines[-1].startswith("  - No poll of this store falls inside its business hours")
+    as_json = runner.invoke(args=["explain", "old-only", "--as-of", "2023-01-24 12:00:00 UTC", "--json"])
+    assert json.loads(as_json.output)["now"] == "2023-01-24T12:00:00.000000Z"
+    missing = runner.invoke(args=["explain", "no-such-store"])
+    assert missing.exit_code == 1 and "no store 'no-such-store'" in missing.output
+
+
+def test_timeline_ignores_other_stores_and_counts_polls_at_now(engine, tmp_path):
+    """A poll exactly at now is in the week (shown) though it speaks for no time."""
+    write_csv(tmp_path / "s.csv", """
+store_id,status,timestamp_utc
+x,active,2023-01-25 10:00:00 UTC
+x,inactive,2023-01-25 12:00:00 UTC
+y,active,2023-01-25 13:00:00 UTC
+""")
+    ingest_file(engine, "status", tmp_path / "s.csv")
+    t = load_timeline(engine, "x", to_us("2023-01-25 12:00"))
+    assert [(p.ts_us, p.counted) for p in t.polls] == [(to_us("2023-01-25 10:00"), True), (to_us("2023-01-25 12:00"), True)]
+    assert [(s.start_us, s.end_us, s.active) for s in t.segments] == [
+        (to_us("2023-01-18 12:00"), to_us("2023-01-25 11:00"), True),
+        (to_us("2023-01-25 11:00"), to_us("2023-01-25 12:00"), False),
+    ]
+    assert t.figures["uptime_last_hour"] == 0.0 and t.figures["downtime_last_hour"] == 60.0
+    assert np.isclose(sum(s.hours for s in t.segments), 168.0)
