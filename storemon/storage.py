@@ -186,15 +186,16 @@ def empty_database() -> None:
 
 
 def remove_database() -> str:
-    """Delete a SQLite database file (with its -wal/-shm); on another database drop storemon's
-    tables. Returns what was removed, for the user."""
-    engine = db.engine
-    url = engine.url
+    """Delete a SQLite database file and the report jobs' file beside it (with their -wal/-shm);
+    on another database drop storemon's tables. Returns what was removed, for the user."""
+    url = db.engine.url
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
         db.session.remove()
-        engine.dispose()
-        for suffix in ("", "-wal", "-shm"):
-            Path(url.database + suffix).unlink(missing_ok=True)
+        dispose_all()
+        files = [e.url.database for e in db.engines.values() if e.url.get_backend_name() == "sqlite"]
+        for name in dict.fromkeys(f for f in files if f and f != ":memory:"):
+            for suffix in ("", "-wal", "-shm"):
+                Path(name + suffix).unlink(missing_ok=True)
         return url.database
     db.drop_all()
     return f"storemon's tables in {url.render_as_string(hide_password=True)}"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from test_server import Server
 
-from storemon import create_app
+from storemon import create_app, storage
 from storemon.demo import generate_demo_data
 from storemon.extensions import db
 from storemon.ingest import ingest_file, ingest_files
@@ -87,7 +87,7 @@ def site(tmp_path):
         ingest_files(db.engine, tmp_path / "feeds")
         ingest_file(db.engine, "status", odd)
         expected = write_csv(build_report(db.engine).frame, tmp_path / "expected.csv").read_bytes()
-        db.engine.dispose()
+        storage.dispose_all()
     server = Server({"DATABASE_URL": database, "REPORTS_DIR": str(tmp_path / "reports")}, workers=2)
     try:
         yield server, expected

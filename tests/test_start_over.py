@@ -94,14 +94,15 @@ def test_reset_removes_database_reports_and_demo_but_never_the_users_feeds(app, 
     url = make_url(app.config["DATABASE_URL"])
     if url.get_backend_name() == "sqlite":
         assert not Path(url.database).exists()
+        assert not Path(make_url(app.config["JOBS_DATABASE_URL"]).database).exists()  # report jobs too
     # Whatever the database, the next start finds it empty and usable.
-    from storemon import create_app
+    from storemon import create_app, storage
 
     again = create_app({"TESTING": True, "DATABASE_URL": app.config["DATABASE_URL"], "REPORTS_DIR": str(reports)})
     with again.app_context():
         assert db.session.execute(select(func.count()).select_from(Poll)).scalar_one() == 0
         db.session.remove()
-        db.engine.dispose()
+        storage.dispose_all()
 
 
 # --- the Makefile's choice between the user's feeds and the demo ------------------------------
