@@ -626,6 +626,11 @@ def _load(conn, kind, path, name, header, mapping, scan, summary, strict, chunk_
         raise IngestError(f"{name}: refused (--strict): {_skip_note(summary)}; nothing stored")
     writer.finish(conn)
     summary.rows_stored = writer.rows_stored
+    if kind == STATUS and not writer.distinct.exact:
+        summary.warnings.append(
+            f"more than {storage.DistinctKeys.EXACT_UP_TO:,} distinct polls: rows_stored counts a poll repeated "
+            "in another part of the file again"
+        )
     summary.stores = len(stores)
     if kind == TIMEZONES:
         summary.warnings += _unknown_zone_warnings(writer.zones_seen)

@@ -13,6 +13,7 @@ import threading
 import time
 from datetime import timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import write_csv
@@ -419,3 +420,23 @@ def test_wide_rows_at_the_start_and_later_keep_true_line_numbers(engine, tmp_pat
     assert sorted((b.line, b.reason) for b in summary.examples) == [
         (2, "too many fields"), (3, "too many fields"), (5, "too many fields"), (6, "unknown status")]
     assert [r.store_id for r in polls(engine)] == ["a"]
+
+
+def test_distinct_keys_are_exact_then_bounded(monkeypatch):
+    from storemon.storage import DistinctKeys
+
+    monkeypatch.setattr(DistinctKeys, "FOLD_AT", 5)
+    keys = DistinctKeys()
+    for start in (0, 3, 3, 10):  # overlapping chunks: 0-5, 3-8 twice, 10-15
+        keys.add(np.full(5, 7), np.arange(start, start + 5) * 1_000_000 + 1_700_000_000_000_000)
+    assert keys.count() == 13 and keys.exact
+    far = DistinctKeys()  # timestamps too far apart to pack: the exact complex fallback
+    far.add(np.array([1, 1]), np.array([1_000_000_000_000_000, 1_000_000_000_000_000]))
+    far.add(np.array([1, 2]), np.array([1_000_000_000_000_000, 1_700_000_000_000_000]))
+    assert far.count() == 2 and not far.packed
+    monkeypatch.setattr(DistinctKeys, "EXACT_UP_TO", 6)
+    bounded = DistinctKeys()
+    for start in (0, 10, 0):
+        bounded.add(np.full(5, 7), np.arange(start, start + 5) * 1_000_000 + 1_700_000_000_000_000)
+    assert not bounded.exact and bounded.count() == 15  # the last chunk counted again, memory freed
+    assert len(bounded.seen) == 0
