@@ -2,10 +2,17 @@
 
 Without API tokens, storemon refuses to serve beyond this machine (see storemon/security.py);
 each instance gets no control socket, so two instances on one host never share (and break) one.
+
+Metrics (/metrics, storemon/metrics.py) add up all workers through prometheus_client's
+multiprocess mode: each server gets a fresh PROMETHEUS_MULTIPROC_DIR (a temp folder, removed when
+it stops; or the one you set, emptied at start), and a worker that exits is marked dead there.
 """
 
 import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 from storemon.config import ConfigError
 from storemon.security import check_bind
@@ -19,6 +26,13 @@ accesslog = "-"
 errorlog = "-"
 control_socket_disable = True
 
+# Set before the workers import prometheus_client (they inherit the environment).
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _metrics_dir, _own_metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]), False
+else:
+    _metrics_dir, _own_metrics_dir = Path(tempfile.mkdtemp(prefix="storemon-metrics-")), True
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
+
 
 def on_starting(server):
     """Check the addresses actually bound (command-line --bind included) before serving."""
@@ -27,3 +41,18 @@ def on_starting(server):
     except ConfigError as exc:
         print(f"storemon: {exc}", file=sys.stderr)
         sys.exit(78)  # EX_CONFIG
+    _metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in _metrics_dir.glob("*.db"):  # counters of an earlier server are not this one's
+        stale.unlink()
+
+
+def child_exit(server, worker):
+    """A worker is gone: its live gauges stop counting (its counters and histograms stay)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, str(_metrics_dir))
+
+
+def on_exit(server):
+    if _own_metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
