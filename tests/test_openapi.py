@@ -95,6 +95,24 @@ def test_every_route_is_described(sqlite_app):
         "description": "the feed: polls, business hours or time zones"}}
 
 
+def test_what_the_fuzzer_found_is_a_400_now(sqlite_app):
+    """Before: a JSON body that is not an object (or a non-string as_of) was silently ignored and
+    a report started; an offset past SQLite's integers was a 500."""
+    client = sqlite_app.test_client()
+    for body in ([], 5, "2023-01-25T12:00:00Z", {"as_of": {}}, {"as_of": 5}):
+        response = client.post("/trigger_report", json=body)
+        assert response.status_code == 400, body
+        assert set(response.get_json()) == {"error", "message"}
+    assert client.post("/trigger_report", json={"as_of": None}).status_code == 200  # null: no as_of
+    huge = client.get("/ingests?offset=99999999999999999999")
+    assert huge.status_code == 400 and "offset must be between 0 and" in huge.get_json()["message"]
+    last = client.get(f"/ingests?offset={2**63 - 1}")
+    assert last.status_code == 200 and last.get_json()["ingests"] == []
+    from conftest import _wait_for_jobs
+
+    _wait_for_jobs()
+
+
 def test_docs_are_served_from_the_package(sqlite_app):
     client = sqlite_app.test_client()
     page = client.get("/docs")
