@@ -253,11 +253,13 @@ def test_schemathesis_finds_nothing(demo_database, tmp_path, capsys):
     with API tokens (so the `ignored_auth` check proves each operation refuses a missing token)."""
     server = live_server(demo_database, tmp_path, workers=2, STOREMON_API_TOKENS="fuzz-t0ken")
     try:
+        # One schemathesis worker: with two threads, hypothesis' ast.parse can hit CPython 3.11's
+        # "AST constructor recursion depth mismatch" (a thread-safety bug of 3.11's compiler).
         command = [
             str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(ROOT / "tests" / "schemathesis.toml"),
             "run", f"{server.base}/openapi.json", "--header", "Authorization: Bearer fuzz-t0ken",
             "--checks", "all", "--max-examples", os.environ.get("STOREMON_FUZZ_EXAMPLES", "100"),
-            "--workers", "2", "--seed", os.environ.get("STOREMON_FUZZ_SEED", "13"), "--no-color",
+            "--workers", "1", "--seed", os.environ.get("STOREMON_FUZZ_SEED", "13"), "--no-color",
             "--request-timeout", "30",
         ]
         result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
