@@ -4,8 +4,9 @@ Without API tokens, storemon refuses to serve beyond this machine (see storemon/
 each instance gets no control socket, so two instances on one host never share (and break) one.
 
 Metrics (/metrics, storemon/metrics.py) add up all workers through prometheus_client's
-multiprocess mode: each server gets a fresh PROMETHEUS_MULTIPROC_DIR (a temp folder, removed when
-it stops; or the one you set, emptied at start), and a worker that exits is marked dead there.
+multiprocess mode: each server gets a fresh PROMETHEUS_MULTIPROC_DIR (a temp folder named with the
+master's pid, removed when it stops, or at the next start if it was killed; or the one you set,
+emptied at start), and a worker that exits is marked dead there.
 """
 
 import os
@@ -26,11 +27,30 @@ accesslog = "-"
 errorlog = "-"
 control_socket_disable = True
 
+
+
+def _sweep_metrics_dirs() -> None:
+    """Remove the metrics folders of servers that were killed (on_exit never ran for them).
+    (Nothing here may import storemon.metrics: prometheus_client must first see the folder.)"""
+    for folder in Path(tempfile.gettempdir()).glob("storemon-metrics-*-*"):
+        pid = folder.name.split("-")[2]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            pass
+
+
 # Set before the workers import prometheus_client (they inherit the environment).
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     _metrics_dir, _own_metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]), False
 else:
-    _metrics_dir, _own_metrics_dir = Path(tempfile.mkdtemp(prefix="storemon-metrics-")), True
+    _sweep_metrics_dirs()
+    _metrics_dir = Path(tempfile.mkdtemp(prefix=f"storemon-metrics-{os.getpid()}-"))
+    _own_metrics_dir = True
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
 
 
