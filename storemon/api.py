@@ -11,12 +11,13 @@ from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, 
 from werkzeug.http import HTTP_STATUS_CODES
 
 from . import jobs, metrics, storage
+from .compute import REPORT_COLUMNS
 from .extensions import db
 from .ingest import KINDS, IngestBusy, IngestError, IngestReadOnly, ingest_file
 from .models import BusinessHours, Poll, Report, Store, StoreTimezone
-from .openapi import describe, json, query, ref
-from .schemas import AS_OF, REPORT_ID
+from .openapi import describe, json_response, query, ref
 from .reports import format_datetime, format_instant, parse_instant
+from .schemas import AS_OF, REPORT_ID
 from .security import CHALLENGES
 from .uploads import UploadError, receive_csv
 
@@ -87,7 +88,7 @@ _TO_REPORT = {
     body={"required": False, "content": {
         "application/json": {"schema": ref("TriggerBody"), "example": {"as_of": "2023-01-25T12:00:00Z"}},
         "application/x-www-form-urlencoded": {"schema": ref("TriggerBody")}}},
-    responses={200: json("ReportId", "The new report's id: poll it with get_report", links=_TO_REPORT)},
+    responses={200: json_response("ReportId", "The new report's id: poll it with get_report", links=_TO_REPORT)},
 )
 def trigger_report():
     """Start a report; optional ``as_of`` (JSON body, form or query). Answers ``{"report_id"}``.
@@ -120,8 +121,7 @@ def trigger_report():
     return jsonify(report_id=report_id)
 
 
-_CSV_HEADER = ("store_id,uptime_last_hour,uptime_last_day,uptime_last_week,"
-               "downtime_last_hour,downtime_last_day,downtime_last_week")
+_CSV_HEADER = ",".join(REPORT_COLUMNS)
 
 
 @bp.get("/get_report")
@@ -132,8 +132,8 @@ _CSV_HEADER = ("store_id,uptime_last_hour,uptime_last_day,uptime_last_week,"
     path_schemas={"report_id": REPORT_ID},
     operation_ids={("/get_report", "GET"): "get_report_by_query"},
     responses={200: {
-        "description": "Complete: the CSV (`text/csv`, an attachment, `X-Report-Status: Complete`). "
-                       "Still queued or computing: `{\"status\": \"Running\", ...}`; failed: `{\"status\": \"Failed\", ...}`.",
+        "description": "Complete: the CSV (`text/csv`, an attachment, `X-Report-Status: Complete`). Still queued "
+                       "or computing: `{\"status\": \"Running\", ...}`; failed: `{\"status\": \"Failed\", ...}`.",
         "headers": {
             "X-Report-Status": {"schema": {"type": "string", "enum": ["Complete"]},
                                 "description": "`Complete` on the CSV (absent on the JSON answers)"},
@@ -144,8 +144,8 @@ _CSV_HEADER = ("store_id,uptime_last_hour,uptime_last_day,uptime_last_week,"
                                     "description": "on the CSV: `attachment; filename=report_<id>.csv`"},
         },
         "content": {
-            "text/csv": {"schema": {"type": "string"},
-                         "example": _CSV_HEADER + "\n00017c6a-7a77-4a95-bb2d-40647868aff6,60.0,20.5,120.25,0.0,3.5,11.75\n"},
+            "text/csv": {"schema": {"type": "string"}, "example": _CSV_HEADER + "\n"
+                         "00017c6a-7a77-4a95-bb2d-40647868aff6,60.0,20.5,120.25,0.0,3.5,11.75\n"},
             "application/json": {"schema": {"oneOf": [ref("ReportRunning"), ref("ReportFailed")]}},
         }}},
 )
@@ -237,10 +237,10 @@ _CSV_BODY = {"type": "string", "format": "binary"}
           "content": {
               "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
                                                  "properties": {"file": _CSV_BODY}}},
-              "text/csv": {"schema": _CSV_BODY, "example": "store_id,status,timestamp_utc\n"
-                                                            "8419537941919820732,active,2023-01-22 12:09:39.388884 UTC\n"},
+              "text/csv": {"schema": _CSV_BODY, "example": "store_id,status,timestamp_utc\n8419537941919820732,"
+                                                            "active,2023-01-22 12:09:39.388884 UTC\n"},
           }},
-    responses={200: json("FileSummary", "What came of the file (outcome `stored` or `unchanged`)")},
+    responses={200: json_response("FileSummary", "What came of the file (outcome `stored` or `unchanged`)")},
 )
 def ingest(kind: str):
     """Load one CSV (multipart field ``file``, or a ``text/csv`` body); answers the ingest summary.
@@ -282,7 +282,7 @@ MAX_OFFSET = 2**63 - 1  # the largest the databases take (a larger one was a 500
     summary="The ingest ledger, newest first", tags=("ingest",), errors=(400,),
     params=(query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
             query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0})),
-    responses={200: json("Ledger", "Every file offered over HTTP or the command line, and what came of it")},
+    responses={200: json_response("Ledger", "Every file offered over HTTP or the command line, and what came of it")},
 )
 def ingests():
     """The ingest ledger, newest first (``?limit=`` up to 1000, default 100; ``?offset=``)."""
@@ -314,8 +314,8 @@ def _int_arg(name: str, default: int, low: int, high: int | None) -> int:
 @bp.get("/health")
 @describe(
     summary="Is the database reachable and writable; what it holds", tags=("operations",), security=[],
-    responses={200: json("Health", "`ok`, or `degraded` (read-only: writes answer 503)"),
-               503: json("Health", "`error`: the database cannot be reached")},
+    responses={200: json_response("Health", "`ok`, or `degraded` (read-only: writes answer 503)"),
+               503: json_response("Health", "`error`: the database cannot be reached")},
 )
 def health():
     """Database reachable and writable, and how much it holds: stores with polls / business

@@ -39,7 +39,8 @@ HTTP_REQUESTS = Counter("storemon_http_requests_total", "HTTP requests answered,
 HTTP_LATENCY = Histogram("storemon_http_request_duration_seconds", "Time to answer a request, by Flask endpoint",
                          ["endpoint"])
 POLLS_INGESTED = Counter("storemon_polls_ingested_total",
-                         "Rows of files uploaded over HTTP, by feed (status/hours/timezones) and outcome (stored/skipped)",
+                         "Rows of files uploaded over HTTP, by feed (status/hours/timezones) and outcome "
+                         "(stored/skipped)",
                          ["kind", "outcome"])
 REPORT_DURATION = Histogram("storemon_report_duration_seconds", "Report jobs, from claim to outcome",
                             ["outcome"], buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, float("inf")))

@@ -14,6 +14,7 @@ works offline). Both go through :mod:`storemon.security` like every other route.
 
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Callable
 
@@ -34,7 +35,8 @@ UNDOCUMENTED = {"dashboard.overview", "dashboard.report_page", "dashboard.store_
 
 # Error answers, one JSON shape for all (components/responses).
 ERRORS = {
-    400: ("BadRequest", "Bad input: missing or malformed parameter, unreadable as_of, a refused file, an incomplete upload."),
+    400: ("BadRequest", "Bad input: missing or malformed parameter, unreadable as_of, a refused file, "
+                        "an incomplete upload."),
     401: ("Unauthorized", "No or wrong API token (only when the server has `STOREMON_API_TOKENS`)."),
     403: ("Forbidden", "Without API tokens: a `Host` that is not this machine, or a cross-site write."),
     404: ("NotFound", "Unknown report, feed, store or route."),
@@ -56,11 +58,12 @@ SECURITY_NOTE = ("Required only when the server is started with `STOREMON_API_TO
 
 
 def describe(*, summary: str, responses: dict, errors: tuple[int, ...] = (), params: tuple[dict, ...] = (),
-             path_schemas: dict | None = None, body: dict | None = None, security: list | None = None, operation_ids: dict | None = None,
+             path_schemas: dict | None = None, body: dict | None = None, security: list | None = None,
+             operation_ids: dict | None = None,
              tags: tuple[str, ...] = ("reports",), description: str | None = None) -> Callable:
     """Attach an OpenAPI operation to a view (for every method and rule it serves).
 
-    ``responses``: status -> response object (schemas as component names via :func:`json`);
+    ``responses``: status -> response object (schemas as component names via :func:`json_response`);
     ``errors``: the error statuses this operation can answer besides 401/403/500, which every
     operation can; ``params``: query parameters (path parameters come from the rule, typed by
     ``path_schemas``; a query parameter named like a rule's path argument is left out there);
@@ -68,7 +71,8 @@ def describe(*, summary: str, responses: dict, errors: tuple[int, ...] = (), par
     method appended for a second method) does not fit.
     """
     def wrap(view):
-        view.__openapi__ = dict(summary=summary, description=description or (view.__doc__ or "").strip(),
+        text = description or inspect.cleandoc(view.__doc__ or "").replace("``", "`")  # reST -> Markdown
+        view.__openapi__ = dict(summary=summary, description=text,
                                 responses=responses, errors=errors, params=params, body=body,
                                 path_schemas=path_schemas or {},
                                 security=security, operation_ids=operation_ids or {}, tags=tags)
@@ -77,7 +81,7 @@ def describe(*, summary: str, responses: dict, errors: tuple[int, ...] = (), par
     return wrap
 
 
-def json(schema: str, description: str, **extra) -> dict:
+def json_response(schema: str, description: str, **extra) -> dict:
     """A JSON response whose body is the named component schema."""
     return {"description": description, "content": {"application/json": {"schema": ref(schema)}}, **extra}
 
@@ -112,7 +116,7 @@ def build_spec(app: Flask) -> dict:
     for name, schema in COMPONENT_SCHEMAS.items():
         spec.components.schema(name, schema=schema)
     for code, (name, text) in ERRORS.items():
-        response = json("Error", text)
+        response = json_response("Error", text)
         if code == 401:
             response["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True,
                                                         "description": "`Bearer` and `Basic` challenges"}}

@@ -67,7 +67,8 @@ class ReportFailedSchema(_ReportState):
     """A report that could not be computed, with the reason."""
 
     status = fields.String(required=True, validate=validate.OneOf(["Failed"]))
-    error = fields.String(required=True, allow_none=True, metadata={"example": "NoPollsError: no polls in the database yet"})
+    error = fields.String(required=True, allow_none=True,
+                          metadata={"example": "NoPollsError: no polls in the database yet"})
 
 
 class SkippedRowSchema(Schema):
