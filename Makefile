@@ -60,15 +60,15 @@ reset: venv
 test: venv
 	$(BIN)/python -m pytest
 
-## test-all: the suite against SQLite and a throwaway PostgreSQL server, browser test included (what CI runs)
+## test-all: the suite against SQLite and a throwaway PostgreSQL server, browser and newman tests included (what CI runs)
 test-all: venv
-	scripts/with-postgres.sh scripts/with-chromium.sh $(BIN)/python -m pytest
+	scripts/with-postgres.sh scripts/with-chromium.sh scripts/with-newman.sh $(BIN)/python -m pytest
 
 ## bench: full-scale benchmark against the targets -> bench/RESULTS.md (BENCH_RUNS=3; data cached in bench/cache/)
 bench: venv
 	scripts/with-postgres.sh $(BIN)/python -m bench
 
 ## clean: remove everything generated -- the venv, the default database (instance/), report CSVs,
-## the demo data and the benchmark cache (never your CSVs in data/)
+## the demo data, the benchmark cache and newman (never your CSVs in data/)
 clean:
-	rm -rf $(VENV) instance .pytest_cache reports/*.csv $(DEMO_DIR) bench/cache
+	rm -rf $(VENV) instance .pytest_cache reports/*.csv $(DEMO_DIR) bench/cache tests/postman/node_modules

@@ -14,6 +14,9 @@ Layers, one module each:
 * :mod:`storemon.demo`    -- the demo / benchmark data generator
 * :mod:`storemon.explain` -- one store's timeline (the report's steps applied to one store)
 * :mod:`storemon.dashboard` -- the web dashboard (templates/, static/, chart layout in chart.py)
+* :mod:`storemon.openapi` -- ``/openapi.json`` generated from the routes, ``/docs`` (Swagger UI);
+  the JSON shapes in :mod:`storemon.schemas`
+* :mod:`storemon.metrics` -- ``/metrics`` (Prometheus; multiprocess under gunicorn)
 """
 
 from __future__ import annotations
@@ -73,11 +76,13 @@ def create_app(test_config: dict | None = None) -> Flask:
             storage.configure_engine(engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
         storage.init_schema()
 
-    from . import api, cli, dashboard, security, uploads
+    from . import api, cli, dashboard, metrics, openapi, security, uploads
 
     uploads.sweep_stale(app.config["UPLOAD_DIR"])
+    metrics.init_app(app)  # first: its timer starts before the security check, so refusals count
     security.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(dashboard.bp)  # the web dashboard and GET /stores/<id>/timeline
+    app.register_blueprint(openapi.bp)  # GET /openapi.json and /docs
     cli.register(app)
     return app

@@ -10,11 +10,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, MethodNotAllowed, NotFound
 from werkzeug.http import HTTP_STATUS_CODES
 
-from . import jobs, storage
+from . import jobs, metrics, storage
+from .compute import REPORT_COLUMNS
 from .extensions import db
 from .ingest import KINDS, IngestBusy, IngestError, IngestReadOnly, ingest_file
 from .models import BusinessHours, Poll, Report, Store, StoreTimezone
+from .openapi import describe, json_response, query, ref
 from .reports import format_datetime, format_instant, parse_instant
+from .schemas import AS_OF, REPORT_ID
 from .security import CHALLENGES
 from .uploads import UploadError, receive_csv
 
@@ -69,7 +72,24 @@ def _reason(code: int) -> str:
 # --- reports ---------------------------------------------------------------------------------
 
 
+AS_OF_QUERY = query("as_of", AS_OF, "the report's `now` (instead of the JSON body's `as_of`)")
+_TO_REPORT = {
+    "GetReport": {"operationId": "get_report", "parameters": {"path.report_id": "$response.body#/report_id"},
+                  "description": "Poll the report until its CSV arrives"},
+    "GetReportByQuery": {"operationId": "get_report_by_query",
+                         "parameters": {"query.report_id": "$response.body#/report_id"},
+                         "description": "The same, with the id in the query"},
+}
+
+
 @bp.route("/trigger_report", methods=["POST", "GET"])
+@describe(
+    summary="Start a report", errors=(400, 503), params=(AS_OF_QUERY,),
+    body={"required": False, "content": {
+        "application/json": {"schema": ref("TriggerBody"), "example": {"as_of": "2023-01-25T12:00:00Z"}},
+        "application/x-www-form-urlencoded": {"schema": ref("TriggerBody")}}},
+    responses={200: json_response("ReportId", "The new report's id: poll it with get_report", links=_TO_REPORT)},
+)
 def trigger_report():
     """Start a report; optional ``as_of`` (JSON body, form or query). Answers ``{"report_id"}``.
 
@@ -80,7 +100,11 @@ def trigger_report():
     body = request.get_json(silent=True) if request.is_json else None
     if request.is_json and body is None and request.get_data():
         raise BadRequest("the request body is not valid JSON")
+    if body is not None and not isinstance(body, dict):
+        raise BadRequest('the JSON body must be an object, e.g. {"as_of": "2023-01-25T12:00:00Z"}')
     as_of = (body or {}).get("as_of") if isinstance(body, dict) else None
+    if as_of is not None and not isinstance(as_of, str):
+        raise BadRequest("as_of must be a string, e.g. 2023-01-25T12:00:00Z")
     as_of = as_of or request.values.get("as_of")
     as_of_us = None
     if as_of:
@@ -97,8 +121,34 @@ def trigger_report():
     return jsonify(report_id=report_id)
 
 
+_CSV_HEADER = ",".join(REPORT_COLUMNS)
+
+
 @bp.get("/get_report")
 @bp.get("/get_report/<report_id>")
+@describe(
+    summary="A report: progress, its CSV, or why it failed", errors=(400, 404, 410),
+    params=(query("report_id", REPORT_ID, "the id trigger_report gave", required=True),),
+    path_schemas={"report_id": REPORT_ID},
+    operation_ids={("/get_report", "GET"): "get_report_by_query"},
+    responses={200: {
+        "description": "Complete: the CSV (`text/csv`, an attachment, `X-Report-Status: Complete`). Still queued "
+                       "or computing: `{\"status\": \"Running\", ...}`; failed: `{\"status\": \"Failed\", ...}`.",
+        "headers": {
+            "X-Report-Status": {"schema": {"type": "string", "enum": ["Complete"]},
+                                "description": "`Complete` on the CSV (absent on the JSON answers)"},
+            "X-Report-Now": {"schema": {"type": "string"}, "description": "the report's `now` (on the CSV)"},
+            "X-Report-Warning": {"schema": {"type": "string"},
+                                 "description": "on the CSV when `now` is over a day after the latest poll"},
+            "Content-Disposition": {"schema": {"type": "string"},
+                                    "description": "on the CSV: `attachment; filename=report_<id>.csv`"},
+        },
+        "content": {
+            "text/csv": {"schema": {"type": "string"}, "example": _CSV_HEADER + "\n"
+                         "00017c6a-7a77-4a95-bb2d-40647868aff6,60.0,20.5,120.25,0.0,3.5,11.75\n"},
+            "application/json": {"schema": {"oneOf": [ref("ReportRunning"), ref("ReportFailed")]}},
+        }}},
+)
 def get_report(report_id: str | None = None):
     """``Running`` with progress, the CSV when complete, or ``Failed`` with the error."""
     report_id = report_id if report_id is not None else request.args.get("report_id")
@@ -171,7 +221,27 @@ def _flag(name: str) -> bool:
     return request.args.get(name, "").lower() in ("1", "true", "yes")
 
 
+_FLAG = {"type": "string", "example": "1"}
+_CSV_BODY = {"type": "string", "format": "binary"}
+
+
 @bp.post("/ingest/<kind>")
+@describe(
+    summary="Upload one feed file", tags=("ingest",), errors=(400, 404, 413, 503),
+    path_schemas={"kind": {"type": "string", "enum": ["status", "hours", "timezones"],
+                           "description": "the feed: polls, business hours or time zones"}},
+    params=(query("strict", _FLAG, "`1`, `true` or `yes`: refuse the file if any row is unreadable"),
+            query("force", _FLAG, "`1`, `true` or `yes`: apply content the ledger says was already stored")),
+    body={"required": True, "description": "The CSV, as a multipart upload in a field named `file` or as the "
+                                           "request body; streamed to disk, at most `MAX_UPLOAD_BYTES` (1 GiB)",
+          "content": {
+              "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                                 "properties": {"file": _CSV_BODY}}},
+              "text/csv": {"schema": _CSV_BODY, "example": "store_id,status,timestamp_utc\n8419537941919820732,"
+                                                            "active,2023-01-22 12:09:39.388884 UTC\n"},
+          }},
+    responses={200: json_response("FileSummary", "What came of the file (outcome `stored` or `unchanged`)")},
+)
 def ingest(kind: str):
     """Load one CSV (multipart field ``file``, or a ``text/csv`` body); answers the ingest summary.
 
@@ -199,14 +269,25 @@ def ingest(kind: str):
         raise ApiError(503, str(exc), 60) from exc
     finally:
         upload.remove()
-    return jsonify(summary.to_dict())
+    answer = summary.to_dict()
+    metrics.ingested(answer)
+    return jsonify(answer)
+
+
+MAX_OFFSET = 2**63 - 1  # the largest the databases take (a larger one was a 500 before)
 
 
 @bp.get("/ingests")
+@describe(
+    summary="The ingest ledger, newest first", tags=("ingest",), errors=(400,),
+    params=(query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+            query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0})),
+    responses={200: json_response("Ledger", "Every file offered over HTTP or the command line, and what came of it")},
+)
 def ingests():
     """The ingest ledger, newest first (``?limit=`` up to 1000, default 100; ``?offset=``)."""
     limit = _int_arg("limit", 100, 1, 1000)
-    offset = _int_arg("offset", 0, 0, None)
+    offset = _int_arg("offset", 0, 0, MAX_OFFSET)
     with db.engine.connect() as conn:
         rows = storage.ledger_list(conn, limit=limit, offset=offset)
     for row in rows:
@@ -231,6 +312,11 @@ def _int_arg(name: str, default: int, low: int, high: int | None) -> int:
 
 
 @bp.get("/health")
+@describe(
+    summary="Is the database reachable and writable; what it holds", tags=("operations",), security=[],
+    responses={200: json_response("Health", "`ok`, or `degraded` (read-only: writes answer 503)"),
+               503: json_response("Health", "`error`: the database cannot be reached")},
+)
 def health():
     """Database reachable and writable, and how much it holds: stores with polls / business
     hours / a time zone (three different sets), polls and report jobs.

@@ -40,7 +40,9 @@ from .compute import REPORT_COLUMNS
 from .explain import UnknownStoreError, iso_utc, load_timeline
 from .extensions import db
 from .models import BusinessHours, Poll, Report, Store, StoreTimezone
+from .openapi import describe, json_response, query
 from .reports import NoPollsError, format_datetime, parse_instant
+from .schemas import AS_OF
 
 bp = Blueprint("dashboard", __name__, template_folder="templates")
 
@@ -281,6 +283,14 @@ def _timeline(store_id: str):
 
 
 @bp.get("/stores/<path:store_id>/timeline")
+@describe(
+    summary="One store's week, explained", tags=("stores",), errors=(400, 404),
+    params=(query("as_of", AS_OF, "the report's `now`"),),
+    path_schemas={"store_id": {"type": "string", "example": "007",
+                               "description": "the opaque store id (percent-encoded; it may hold `/`)"}},
+    responses={200: json_response("Timeline", "Business intervals, polls, the segments each poll speaks for, "
+                                              "the six figures")},
+)
 def store_timeline(store_id: str):
     """The store's timeline as JSON (404 JSON for a store the report has no row for)."""
     try:

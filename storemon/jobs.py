@@ -38,7 +38,7 @@ from pathlib import Path
 from flask import Flask
 from sqlalchemy import func, select, update
 
-from . import storage
+from . import metrics, storage
 from .extensions import db
 from .models import Report
 from .reports import NoPollsError, build_report, now_warning, write_csv
@@ -208,9 +208,11 @@ def run_report(app: Flask, report_id: str) -> None:
     """The job body: claim the report, compute it, write the CSV, record the outcome."""
     with app.app_context():
         beat = None
+        started = None
         try:
             if not _claim(report_id):
                 return  # another thread or process has it, or it is no longer queued
+            started = time.perf_counter()
             beat = _Heartbeat(app, report_id)
             delay = float(app.config.get("REPORT_START_DELAY", 0) or 0)
             if delay:
@@ -225,6 +227,7 @@ def run_report(app: Flask, report_id: str) -> None:
                     latest_poll_us=result.latest_poll_us, warning=result.warning,
                     data_version=result.data_version, store_count=result.store_count, file_name=path.name,
                     csv_gz=gzip.compress(path.read_bytes(), compresslevel=6))
+            metrics.report_finished(COMPLETE, time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 -- every failure must reach the reports table
             if isinstance(exc, EXPECTED_FAILURES):
                 log.warning("report %s failed: %s", report_id, _describe(exc))
@@ -232,6 +235,8 @@ def run_report(app: Flask, report_id: str) -> None:
                 log.exception("report %s failed", report_id)
             db.session.rollback()
             _finish(report_id, status=FAILED, stage="failed", error=_describe(exc))
+            if started is not None:
+                metrics.report_finished(FAILED, time.perf_counter() - started)
         finally:
             if beat is not None:
                 beat.stop()

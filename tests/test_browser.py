@@ -196,3 +196,29 @@ def test_dashboard_in_a_real_browser(browser, site, tmp_path, capsys):
     with urllib.request.urlopen(find(By.ID, "timeline-json").get_attribute("href"), timeout=30) as response:
         assert json.loads(response.read())["store_id"] == ODD_ID
     assert all(path.stat().st_size > 10_000 for path in shots)
+
+
+def test_api_docs_in_a_real_browser(browser, site, tmp_path, capsys):
+    """/docs renders every operation from this server's files alone, and "Try it out" works."""
+    from selenium.webdriver.common.by import By
+
+    server, _ = site
+    driver = browser
+    driver.get(server.base + "/docs")
+    spec = json.loads(urllib.request.urlopen(server.base + "/openapi.json", timeout=30).read())
+    operations = sum(len(ops) for ops in spec["paths"].values())
+    wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, ".opblock")) == operations, what="every operation")
+    assert "storemon" in driver.find_element(By.CSS_SELECTOR, ".info .title").text
+    screenshot(driver, tmp_path / "docs.png", capsys)
+    # Try GET /health from the page, as a newcomer would ("Try it out" is on from the start).
+    driver.find_element(By.CSS_SELECTOR, "#operations-operations-health .opblock-summary").click()
+    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#operations-operations-health .execute"),
+             what="the Execute button").pop().click()
+    status = wait_for(lambda: [e.text for e in driver.find_elements(
+        By.CSS_SELECTOR, "#operations-operations-health .live-responses-table tbody .response-col_status") if e.text],
+        what="the live response")
+    assert status[0].startswith("200")
+    screenshot(driver, tmp_path / "docs-try-it-out.png", capsys)
+    # Nothing was fetched from anywhere but this server (no CDN, no validator badge).
+    fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert fetched and all(url.startswith(server.base + "/") for url in fetched), fetched

@@ -12,6 +12,7 @@ from conftest import write_csv
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+from storemon import storage
 from storemon.extensions import db
 from storemon.models import Poll, Store
 
@@ -102,7 +103,7 @@ def test_reset_removes_database_reports_and_demo_but_never_the_users_feeds(app, 
     with again.app_context():
         assert db.session.execute(select(func.count()).select_from(Poll)).scalar_one() == 0
         db.session.remove()
-        storage.dispose_all()
+        storage.dispose_all()  # the jobs bind's engine too (a PostgreSQL connection left to GC otherwise)
 
 
 # --- the Makefile's choice between the user's feeds and the demo ------------------------------

@@ -1,0 +1,185 @@
+"""The API described from the code: ``GET /openapi.json`` (OpenAPI 3.0) and ``GET /docs`` (Swagger UI).
+
+Each documented view carries its description beside it (:func:`describe`); :func:`build_spec`
+walks the app's URL map, so paths, methods and path parameters are the routes themselves, and
+the JSON shapes are the marshmallow schemas of :mod:`storemon.schemas` (turned into JSON Schema by
+apispec). A route that is neither described nor listed in :data:`UNDOCUMENTED` fails
+``tests/test_openapi.py``: the document cannot silently miss one.
+
+Nothing here touches a request body: uploads stay streamed by :mod:`storemon.uploads`.
+
+``/docs`` is Swagger UI served from the files of the ``swagger-ui-bundle`` package (no CDN; it
+works offline). Both go through :mod:`storemon.security` like every other route.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from typing import Callable
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, Flask, current_app, jsonify, render_template
+from swagger_ui_bundle import swagger_ui_path
+
+from . import schemas
+
+bp = Blueprint("docs", __name__, static_folder=swagger_ui_path, static_url_path="/docs/static",
+               template_folder="templates")
+
+# Routes deliberately left out of the document: the dashboard's HTML pages (for a browser, not
+# an API client) and static files.
+UNDOCUMENTED = {"dashboard.overview", "dashboard.report_page", "dashboard.store_page", "static",
+                "dashboard.static", "docs.static"}
+
+# Error answers, one JSON shape for all (components/responses).
+ERRORS = {
+    400: ("BadRequest", "Bad input: missing or malformed parameter, unreadable as_of, a refused file, "
+                        "an incomplete upload."),
+    401: ("Unauthorized", "No or wrong API token (only when the server has `STOREMON_API_TOKENS`)."),
+    403: ("Forbidden", "Without API tokens: a `Host` that is not this machine, or a cross-site write."),
+    404: ("NotFound", "Unknown report, feed, store or route."),
+    410: ("Gone", "The report expired and was deleted; trigger a new one."),
+    413: ("PayloadTooLarge", "The upload is larger than `MAX_UPLOAD_BYTES`."),
+    500: ("InternalError", "A bug: the details are in the server log, not in the answer."),
+    503: ("ServiceUnavailable", "Busy (another ingest holds the database, the report queue is full) or read-only; "
+                                "try again after `Retry-After` seconds."),
+}
+TAGS = {  # in the order /docs shows them
+    "reports": "Trigger a report, then poll it until its CSV arrives",
+    "ingest": "Upload the feeds (streamed; one file, one transaction) and see the ingest ledger",
+    "stores": "One store, explained",
+    "operations": "Health and Prometheus metrics",
+    "documentation": "This document and its interactive page",
+}
+SECURITY_NOTE = ("Required only when the server is started with `STOREMON_API_TOKENS` (comma-separated tokens); "
+                 "otherwise every call is open to this machine only.")
+
+
+def describe(*, summary: str, responses: dict, errors: tuple[int, ...] = (), params: tuple[dict, ...] = (),
+             path_schemas: dict | None = None, body: dict | None = None, security: list | None = None,
+             operation_ids: dict | None = None,
+             tags: tuple[str, ...] = ("reports",), description: str | None = None) -> Callable:
+    """Attach an OpenAPI operation to a view (for every method and rule it serves).
+
+    ``responses``: status -> response object (schemas as component names via :func:`json_response`);
+    ``errors``: the error statuses this operation can answer besides 401/403/500, which every
+    operation can; ``params``: query parameters (path parameters come from the rule, typed by
+    ``path_schemas``; a query parameter named like a rule's path argument is left out there);
+    ``operation_ids``: ``{(rule, method): id}`` where the default (the view's name, with the
+    method appended for a second method) does not fit.
+    """
+    def wrap(view):
+        text = description or inspect.cleandoc(view.__doc__ or "").replace("``", "`")  # reST -> Markdown
+        view.__openapi__ = dict(summary=summary, description=text,
+                                responses=responses, errors=errors, params=params, body=body,
+                                path_schemas=path_schemas or {},
+                                security=security, operation_ids=operation_ids or {}, tags=tags)
+        return view
+
+    return wrap
+
+
+def json_response(schema: str, description: str, **extra) -> dict:
+    """A JSON response whose body is the named component schema."""
+    return {"description": description, "content": {"application/json": {"schema": ref(schema)}}, **extra}
+
+
+def ref(schema: str) -> dict:
+    return {"$ref": f"#/components/schemas/{schema}"}
+
+
+def query(name: str, schema: dict, description: str = "", required: bool = False) -> dict:
+    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+
+
+COMPONENT_SCHEMAS = {
+    "Error": schemas.ErrorSchema, "TriggerBody": schemas.TriggerBodySchema, "ReportId": schemas.ReportIdSchema,
+    "ReportRunning": schemas.ReportRunningSchema, "ReportFailed": schemas.ReportFailedSchema,
+    "FileSummary": schemas.FileSummarySchema, "Ledger": schemas.LedgerSchema, "Health": schemas.HealthSchema,
+    "Timeline": schemas.TimelineSchema,
+}
+_RULE_ARG = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+def build_spec(app: Flask) -> dict:
+    """The OpenAPI document of ``app``'s routes (built once per app)."""
+    spec = APISpec(
+        title="storemon", version="1", openapi_version="3.0.3", plugins=[MarshmallowPlugin()],
+        info={"description": (
+            "How often were restaurant stores offline while they should have been open? Ingest the feeds "
+            "(`/ingest/...`), trigger a report, poll it until its CSV arrives. Every call and rule is explained "
+            "in docs/interfaces.md and docs/report-rules.md of the repository.\n\n"
+            "Authentication: " + SECURITY_NOTE)},
+    )
+    for name, schema in COMPONENT_SCHEMAS.items():
+        spec.components.schema(name, schema=schema)
+    for code, (name, text) in ERRORS.items():
+        response = json_response("Error", text)
+        if code == 401:
+            response["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True,
+                                                        "description": "`Bearer` and `Basic` challenges"}}
+        if code == 503:
+            response["headers"] = {"Retry-After": {"schema": {"type": "string"},
+                                                   "description": "seconds to wait before trying again"}}
+        spec.components.response(name, response)
+    spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "description": SECURITY_NOTE})
+    spec.components.security_scheme("basicAuth", {"type": "http", "scheme": "basic", "description":
+                                                  "The API token as the password (any user name). " + SECURITY_NOTE})
+    spec.options["security"] = [{"bearerAuth": []}, {"basicAuth": []}]
+    for name, text in TAGS.items():
+        spec.tag({"name": name, "description": text})
+
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        op = getattr(app.view_functions[rule.endpoint], "__openapi__", None)
+        if op is None:
+            continue
+        path = _RULE_ARG.sub(r"{\1}", rule.rule)
+        methods = [m for m in ("POST", "GET") if m in rule.methods]  # the first is the view's name
+        operations = {m.lower(): _operation(op, rule, m, first=(i == 0)) for i, m in enumerate(methods)}
+        spec.path(path=path, operations=operations)
+    return spec.to_dict()
+
+
+def _operation(op: dict, rule, method: str, first: bool) -> dict:
+    name = rule.endpoint.rsplit(".", 1)[-1]
+    operation_id = op["operation_ids"].get((rule.rule, method), name if first else f"{name}_{method.lower()}")
+    params = [{"name": arg, "in": "path", "required": True, "schema": op["path_schemas"].get(arg, {"type": "string"})}
+              for arg in sorted(rule.arguments)]
+    params += [p for p in op["params"] if p["name"] not in rule.arguments]
+    responses = {str(code): response for code, response in op["responses"].items()}
+    codes = set(op["errors"]) | {403, 500} | (set() if op["security"] == [] else {401})
+    for code in sorted(codes):
+        responses[str(code)] = {"$ref": f"#/components/responses/{ERRORS[code][0]}"}
+    operation = {"operationId": operation_id, "summary": op["summary"], "description": op["description"],
+                 "tags": list(op["tags"]), "parameters": params, "responses": dict(sorted(responses.items()))}
+    if op["body"] is not None and method != "GET":
+        operation["requestBody"] = op["body"]
+    if op["security"] is not None:
+        operation["security"] = op["security"]
+    return operation
+
+
+def spec_for(app: Flask) -> dict:
+    cached = app.extensions.get("storemon.openapi")
+    if cached is None:
+        cached = app.extensions["storemon.openapi"] = build_spec(app)
+    return cached
+
+
+@bp.get("/openapi.json")
+@describe(summary="This document (OpenAPI 3.0)", tags=("documentation",),
+          responses={200: {"description": "The OpenAPI document",
+                           "content": {"application/json": {"schema": {"type": "object"}}}}})
+def openapi_json():
+    """The OpenAPI document of this API, generated from the code."""
+    return jsonify(spec_for(current_app._get_current_object()))
+
+
+@bp.get("/docs")
+@describe(summary="Interactive documentation (Swagger UI)", tags=("documentation",),
+          responses={200: {"description": "An HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}})
+def docs():
+    """Swagger UI for this document: try every call from the browser (served locally, no CDN)."""
+    return render_template("docs.html")

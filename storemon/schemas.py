@@ -1,0 +1,188 @@
+"""The shapes of the HTTP API's JSON, as marshmallow schemas: what /openapi.json describes.
+
+They document what the views answer (the views build their JSON themselves; nothing here
+parses a request). :mod:`storemon.openapi` turns them into the document's ``components``; the
+schemathesis test (``tests/test_openapi.py``) checks every answer of a live server against them.
+Timestamps are ISO 8601 strings in UTC ending in ``Z``.
+"""
+
+from __future__ import annotations
+
+from marshmallow import INCLUDE, Schema, fields, validate
+
+from .ingest import KINDS
+
+REPORT_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$", "example": "4f0c2b9d6a1e43b2a7c5d8e9f0a1b2c3",
+             "description": "32 lowercase hex characters (128 random bits), from `trigger_report`"}
+AS_OF = {"type": "string", "example": "2023-01-25T12:00:00Z",
+         "description": "The report's `now` (polls after it are ignored): ISO 8601 or the feed's "
+                        "`2023-01-25 12:09:39.388884 UTC`, from 2000-01-01 to one day after the current time. "
+                        "Absent: the latest poll."}
+
+
+def _ts(description: str, **kw) -> fields.String:
+    return fields.String(metadata={"description": description, "example": "2023-01-25T18:13:22Z"}, **kw)
+
+
+class ErrorSchema(Schema):
+    """Every error answer: the HTTP reason phrase and what went wrong."""
+
+    error = fields.String(required=True, metadata={"description": "the HTTP reason, e.g. `Bad Request`"})
+    message = fields.String(required=True, metadata={"description": "what went wrong, for a person"})
+
+
+class TriggerBodySchema(Schema):
+    """Optional JSON body (or form) of ``trigger_report``; ``as_of`` may be in the query instead.
+    Other fields are ignored."""
+
+    class Meta:
+        unknown = INCLUDE  # -> additionalProperties: true
+
+    as_of = fields.String(allow_none=True, metadata=AS_OF)
+
+
+class ReportIdSchema(Schema):
+    report_id = fields.String(required=True, metadata=REPORT_ID)
+
+
+class _ReportState(Schema):
+    report_id = fields.String(required=True, metadata=REPORT_ID)
+    now = _ts("the report's `now` (null until the job has fixed it, when no as_of was given)",
+              required=True, allow_none=True)
+    warning = fields.String(metadata={"description": "present when `now` is over a day after the latest poll"})
+
+
+class ReportRunningSchema(_ReportState):
+    """A report queued or being computed: poll again."""
+
+    status = fields.String(required=True, validate=validate.OneOf(["Running"]))
+    state = fields.String(required=True, validate=validate.OneOf(["queued", "running"]))
+    stage = fields.String(required=True, allow_none=True, metadata={"description": "e.g. `loading`, `interpolation`"})
+    progress = fields.Float(required=True, allow_none=True, metadata={"description": "0..1"})
+    created_at = _ts("when it was triggered", required=True, allow_none=True)
+    started_at = _ts("when a job claimed it (null while queued)", required=True, allow_none=True)
+
+
+class ReportFailedSchema(_ReportState):
+    """A report that could not be computed, with the reason."""
+
+    status = fields.String(required=True, validate=validate.OneOf(["Failed"]))
+    error = fields.String(required=True, allow_none=True,
+                          metadata={"example": "NoPollsError: no polls in the database yet"})
+
+
+class SkippedRowSchema(Schema):
+    line = fields.Integer(required=True)
+    reason = fields.String(required=True)
+    text = fields.String(required=True)
+
+
+class FileSummarySchema(Schema):
+    """What came of one uploaded file (``rows_changed`` is null for business hours)."""
+
+    kind = fields.String(required=True, validate=validate.OneOf(list(KINDS)))
+    file = fields.String(required=True)
+    rows_read = fields.Integer(required=True)
+    rows_stored = fields.Integer(required=True, metadata={"description": "distinct keys stored"})
+    rows_changed = fields.Integer(required=True, allow_none=True)
+    rows_skipped = fields.Integer(required=True)
+    stores = fields.Integer(required=True)
+    skipped = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True,
+                          metadata={"description": "rows skipped, by reason"})
+    examples = fields.List(fields.Nested(SkippedRowSchema), required=True)
+    warnings = fields.List(fields.String(), required=True)
+    seconds = fields.Float(required=True)
+    rows_per_second = fields.Integer(required=True)
+    outcome = fields.String(required=True, validate=validate.OneOf(["stored", "unchanged", "refused", "failed"]))
+    message = fields.String(required=True, allow_none=True)
+    size = fields.Integer(required=True, metadata={"description": "bytes"})
+    sha256 = fields.String(required=True)
+    ledger_id = fields.Integer(required=True, allow_none=True)
+
+
+class LedgerRowSchema(Schema):
+    id = fields.Integer(required=True)
+    kind = fields.String(required=True)
+    file_name = fields.String(required=True)
+    size = fields.Integer(required=True)
+    sha256 = fields.String(required=True)
+    rows_read = fields.Integer(required=True)
+    rows_stored = fields.Integer(required=True)
+    rows_skipped = fields.Integer(required=True)
+    outcome = fields.String(required=True, validate=validate.OneOf(["stored", "unchanged", "refused", "failed"]))
+    message = fields.String(required=True, allow_none=True)
+    source = fields.String(required=True, validate=validate.OneOf(["cli", "http"]))
+    started_at = _ts("", required=True, allow_none=True)
+    finished_at = _ts("", required=True, allow_none=True)
+
+
+class LedgerSchema(Schema):
+    """The ingest ledger, newest first."""
+
+    ingests = fields.List(fields.Nested(LedgerRowSchema), required=True)
+    limit = fields.Integer(required=True)
+    offset = fields.Integer(required=True)
+
+
+class HealthSchema(Schema):
+    """``ok``/``degraded`` (200) or ``error`` (503: the counts are then absent)."""
+
+    status = fields.String(required=True, validate=validate.OneOf(["ok", "degraded", "error"]))
+    database = fields.String(required=True, validate=validate.OneOf(["reachable", "read-only", "unreachable"]))
+    message = fields.String(metadata={"description": "why, when degraded or error"})
+    stores_with_polls = fields.Integer()
+    stores_with_hours = fields.Integer()
+    stores_with_timezone = fields.Integer()
+    polls = fields.Integer()
+    reports = fields.Integer(metadata={"description": "report jobs recorded"})
+
+
+class Interval(Schema):
+    start = _ts("", required=True)
+    end = _ts("", required=True)
+
+
+class HoursRow(Schema):
+    day = fields.Integer(required=True, metadata={"description": "0 = Monday ... 6 = Sunday"})
+    day_name = fields.String(required=True)
+    start_time_local = fields.String(required=True)
+    end_time_local = fields.String(required=True)
+
+
+class BusinessInterval(Interval):
+    local_start = fields.String(required=True)
+    local_end = fields.String(required=True)
+
+
+class TimelinePoll(Schema):
+    timestamp = _ts("", required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["active", "inactive"]))
+    counted = fields.Boolean(required=True, metadata={"description": "inside business hours"})
+    reason = fields.String(required=True, allow_none=True)
+    in_week = fields.Boolean(required=True)
+
+
+class Segment(Interval):
+    active = fields.Boolean(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["active", "inactive"]))
+    poll = _ts("the poll that speaks for the segment", required=True)
+    seconds = fields.Float(required=True)
+
+
+class TimelineSchema(Schema):
+    """One store's week: the report's steps applied to one store (docs/interfaces.md)."""
+
+    store_id = fields.String(required=True)
+    now = _ts("", required=True)
+    windows = fields.Dict(keys=fields.String(), values=fields.Nested(Interval), required=True,
+                          metadata={"description": "`hour`, `day`, `week`"})
+    timezone = fields.String(required=True)
+    timezone_source = fields.String(required=True)
+    timezone_given = fields.String(required=True, allow_none=True)
+    business_hours = fields.List(fields.Nested(HoursRow), required=True)
+    business_intervals = fields.List(fields.Nested(BusinessInterval), required=True)
+    polls = fields.List(fields.Nested(TimelinePoll), required=True)
+    segments = fields.List(fields.Nested(Segment), required=True)
+    figures = fields.Dict(keys=fields.String(), values=fields.Float(), required=True,
+                          metadata={"description": "the report row's six figures, by column"})
+    notes = fields.List(fields.String(), required=True)
