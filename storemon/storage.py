@@ -173,9 +173,19 @@ def dispose_all() -> None:
 
 
 def init_schema() -> None:
-    """Create missing tables (in every bind), and add the nullable columns a newer version gave a table."""
-    db.create_all()
+    """Create missing tables (in every bind), and add the nullable columns a newer version gave a table.
+
+    Several processes start at once (gunicorn's workers), so on SQLite each bind's tables are
+    created in one ``BEGIN IMMEDIATE`` transaction: the first process creates them, the others
+    wait for its lock (the busy timeout) and find them there. (A plain check-then-create upgrades
+    a read lock to a write lock, and SQLite answers that race with "database is locked" at once.)
+    """
     for key, engine in db.engines.items():
+        with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                db.metadatas[key].create_all(conn)
         add_missing_columns(engine, db.metadatas[key])
 
 

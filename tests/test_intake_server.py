@@ -129,3 +129,17 @@ def test_two_instances_on_one_host_do_not_share_a_control_socket(tmp_path):
         assert "control" not in log.lower()
     finally:
         second.stop()
+
+
+def test_processes_starting_at_once_on_a_new_database_all_start(tmp_path):
+    """gunicorn's workers create the schema at the same moment: none may die of 'database is locked'."""
+    for trial in range(3):
+        folder = tmp_path / f"t{trial}"
+        settings = {"DATABASE_URL": f"sqlite:///{folder / 's.db'}", "REPORTS_DIR": str(folder / "r"),
+                    "UPLOAD_DIR": str(folder / "u")}
+        code = f"from storemon import create_app; create_app({settings!r})"
+        starts = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+                  for _ in range(4)]
+        for process in starts:
+            _, err = process.communicate(timeout=120)
+            assert process.returncode == 0, err[-2000:]
