@@ -196,6 +196,7 @@ class FileSummary:
     source: str = "cli"
     ledger_id: int | None = None
     message: str | None = None  # for unchanged: when that content was stored before
+    polls_span: tuple[int, int] | None = None  # status: earliest and latest poll written (UTC us)
 
     @property
     def rows_skipped(self) -> int:
@@ -626,6 +627,7 @@ def _load(conn, kind, path, name, header, mapping, scan, summary, strict, chunk_
         raise IngestError(f"{name}: refused (--strict): {_skip_note(summary)}; nothing stored")
     writer.finish(conn)
     summary.rows_stored = writer.rows_stored
+    summary.polls_span = writer.span
     summary.stores = len(stores)
     if kind == TIMEZONES:
         summary.warnings += _unknown_zone_warnings(writer.zones_seen)
@@ -709,6 +711,8 @@ def _ledger_values(summary: FileSummary, outcome: str, started_at, message: str 
         sha256=summary.sha256, rows_read=summary.rows_read, rows_stored=summary.rows_stored,
         rows_skipped=summary.rows_skipped, outcome=outcome, message=message, source=summary.source,
         started_at=started_at,
+        polls_from_us=summary.polls_span[0] if outcome == "stored" and summary.polls_span else None,
+        polls_to_us=summary.polls_span[1] if outcome == "stored" and summary.polls_span else None,
     )
 
 

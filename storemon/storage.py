@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import sqlite3
 import time
@@ -302,6 +301,7 @@ class FeedWriter:
 
     kind = ""
     rows_stored = 0  # distinct rows the file stored (known after finish)
+    span: tuple[int, int] | None = None  # polls: earliest and latest instant written (the ledger's)
 
     @staticmethod
     def for_kind(kind: str) -> "FeedWriter":
@@ -393,6 +393,9 @@ class PollWriter(FeedWriter):
             .drop_duplicates(["store_key", "ts_us"], keep="last")  # the later row for a key wins
         )
         self.distinct.add(frame["store_key"].to_numpy(), frame["ts_us"].to_numpy())
+        if len(ts):
+            low, high = int(ts.min()), int(ts.max())
+            self.span = (low, high) if self.span is None else (min(self.span[0], low), max(self.span[1], high))
         if conn.dialect.name == "postgresql":
             if self.direct is None:  # decided once per file, at its first chunk
                 self.direct = conn.exec_driver_sql("SELECT NOT EXISTS (SELECT 1 FROM polls)").scalar()
@@ -594,44 +597,53 @@ def report_stores(conn, now_us: int) -> pd.DataFrame:
     )
 
 
-def polls_between(conn, from_us: int, to_us: int) -> pd.DataFrame:
-    """Every poll with ``from_us <= ts_us <= to_us``: store_key, ts_us, active.
+def polls_between(conn, from_us: int, to_us: int, keys: tuple[int, int] | None = None) -> pd.DataFrame:
+    """Every poll with ``from_us <= ts_us <= to_us``: store_key, ts_us, active, sorted by
+    store_key then ts_us. ``keys`` = ``(low, high)`` limits it to ``low <= store_key < high``
+    (a report computed in batches of stores reads one batch at a time).
 
-    On SQLite the outer loop walks ``stores`` and seeks each store's range in the polls
-    primary key, so the cost follows the polls in the range, not the length of history. The rows
-    come back as one packed integer each (``ts_us * 2 + active``, store by store in key order)
-    plus a count per store: one Python int per poll instead of a 3-tuple roughly halves the
-    time it takes to read 1.85M polls.
+    The outer loop walks ``stores`` and seeks each store's range in the polls primary key, so
+    the cost follows the polls in the range, not the length of history. Each store's polls come
+    back as one text value -- ``(ts_us - from_us) * 2 + active`` in decimal, comma-separated,
+    aggregated by the database -- which numpy parses in one call: a Python object per store
+    instead of one per poll, about three times faster than fetching 1.85M rows.
     """
     mark = _placeholders(conn, 1)
-    join = "CROSS JOIN" if conn.dialect.name == "sqlite" else "JOIN"
-    source = (
-        f"FROM stores s {join} polls p ON p.store_key = s.store_key "
-        f"AND p.ts_us >= {mark} AND p.ts_us <= {mark}"
-    )
-    counts = _frame(
-        conn,
-        f"SELECT s.store_key, count(*) {source} GROUP BY s.store_key ORDER BY s.store_key",
-        ["store_key", "n"],
-        (from_us, to_us),
-    )
-    cursor = _cursor(
-        conn,
-        f"SELECT p.ts_us * 2 + CASE WHEN p.active THEN 1 ELSE 0 END {source} ORDER BY s.store_key, p.ts_us",
-        (from_us, to_us),
-    )
-    try:
-        total = int(counts["n"].sum())
-        # Fetched in batches: each batch is one C-level loop in the driver (iterating the cursor
-        # row by row costs ~1 us a row more on psycopg), and memory stays bounded.
-        batches = iter(lambda: cursor.fetchmany(100_000), [])
-        packed = np.fromiter(
-            itertools.chain.from_iterable(itertools.chain.from_iterable(batches)), dtype=np.int64, count=total
+    where, params = "", [from_us, from_us, to_us]
+    if keys is not None:
+        where = f"WHERE s.store_key >= {mark} AND s.store_key < {mark}"
+        params += [int(keys[0]), int(keys[1])]
+    if conn.dialect.name == "sqlite":
+        sql = (
+            f"SELECT s.store_key, (SELECT group_concat((p.ts_us - {mark}) * 2 + p.active) FROM polls p "
+            f"WHERE p.store_key = s.store_key AND p.ts_us >= {mark} AND p.ts_us <= {mark}) AS packed "
+            f"FROM stores s {where} ORDER BY s.store_key"
         )
+    else:
+        sql = (
+            f"SELECT s.store_key, string_agg(((p.ts_us - {mark}) * 2 + p.active::int)::text, ',' ORDER BY p.ts_us) "
+            f"FROM stores s JOIN polls p ON p.store_key = s.store_key AND p.ts_us >= {mark} AND p.ts_us <= {mark} "
+            f"{where} GROUP BY s.store_key ORDER BY s.store_key"
+        )
+    cursor = _cursor(conn, sql, params)
+    try:
+        rows = [row for row in cursor.fetchall() if row[1]]
     finally:
         cursor.close()
-    keys = np.repeat(counts["store_key"].to_numpy(np.int64), counts["n"].to_numpy(np.int64))
-    return pd.DataFrame({"store_key": keys, "ts_us": packed >> 1, "active": (packed & 1).astype(bool)})
+    if not rows:
+        return pd.DataFrame({"store_key": np.empty(0, np.int64), "ts_us": np.empty(0, np.int64),
+                             "active": np.empty(0, bool)})
+    texts = [row[1] for row in rows]
+    counts = np.fromiter((t.count(",") + 1 for t in texts), dtype=np.int64, count=len(texts))
+    packed = np.fromstring(",".join(texts), dtype=np.int64, sep=",")  # text mode: not deprecated
+    if len(packed) != counts.sum():
+        raise RuntimeError("polls_between: the aggregated polls did not parse as expected")
+    keys_out = np.repeat(np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows)), counts)
+    ts = (packed >> 1) + from_us
+    frame = pd.DataFrame({"store_key": keys_out, "ts_us": ts, "active": (packed & 1).astype(bool)})
+    if len(ts) > 1 and not np.all((np.diff(keys_out) > 0) | (np.diff(ts) > 0)):
+        frame = frame.sort_values(["store_key", "ts_us"], kind="stable", ignore_index=True)
+    return frame
 
 
 def polls_of_stores(conn, store_keys: np.ndarray, from_us: int, to_us: int) -> pd.DataFrame:
@@ -659,6 +671,53 @@ def all_hours(conn) -> pd.DataFrame:
 
 def all_timezones(conn) -> pd.DataFrame:
     return _frame(conn, "SELECT store_id, timezone_str FROM store_timezones", ["store_id", "timezone_str"])
+
+
+def hours_by_key(conn, keys: tuple[int, int] | None = None) -> pd.DataFrame:
+    """Business-hours rows of stores that have polls: store_key, day, start_s, end_s
+    (``keys``: only ``low <= store_key < high``)."""
+    mark = _placeholders(conn, 1)
+    where = f"WHERE s.store_key >= {mark} AND s.store_key < {mark}" if keys else ""
+    return _frame(
+        conn,
+        f"SELECT s.store_key, h.day, h.start_s, h.end_s FROM stores s JOIN business_hours h "
+        f"ON h.store_id = s.store_id {where}",
+        ["store_key", "day", "start_s", "end_s"],
+        tuple(int(k) for k in keys) if keys else (),
+    ).astype(np.int64)
+
+
+def zones_by_key(conn, keys: tuple[int, int] | None = None) -> pd.DataFrame:
+    """Time zone names of stores that have polls: store_key, timezone_str (as given)."""
+    mark = _placeholders(conn, 1)
+    where = f"WHERE s.store_key >= {mark} AND s.store_key < {mark}" if keys else ""
+    return _frame(
+        conn,
+        f"SELECT s.store_key, z.timezone_str FROM stores s JOIN store_timezones z ON z.store_id = s.store_id {where}",
+        ["store_key", "timezone_str"],
+        tuple(int(k) for k in keys) if keys else (),
+    )
+
+
+def ledger_stored_since(conn, version: int) -> pd.DataFrame:
+    """Ledger rows that stored data after ``version`` (an id), oldest first: id, kind,
+    polls_from_us, polls_to_us (what changed since a copy of the data at ``version`` was made)."""
+    return _frame(
+        conn,
+        "SELECT id, kind, polls_from_us, polls_to_us FROM ingests WHERE outcome = 'stored' "
+        f"AND id > {_placeholders(conn, 1)} ORDER BY id",
+        ["id", "kind", "polls_from_us", "polls_to_us"],
+        (int(version),),
+    )
+
+
+def ledger_fingerprint(conn, ledger_id: int) -> str | None:
+    """Something that names one ledger row for good (its sha256 and time), or None if no such
+    row: a database emptied and filled again may reuse the id, never with the same fingerprint."""
+    row = conn.exec_driver_sql(
+        f"SELECT sha256, started_at FROM ingests WHERE id = {_placeholders(conn, 1)}", (int(ledger_id),)
+    ).first()
+    return None if row is None else f"{row[0]}@{row[1]}"
 
 
 # ---------------------------------------------------------------------------------------------
