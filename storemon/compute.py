@@ -275,6 +275,20 @@ def merge_intervals(store: np.ndarray, start: np.ndarray, end: np.ndarray):
     return store[first], start[first], np.maximum.reduceat(reach, first)
 
 
+def clip_intervals(intervals, lo_us: int, hi_us: int):
+    """Merged intervals cut to ``[lo_us, hi_us]``, empty pieces dropped.
+
+    Exactly what :func:`business_intervals` gives for a narrower range (its intervals are cut to
+    three days around the range): cutting a union of intervals is the union of the cut pieces,
+    and cutting keeps merged intervals apart. So intervals computed once for a wide range serve
+    every report whose range (3 days spare on each side) lies inside it.
+    """
+    store, start, end = intervals
+    start, end = np.maximum(start, lo_us), np.minimum(end, hi_us)
+    keep = end > start
+    return store[keep], start[keep], end[keep]
+
+
 # ---------------------------------------------------------------------------------------------
 # The store-by-store axis
 
@@ -348,6 +362,7 @@ def compute_report(
     fetch_older: FetchOlder | None = None,
     progress: Progress | None = None,
     exact_seconds: bool = False,
+    intervals=None,
 ) -> pd.DataFrame:
     """The report (docs/report-rules.md) for ``store_ids``, one row each, sorted by store_id.
 
@@ -358,12 +373,17 @@ def compute_report(
     64 days, only for those stores, until found or until the store's ``first_poll_us``).
 
     With ``exact_seconds`` every figure is given in seconds, unrounded (for checks).
+
+    Work already done may be handed over (the report cache, :mod:`storemon.snapshot`, keeps it
+    between reports): ``intervals``, the stores' merged business intervals covering at least
+    ``[complete_from_us - 3 days, now_us + 3 days]`` (see :func:`clip_intervals`), and a boolean
+    column ``counted`` in ``polls`` (rule 3, as :func:`in_business` finds it).
     """
     store_ids = np.asarray(store_ids, dtype=object)
     n = len(store_ids)
     counted = count_polls(
         polls, schedule, n, now_us, complete_from_us=complete_from_us, first_poll_us=first_poll_us,
-        fetch_older=fetch_older, progress=progress,
+        fetch_older=fetch_older, progress=progress, intervals=intervals,
     )
     result = _measure(counted.store, counted.ts, counted.active, counted.intervals,
                       axis_span=(counted.earliest, now_us), n=n, now_us=now_us)
@@ -398,6 +418,7 @@ def count_polls(
     first_poll_us: np.ndarray | None = None,
     fetch_older: FetchOlder | None = None,
     progress: Progress | None = None,
+    intervals=None,
 ) -> CountedPolls:
     """Rule 3 plus the look-back: the counted polls :func:`_measure` interpolates between.
 
@@ -415,9 +436,15 @@ def count_polls(
 
     # Counted polls among those loaded.
     earliest = min(complete_from_us, int(ts.min())) if len(ts) else complete_from_us
-    intervals = business_intervals(schedule, np.arange(n), earliest, now_us)
-    axis = Axis(earliest - 3 * US_PER_DAY, now_us + 3 * US_PER_DAY, n)
-    counted = in_business(store, ts, intervals, axis)
+    if intervals is None:
+        intervals = business_intervals(schedule, np.arange(n), earliest, now_us)
+    else:
+        intervals = clip_intervals(intervals, earliest - 3 * US_PER_DAY, now_us + 3 * US_PER_DAY)
+    if "counted" in polls.columns:
+        counted = polls["counted"].to_numpy(bool)
+    else:
+        axis = Axis(earliest - 3 * US_PER_DAY, now_us + 3 * US_PER_DAY, n)
+        counted = in_business(store, ts, intervals, axis)
     store, ts, active = store[counted], ts[counted], active[counted]
     _tell(progress, 0.35, "look-back")
 

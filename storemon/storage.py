@@ -480,7 +480,12 @@ class DistinctKeys:
     def count(self) -> int:
         if len(self.parts) <= 1:
             return int(sum(len(p) for p in self.parts))
-        return int(len(np.unique(np.concatenate(self.parts))))
+        if not self.packed:
+            return int(len(np.unique(np.concatenate(self.parts))))
+        # Each chunk's keys are sorted and distinct: a stable sort (timsort) merges those runs
+        # in about linear time, where np.unique's sort does not (60x slower at 1.85M keys).
+        keys = np.sort(np.concatenate(self.parts), kind="stable")
+        return int(1 + np.count_nonzero(keys[1:] != keys[:-1]))
 
 
 class HoursWriter(FeedWriter):
@@ -597,6 +602,14 @@ def report_stores(conn, now_us: int) -> pd.DataFrame:
     )
 
 
+def all_stores(conn) -> pd.DataFrame:
+    """Every store: store_key, store_id, first_poll_us, sorted by store_key."""
+    return _frame(
+        conn, "SELECT store_key, store_id, first_poll_us FROM stores ORDER BY store_key",
+        ["store_key", "store_id", "first_poll_us"],
+    )
+
+
 def polls_between(conn, from_us: int, to_us: int, keys: tuple[int, int] | None = None) -> pd.DataFrame:
     """Every poll with ``from_us <= ts_us <= to_us``: store_key, ts_us, active, sorted by
     store_key then ts_us. ``keys`` = ``(low, high)`` limits it to ``low <= store_key < high``
@@ -675,16 +688,35 @@ def all_timezones(conn) -> pd.DataFrame:
 
 def hours_by_key(conn, keys: tuple[int, int] | None = None) -> pd.DataFrame:
     """Business-hours rows of stores that have polls: store_key, day, start_s, end_s
-    (``keys``: only ``low <= store_key < high``)."""
+    (``keys``: only ``low <= store_key < high``). Each store's rows come back as one text
+    value (``day << 36 | start_s << 18 | end_s``, comma-separated), as in :func:`polls_between`."""
     mark = _placeholders(conn, 1)
     where = f"WHERE s.store_key >= {mark} AND s.store_key < {mark}" if keys else ""
-    return _frame(
-        conn,
-        f"SELECT s.store_key, h.day, h.start_s, h.end_s FROM stores s JOIN business_hours h "
-        f"ON h.store_id = s.store_id {where}",
-        ["store_key", "day", "start_s", "end_s"],
-        tuple(int(k) for k in keys) if keys else (),
-    ).astype(np.int64)
+    if conn.dialect.name == "sqlite":
+        sql = (
+            "SELECT s.store_key, (SELECT group_concat((h.day << 36) | (h.start_s << 18) | h.end_s) "
+            f"FROM business_hours h WHERE h.store_id = s.store_id) FROM stores s {where}"
+        )
+    else:
+        sql = (
+            "SELECT s.store_key, string_agg(((h.day::bigint << 36) | (h.start_s::bigint << 18) | h.end_s)::text, ',') "
+            f"FROM stores s JOIN business_hours h ON h.store_id = s.store_id {where} GROUP BY s.store_key"
+        )
+    cursor = _cursor(conn, sql, tuple(int(k) for k in keys) if keys else ())
+    try:
+        rows = [row for row in cursor.fetchall() if row[1]]
+    finally:
+        cursor.close()
+    if not rows:
+        return pd.DataFrame({c: np.empty(0, np.int64) for c in ("store_key", "day", "start_s", "end_s")})
+    texts = [row[1] for row in rows]
+    counts = np.fromiter((t.count(",") + 1 for t in texts), dtype=np.int64, count=len(texts))
+    packed = np.fromstring(",".join(texts), dtype=np.int64, sep=",")
+    mask = (1 << 18) - 1
+    return pd.DataFrame({
+        "store_key": np.repeat(np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows)), counts),
+        "day": packed >> 36, "start_s": (packed >> 18) & mask, "end_s": packed & mask,
+    })
 
 
 def zones_by_key(conn, keys: tuple[int, int] | None = None) -> pd.DataFrame:
