@@ -617,7 +617,8 @@ def _load(conn, kind, path, name, header, mapping, scan, summary, strict, chunk_
                     changed = writer.write(conn, rows)
                     if changed is not None:
                         summary.rows_changed = (summary.rows_changed or 0) + changed
-                    stores.update(rows["store_id"].unique())
+                    if kind != STATUS:  # the polls writer counts its stores itself
+                        stores.update(rows["store_id"].unique())
                 if progress:
                     progress(handle.tell(), scan.size)
             _note_bad_lines(summary, caught, bad_lines)
@@ -628,7 +629,7 @@ def _load(conn, kind, path, name, header, mapping, scan, summary, strict, chunk_
     writer.finish(conn)
     summary.rows_stored = writer.rows_stored
     summary.polls_span = writer.span
-    summary.stores = len(stores)
+    summary.stores = writer.stores if kind == STATUS else len(stores)
     if kind == TIMEZONES:
         summary.warnings += _unknown_zone_warnings(writer.zones_seen)
     if kind in (STATUS, TIMEZONES) and summary.rows_changed is None:

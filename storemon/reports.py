@@ -162,7 +162,8 @@ def _build(conn, as_of_us, progress, on_now, cache: ReportCache | None, batch_st
                                          stores["first_poll_us"].to_numpy(np.int64)[at][mine], complete_from, now_us))
         if keeping:
             held += batch.polls
-            if held <= cache.max_polls:
+            expected = held * len(keys) / max(at.stop, 1)  # the stores so far tell the total
+            if held <= cache.max_polls and expected <= 1.2 * cache.max_polls:
                 batches.append(batch)
             else:  # too big to keep: compute the rest without holding it
                 keeping, batches = False, []

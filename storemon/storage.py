@@ -371,24 +371,26 @@ class PollWriter(FeedWriter):
     kind = "status"
 
     def __init__(self) -> None:
-        self.keys: dict[str, int] | None = None  # store_id -> store_key, loaded once per file
-        self.widen: dict[int, list[int]] = {}  # store_key -> [first, last] poll of this file
+        self.ids: pd.Index | None = None  # known store ids (loaded once per file, then extended) ...
+        self.key_of = np.empty(0, dtype=np.int64)  # ... and their store keys, position by position
+        self.first = np.empty(0, dtype=np.int64)  # per store key: the file's first poll ...
+        self.last = np.empty(0, dtype=np.int64)  # ... and last (for stores that existed before)
+        self.seen = np.empty(0, dtype=bool)  # per store key: the file has a poll of it
         self.direct: bool | None = None  # PostgreSQL: COPY straight into an empty polls table
         self.distinct = DistinctKeys()  # the file's distinct (store, timestamp) keys
+
+    @property
+    def stores(self) -> int:
+        """Distinct stores among the rows written."""
+        return int(self.seen.sum())
 
     def write(self, conn, rows) -> int:
         codes, store_ids = pd.factorize(rows["store_id"])
         ts = rows["ts_us"].to_numpy()
         span = pd.DataFrame({"code": codes, "ts": ts}).groupby("code")["ts"].agg(["min", "max"])
-        self._record_spans(conn, list(store_ids), span["min"].to_numpy(), span["max"].to_numpy())
+        keys = self._record_spans(conn, store_ids, span["min"].to_numpy(np.int64), span["max"].to_numpy(np.int64))
         frame = (
-            pd.DataFrame(
-                {
-                    "store_key": np.array([self.keys[s] for s in store_ids], dtype=np.int64)[codes],
-                    "ts_us": ts,
-                    "active": rows["active"].to_numpy(),
-                }
-            )
+            pd.DataFrame({"store_key": keys[codes], "ts_us": ts, "active": rows["active"].to_numpy()})
             .sort_values(["store_key", "ts_us"], kind="stable")
             .drop_duplicates(["store_key", "ts_us"], keep="last")  # the later row for a key wins
         )
@@ -408,38 +410,53 @@ class PollWriter(FeedWriter):
         )
         return max(result.rowcount, 0)
 
-    def _record_spans(self, conn, store_ids: list[str], first, last) -> None:
-        """Create unknown stores now (their polls need a key); widen known spans at the end."""
-        if self.keys is None:
-            self.keys = dict(conn.exec_driver_sql("SELECT store_id, store_key FROM stores").all())
-        first, last = first.tolist(), last.tolist()
-        new = []
-        for i, store_id in enumerate(store_ids):
-            key = self.keys.get(store_id)
-            if key is None:
-                new.append((store_id, first[i], last[i]))
-            elif key in self.widen:
-                span = self.widen[key]
-                span[0], span[1] = min(span[0], first[i]), max(span[1], last[i])
-            else:
-                self.widen[key] = [first[i], last[i]]
-        if new:
+    def _record_spans(self, conn, store_ids, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """Create unknown stores now (their polls need a key); widen known spans at the end.
+        Returns the store key of each of ``store_ids``. (Vectorised: a chunk of a big file names
+        every store, so a Python loop per store per chunk grows with the square of the size.)"""
+        if self.ids is None:
+            known = _frame(conn, "SELECT store_id, store_key FROM stores", ["store_id", "store_key"])
+            self.ids = pd.Index(known["store_id"].astype(object))
+            self.key_of = known["store_key"].to_numpy(np.int64)
+        at = self.ids.get_indexer(store_ids)
+        new = at < 0
+        if new.any():
+            top = int(self.key_of.max()) if len(self.key_of) else 0
+            fresh = np.asarray(store_ids, dtype=object)[new]
             conn.exec_driver_sql(
-                f"INSERT INTO stores (store_id, first_poll_us, last_poll_us) VALUES ({_placeholders(conn, 3)})", new
+                f"INSERT INTO stores (store_id, first_poll_us, last_poll_us) VALUES ({_placeholders(conn, 3)})",
+                list(zip(fresh.tolist(), first[new].tolist(), last[new].tolist())),
             )
-            self.keys = dict(conn.exec_driver_sql("SELECT store_id, store_key FROM stores").all())
+            added = _frame(conn, f"SELECT store_id, store_key FROM stores WHERE store_key > {_placeholders(conn, 1)}",
+                           ["store_id", "store_key"], (top,))
+            self.ids = self.ids.append(pd.Index(added["store_id"].astype(object)))
+            self.key_of = np.concatenate([self.key_of, added["store_key"].to_numpy(np.int64)])
+            at = self.ids.get_indexer(store_ids)
+        keys = self.key_of[at]
+        size = int(keys.max()) + 1 if len(keys) else 0
+        if size > len(self.first):
+            grow = size - len(self.first)
+            self.first = np.concatenate([self.first, np.full(grow, np.iinfo(np.int64).max)])
+            self.last = np.concatenate([self.last, np.full(grow, np.iinfo(np.int64).min)])
+            self.seen = np.concatenate([self.seen, np.zeros(grow, dtype=bool)])
+        old = keys[~new]  # stores created just now already have this chunk's span
+        self.first[old] = np.minimum(self.first[old], first[~new])
+        self.last[old] = np.maximum(self.last[old], last[~new])
+        self.seen[keys] = True
+        return keys
 
     def finish(self, conn) -> None:
         """One UPDATE per store whose span the file widens (not one per store per chunk)."""
         self.rows_stored = self.distinct.count()
-        if not self.widen:
+        widen = np.flatnonzero(self.last >= self.first)
+        if not len(widen):
             return
         mark = _placeholders(conn, 1)
         low, high = _lesser(conn)
         conn.exec_driver_sql(
             f"UPDATE stores SET first_poll_us = {low}(first_poll_us, {mark}), "
             f"last_poll_us = {high}(last_poll_us, {mark}) WHERE store_key = {mark}",
-            [(first, last, key) for key, (first, last) in self.widen.items()],
+            list(zip(self.first[widen].tolist(), self.last[widen].tolist(), widen.tolist())),
         )
 
 
