@@ -442,12 +442,19 @@ Written by `make bench` (`python -m bench`); this run took {elapsed / 60:.1f} mi
 - "ratio to yardstick": the time divided by the yardstick, a plain `pandas.read_csv` of the 1x
   `store_status.csv` (1.85M rows) measured in the same run, to compare machines.
 - Data: `storemon.demo.generate_demo_data(seed={SEED})`; 1x = 14,000 stores x 8 days, 2x = 28,000 x 8,
-  5x = 70,000 x 8, four weeks = 14,000 x 29 (same end instant as 1x).
-- ingest: `ingest_files` of the three 1x files into an empty SQLite database; rows/s is the
-  status file's rows over the status file's own time.
+  5x = 70,000 x 8, 10x = 140,000 x 8, four weeks = 14,000 x 29 (same end instant as 1x).
+- Targets marked "x yardstick" apply to the time / yardstick ratio of the same run.
+- ingest: `ingest_files` of the three 1x (and, once, 5x) files into an empty SQLite database;
+  rows/s is the status file's rows over the status file's own time.
 - append: `ingest_file(engine, "status", ...)` of 10,000 polls (existing stores, an hour after
   the last poll) into a copy of the four-week database.
-- report: `build_report(engine)` on the cached databases (CSV writing not included).
+- report: `build_report(engine, cache=...)` on the cached databases, as a serving process's first
+  report (batches of `REPORT_BATCH_STORES`, kept when they fit `REPORT_CACHE_POLLS`: at 1x and 2x,
+  not at 5x or 10x); CSV writing not included. 5x and 10x run once each.
+- warm: gunicorn with 1 worker on a copy of the 1x database: a first report (trigger -> Complete,
+  polled every 20 ms), then {HOURS_AHEAD} times: an hour of polls (one per store, 14,000) appended by
+  `ingest_file` from another process (timed: "append one hour"), and a report triggered and polled
+  until Complete (timed: "warm report"; the worker reads only what changed since its last report).
 - http: gunicorn (`gunicorn.conf.py`, 2 workers x 4 threads) on a copy of the 1x database; time
   from POST /trigger_report until a GET /get_report (polled every 20 ms) answers Complete; then
   reports triggered back to back, each polled in a tight sequential loop while it runs: latency of

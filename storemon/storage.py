@@ -127,9 +127,14 @@ def write_transaction(engine: Engine, wait_seconds: float, lock: int | None = No
             if sqlite:
                 restore = int(_busy_timeout_ms.get(id(engine), 30000))
                 conn.connection.dbapi_connection.execute(f"PRAGMA busy_timeout = {restore}")
+                conn.connection.dbapi_connection.execute(f"PRAGMA cache_size = {PAGE_CACHE}")
 
 
 _busy_timeout_ms: dict[int, int] = {}
+PAGE_CACHE = -65536  # SQLite page cache per connection: 64 MiB ...
+INGEST_PAGE_CACHE = -262144  # ... and 256 MiB while a polls file is written (a big file touches
+# every store's pages once per chunk: with the table larger than the cache, each pass would read
+# them again)
 
 
 def configure_engine(engine: Engine, busy_timeout_ms: int) -> None:
@@ -155,7 +160,7 @@ def configure_engine(engine: Engine, busy_timeout_ms: int) -> None:
         cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA cache_size = -65536")  # 64 MiB page cache per connection
+        cursor.execute(f"PRAGMA cache_size = {PAGE_CACHE}")  # 64 MiB page cache per connection
         cursor.execute("PRAGMA temp_store = MEMORY")
         cursor.close()
 
@@ -311,9 +316,12 @@ class FeedWriter:
         """Store a chunk of rows; return how many rows changed, or None when not counted."""
         raise NotImplementedError
 
-    def finish(self, conn) -> None:
-        """Called once after the last chunk, inside the same transaction."""
+    def finish(self, conn) -> int | None:
+        """Called once after the last chunk, inside the same transaction; returns how many rows
+        changed then (as :meth:`write`), or None."""
 
+
+FLUSH_ROWS = 2_000_000  # parsed polls held before they are written in key order (~34 MB)
 
 _POLL_CONFLICT = (
     "ON CONFLICT (store_key, ts_us) DO UPDATE SET active = excluded.active "
@@ -362,9 +370,12 @@ def _copy_upsert_polls(conn, frame: pd.DataFrame, direct: bool) -> tuple[int, bo
 class PollWriter(FeedWriter):
     """Upserts polls keyed by (store, ts_us); the later row for a key wins.
 
-    New store ids get a row (and a ``store_key``) in ``stores`` first. Rows are then sorted by
-    the primary key (a stable sort, so of two rows for one key the later is still written
-    last): writing in key order keeps B-tree work local. Only rows that are new or change a
+    New store ids get a row (and a ``store_key``) in ``stores`` first. Parsed chunks are held
+    (as three numeric columns, about 17 bytes a row) until :data:`FLUSH_ROWS` rows have come,
+    then sorted by the primary key (a stable sort, so of two rows for one key the later is still
+    written last) and written: writing in key order keeps B-tree work local, and a feed ordered
+    by time otherwise sends every chunk across every store's pages -- with the file's size, the
+    number of chunks and the pages each touches both grow. Only keys that are new or change a
     status are counted, so re-ingesting an unchanged file reports 0.
     """
 
@@ -377,7 +388,10 @@ class PollWriter(FeedWriter):
         self.last = np.empty(0, dtype=np.int64)  # ... and last (for stores that existed before)
         self.seen = np.empty(0, dtype=bool)  # per store key: the file has a poll of it
         self.direct: bool | None = None  # PostgreSQL: COPY straight into an empty polls table
+        self.big_cache = False  # SQLite: the larger page cache is set for this file
         self.distinct = DistinctKeys()  # the file's distinct (store, timestamp) keys
+        self.pending: list[pd.DataFrame] = []  # parsed chunks not written yet
+        self.pending_rows = 0
 
     @property
     def stores(self) -> int:
@@ -389,17 +403,29 @@ class PollWriter(FeedWriter):
         ts = rows["ts_us"].to_numpy()
         span = pd.DataFrame({"code": codes, "ts": ts}).groupby("code")["ts"].agg(["min", "max"])
         keys = self._record_spans(conn, store_ids, span["min"].to_numpy(np.int64), span["max"].to_numpy(np.int64))
-        frame = (
-            pd.DataFrame({"store_key": keys[codes], "ts_us": ts, "active": rows["active"].to_numpy()})
-            .sort_values(["store_key", "ts_us"], kind="stable")
-            .drop_duplicates(["store_key", "ts_us"], keep="last")  # the later row for a key wins
-        )
-        self.distinct.add(frame["store_key"].to_numpy(), frame["ts_us"].to_numpy())
         if len(ts):
             low, high = int(ts.min()), int(ts.max())
             self.span = (low, high) if self.span is None else (min(self.span[0], low), max(self.span[1], high))
+        self.pending.append(pd.DataFrame({"store_key": keys[codes], "ts_us": ts, "active": rows["active"].to_numpy()}))
+        self.pending_rows += len(ts)
+        return self._flush(conn) if self.pending_rows >= FLUSH_ROWS else 0
+
+    def _flush(self, conn) -> int:
+        """Write the held rows in key order; return how many keys are new or changed."""
+        if not self.pending:
+            return 0
+        frame = (
+            pd.concat(self.pending, ignore_index=True)
+            .sort_values(["store_key", "ts_us"], kind="stable")
+            .drop_duplicates(["store_key", "ts_us"], keep="last")  # the later row for a key wins
+        )
+        self.pending, self.pending_rows = [], 0
+        self.distinct.add(frame["store_key"].to_numpy(), frame["ts_us"].to_numpy())
+        if conn.dialect.name == "sqlite" and not self.big_cache:  # restored by write_transaction
+            conn.exec_driver_sql(f"PRAGMA cache_size = {INGEST_PAGE_CACHE}")
+            self.big_cache = True
         if conn.dialect.name == "postgresql":
-            if self.direct is None:  # decided once per file, at its first chunk
+            if self.direct is None:  # decided once per file, at its first write
                 self.direct = conn.exec_driver_sql("SELECT NOT EXISTS (SELECT 1 FROM polls)").scalar()
             changed, self.direct = _copy_upsert_polls(conn, frame, self.direct)
             return changed
@@ -445,12 +471,14 @@ class PollWriter(FeedWriter):
         self.seen[keys] = True
         return keys
 
-    def finish(self, conn) -> None:
-        """One UPDATE per store whose span the file widens (not one per store per chunk)."""
+    def finish(self, conn) -> int:
+        """The rows still held, then one UPDATE per store whose span the file widens (not one per
+        store per chunk). Returns how many keys the last write made new or changed."""
+        changed = self._flush(conn)
         self.rows_stored = self.distinct.count()
         widen = np.flatnonzero(self.last >= self.first)
         if not len(widen):
-            return
+            return changed
         mark = _placeholders(conn, 1)
         low, high = _lesser(conn)
         conn.exec_driver_sql(
@@ -458,6 +486,7 @@ class PollWriter(FeedWriter):
             f"last_poll_us = {high}(last_poll_us, {mark}) WHERE store_key = {mark}",
             list(zip(self.first[widen].tolist(), self.last[widen].tolist(), widen.tolist())),
         )
+        return changed
 
 
 class DistinctKeys:
