@@ -62,7 +62,7 @@ class Defaults:
     # Rows handed to the database per batch while ingesting polls.
     INGEST_CHUNK_ROWS: int = 250_000
     # A report is computed this many stores at a time: its memory follows this, not the store count.
-    REPORT_BATCH_STORES: int = 20_000
+    REPORT_BATCH_STORES: int = 10_000
     # A serving process keeps what its last report read (polls of the window, business
     # intervals; storemon/snapshot.py) when that is at most this many polls, and the next report
     # reads only what changed since. 0: keep nothing. About 20 bytes a poll.

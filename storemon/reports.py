@@ -28,7 +28,7 @@ from .snapshot import ReportCache
 LOOK_BACK_US = US_PER_DAY
 # Stores per batch: a report's memory follows this (about 130 polls a store a week), not the
 # number of stores.
-BATCH_STORES = 20_000
+BATCH_STORES = 10_000
 
 
 # A `now` more than this after the latest poll it sees gets a warning: every figure is then an
@@ -169,7 +169,7 @@ def _build(conn, as_of_us, progress, on_now, cache: ReportCache | None, batch_st
                 keeping, batches = False, []
                 cache.keep(url, [])
         if progress:
-            progress(0.02 + 0.93 * (i + 1) / len(bounds), "computing")
+            progress(0.02 + 0.93 * at.stop / len(keys), f"computed {int(at.stop):,} of {len(keys):,} stores")
     if keeping:
         cache.keep(url, batches)
     frame = frames[0] if len(frames) == 1 else (

@@ -138,7 +138,9 @@ def refresh(batch: Batch, conn, keys: np.ndarray, version: int, changes: pd.Data
     old_n = len(batch.keys)
     if len(keys) < old_n or not np.array_equal(keys[:old_n], batch.keys):
         return None  # store keys are only ever added, above the others; anything else: rebuild
-    spans = mine.dropna(subset=["polls_from_us", "polls_to_us"])
+    if mine[["polls_from_us", "polls_to_us"]].isna().any(axis=None):
+        return None  # a status file without its span (no valid row, or an older writer): rebuild
+    spans = mine
     if len(spans) and int(spans["polls_to_us"].max()) > min(batch.to_us, batch.horizon_us):
         return None  # polls past the intervals' horizon
     store, ts, active, counted = batch.store, batch.ts, batch.active, batch.counted
