@@ -456,9 +456,10 @@ Written by `make bench` (`python -m bench`); this run took {elapsed / 60:.1f} mi
   `ingest_file` from another process (timed: "append one hour"), and a report triggered and polled
   until Complete (timed: "warm report"; the worker reads only what changed since its last report).
 - http: gunicorn (`gunicorn.conf.py`, 2 workers x 4 threads) on a copy of the 1x database; time
-  from POST /trigger_report until a GET /get_report (polled every 20 ms) answers Complete; then
-  reports triggered back to back, each polled in a tight sequential loop while it runs: latency of
-  the "Running" answers.
+  from POST /trigger_report until a GET /get_report (polled every 20 ms) answers Complete (the
+  first run computes, the next two reuse it: nothing was ingested between); then reports
+  triggered back to back, each as of a different minute (so each is computed), each polled in a
+  tight sequential loop while it runs: latency of the "Running" answers.
 - triggers: on a copy of the 1x database, one report timed alone, then 50 threads each POST the
   same /trigger_report (an `as_of` an hour before the last poll) at once; time until all 50 ids
   answer Complete, divided by the one report's time. Identical reports are computed once.
