@@ -210,6 +210,12 @@ class Gunicorn:
     (as tests/test_server.py starts it); :meth:`stop` kills the whole group."""
 
     def __init__(self, db_path: str, reports_dir: str, log_path: str, workers: int = 2, **settings: str):
+        # The schema first (data and jobs databases), here: two workers booting on a fresh jobs
+        # file can race to create its tables, and one then fails to boot ("database is locked").
+        from storemon.storage import dispose_all
+
+        with make_app(db_path, reports_dir).app_context():
+            dispose_all()
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
