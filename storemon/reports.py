@@ -111,7 +111,9 @@ def _build(conn, as_of_us, progress, on_now, cache: ReportCache | None, batch_st
         raise NoPollsError("no polls in the database yet: ingest a store-status file first")
     stores = storage.all_stores(conn)
     keys = stores["store_key"].to_numpy(np.int64)
-    in_report = stores["first_poll_us"].to_numpy(np.int64) <= now_us
+    ids = stores["store_id"].to_numpy(object)
+    first_poll = stores["first_poll_us"].to_numpy(np.int64)
+    in_report = first_poll <= now_us
     if not in_report.any():
         earliest = storage.earliest_poll_us(conn)
         raise NoPollsError(
@@ -158,8 +160,8 @@ def _build(conn, as_of_us, progress, on_now, cache: ReportCache | None, batch_st
             cache.counts[counted_as] += 1
         mine = in_report[at]
         if mine.any():
-            frames.append(_compute_batch(conn, batch, keys[at][mine], stores["store_id"].to_numpy()[at][mine],
-                                         stores["first_poll_us"].to_numpy(np.int64)[at][mine], complete_from, now_us))
+            frames.append(_compute_batch(conn, batch, keys[at][mine], ids[at][mine], first_poll[at][mine],
+                                         complete_from, now_us))
         if keeping:
             held += batch.polls
             expected = held * len(keys) / max(at.stop, 1)  # the stores so far tell the total

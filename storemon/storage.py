@@ -127,14 +127,10 @@ def write_transaction(engine: Engine, wait_seconds: float, lock: int | None = No
             if sqlite:
                 restore = int(_busy_timeout_ms.get(id(engine), 30000))
                 conn.connection.dbapi_connection.execute(f"PRAGMA busy_timeout = {restore}")
-                conn.connection.dbapi_connection.execute(f"PRAGMA cache_size = {PAGE_CACHE}")
 
 
 _busy_timeout_ms: dict[int, int] = {}
-PAGE_CACHE = -65536  # SQLite page cache per connection: 64 MiB ...
-INGEST_PAGE_CACHE = -262144  # ... and 256 MiB while a polls file is written (a big file touches
-# every store's pages once per chunk: with the table larger than the cache, each pass would read
-# them again)
+PAGE_CACHE = -65536  # SQLite page cache per connection: 64 MiB
 
 
 def configure_engine(engine: Engine, busy_timeout_ms: int) -> None:
@@ -160,7 +156,7 @@ def configure_engine(engine: Engine, busy_timeout_ms: int) -> None:
         cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute(f"PRAGMA cache_size = {PAGE_CACHE}")  # 64 MiB page cache per connection
+        cursor.execute(f"PRAGMA cache_size = {PAGE_CACHE}")
         cursor.execute("PRAGMA temp_store = MEMORY")
         cursor.close()
 
@@ -321,7 +317,8 @@ class FeedWriter:
         changed then (as :meth:`write`), or None."""
 
 
-FLUSH_ROWS = 2_000_000  # parsed polls held before they are written in key order (~34 MB)
+FLUSH_ROWS = 2_000_000  # parsed polls held before they are written in key order (~34 MB) ...
+WRITE_ROWS = 250_000  # ... handed to SQLite this many at a time (as Python tuples: ~40 MB)
 
 _POLL_CONFLICT = (
     "ON CONFLICT (store_key, ts_us) DO UPDATE SET active = excluded.active "
@@ -388,7 +385,6 @@ class PollWriter(FeedWriter):
         self.last = np.empty(0, dtype=np.int64)  # ... and last (for stores that existed before)
         self.seen = np.empty(0, dtype=bool)  # per store key: the file has a poll of it
         self.direct: bool | None = None  # PostgreSQL: COPY straight into an empty polls table
-        self.big_cache = False  # SQLite: the larger page cache is set for this file
         self.distinct = DistinctKeys()  # the file's distinct (store, timestamp) keys
         self.pending: list[pd.DataFrame] = []  # parsed chunks not written yet
         self.pending_rows = 0
@@ -421,20 +417,21 @@ class PollWriter(FeedWriter):
         )
         self.pending, self.pending_rows = [], 0
         self.distinct.add(frame["store_key"].to_numpy(), frame["ts_us"].to_numpy())
-        if conn.dialect.name == "sqlite" and not self.big_cache:  # restored by write_transaction
-            conn.exec_driver_sql(f"PRAGMA cache_size = {INGEST_PAGE_CACHE}")
-            self.big_cache = True
         if conn.dialect.name == "postgresql":
             if self.direct is None:  # decided once per file, at its first write
                 self.direct = conn.exec_driver_sql("SELECT NOT EXISTS (SELECT 1 FROM polls)").scalar()
             changed, self.direct = _copy_upsert_polls(conn, frame, self.direct)
             return changed
-        result = conn.exec_driver_sql(
-            f"INSERT INTO polls (store_key, ts_us, active) VALUES ({_placeholders(conn, 3)}) "
-            f"{_POLL_CONFLICT}",
-            list(zip(frame["store_key"].tolist(), frame["ts_us"].tolist(), frame["active"].tolist())),
-        )
-        return max(result.rowcount, 0)
+        changed = 0
+        for at in range(0, len(frame), WRITE_ROWS):  # Python tuples for a slice at a time
+            part = frame.iloc[at:at + WRITE_ROWS]
+            result = conn.exec_driver_sql(
+                f"INSERT INTO polls (store_key, ts_us, active) VALUES ({_placeholders(conn, 3)}) "
+                f"{_POLL_CONFLICT}",
+                list(zip(part["store_key"].tolist(), part["ts_us"].tolist(), part["active"].tolist())),
+            )
+            changed += max(result.rowcount, 0)
+        return changed
 
     def _record_spans(self, conn, store_ids, first: np.ndarray, last: np.ndarray) -> np.ndarray:
         """Create unknown stores now (their polls need a key); widen known spans at the end.
