@@ -27,6 +27,7 @@ RESULTS_MD = ROOT / "bench" / "RESULTS.md"
 
 SEED = int(os.environ.get("BENCH_SEED", "0"))
 APPEND_ROWS = 10_000  # polls in the "append" file
+HOURS_AHEAD = 3  # "hour" files: one poll per 1x store, an hour apart, after the 1x data
 RESULT_PREFIX = "BENCH_RESULT "  # a phase's one JSON line on stdout starts with this
 
 # The code a cached file depends on: when it changes, the cached file is rebuilt.
@@ -36,7 +37,7 @@ DB_CODE = ("demo.py", "ingest.py", "storage.py", "models.py")
 
 @dataclass(frozen=True)
 class Dataset:
-    label: str  # "1x", "2x", "5x", "4w"
+    label: str  # "1x", "2x", "5x", "10x", "4w"
     title: str
     stores: int
     days: int
@@ -68,6 +69,7 @@ DATASETS = {
         Dataset("4w", "four weeks: 14,000 stores x 29 days", 14_000, 29),
         Dataset("2x", "2x: 28,000 stores x 8 days", 28_000, 8),
         Dataset("5x", "5x: 70,000 stores x 8 days", 70_000, 8),
+        Dataset("10x", "10x: 140,000 stores x 8 days", 140_000, 8),
     )
 }
 

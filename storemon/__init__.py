@@ -9,6 +9,8 @@ Layers, one module each:
 * :mod:`storemon.uploads` -- request bodies streamed to disk, limits, incomplete uploads
 * :mod:`storemon.security` -- API tokens, origin and host checks (one ``before_request``)
 * :mod:`storemon.api`     -- the HTTP API blueprint
+* :mod:`storemon.reports` -- a report from one read snapshot, batch by batch; the CSV
+* :mod:`storemon.snapshot` -- a batch of stores in columns; the per-process report cache
 * :mod:`storemon.jobs`    -- report jobs: thread pool, state in the database, reuse, retention
 * :mod:`storemon.cli`     -- ``flask --app storemon ...`` commands
 * :mod:`storemon.demo`    -- the demo / benchmark data generator

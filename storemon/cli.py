@@ -187,7 +187,7 @@ def report_command(out, as_of):
     try:
         as_of_us = parse_instant(as_of) if as_of else None
         started = time.perf_counter()
-        result = build_report(db.engine, as_of_us)
+        result = build_report(db.engine, as_of_us, batch_stores=current_app.config["REPORT_BATCH_STORES"])
     except (ValueError, NoPollsError) as exc:
         raise click.ClickException(str(exc)) from exc
     path = write_csv(result.frame, out)

@@ -245,9 +245,9 @@ def business_intervals(schedule: Schedule, stores: np.ndarray, from_us: int, to_
         store = np.concatenate(parts_store)
         wall_start, wall_end = np.concatenate(parts_start), np.concatenate(parts_end)
         start, end = np.empty_like(wall_start), np.empty_like(wall_end)
-        zone_of = schedule.zones[store]
-        for zone in np.unique(zone_of):
-            at = zone_of == zone
+        zone_code, zone_names = pd.factorize(schedule.zones[store])
+        for k, zone in enumerate(zone_names):
+            at = zone_code == k
             converted = localize(np.concatenate([wall_start[at], wall_end[at]]), zone)
             start[at], end[at] = converted[: at.sum()], converted[at.sum():]
         keep = (end > start) & (end > lo_edge) & (start < hi_edge)
@@ -273,6 +273,20 @@ def merge_intervals(store: np.ndarray, start: np.ndarray, end: np.ndarray):
     new[1:] = (store[1:] != store[:-1]) | (start[1:] > reach[:-1])
     first = np.flatnonzero(new)
     return store[first], start[first], np.maximum.reduceat(reach, first)
+
+
+def clip_intervals(intervals, lo_us: int, hi_us: int):
+    """Merged intervals cut to ``[lo_us, hi_us]``, empty pieces dropped.
+
+    Exactly what :func:`business_intervals` gives for a narrower range (its intervals are cut to
+    three days around the range): cutting a union of intervals is the union of the cut pieces,
+    and cutting keeps merged intervals apart. So intervals computed once for a wide range serve
+    every report whose range (3 days spare on each side) lies inside it.
+    """
+    store, start, end = intervals
+    start, end = np.maximum(start, lo_us), np.minimum(end, hi_us)
+    keep = end > start
+    return store[keep], start[keep], end[keep]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,6 +362,7 @@ def compute_report(
     fetch_older: FetchOlder | None = None,
     progress: Progress | None = None,
     exact_seconds: bool = False,
+    intervals=None,
 ) -> pd.DataFrame:
     """The report (docs/report-rules.md) for ``store_ids``, one row each, sorted by store_id.
 
@@ -358,12 +373,17 @@ def compute_report(
     64 days, only for those stores, until found or until the store's ``first_poll_us``).
 
     With ``exact_seconds`` every figure is given in seconds, unrounded (for checks).
+
+    Work already done may be handed over (the report cache, :mod:`storemon.snapshot`, keeps it
+    between reports): ``intervals``, the stores' merged business intervals covering at least
+    ``[complete_from_us - 3 days, now_us + 3 days]`` (see :func:`clip_intervals`), and a boolean
+    column ``counted`` in ``polls`` (rule 3, as :func:`in_business` finds it).
     """
     store_ids = np.asarray(store_ids, dtype=object)
     n = len(store_ids)
     counted = count_polls(
         polls, schedule, n, now_us, complete_from_us=complete_from_us, first_poll_us=first_poll_us,
-        fetch_older=fetch_older, progress=progress,
+        fetch_older=fetch_older, progress=progress, intervals=intervals,
     )
     result = _measure(counted.store, counted.ts, counted.active, counted.intervals,
                       axis_span=(counted.earliest, now_us), n=n, now_us=now_us)
@@ -398,6 +418,7 @@ def count_polls(
     first_poll_us: np.ndarray | None = None,
     fetch_older: FetchOlder | None = None,
     progress: Progress | None = None,
+    intervals=None,
 ) -> CountedPolls:
     """Rule 3 plus the look-back: the counted polls :func:`_measure` interpolates between.
 
@@ -415,9 +436,15 @@ def count_polls(
 
     # Counted polls among those loaded.
     earliest = min(complete_from_us, int(ts.min())) if len(ts) else complete_from_us
-    intervals = business_intervals(schedule, np.arange(n), earliest, now_us)
-    axis = Axis(earliest - 3 * US_PER_DAY, now_us + 3 * US_PER_DAY, n)
-    counted = in_business(store, ts, intervals, axis)
+    if intervals is None:
+        intervals = business_intervals(schedule, np.arange(n), earliest, now_us)
+    else:
+        intervals = clip_intervals(intervals, earliest - 3 * US_PER_DAY, now_us + 3 * US_PER_DAY)
+    if "counted" in polls.columns:
+        counted = polls["counted"].to_numpy(bool)
+    else:
+        axis = Axis(earliest - 3 * US_PER_DAY, now_us + 3 * US_PER_DAY, n)
+        counted = in_business(store, ts, intervals, axis)
     store, ts, active = store[counted], ts[counted], active[counted]
     _tell(progress, 0.35, "look-back")
 
@@ -529,6 +556,14 @@ def _measure(store, ts, active, intervals, axis_span, n, now_us) -> dict[str, tu
 
     ``store``/``ts``/``active``: counted polls sorted by store then time. ``intervals``: the
     stores' business intervals, covering ``axis_span`` (which holds the week) with 3 days spare.
+
+    Two exact shortcuts keep this to one ``searchsorted`` over the segment ends:
+
+    * consecutive counted polls of a store with the same status have adjacent segments (one
+      ends where the next starts), so each such *run* is measured as one segment;
+    * ``B`` is non-decreasing along the axis, so ``B(clip(t, lo, hi)) = clip(B(t), B(lo), B(hi))``:
+      ``B`` is evaluated once at every run end, once per store at each window start and at
+      ``now``, and each window only clips those numbers.
     """
     week_start = now_us - WEEK_US
     axis = Axis(axis_span[0] - 3 * US_PER_DAY, axis_span[1] + 3 * US_PER_DAY, n, scale=2)
@@ -537,15 +572,22 @@ def _measure(store, ts, active, intervals, axis_span, n, now_us) -> dict[str, tu
     # Ends are clipped to the week, which holds all three windows.
     lo, hi = 2 * week_start, 2 * now_us
     seg_start, seg_end = nearest_poll_segments(store, ts, lo, hi)
+    run_first = np.r_[True, (store[1:] != store[:-1]) | (active[1:] != active[:-1])] if len(store) else np.ones(0, bool)
+    first = np.flatnonzero(run_first)
+    last = np.r_[first[1:] - 1, len(store) - 1].astype(np.int64) if len(first) else first
+    run_store, run_active = store[first], active[first]
+    b_start = clock.at(axis.key_doubled(run_store, seg_start[first]))
+    b_end = clock.at(axis.key_doubled(run_store, seg_end[last]))
 
+    codes = np.arange(n, dtype=np.int64)
+    b_hi = clock.at(axis.key_doubled(codes, np.full(n, hi, dtype=np.int64)))[run_store]
     result = {}
     for name, length, _unit in WINDOWS:
         w_lo = 2 * (now_us - length)
-        a = axis.key_doubled(store, np.clip(seg_start, w_lo, hi))
-        b = axis.key_doubled(store, np.clip(seg_end, w_lo, hi))
-        covered = (clock.at(b) - clock.at(a)).astype(np.float64)  # exact: < 2**53
-        up = np.bincount(store, weights=np.where(active, covered, 0), minlength=n)
-        down = np.bincount(store, weights=np.where(active, 0, covered), minlength=n)
+        b_lo = clock.at(axis.key_doubled(codes, np.full(n, w_lo, dtype=np.int64)))[run_store]
+        covered = (np.clip(b_end, b_lo, b_hi) - np.clip(b_start, b_lo, b_hi)).astype(np.float64)  # exact: < 2**53
+        up = np.bincount(run_store, weights=np.where(run_active, covered, 0), minlength=n)
+        down = np.bincount(run_store, weights=np.where(run_active, 0, covered), minlength=n)
         result[name] = (up, down)
     return result
 

@@ -61,6 +61,12 @@ class Defaults:
     SQLITE_BUSY_TIMEOUT_MS: int = 30_000
     # Rows handed to the database per batch while ingesting polls.
     INGEST_CHUNK_ROWS: int = 250_000
+    # A report is computed this many stores at a time: its memory follows this, not the store count.
+    REPORT_BATCH_STORES: int = 10_000
+    # A serving process keeps what its last report read (polls of the window, business
+    # intervals; storemon/snapshot.py) when that is at most this many polls, and the next report
+    # reads only what changed since. 0: keep nothing. About 20 bytes a poll.
+    REPORT_CACHE_POLLS: int = 6_000_000
     # Testing aid: seconds a report job waits after claiming its report (0 in real use).
     REPORT_START_DELAY: float = 0.0
     SQLALCHEMY_TRACK_MODIFICATIONS: bool = False
@@ -83,6 +89,8 @@ ENV_KEYS: dict[str, type] = {
     "STOREMON_ALLOWED_HOSTS": str,
     "STOREMON_ALLOW_OPEN": str,
     "REPORT_START_DELAY": float,
+    "REPORT_BATCH_STORES": int,
+    "REPORT_CACHE_POLLS": int,
 }
 
 # Lowest accepted value of each numeric setting.
@@ -96,6 +104,8 @@ MINIMUM = {
     "INGEST_WAIT_SECONDS": 0,
     "REPORT_START_DELAY": 0,
     "INGEST_CHUNK_ROWS": 1,
+    "REPORT_BATCH_STORES": 1,
+    "REPORT_CACHE_POLLS": 0,
 }
 
 

@@ -196,6 +196,7 @@ class FileSummary:
     source: str = "cli"
     ledger_id: int | None = None
     message: str | None = None  # for unchanged: when that content was stored before
+    polls_span: tuple[int, int] | None = None  # status: earliest and latest poll written (UTC us)
 
     @property
     def rows_skipped(self) -> int:
@@ -379,8 +380,24 @@ def _empty_lines(raw: pd.DataFrame) -> pd.Series:
     return (raw == "").all(axis=1)
 
 
-def store_id_failures(ids: pd.Series) -> list[tuple[str, pd.Series]]:
-    """The checks every feed applies to ``store_id``, each distinct id looked at once.
+class KnownIds:
+    """Store ids of one file already found good, so a chunk checks only the ids new to the file
+    (every chunk of a big polls file names every store)."""
+
+    def __init__(self) -> None:
+        self.good = pd.Index([], dtype=object)
+
+    def unknown(self, distinct: pd.Series) -> np.ndarray:
+        return ~distinct.isin(self.good).to_numpy(dtype=bool)
+
+    def add(self, ids: pd.Series) -> None:
+        if len(ids):
+            self.good = self.good.append(pd.Index(ids.to_numpy(dtype=object)))
+
+
+def store_id_failures(ids: pd.Series, known: KnownIds | None = None) -> list[tuple[str, pd.Series]]:
+    """The checks every feed applies to ``store_id``, each distinct id looked at once (once per
+    file, with ``known``).
 
     An id is kept byte for byte, so it is refused rather than cleaned: empty (or only spaces),
     longer than :data:`MAX_STORE_ID` characters, or unsafe -- starting with ``= + - @`` (a
@@ -388,26 +405,32 @@ def store_id_failures(ids: pd.Series) -> list[tuple[str, pd.Series]]:
     """
     codes, texts = pd.factorize(ids)
     distinct = pd.Series(texts, dtype=object)
-    checks = {
-        "empty store_id": (distinct.str.strip() == "").to_numpy(dtype=bool),
-        "store_id too long": (distinct.str.len() > MAX_STORE_ID).to_numpy(dtype=bool),
-        "unsafe store_id": (
-            distinct.str.startswith(UNSAFE_ID_START) | distinct.str.contains(_CONTROL, regex=True)
-        ).to_numpy(dtype=bool),
-    }
+    look = known.unknown(distinct) if known is not None else np.ones(len(distinct), dtype=bool)
+    fresh = distinct[look]
+    checks = {}
+    for reason, failed in (
+        ("empty store_id", lambda d: d.str.strip() == ""),
+        ("store_id too long", lambda d: d.str.len() > MAX_STORE_ID),
+        ("unsafe store_id", lambda d: d.str.startswith(UNSAFE_ID_START) | d.str.contains(_CONTROL, regex=True)),
+    ):
+        per_text = np.zeros(len(distinct), dtype=bool)
+        per_text[look] = failed(fresh).to_numpy(dtype=bool)
+        checks[reason] = per_text
+    if known is not None:
+        known.add(fresh[~np.logical_or.reduce(list(checks.values()))[look]])
     return [
         (reason, pd.Series(np.append(per_text, False)[codes], index=ids.index)) for reason, per_text in checks.items()
     ]
 
 
-def parse_status_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+def parse_status_rows(raw: pd.DataFrame, known: KnownIds | None = None) -> tuple[pd.DataFrame, pd.Series]:
     """Raw poll rows -> (store_id, ts_us, active) and the reasons for the rows skipped."""
     ts = parse_timestamps(raw["timestamp_utc"])
     status = _normalised(raw["status"], lambda s: s.str.strip().str.lower())
     reasons = _first_failure(
         [
             ("empty line", _empty_lines(raw)),
-            *store_id_failures(raw["store_id"]),
+            *store_id_failures(raw["store_id"], known),
             ("bad timestamp", ts.isna()),
             ("unknown status", ~status.isin(STATUS_VALUES.keys())),
         ],
@@ -424,7 +447,7 @@ def parse_status_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     return rows, reasons
 
 
-def parse_hours_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+def parse_hours_rows(raw: pd.DataFrame, known: KnownIds | None = None) -> tuple[pd.DataFrame, pd.Series]:
     """Raw business-hours rows -> (store_id, day, start_s, end_s) and reasons for skipped rows."""
     day_text = raw["day"].str.strip()
     day = pd.to_numeric(day_text.where(day_text.str.fullmatch(r"0*[0-6]")), errors="coerce")  # 3, 03, " 3 "
@@ -433,7 +456,7 @@ def parse_hours_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     reasons = _first_failure(
         [
             ("empty line", _empty_lines(raw)),
-            *store_id_failures(raw["store_id"]),
+            *store_id_failures(raw["store_id"], known),
             ("bad day", day.isna()),
             ("bad start time", start.isna() | (start >= 86400)),
             ("bad end time", end.isna()),
@@ -452,13 +475,13 @@ def parse_hours_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     return rows, reasons
 
 
-def parse_timezone_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+def parse_timezone_rows(raw: pd.DataFrame, known: KnownIds | None = None) -> tuple[pd.DataFrame, pd.Series]:
     """Raw time-zone rows -> (store_id, timezone_str) and reasons for skipped rows."""
     tz = raw["timezone_str"].str.strip()
     reasons = _first_failure(
         [
             ("empty line", _empty_lines(raw)),
-            *store_id_failures(raw["store_id"]),
+            *store_id_failures(raw["store_id"], known),
             ("empty timezone", tz == ""),
         ],
         raw.index,
@@ -570,6 +593,7 @@ def _load(conn, kind, path, name, header, mapping, scan, summary, strict, chunk_
     """Parse the file chunk by chunk and hand the valid rows to the feed's writer."""
     rename = {theirs: ours for ours, theirs in mapping.items()}
     writer = storage.FeedWriter.for_kind(kind)
+    known = KnownIds()
     stores: set[str] = set()
     bad_lines: list[int] = []  # lines skipped by the CSV reader itself (too many fields)
     wide = _leading_wide_rows(path, len(header))
@@ -603,7 +627,7 @@ def _load(conn, kind, path, name, header, mapping, scan, summary, strict, chunk_
                         mask |= chunk[column].str.contains(_NOT_UTF8, regex=True).to_numpy(dtype=bool)
                     reasons = pd.Series("not UTF-8", index=raw.index[mask], dtype=object)
                     raw = raw[~mask]
-                rows, parse_reasons = PARSERS[kind](raw)
+                rows, parse_reasons = PARSERS[kind](raw, known)
                 reasons = pd.concat([reasons, parse_reasons]) if len(reasons) else parse_reasons
                 if len(reasons):
                     _count_bad_rows(summary, chunk, reasons, bad_lines)
@@ -616,7 +640,8 @@ def _load(conn, kind, path, name, header, mapping, scan, summary, strict, chunk_
                     changed = writer.write(conn, rows)
                     if changed is not None:
                         summary.rows_changed = (summary.rows_changed or 0) + changed
-                    stores.update(rows["store_id"].unique())
+                    if kind != STATUS:  # the polls writer counts its stores itself
+                        stores.update(rows["store_id"].unique())
                 if progress:
                     progress(handle.tell(), scan.size)
             _note_bad_lines(summary, caught, bad_lines)
@@ -624,14 +649,17 @@ def _load(conn, kind, path, name, header, mapping, scan, summary, strict, chunk_
             raise IngestError(f"{name}: refused, unreadable CSV ({quote(exc)}); nothing stored") from exc
     if strict and summary.rows_skipped:
         raise IngestError(f"{name}: refused (--strict): {_skip_note(summary)}; nothing stored")
-    writer.finish(conn)
+    changed = writer.finish(conn)
+    if changed is not None:
+        summary.rows_changed = (summary.rows_changed or 0) + changed
     summary.rows_stored = writer.rows_stored
     if kind == STATUS and not writer.distinct.exact:
         summary.warnings.append(
             f"more than {storage.DistinctKeys.EXACT_UP_TO:,} distinct polls: rows_stored counts a poll repeated "
             "in another part of the file again"
         )
-    summary.stores = len(stores)
+    summary.polls_span = writer.span
+    summary.stores = writer.stores if kind == STATUS else len(stores)
     if kind == TIMEZONES:
         summary.warnings += _unknown_zone_warnings(writer.zones_seen)
     if kind in (STATUS, TIMEZONES) and summary.rows_changed is None:
@@ -714,6 +742,8 @@ def _ledger_values(summary: FileSummary, outcome: str, started_at, message: str 
         sha256=summary.sha256, rows_read=summary.rows_read, rows_stored=summary.rows_stored,
         rows_skipped=summary.rows_skipped, outcome=outcome, message=message, source=summary.source,
         started_at=started_at,
+        polls_from_us=summary.polls_span[0] if outcome == "stored" and summary.polls_span else None,
+        polls_to_us=summary.polls_span[1] if outcome == "stored" and summary.polls_span else None,
     )
 
 

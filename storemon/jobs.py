@@ -38,7 +38,7 @@ from pathlib import Path
 from flask import Flask
 from sqlalchemy import func, select, update
 
-from . import metrics, storage
+from . import metrics, snapshot, storage
 from .extensions import db
 from .models import Report
 from .reports import NoPollsError, build_report, now_warning, write_csv
@@ -221,7 +221,8 @@ def run_report(app: Flask, report_id: str) -> None:
             now_us = report.now_us if report.now_us is not None else report.as_of_us
             db.session.rollback()  # end the read; the computation uses its own snapshot
             result = build_report(db.engine, now_us, progress=_ProgressWriter(report_id),
-                                  on_now=_NowRecorder(report_id))
+                                  on_now=_NowRecorder(report_id), cache=report_cache(app),
+                                  batch_stores=app.config["REPORT_BATCH_STORES"])
             path = write_csv(result.frame, report_path(app, report_id))
             _finish(report_id, status=COMPLETE, progress=1.0, stage="complete", now_us=result.now_us,
                     latest_poll_us=result.latest_poll_us, warning=result.warning,
@@ -243,6 +244,13 @@ def run_report(app: Flask, report_id: str) -> None:
             db.session.remove()  # connection back to the pool before the job counts as done
             with _lock:
                 _mine.discard(report_id)
+
+
+def report_cache(app: Flask) -> snapshot.ReportCache | None:
+    """This process's report cache (storemon/snapshot.py), or None when REPORT_CACHE_POLLS is 0."""
+    if not app.config["REPORT_CACHE_POLLS"]:
+        return None
+    return snapshot.process_cache(app.config["REPORT_CACHE_POLLS"], app.config["REPORT_BATCH_STORES"])
 
 
 def _finish(report_id: str, **values) -> None:

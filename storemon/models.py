@@ -82,6 +82,11 @@ class IngestRecord(db.Model):
     reverts what was uploaded since. The row of a stored file is written in the file's own
     transaction: the ledger says ``stored`` exactly when the rows are there. The highest id with
     outcome ``stored`` is the data version a report is computed from.
+
+    ``polls_from_us``/``polls_to_us``: for a stored status file, the earliest and latest poll
+    instant it wrote, so every poll it added or changed lies in that range. With the ids this
+    tells a reader holding a copy of the polls as of an older version (the report cache,
+    :mod:`storemon.snapshot`) exactly which stretch of the time line to read again.
     """
 
     __tablename__ = "ingests"
@@ -98,6 +103,8 @@ class IngestRecord(db.Model):
     source: Mapped[str] = mapped_column(String(8), nullable=False)  # cli / http
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    polls_from_us: Mapped[int | None] = mapped_column(BigInteger)  # status files: first poll written
+    polls_to_us: Mapped[int | None] = mapped_column(BigInteger)  # ... and last
 
     __table_args__ = (Index("ix_ingests_sha256", "sha256"),)
 

@@ -19,12 +19,16 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
-from . import storage
-from .compute import US_PER_DAY, WEEK_US, Progress, Schedule, compute_report
+from . import snapshot, storage
+from .compute import US_PER_DAY, WEEK_US, Progress, compute_report
+from .snapshot import ReportCache
 
 # Polls loaded in the first read: the week window plus this much before it. An older poll can
 # matter only to a store with no counted poll in that day, which is then looked up separately.
 LOOK_BACK_US = US_PER_DAY
+# Stores per batch: a report's memory follows this (about 130 polls a store a week), not the
+# number of stores.
+BATCH_STORES = 10_000
 
 
 # A `now` more than this after the latest poll it sees gets a warning: every figure is then an
@@ -69,10 +73,23 @@ def build_report(
     as_of_us: int | None = None,
     progress: Progress | None = None,
     on_now: NowCallback | None = None,
+    *,
+    cache: ReportCache | None = None,
+    batch_stores: int = BATCH_STORES,
 ) -> ReportResult:
-    """Compute the report from the database as of ``as_of_us`` (default: the latest poll)."""
-    with read_snapshot(engine) as conn:
-        return _build(conn, as_of_us, progress, on_now)
+    """Compute the report from the database as of ``as_of_us`` (default: the latest poll).
+
+    Stores are computed in batches of ``batch_stores`` (by store key), so memory follows the
+    batch. With ``cache`` (a serving process's :class:`~storemon.snapshot.ReportCache`) the
+    batches read are kept, and the next report reads only what changed since
+    (:mod:`storemon.snapshot`); the result is the same either way.
+    """
+    if cache is None:
+        with read_snapshot(engine) as conn:
+            return _build(conn, as_of_us, progress, on_now, None, batch_stores, "")
+    with cache.lock:  # before the snapshot: it is then at least as new as what the cache holds
+        with read_snapshot(engine) as conn:
+            return _build(conn, as_of_us, progress, on_now, cache, cache.batch_stores, str(engine.url))
 
 
 @contextmanager
@@ -86,72 +103,94 @@ def read_snapshot(engine: Engine):
             yield conn
 
 
-def _build(
-    conn, as_of_us: int | None, progress: Progress | None, on_now: NowCallback | None = None
-) -> ReportResult:
-    """The reads (all in the caller's transaction) and the computation."""
-    now_us = as_of_us if as_of_us is not None else storage.latest_poll_us(conn)
+def _build(conn, as_of_us, progress, on_now, cache: ReportCache | None, batch_stores: int, url: str) -> ReportResult:
+    """The reads (all in the caller's transaction) and the computation, batch by batch."""
+    latest_in_db = storage.latest_poll_us(conn)
+    now_us = as_of_us if as_of_us is not None else latest_in_db
     if now_us is None:
         raise NoPollsError("no polls in the database yet: ingest a store-status file first")
-    stores = storage.report_stores(conn, now_us)
-    if stores.empty:
+    stores = storage.all_stores(conn)
+    keys = stores["store_key"].to_numpy(np.int64)
+    ids = stores["store_id"].to_numpy(object)
+    first_poll = stores["first_poll_us"].to_numpy(np.int64)
+    in_report = first_poll <= now_us
+    if not in_report.any():
         earliest = storage.earliest_poll_us(conn)
         raise NoPollsError(
             f"no poll at or before {format_instant(now_us)}; the earliest poll is at {format_instant(earliest)}"
         )
-    # Codes follow store_key order, the order the database returns polls in, so the engine
-    # need not sort them; the engine sorts the report by store_id.
-    stores = stores.sort_values("store_key").reset_index(drop=True)
-    code_of_key = pd.Series(np.arange(len(stores)), index=stores["store_key"].to_numpy())
-    code_of_id = pd.Series(np.arange(len(stores)), index=stores["store_id"].to_numpy())
-
-    complete_from = now_us - WEEK_US - LOOK_BACK_US
-    polls = storage.polls_between(conn, complete_from, now_us)
-    polls = pd.DataFrame(
-        {
-            "store": code_of_key.reindex(polls["store_key"].to_numpy()).to_numpy(),
-            "ts_us": polls["ts_us"].to_numpy(),
-            "active": polls["active"].to_numpy(),
-        }
-    ).dropna()
-    # The polls read end at `now`, so their latest is the latest poll at or before it; none in
-    # the last eight days (an as_of long after the data) -> ask the database.
-    latest_us = int(polls["ts_us"].max()) if len(polls) else storage.latest_poll_at_or_before(conn, now_us)
+    latest_us = latest_in_db if now_us >= latest_in_db else storage.latest_poll_at_or_before(conn, now_us)
     if on_now:
         on_now(now_us, latest_us)
     if progress:
         progress(0.02, "read")
+    version = storage.data_version(conn)
+    complete_from = now_us - WEEK_US - LOOK_BACK_US
 
-    hours = storage.all_hours(conn)
-    hours["store"] = code_of_id.reindex(hours["store_id"].to_numpy()).to_numpy()
-    hours = hours.dropna(subset=["store"])
-    zones = storage.all_timezones(conn)
-    zones["store"] = code_of_id.reindex(zones["store_id"].to_numpy()).to_numpy()
-    zones = zones.dropna(subset=["store"])
-    schedule = Schedule.build(
-        len(stores),
-        hours.astype({"store": np.int64}),
-        pd.Series(zones["timezone_str"].to_numpy(), index=zones["store"].to_numpy(np.int64)),
-    )
-    keys = stores["store_key"].to_numpy()
+    # Kept batches serve if none is newer than this snapshot and all hold this report's range.
+    kept = cache.kept(url) if cache is not None else []
+    usable = bool(kept) and all(b.version <= version and b.covers(complete_from, now_us) for b in kept)
+    if usable:
+        bounds = [(b.lo, b.hi) for b in kept]
+        changes = storage.ledger_stored_since(conn, min(b.version for b in kept))
+    else:
+        starts = keys[::batch_stores]
+        bounds = list(zip(starts.tolist(), [*starts[1:].tolist(), snapshot.MAX_US]))
+        changes = None
+    keeping = cache is not None and (usable or not kept or max(b.version for b in kept) <= version)
+    horizon = max(latest_in_db, now_us) + snapshot.HORIZON_US
+
+    frames, batches, held = [], [], 0
+    for i, (lo, hi) in enumerate(bounds):
+        at = slice(np.searchsorted(keys, lo), np.searchsorted(keys, hi))
+        batch, counted_as = None, "built"
+        if usable:
+            old = kept[i]
+            if old.version == version:
+                batch, counted_as = old, "reused"
+            else:
+                batch, counted_as = snapshot.refresh(old, conn, keys[at], version, changes, complete_from), "refreshed"
+        if batch is None or not batch.covers(complete_from, now_us) or not np.array_equal(batch.keys, keys[at]):
+            counted_as = "built"
+            if keeping:
+                batch = snapshot.build(conn, keys[at], lo, hi, version, complete_from, snapshot.MAX_US, horizon)
+            else:
+                batch = snapshot.build(conn, keys[at], lo, hi, version, complete_from, now_us, now_us)
+        if cache is not None:
+            cache.counts[counted_as] += 1
+        mine = in_report[at]
+        if mine.any():
+            frames.append(_compute_batch(conn, batch, keys[at][mine], ids[at][mine], first_poll[at][mine],
+                                         complete_from, now_us))
+        if keeping:
+            held += batch.polls
+            expected = held * len(keys) / max(at.stop, 1)  # the stores so far tell the total
+            if held <= cache.max_polls and expected <= 1.2 * cache.max_polls:
+                batches.append(batch)
+            else:  # too big to keep: compute the rest without holding it
+                keeping, batches = False, []
+                cache.keep(url, [])
+        if progress:
+            progress(0.02 + 0.93 * at.stop / len(keys), f"computed {int(at.stop):,} of {len(keys):,} stores")
+    if keeping:
+        cache.keep(url, batches)
+    frame = frames[0] if len(frames) == 1 else (
+        pd.concat(frames, ignore_index=True).sort_values("store_id", kind="stable").reset_index(drop=True))
+    return ReportResult(frame=frame, now_us=now_us, store_count=len(frame), latest_poll_us=latest_us,
+                        data_version=version)
+
+
+def _compute_batch(conn, batch, report_keys, store_ids, first_poll_us, complete_from, now_us) -> pd.DataFrame:
+    """One batch's rows (sorted by store_id); codes are positions in ``report_keys``."""
+    polls, schedule, intervals = snapshot.report_inputs(batch, report_keys, complete_from, now_us)
 
     def fetch_older(codes: np.ndarray, from_us: int, to_us: int) -> pd.DataFrame:
-        older = storage.polls_of_stores(conn, keys[codes], from_us, to_us)
-        older["store"] = code_of_key.reindex(older["store_key"].to_numpy()).to_numpy()
+        older = storage.polls_of_stores(conn, report_keys[codes], from_us, to_us)
+        older["store"] = np.searchsorted(report_keys, older["store_key"].to_numpy(np.int64))
         return older
 
-    frame = compute_report(
-        stores["store_id"].to_numpy(),
-        polls.astype({"store": np.int64}),
-        schedule,
-        now_us,
-        complete_from_us=complete_from,
-        first_poll_us=stores["first_poll_us"].to_numpy(),
-        fetch_older=fetch_older,
-        progress=progress,
-    )
-    return ReportResult(frame=frame, now_us=now_us, store_count=len(frame), latest_poll_us=latest_us,
-                        data_version=storage.data_version(conn))
+    return compute_report(store_ids, polls, schedule, now_us, complete_from_us=complete_from,
+                          first_poll_us=first_poll_us, fetch_older=fetch_older, intervals=intervals)
 
 
 def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:

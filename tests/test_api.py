@@ -260,10 +260,10 @@ def test_a_report_reads_one_snapshot_while_an_ingest_commits(app, loaded, tmp_pa
     of the database before the ingest."""
     before = build_report(loaded).frame
     newer = write_csv(tmp_path / "later.csv", "store_id,status,timestamp_utc\n007,active,2023-01-23 11:50:00 UTC\nnew,active,2023-01-23 11:00:00 UTC\n")
-    real_all_hours = storage.all_hours
+    real_hours = storage.hours_by_key
     ingested = {}
 
-    def all_hours_with_an_ingest_in_between(conn):
+    def hours_with_an_ingest_in_between(conn, keys=None):
         def other_writer():
             with app.app_context():
                 ingested["summary"] = ingest_file(db.engine, "status", newer)
@@ -271,9 +271,9 @@ def test_a_report_reads_one_snapshot_while_an_ingest_commits(app, loaded, tmp_pa
         thread = threading.Thread(target=other_writer)
         thread.start()
         thread.join(timeout=60)
-        return real_all_hours(conn)
+        return real_hours(conn, keys)
 
-    monkeypatch.setattr(storage, "all_hours", all_hours_with_an_ingest_in_between)
+    monkeypatch.setattr(storage, "hours_by_key", hours_with_an_ingest_in_between)
     during = build_report(loaded).frame
     assert ingested["summary"].rows_changed == 2  # the ingest did commit, while the report read
     pd.testing.assert_frame_equal(during, before)
