@@ -112,6 +112,10 @@ class LedgerRowSchema(Schema):
     outcome = fields.String(required=True, validate=validate.OneOf(["stored", "unchanged", "refused", "failed"]))
     message = fields.String(required=True, allow_none=True)
     source = fields.String(required=True, validate=validate.OneOf(["cli", "http"]))
+    polls_from_us = fields.Integer(required=True, allow_none=True, metadata={
+        "description": "a stored status file: its earliest poll instant (UTC microseconds); else null"})
+    polls_to_us = fields.Integer(required=True, allow_none=True, metadata={
+        "description": "a stored status file: its latest poll instant (UTC microseconds); else null"})
     started_at = _ts("", required=True, allow_none=True)
     finished_at = _ts("", required=True, allow_none=True)
 
