@@ -82,14 +82,19 @@ def generate(out_dir: str, stores: str, days: str, seed: str) -> dict:
     }
 
 
-def append_csv(db_path: str, out_csv: str, seed: str) -> dict:
-    """APPEND_ROWS new polls in the real feed's format, one each for as many existing stores,
-    an hour (plus up to 5 minutes) after the database's last poll, in time order."""
-    uri = f"file:{db_path}?mode=ro"
-    with sqlite3.connect(uri, uri=True) as conn:
+def stores_and_last_poll(db_path: str) -> tuple[list[str], int]:
+    """A SQLite database's store ids (store_key order) and its latest poll, read only."""
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
         store_ids = [row[0] for row in conn.execute("SELECT store_id FROM stores ORDER BY store_key")]
         last_us = conn.execute("SELECT max(last_poll_us) FROM stores").fetchone()[0]
     conn.close()
+    return store_ids, last_us
+
+
+def append_csv(db_path: str, out_csv: str, seed: str) -> dict:
+    """APPEND_ROWS new polls in the real feed's format, one each for as many existing stores,
+    an hour (plus up to 5 minutes) after the database's last poll, in time order."""
+    store_ids, last_us = stores_and_last_poll(db_path)
     rng = random.Random(int(seed))
     chosen = rng.sample(store_ids, APPEND_ROWS)
     stamps = sorted(last_us + 3600 * US + rng.randrange(300 * US) for _ in chosen)
@@ -106,11 +111,7 @@ def append_csv(db_path: str, out_csv: str, seed: str) -> dict:
 def hour_csvs(db_path: str, out_pattern: str, seed: str) -> dict:
     """HOURS_AHEAD files ``out_pattern.format(i)``: one poll per store, hour ``i + 1`` after the
     database's last poll (plus up to 5 minutes), in time order -- the hourly feed of the loop."""
-    uri = f"file:{db_path}?mode=ro"
-    with sqlite3.connect(uri, uri=True) as conn:
-        store_ids = [row[0] for row in conn.execute("SELECT store_id FROM stores ORDER BY store_key")]
-        last_us = conn.execute("SELECT max(last_poll_us) FROM stores").fetchone()[0]
-    conn.close()
+    store_ids, last_us = stores_and_last_poll(db_path)
     rng = random.Random(int(seed))
     epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
     for i in range(HOURS_AHEAD):

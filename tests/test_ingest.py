@@ -317,20 +317,23 @@ def test_sentinel_and_out_of_range_timestamps_are_bad_rows(engine, tmp_path):
     assert [r[:2] for r in polls(engine)] == [("4", 1672531200123456), ("5", 1672531200000000)]
 
 
+# Store 1's key comes again, with another status, in the second chunk of two rows.
+KEY_REPEATED_IN_A_LATER_CHUNK = (
+    "store_id,status,timestamp_utc\n"
+    "1,active,2023-01-25 12:00:00 UTC\n"
+    "2,active,2023-01-25 12:00:00 UTC\n"
+    "3,active,2023-01-25 12:00:00 UTC\n"
+    "1,inactive,2023-01-25 12:00:00 UTC\n"
+    "4,active,2023-01-25 12:00:00 UTC\n"
+)
+
+
 def test_a_key_repeated_across_chunks_of_a_first_load(engine, tmp_path, monkeypatch):
     """On PostgreSQL a first load COPYs straight into the empty table; a key that comes back in a
     later write must still end with the later row (the fallback to the upsert path). Each chunk
     is written on its own here (storage.FLUSH_ROWS), as a file of millions of rows would be."""
     monkeypatch.setattr(storage, "FLUSH_ROWS", 2)
-    path = write_csv(
-        tmp_path / "s.csv",
-        "store_id,status,timestamp_utc\n"
-        "1,active,2023-01-25 12:00:00 UTC\n"
-        "2,active,2023-01-25 12:00:00 UTC\n"
-        "3,active,2023-01-25 12:00:00 UTC\n"
-        "1,inactive,2023-01-25 12:00:00 UTC\n"
-        "4,active,2023-01-25 12:00:00 UTC\n",
-    )
+    path = write_csv(tmp_path / "s.csv", KEY_REPEATED_IN_A_LATER_CHUNK)
     s = ingest_file(engine, "status", path, chunk_rows=2)
     assert [(sid, active) for sid, _, active in polls(engine)] == [("1", False), ("2", True), ("3", True), ("4", True)]
     assert s.rows_changed == 5  # 1, 2 | 3, then 1 changed | 4
@@ -339,15 +342,7 @@ def test_a_key_repeated_across_chunks_of_a_first_load(engine, tmp_path, monkeypa
 def test_chunks_are_written_together_in_key_order(engine, tmp_path):
     """Chunks are held and written at once (up to storage.FLUSH_ROWS rows): a key repeated in a
     later chunk is written once, with its later row, and counted once."""
-    path = write_csv(
-        tmp_path / "s.csv",
-        "store_id,status,timestamp_utc\n"
-        "1,active,2023-01-25 12:00:00 UTC\n"
-        "2,active,2023-01-25 12:00:00 UTC\n"
-        "3,active,2023-01-25 12:00:00 UTC\n"
-        "1,inactive,2023-01-25 12:00:00 UTC\n"
-        "4,active,2023-01-25 11:00:00 UTC\n",
-    )
+    path = write_csv(tmp_path / "s.csv", KEY_REPEATED_IN_A_LATER_CHUNK.replace("4,active,2023-01-25 12", "4,active,2023-01-25 11"))
     s = ingest_file(engine, "status", path, chunk_rows=2)
     assert [(sid, active) for sid, _, active in polls(engine)] == [("1", False), ("2", True), ("3", True), ("4", True)]
     assert (s.rows_read, s.rows_stored, s.rows_changed, s.stores) == (5, 4, 4, 4)
