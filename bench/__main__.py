@@ -496,6 +496,7 @@ def main(argv: list[str]) -> int:
         say("preparing data (cached in bench/cache/)")
         needed = {"1x"}  # the yardstick reads the 1x polls file
         needed |= {"4w"} if {"append", "postgresql"} & set(chosen) else set()
+        needed |= {"5x"} if "ingest" in chosen else set()
         needed |= set(DATASETS) if "report" in chosen else set()
         for label in DATASETS:
             if label in needed:

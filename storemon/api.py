@@ -14,7 +14,7 @@ from . import jobs, metrics, storage
 from .compute import REPORT_COLUMNS
 from .extensions import db
 from .ingest import KINDS, IngestBusy, IngestError, IngestReadOnly, ingest_file
-from .models import BusinessHours, Poll, Report, Store, StoreTimezone
+from .models import BusinessHours, Poll, RecentPoll, Report, Store, StoreTimezone
 from .openapi import describe, json_response, query, ref
 from .reports import format_datetime, format_instant, parse_instant
 from .schemas import AS_OF, REPORT_ID
@@ -328,7 +328,8 @@ def health():
         "stores_with_polls": select(func.count()).select_from(Store),
         "stores_with_hours": select(func.count(func.distinct(BusinessHours.store_id))),
         "stores_with_timezone": select(func.count()).select_from(StoreTimezone),
-        "polls": select(func.count()).select_from(Poll),
+        "polls": select(select(func.count()).select_from(Poll).scalar_subquery()
+                        + select(func.count()).select_from(RecentPoll).scalar_subquery()),
         "reports": select(func.count()).select_from(Report),
     }
     try:

@@ -39,7 +39,7 @@ from .chart import week_chart
 from .compute import REPORT_COLUMNS
 from .explain import UnknownStoreError, iso_utc, load_timeline
 from .extensions import db
-from .models import BusinessHours, Poll, Report, Store, StoreTimezone
+from .models import BusinessHours, Poll, RecentPoll, Report, Store, StoreTimezone
 from .openapi import describe, json_response, query
 from .reports import NoPollsError, format_datetime, parse_instant
 from .schemas import AS_OF
@@ -77,7 +77,7 @@ def _counts() -> dict:
     latest = db.session.execute(select(func.max(Store.last_poll_us))).scalar()
     return {
         "stores": count(Store),
-        "polls": count(Poll),
+        "polls": count(Poll) + count(RecentPoll),
         "business_hours_rows": count(BusinessHours),
         "timezones": count(StoreTimezone),
         "latest_poll": iso_utc(latest) if latest is not None else None,

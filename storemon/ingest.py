@@ -70,6 +70,7 @@ MAX_STORE_ID = 255  # characters; a longer store_id is a bad row
 # (tab, CR, LF, NUL, ...), is refused: reports are opened in Excel, and ids travel in CSV cells.
 UNSAFE_ID_START = ("=", "+", "-", "@")
 _CONTROL = r"[\x00-\x1f\x7f]"
+_CONTROL_RE = re.compile(_CONTROL)
 _NOT_UTF8 = r"[\udc80-\udcff]"  # bytes that were not UTF-8, as Python's surrogateescape keeps them
 _TIME_PATTERN = r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$"
 _BAD_LINE = re.compile(r"Skipping line (\d+): expected (\d+) fields, saw (\d+)")
@@ -302,10 +303,14 @@ def resolve_columns(kind: str, header: Iterable[str], path: str | Path = "") -> 
 
 def _first_failure(checks: list[tuple[str, pd.Series]], index: pd.Index) -> pd.Series:
     """For each row, the first reason whose mask is True (rows with none are dropped)."""
-    reason = pd.Series(pd.NA, index=index, dtype="object")
+    reason = np.full(len(index), None, dtype=object)
+    failed = np.zeros(len(index), dtype=bool)
     for name, mask in reversed(checks):  # earlier checks win, so they are written last
-        reason = reason.mask(mask.to_numpy(), name)
-    return reason.dropna()
+        mask = np.asarray(mask, dtype=bool)
+        if mask.any():
+            reason[mask] = name
+            failed |= mask
+    return pd.Series(reason[failed], index=index[failed], dtype=object)
 
 
 # Polls outside this span are taken for typos or sentinels (0001-01-01, 9999-12-31) and skipped
@@ -324,7 +329,8 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
     before 2000 or more than a day ahead of the clock count as unreadable.
     """
     micros = _micros(_iso_utc(values.str.removesuffix(" UTC")))
-    missed = np.isnan(micros) & (values != "").to_numpy()
+    missed = np.isnan(micros)
+    missed[missed] = values.to_numpy(dtype=object)[missed] != ""
     if missed.any():
         retry = values[missed].str.strip().str.replace(r"(?i)\s*utc$", "", regex=True)
         micros[missed] = _micros(_iso_utc(retry))
@@ -377,7 +383,13 @@ def parse_clock(values: pd.Series) -> pd.Series:
 
 
 def _empty_lines(raw: pd.DataFrame) -> pd.Series:
-    return (raw == "").all(axis=1)
+    """Rows whose every field is empty (the first column is looked at first: few rows pass)."""
+    empty = raw.iloc[:, 0].to_numpy(dtype=object) == ""
+    for column in raw.columns[1:]:
+        if not empty.any():
+            break
+        empty[empty] = raw[column].to_numpy(dtype=object)[empty] == ""
+    return pd.Series(empty, index=raw.index)
 
 
 class KnownIds:
@@ -407,14 +419,25 @@ def store_id_failures(ids: pd.Series, known: KnownIds | None = None) -> list[tup
     distinct = pd.Series(texts, dtype=object)
     look = known.unknown(distinct) if known is not None else np.ones(len(distinct), dtype=bool)
     fresh = distinct[look]
+    texts = fresh.tolist()
+    # Plain Python over the distinct ids (pandas' .str costs more per call than these take): one
+    # pass finds the suspects -- the control-character search runs once over all the ids, and
+    # per id only if it finds one -- then each suspect gets its reason.
+    control = _CONTROL_RE.search("".join(texts)) is not None
+    suspects = [
+        i for i, t in enumerate(texts)
+        if len(t) > MAX_STORE_ID or t.startswith(UNSAFE_ID_START) or not t.strip() or (control and _CONTROL_RE.search(t))
+    ]
     checks = {}
     for reason, failed in (
-        ("empty store_id", lambda d: d.str.strip() == ""),
-        ("store_id too long", lambda d: d.str.len() > MAX_STORE_ID),
-        ("unsafe store_id", lambda d: d.str.startswith(UNSAFE_ID_START) | d.str.contains(_CONTROL, regex=True)),
+        ("empty store_id", lambda t: not t.strip()),
+        ("store_id too long", lambda t: len(t) > MAX_STORE_ID),
+        ("unsafe store_id", lambda t: t.startswith(UNSAFE_ID_START) or _CONTROL_RE.search(t) is not None),
     ):
+        per_fresh = np.zeros(len(texts), dtype=bool)
+        per_fresh[[i for i in suspects if failed(texts[i])]] = True
         per_text = np.zeros(len(distinct), dtype=bool)
-        per_text[look] = failed(fresh).to_numpy(dtype=bool)
+        per_text[look] = per_fresh
         checks[reason] = per_text
     if known is not None:
         known.add(fresh[~np.logical_or.reduce(list(checks.values()))[look]])
@@ -426,22 +449,29 @@ def store_id_failures(ids: pd.Series, known: KnownIds | None = None) -> list[tup
 def parse_status_rows(raw: pd.DataFrame, known: KnownIds | None = None) -> tuple[pd.DataFrame, pd.Series]:
     """Raw poll rows -> (store_id, ts_us, active) and the reasons for the rows skipped."""
     ts = parse_timestamps(raw["timestamp_utc"])
-    status = _normalised(raw["status"], lambda s: s.str.strip().str.lower())
+    status = raw["status"].to_numpy(dtype=object)
+    active = status == "active"
+    readable = active | (status == "inactive")
+    if not readable.all():  # only the other rows are cleaned up (spaces, case) and looked at again
+        odd = ~readable
+        cleaned = _normalised(raw["status"][odd], lambda s: s.str.strip().str.lower()).to_numpy(dtype=object)
+        active[odd] = cleaned == "active"
+        readable[odd] = active[odd] | (cleaned == "inactive")
     reasons = _first_failure(
         [
             ("empty line", _empty_lines(raw)),
             *store_id_failures(raw["store_id"], known),
             ("bad timestamp", ts.isna()),
-            ("unknown status", ~status.isin(STATUS_VALUES.keys())),
+            ("unknown status", pd.Series(~readable, index=raw.index)),
         ],
         raw.index,
     )
-    good = ~raw.index.isin(reasons.index)
+    good = ~raw.index.isin(reasons.index) if len(reasons) else np.ones(len(raw), dtype=bool)
     rows = pd.DataFrame(
         {
             "store_id": raw["store_id"][good],
             "ts_us": ts[good].astype("int64"),
-            "active": status[good] == "active",
+            "active": active[good],
         }
     )
     return rows, reasons
@@ -594,6 +624,8 @@ def _load(conn, kind, path, name, header, mapping, scan, summary, strict, chunk_
     rename = {theirs: ours for ours, theirs in mapping.items()}
     writer = storage.FeedWriter.for_kind(kind)
     known = KnownIds()
+    if kind == STATUS:  # ids of stores that have polls passed these checks when first stored
+        known.good = writer.known_ids(conn)
     stores: set[str] = set()
     bad_lines: list[int] = []  # lines skipped by the CSV reader itself (too many fields)
     wide = _leading_wide_rows(path, len(header))

@@ -17,7 +17,7 @@ def table(engine, sql):
 def polls(engine):
     return table(
         engine,
-        "SELECT s.store_id, p.ts_us, p.active FROM polls p JOIN stores s USING (store_key) "
+        f"SELECT s.store_id, p.ts_us, p.active FROM {storage.ALL_POLLS} p JOIN stores s USING (store_key) "
         "ORDER BY s.store_id, p.ts_us",
     )
 
@@ -38,7 +38,7 @@ def test_real_sample_ingests_with_the_right_counts(engine):
     assert by_kind["hours"].rows_read == by_kind["hours"].rows_stored == 86_198
     assert by_kind["status"].rows_read == by_kind["status"].rows_stored == 5_032
     assert all(f.rows_skipped == 0 for f in summary.files)
-    assert table(engine, "SELECT count(*) FROM polls") == [(5_032,)]
+    assert table(engine, f"SELECT count(*) FROM {storage.ALL_POLLS} p") == [(5_032,)]
     assert table(engine, "SELECT count(*) FROM stores") == [(by_kind["status"].stores,)]
     assert table(engine, "SELECT count(*) FROM business_hours") == [(86_198,)]
     assert table(engine, "SELECT count(*) FROM store_timezones") == [(13_559,)]

@@ -19,6 +19,7 @@ import pytest
 from conftest import write_csv
 from test_api import STATUS, loaded, wait_for  # noqa: F401  (fixture)
 
+from storemon import storage
 from storemon import create_app, jobs, storage
 from storemon.config import ConfigError
 from storemon.extensions import db
@@ -33,7 +34,7 @@ HEADER = "store_id,status,timestamp_utc\n"
 def polls(engine):
     with engine.connect() as conn:
         return conn.exec_driver_sql(
-            "SELECT s.store_id, p.ts_us, p.active FROM polls p JOIN stores s USING (store_key) ORDER BY 1, 2"
+            f"SELECT s.store_id, p.ts_us, p.active FROM {storage.ALL_POLLS} p JOIN stores s USING (store_key) ORDER BY 1, 2"
         ).all()
 
 

@@ -81,7 +81,17 @@ def loaded_random(engine, tmp_path):
     return polls
 
 
-def test_warm_report_equals_cold_after_every_kind_of_change(app, engine, tmp_path, loaded_random):
+@pytest.fixture(params=["polls_recent", "folds"])
+def recent_limit(request, monkeypatch):
+    """SQLite keeps new polls in polls_recent: with its default limit, these small files all stay
+    there; with a limit of a few polls, most files fold it into polls first."""
+    if request.param == "folds":
+        monkeypatch.setattr(storage, "RECENT_POLLS_MIN", 0)
+        monkeypatch.setattr(storage, "RECENT_POLLS_PER_STORE", 1)
+    return request.param
+
+
+def test_warm_report_equals_cold_after_every_kind_of_change(app, engine, tmp_path, recent_limit, loaded_random):
     check = Checker(engine, tmp_path)
     n = check.same()["built"]
     assert n == len(check.cache.batches) >= 4  # the stores with polls, in batches of 7

@@ -1,0 +1,161 @@
+"""New polls land in ``polls_recent`` and are folded into ``polls`` (storemon/storage.py, SQLite).
+
+Whatever the mix of files -- an hour of new polls, overwrites of keys in either table, a key
+repeated across the chunks of one file, a file too big for ``polls_recent`` -- the database must
+hold exactly what a plain "the later row for a key wins" dictionary holds, each key in one table
+only, and every reader (polls_between, polls_of_stores, latest_poll_at_or_before) must see both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from storemon import create_app, storage
+from storemon.extensions import db
+from storemon.ingest import ingest_file
+
+HOUR_US = 3_600_000_000
+T0 = 1_674_000_000_000_000  # 2023-01-18
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path):
+    """The recent-polls path is SQLite's (PostgreSQL writes polls directly)."""
+    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'storemon.db'}",
+                      "REPORTS_DIR": str(tmp_path / "reports"), "UPLOAD_DIR": str(tmp_path / "uploads")})
+    with app.app_context():
+        yield db.engine
+        storage.dispose_all()
+
+
+def write_feed(path, rows) -> str:
+    """rows: (store_id, ts_us, active) -> a status CSV in the real feed's format."""
+    stamps = pd.to_datetime([t for _, t, _ in rows], unit="us", utc=True).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+    frame = pd.DataFrame({"store_id": [s for s, _, _ in rows], "status": ["active" if a else "inactive" for *_, a in rows],
+                          "timestamp_utc": stamps})
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def stored(engine) -> dict:
+    """Every stored poll as {(store_id, ts_us): active}, checking no key is in both tables."""
+    with engine.connect() as conn:
+        main = conn.exec_driver_sql("SELECT store_key, ts_us FROM polls").all()
+        recent = conn.exec_driver_sql("SELECT store_key, ts_us FROM polls_recent").all()
+        assert not set(main) & set(recent), "a key is in polls and in polls_recent"
+        rows = conn.exec_driver_sql(
+            f"SELECT s.store_id, p.ts_us, p.active FROM {storage.ALL_POLLS} p JOIN stores s USING (store_key)"
+        ).all()
+    return {(s, t): bool(a) for s, t, a in rows}
+
+
+def table_sizes(engine) -> tuple[int, int]:
+    with engine.connect() as conn:
+        return (conn.exec_driver_sql("SELECT count(*) FROM polls").scalar(),
+                conn.exec_driver_sql("SELECT count(*) FROM polls_recent").scalar())
+
+
+def test_an_hour_of_polls_lands_in_polls_recent_and_a_fold_moves_it(sqlite_engine, tmp_path, monkeypatch):
+    monkeypatch.setattr(storage, "RECENT_POLLS_MIN", 0)
+    monkeypatch.setattr(storage, "RECENT_POLLS_PER_STORE", 3)  # 30 polls for 10 stores
+    stores = [f"{i:03d}" for i in range(10)]
+    first = [(s, T0 + h * HOUR_US + i, True) for h in range(5) for i, s in enumerate(stores)]
+    ingest_file(sqlite_engine, "status", write_feed(tmp_path / "first.csv", first))
+    assert table_sizes(sqlite_engine) == (50, 0)  # 50 polls: more than polls_recent takes, so polls
+    sizes = []
+    for h in range(5, 10):
+        hour = [(s, T0 + h * HOUR_US + i, h % 2 == 0) for i, s in enumerate(stores)]
+        summary = ingest_file(sqlite_engine, "status", write_feed(tmp_path / f"h{h}.csv", hour))
+        assert summary.rows_changed == summary.rows_stored == 10
+        sizes.append(table_sizes(sqlite_engine))
+    # 10 a file: the fourth file would pass 30, so it first moves the 30 held into polls.
+    assert sizes == [(50, 10), (50, 20), (50, 30), (80, 10), (80, 20)]
+    expected = {(s, t): a for s, t, a in first}
+    for h in range(5, 10):
+        expected.update({(s, T0 + h * HOUR_US + i): h % 2 == 0 for i, s in enumerate(stores)})
+    assert stored(sqlite_engine) == expected
+
+    with sqlite_engine.connect() as conn:
+        frame = storage.polls_between(conn, T0, T0 + 20 * HOUR_US)
+        assert len(frame) == 100
+        keys, ts = frame["store_key"].to_numpy(), frame["ts_us"].to_numpy()
+        assert np.all((np.diff(keys) > 0) | ((np.diff(keys) == 0) & (np.diff(ts) > 0)))  # sorted, no repeats
+        key = int(keys[0])
+        one = storage.polls_of_stores(conn, np.array([key]), T0, T0 + 20 * HOUR_US)
+        assert len(one) == 10 and one["ts_us"].is_monotonic_increasing  # 5 in polls, 5 in polls_recent
+        assert storage.latest_poll_at_or_before(conn, T0 + 20 * HOUR_US) == T0 + 9 * HOUR_US + 9
+        assert storage.latest_poll_at_or_before(conn, T0 + 9 * HOUR_US - 1) == T0 + 8 * HOUR_US + 9
+
+
+def test_overwrites_find_their_key_in_either_table_and_count_only_changes(sqlite_engine, tmp_path):
+    old = [("a", T0, True), ("a", T0 + HOUR_US, True), ("b", T0, False)]
+    ingest_file(sqlite_engine, "status", write_feed(tmp_path / "1.csv", old), force=True)
+    storage_fold(sqlite_engine)  # these three are now in polls
+    new = [("a", T0 + 2 * HOUR_US, True), ("b", T0 + 2 * HOUR_US, True)]
+    ingest_file(sqlite_engine, "status", write_feed(tmp_path / "2.csv", new))
+    assert table_sizes(sqlite_engine) == (3, 2)
+    # One key of each table flipped, one of each repeated as it is, one new key between old ones.
+    mixed = [("a", T0, False), ("b", T0 + 2 * HOUR_US, False), ("a", T0 + HOUR_US, True),
+             ("a", T0 + 2 * HOUR_US, True), ("b", T0 + HOUR_US, True)]
+    summary = ingest_file(sqlite_engine, "status", write_feed(tmp_path / "3.csv", mixed))
+    assert summary.rows_changed == 3
+    assert stored(sqlite_engine) == {("a", T0): False, ("a", T0 + HOUR_US): True, ("a", T0 + 2 * HOUR_US): True,
+                                     ("b", T0): False, ("b", T0 + HOUR_US): True, ("b", T0 + 2 * HOUR_US): False}
+    assert table_sizes(sqlite_engine) == (4, 2)  # the new old key went to polls
+
+
+def storage_fold(engine) -> None:
+    with storage.write_transaction(engine, 5) as conn:
+        storage.fold_recent_polls(conn)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_files_store_what_later_rows_win_says(sqlite_engine, tmp_path, monkeypatch, seed):
+    """Random files (new hours, back-fills, repeats within a file across its chunks, big files)
+    with a small polls_recent and small write batches: the database always equals the model."""
+    rng = np.random.default_rng(seed)
+    monkeypatch.setattr(storage, "RECENT_POLLS_MIN", int(rng.integers(0, 40)))
+    monkeypatch.setattr(storage, "RECENT_POLLS_PER_STORE", int(rng.integers(1, 4)))
+    monkeypatch.setattr(storage, "FLUSH_ROWS", int(rng.integers(3, 30)))
+    stores = [f"s{i:02d}" for i in range(int(rng.integers(2, 12)))]
+    model: dict = {}
+    latest = T0
+    for step in range(14):
+        kind = str(rng.choice(["hour", "backfill", "repeats", "flips", "big"]))
+        if kind == "hour":  # one poll per store, later than everything
+            rows = [(s, latest + HOUR_US + int(rng.integers(0, 1000)), bool(rng.random() < 0.7)) for s in stores]
+        elif kind == "backfill":  # instants already stored (some flipped) and new ones among them
+            known = list(model)
+            picks = [known[i] for i in rng.choice(len(known), min(8, len(known)), replace=False)]
+            rows = [(s, t, bool(rng.random() < 0.5)) for s, t in picks]
+            rows += [(str(rng.choice(stores)), int(rng.integers(T0, latest + 1)), True) for _ in range(5)]
+        elif kind in ("repeats", "flips"):  # new instants, given up to three times in one file
+            base = [(str(rng.choice(stores)), latest + int(rng.integers(1, HOUR_US))) for _ in range(12)]
+            same = {key: bool(rng.random() < 0.5) for key in base}  # "repeats": each copy says the same
+            rows = [(s, t, same[(s, t)] if kind == "repeats" else bool(rng.random() < 0.5))
+                    for s, t in base for _ in range(int(rng.integers(1, 4)))]
+            rng.shuffle(rows)
+        else:  # bigger than polls_recent may hold
+            rows = [(s, latest + h * 600_000_000 + i, bool(rng.random() < 0.8))
+                    for h in range(1, 12) for i, s in enumerate(stores)]
+        rows = [tuple(r) for r in rows]
+        before = dict(model)
+        for s, t, a in rows:
+            model[(s, t)] = a
+        changed = sum(1 for k in set((s, t) for s, t, _ in rows) if before.get(k) != model[k])
+        summary = ingest_file(sqlite_engine, "status", write_feed(tmp_path / f"{step}.csv", rows), force=True,
+                              chunk_rows=int(rng.integers(2, 20)))
+        if kind == "flips":  # a key given again in a later chunk with another status counts again
+            assert summary.rows_changed >= changed, (step, kind)
+        else:
+            assert summary.rows_changed == changed, (step, kind)
+        assert summary.rows_stored == len({(s, t) for s, t, _ in rows}), (step, kind)
+        assert stored(sqlite_engine) == model, (step, kind)
+        latest = max(t for _, t in model)
+    with sqlite_engine.connect() as conn:
+        frame = storage.polls_between(conn, T0, latest)
+        ids = dict(conn.exec_driver_sql("SELECT store_key, store_id FROM stores").all())
+        assert {(ids[k], t): a for k, t, a in frame.itertuples(index=False)} == model
+        assert storage.latest_poll_at_or_before(conn, latest) == latest
