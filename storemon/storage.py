@@ -332,7 +332,7 @@ class FeedWriter:
         changed then (as :meth:`write`), or None."""
 
 
-FLUSH_ROWS = 500_000  # parsed polls held before they are written in key order (~9 MB; 500K rather than 2M: a 1 GiB upload peaked at 478 MB, now 370, with no slower 1x load) ...
+FLUSH_ROWS = 500_000  # parsed polls held before they are written in key order (17 bytes each: 9 MB) ...
 WRITE_ROWS = 250_000  # ... handed to SQLite this many at a time (as one text of ~5 MB)
 
 _POLL_CONFLICT = (
@@ -503,12 +503,13 @@ class PollWriter(FeedWriter):
         self.db_first = np.empty(0, dtype=np.int64)  # per store key: its span in ``stores`` ...
         self.db_last = np.empty(0, dtype=np.int64)  # ... before this file
         self.stored_last = np.empty(0, dtype=np.int64)  # per store key: its latest poll stored so far
+        self.file_last = np.empty(0, dtype=np.int64)  # per store key: its latest poll in the file so far
         self.recent: int | None = None  # SQLite: rows in polls_recent (counted at the first write) ...
         self.recent_limit = 0  # ... and how many it may hold
         self.to_polls = False  # SQLite: this file's rows go to polls (it was too big for polls_recent)
         self.direct: bool | None = None  # PostgreSQL: COPY straight into an empty polls table
         self.distinct = DistinctKeys()  # the file's distinct (store, timestamp) keys
-        self.pending: list[pd.DataFrame] = []  # parsed chunks not written yet
+        self.pending: list[dict[str, np.ndarray]] = []  # parsed chunks not written yet
         self.pending_rows = 0
 
     @property
@@ -517,14 +518,21 @@ class PollWriter(FeedWriter):
         return int(self.seen.sum())
 
     def write(self, conn, rows) -> int:
-        codes, store_ids = pd.factorize(rows["store_id"])
+        column = rows["store_id"]
+        if isinstance(column.dtype, pd.CategoricalDtype):  # the parser's codes (ids of bad rows unused)
+            codes, store_ids = column.cat.codes.to_numpy(np.int64), column.cat.categories
+            used = np.bincount(codes, minlength=len(store_ids)) > 0
+            if not used.all():
+                codes, store_ids = (np.cumsum(used) - 1)[codes], store_ids[used]
+        else:
+            codes, store_ids = pd.factorize(column)
         ts = rows["ts_us"].to_numpy()
         span = pd.DataFrame({"code": codes, "ts": ts}).groupby("code")["ts"].agg(["min", "max"])
         keys = self._record_spans(conn, store_ids, span["min"].to_numpy(np.int64), span["max"].to_numpy(np.int64))
         if len(ts):
             low, high = int(ts.min()), int(ts.max())
             self.span = (low, high) if self.span is None else (min(self.span[0], low), max(self.span[1], high))
-        self.pending.append(pd.DataFrame({"store_key": keys[codes], "ts_us": ts, "active": rows["active"].to_numpy()}))
+        self.pending.append({"store_key": keys[codes], "ts_us": ts, "active": rows["active"].to_numpy(bool)})
         self.pending_rows += len(ts)
         return self._flush(conn) if self.pending_rows >= FLUSH_ROWS else 0
 
@@ -532,23 +540,25 @@ class PollWriter(FeedWriter):
         """Write the held rows in key order; return how many keys are new or changed."""
         if not self.pending:
             return 0
-        frame = (
-            pd.concat(self.pending, ignore_index=True)
-            .sort_values(["store_key", "ts_us"], kind="stable")
-            .drop_duplicates(["store_key", "ts_us"], keep="last")  # the later row for a key wins
-        )
+        keys, ts, active = (np.concatenate([p[c] for p in self.pending]) for c in ("store_key", "ts_us", "active"))
         self.pending, self.pending_rows = [], 0
-        self.distinct.add(frame["store_key"].to_numpy(), frame["ts_us"].to_numpy())
+        order = np.lexsort((ts, keys))  # stable: of two rows for one key, the later stays later
+        keys, ts, active = keys[order], ts[order], active[order]
+        del order
+        last = np.r_[(keys[1:] != keys[:-1]) | (ts[1:] != ts[:-1]), True]
+        if not last.all():  # the later row for a key wins
+            keys, ts, active = keys[last], ts[last], active[last]
+        ends = np.r_[keys[1:] != keys[:-1], True]  # each store's last row
+        self.distinct.add(keys, ts, overlaps=bool((ts <= self.file_last[keys]).any()))
+        self.file_last[keys[ends]] = np.maximum(self.file_last[keys[ends]], ts[ends])
         if conn.dialect.name == "postgresql":
+            frame = pd.DataFrame({"store_key": keys, "ts_us": ts, "active": active})
             if self.direct is None:  # decided once per file, at its first write
                 self.direct = conn.exec_driver_sql("SELECT NOT EXISTS (SELECT 1 FROM polls)").scalar()
             changed, self.direct = _copy_upsert_polls(conn, frame, self.direct)
             return changed
-        keys, ts, active = frame["store_key"].to_numpy(), frame["ts_us"].to_numpy(), frame["active"].to_numpy()
         changed = self._write_sqlite(conn, keys, ts, active)
-        if len(keys):
-            ends = np.r_[keys[1:] != keys[:-1], True]  # each store's last row (sorted by key, then time)
-            self.stored_last[keys[ends]] = np.maximum(self.stored_last[keys[ends]], ts[ends])
+        self.stored_last[keys[ends]] = np.maximum(self.stored_last[keys[ends]], ts[ends])
         return changed
 
     def _write_sqlite(self, conn, keys: np.ndarray, ts: np.ndarray, active: np.ndarray) -> int:
@@ -603,7 +613,7 @@ class PollWriter(FeedWriter):
         grow = size - len(self.first)
         low, high = np.iinfo(np.int64).min, np.iinfo(np.int64).max
         for name, fill in (("first", high), ("last", low), ("db_first", high), ("db_last", low),
-                           ("stored_last", low)):
+                           ("stored_last", low), ("file_last", low)):
             setattr(self, name, np.concatenate([getattr(self, name), np.full(grow, fill, dtype=np.int64)]))
         self.seen = np.concatenate([self.seen, np.zeros(grow, dtype=bool)])
 
@@ -673,36 +683,56 @@ class PollWriter(FeedWriter):
 class DistinctKeys:
     """Counts the distinct (store_key, ts_us) keys of a file given chunk by chunk, in bounded memory.
 
-    Each chunk is already free of repeats; a key may still come again in a later chunk. Keys are
-    kept packed -- one int64 each, ``store_key << 44 | (ts_us - base)``, exact while the file's
-    timestamps span less than 2**44 us (203 days) and store keys stay below 2**19; otherwise as
-    complex numbers (two exact float64 each) -- and folded into one sorted array of the distinct
-    keys seen every :data:`FOLD_AT` keys, so a file that repeats itself costs what its distinct
-    keys cost. Past :data:`EXACT_UP_TO` distinct keys (64 MB packed; four times the real data
-    set's polls) the rest of the file is counted chunk by chunk (a key repeated across chunks
-    then counts again) and ``exact`` turns False, so memory stays flat whatever the file's size.
+    Each chunk is already free of repeats; a key may still come again in a later chunk -- but
+    only if it is not later than that store's latest key in the earlier chunks. The caller says
+    whether a chunk has such a row (``overlaps``). A chunk without one (every chunk of a feed
+    written in time order) is all new: it is counted, and its keys kept in case a later chunk
+    overlaps. A chunk with one is checked against the keys kept, folded into one sorted array.
+
+    Keys are kept packed -- one int64 each, ``store_key << 44 | (ts_us - base)``, exact while
+    the file's timestamps span less than 2**44 us (203 days) and store keys stay below 2**19;
+    otherwise as complex numbers (two exact float64 each). Past :data:`EXACT_UP_TO` keys (32 MB
+    packed) the keys are dropped; the count stays exact until a chunk overlaps, after which it
+    counts chunk by chunk (a key repeated across chunks counts again) and ``exact`` turns False
+    -- memory stays flat whatever the file's size, and a file in time order is counted exactly
+    in linear time.
     """
 
     SPAN = 1 << 44
-    FOLD_AT = 1 << 20
-    EXACT_UP_TO = 8_000_000
+    EXACT_UP_TO = 4_000_000
 
     def __init__(self) -> None:
-        self.seen = np.empty(0, dtype=np.int64)  # sorted distinct keys folded so far
-        self.parts: list[np.ndarray] = []
-        self.pending = 0
+        self.seen = np.empty(0, dtype=np.int64)  # sorted distinct keys folded so far ...
+        self.parts: list[np.ndarray] = []  # ... and the chunks' keys since
+        self.kept = 0  # keys in seen and parts
+        self.dropped = False  # the keys were dropped (past EXACT_UP_TO)
         self.base: int | None = None
         self.packed = True
         self.exact = True
-        self.counted = 0  # distinct keys when counting stopped being exact
-        self.beyond = 0  # keys counted chunk by chunk since
+        self.total = 0  # distinct keys counted
 
-    def add(self, store_keys: np.ndarray, ts: np.ndarray) -> None:
+    def add(self, store_keys: np.ndarray, ts: np.ndarray, overlaps: bool = True) -> None:
         if len(ts) == 0:
             return
-        if not self.exact:
-            self.beyond += len(ts)
+        if self.dropped:
+            self.exact = self.exact and not overlaps
+            self.total += len(ts)
             return
+        keys = self._keys(store_keys, ts)
+        if overlaps and self.kept:
+            self._fold()
+            at = np.searchsorted(self.seen, keys)
+            known = at < len(self.seen)
+            known[known] = self.seen[at[known]] == keys[known]
+            self.total += int((~known).sum())
+        else:
+            self.total += len(keys)
+        self.parts.append(keys)
+        self.kept += len(keys)
+        if self.kept > self.EXACT_UP_TO:
+            self.seen, self.parts, self.kept, self.dropped = self.seen[:0], [], 0, True
+
+    def _keys(self, store_keys: np.ndarray, ts: np.ndarray) -> np.ndarray:
         if self.base is None:
             self.base = int(ts.min()) - self.SPAN // 2
         offset = ts - self.base
@@ -712,12 +742,8 @@ class DistinctKeys:
             self.parts = [self._unpack(p) for p in self.parts]
             self.packed = False
         if self.packed:
-            self.parts.append((store_keys.astype(np.int64) << 44) | offset)
-        else:
-            self.parts.append(store_keys.astype(np.float64) + 1j * ts.astype(np.float64))
-        self.pending += len(ts)
-        if self.pending >= self.FOLD_AT:
-            self._fold()
+            return (store_keys.astype(np.int64) << 44) | offset
+        return store_keys.astype(np.float64) + 1j * ts.astype(np.float64)
 
     def _unpack(self, packed: np.ndarray) -> np.ndarray:
         return (packed >> 44).astype(np.float64) + 1j * ((packed & (self.SPAN - 1)) + self.base).astype(np.float64)
@@ -726,21 +752,12 @@ class DistinctKeys:
         # The folded keys and each chunk's keys are sorted runs: a stable sort (timsort) merges
         # them in about linear time, where the default sort does not.
         merged = np.sort(np.concatenate([self.seen, *self.parts]), kind="stable")
-        self.parts, self.pending = [], 0
+        self.parts = []
         self.seen = merged[np.r_[True, merged[1:] != merged[:-1]]] if len(merged) else merged
-        if len(self.seen) > self.EXACT_UP_TO:
-            self.exact, self.counted = False, len(self.seen)
-            self.seen = self.seen[:0]
+        self.kept = len(self.seen)
 
     def count(self) -> int:
-        if not self.exact:
-            return self.counted + self.beyond
-        if not self.parts:
-            return len(self.seen)
-        if len(self.seen) == 0 and len(self.parts) == 1:
-            return len(self.parts[0])
-        self._fold()
-        return self.count()
+        return self.total
 
 
 class HoursWriter(FeedWriter):
@@ -750,13 +767,24 @@ class HoursWriter(FeedWriter):
 
     def __init__(self) -> None:
         self.replaced: set[str] = set()
+        self.chunks = 0
+        self.empty = False  # business_hours was empty when the file began
+        self.again: set[str] = set()  # stores named in more than one chunk
 
     def write(self, conn, rows) -> None:
         rows = rows.drop_duplicates()
-        fresh = [s for s in rows["store_id"].unique().tolist() if s not in self.replaced]
+        self.chunks += 1
+        if self.chunks == 1:  # an empty table (a first load) has nothing to replace
+            self.empty = conn.exec_driver_sql("SELECT NOT EXISTS (SELECT 1 FROM business_hours)").scalar()
+        named = rows["store_id"].unique().tolist()
+        fresh = [s for s in named if s not in self.replaced]
+        if len(fresh) < len(named):  # stores named in an earlier chunk too: may repeat a row
+            self.again.update(s for s in named if s in self.replaced)
         mark = _placeholders(conn, 1)
         self.rows_stored += len(rows)
-        if fresh:
+        if fresh and self.empty:
+            self.replaced.update(fresh)
+        elif fresh:
             conn.exec_driver_sql(f"DELETE FROM business_hours WHERE store_id = {mark}", [(s,) for s in fresh])
             self.replaced.update(fresh)
         conn.exec_driver_sql(
@@ -773,11 +801,14 @@ class HoursWriter(FeedWriter):
         return None
 
     def finish(self, conn) -> None:
-        # The same row given twice in one file (in different chunks) is kept once.
-        if self.replaced:
+        # The same row given twice in one file (in different chunks) is kept once. Only stores
+        # named in more than one chunk can hold such a repeat (each chunk was free of them).
+        if self.again:
+            mark = _placeholders(conn, 1)
             result = conn.exec_driver_sql(
-                "DELETE FROM business_hours WHERE id NOT IN (SELECT min(id) FROM business_hours "
-                "GROUP BY store_id, day, start_s, end_s)"
+                f"DELETE FROM business_hours WHERE store_id = {mark} AND id NOT IN (SELECT min(id) "
+                f"FROM business_hours WHERE store_id = {mark} GROUP BY day, start_s, end_s)",
+                [(s, s) for s in sorted(self.again)],
             )
             self.rows_stored -= max(result.rowcount, 0)
 

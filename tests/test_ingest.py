@@ -373,3 +373,29 @@ def test_postgresql_copies_a_first_load_straight_in_and_upserts_later_files(engi
     else:
         assert paths_taken == []
     assert len(polls(engine)) == 10
+
+
+@pytest.mark.parametrize("loaded_before", [False, True])
+def test_hours_rows_repeated_across_chunks_are_kept_once(engine, tmp_path, loaded_before):
+    """Two rows at a time: store 7's rows arrive in three chunks, one of them twice; store 9's
+    once. On an empty table (a first load, which deletes nothing) and on one that held rows."""
+    if loaded_before:
+        old = write_csv(tmp_path / "old.csv", "store_id,day,start_time_local,end_time_local\n7,0,01:00,02:00\n9,1,01:00,02:00\n8,2,03:00,04:00\n")
+        ingest_file(engine, "hours", old)
+    path = write_csv(
+        tmp_path / "hours.csv",
+        """
+store_id,day,start_time_local,end_time_local
+7,0,09:00,17:00
+7,1,09:00,17:00
+9,0,10:00,11:00
+7,0,09:00,17:00
+7,2,09:00,12:00
+7,0,09:00,17:00
+""",
+    )
+    summary = ingest_file(engine, "hours", path, chunk_rows=2)
+    assert summary.rows_stored == 4
+    rows = table(engine, "SELECT store_id, day, start_s, end_s FROM business_hours ORDER BY 1, 2")
+    expected = [("7", 0, 32400, 61200), ("7", 1, 32400, 61200), ("7", 2, 32400, 43200), ("9", 0, 36000, 39600)]
+    assert rows == (expected[:3] + [("8", 2, 10800, 14400)] + expected[3:] if loaded_before else expected)

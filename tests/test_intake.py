@@ -426,18 +426,22 @@ def test_wide_rows_at_the_start_and_later_keep_true_line_numbers(engine, tmp_pat
 def test_distinct_keys_are_exact_then_bounded(monkeypatch):
     from storemon.storage import DistinctKeys
 
-    monkeypatch.setattr(DistinctKeys, "FOLD_AT", 5)
+    t0 = 1_700_000_000_000_000
     keys = DistinctKeys()
     for start in (0, 3, 3, 10):  # overlapping chunks: 0-5, 3-8 twice, 10-15
-        keys.add(np.full(5, 7), np.arange(start, start + 5) * 1_000_000 + 1_700_000_000_000_000)
+        keys.add(np.full(5, 7), np.arange(start, start + 5) * 1_000_000 + t0)
     assert keys.count() == 13 and keys.exact
     far = DistinctKeys()  # timestamps too far apart to pack: the exact complex fallback
-    far.add(np.array([1, 1]), np.array([1_000_000_000_000_000, 1_000_000_000_000_000]))
+    far.add(np.array([1]), np.array([1_000_000_000_000_000]))
     far.add(np.array([1, 2]), np.array([1_000_000_000_000_000, 1_700_000_000_000_000]))
     assert far.count() == 2 and not far.packed
     monkeypatch.setattr(DistinctKeys, "EXACT_UP_TO", 6)
+    ordered = DistinctKeys()  # chunks in time order: no key kept is needed, the count stays exact
+    for start in (0, 10, 20):
+        ordered.add(np.full(5, 7), np.arange(start, start + 5) * 1_000_000 + t0, overlaps=False)
+    assert ordered.exact and ordered.count() == 15 and ordered.dropped
     bounded = DistinctKeys()
     for start in (0, 10, 0):
-        bounded.add(np.full(5, 7), np.arange(start, start + 5) * 1_000_000 + 1_700_000_000_000_000)
+        bounded.add(np.full(5, 7), np.arange(start, start + 5) * 1_000_000 + t0)
     assert not bounded.exact and bounded.count() == 15  # the last chunk counted again, memory freed
     assert len(bounded.seen) == 0
