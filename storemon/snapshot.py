@@ -198,15 +198,12 @@ def report_inputs(batch: Batch, report_keys: np.ndarray, complete_from_us: int, 
     code_of_local = np.full(len(batch.keys), -1, dtype=np.int64)
     local = np.searchsorted(batch.keys, report_keys)
     code_of_local[local] = np.arange(len(report_keys))
-    window = (batch.ts >= complete_from_us) & (batch.ts <= now_us)
-    code = code_of_local[batch.store[window]]
+    at = np.flatnonzero((batch.ts >= complete_from_us) & (batch.ts <= now_us))
+    code = code_of_local[batch.store[at]]
     mine = code >= 0
-    polls = pd.DataFrame({
-        "store": code[mine],
-        "ts_us": batch.ts[window][mine],
-        "active": batch.active[window][mine],
-        "counted": batch.counted[window][mine],
-    })
+    if not mine.all():
+        at, code = at[mine], code[mine]
+    polls = pd.DataFrame({"store": code, "ts_us": batch.ts[at], "active": batch.active[at], "counted": batch.counted[at]})
     s = batch.schedule
     h_code = code_of_local[s.store]
     rows = h_code >= 0

@@ -892,10 +892,16 @@ def report_stores(conn, now_us: int) -> pd.DataFrame:
 
 def all_stores(conn) -> pd.DataFrame:
     """Every store: store_key, store_id, first_poll_us, sorted by store_key."""
-    return _frame(
-        conn, "SELECT store_key, store_id, first_poll_us FROM stores ORDER BY store_key",
-        ["store_key", "store_id", "first_poll_us"],
-    )
+    cursor = _cursor(conn, "SELECT store_key, store_id, first_poll_us FROM stores ORDER BY store_key")
+    try:
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    return pd.DataFrame({  # column by column: DataFrame.from_records costs more than the read
+        "store_key": np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
+        "store_id": np.array([r[1] for r in rows], dtype=object),
+        "first_poll_us": np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows)),
+    })
 
 
 # Every stored poll (a key is in one of the two tables), for a FROM clause.
@@ -919,13 +925,11 @@ def polls_between(conn, from_us: int, to_us: int, keys: tuple[int, int] | None =
         where = f"WHERE s.store_key >= {mark} AND s.store_key < {mark}"
         params += [int(keys[0]), int(keys[1])]
     if conn.dialect.name == "sqlite":
-        per_table = [
-            f"(SELECT group_concat((p.ts_us - {mark}) * 2 + p.active) FROM {table} p "
-            f"WHERE p.store_key = s.store_key AND p.ts_us >= {mark} AND p.ts_us <= {mark})"
-            for table in ("polls", "polls_recent")
-        ]
-        sql = f"SELECT s.store_key, {per_table[0]}, {per_table[1]} FROM stores s {where} ORDER BY s.store_key"
-        params = [*params[:3], *params[:3], *params[3:]]
+        sql = (
+            f"SELECT s.store_key, (SELECT group_concat((p.ts_us - {mark}) * 2 + p.active) FROM polls p "
+            f"WHERE p.store_key = s.store_key AND p.ts_us >= {mark} AND p.ts_us <= {mark}) AS packed "
+            f"FROM stores s {where} ORDER BY s.store_key"
+        )
     else:
         sql = (
             f"SELECT s.store_key, string_agg(((p.ts_us - {mark}) * 2 + p.active::int)::text, ',' ORDER BY p.ts_us) "
@@ -934,25 +938,42 @@ def polls_between(conn, from_us: int, to_us: int, keys: tuple[int, int] | None =
         )
     cursor = _cursor(conn, sql, params)
     try:
-        # SQLite: each store's polls from polls, then from polls_recent (usually the later ones:
-        # the order is checked below)
-        rows = [(row[0], ",".join(t for t in row[1:] if t)) for row in cursor.fetchall() if any(row[1:])]
+        rows = [row for row in cursor.fetchall() if row[1]]
     finally:
         cursor.close()
-    if not rows:
-        return pd.DataFrame({"store_key": np.empty(0, np.int64), "ts_us": np.empty(0, np.int64),
-                             "active": np.empty(0, bool)})
-    texts = [row[1] for row in rows]
-    counts = np.fromiter((t.count(",") + 1 for t in texts), dtype=np.int64, count=len(texts))
-    packed = np.fromstring(",".join(texts), dtype=np.int64, sep=",")  # text mode: not deprecated
-    if len(packed) != counts.sum():
-        raise RuntimeError("polls_between: the aggregated polls did not parse as expected")
-    keys_out = np.repeat(np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows)), counts)
+    keys_out, packed = _unpack_per_store(rows)
+    if conn.dialect.name == "sqlite":  # polls_recent, one range read (it holds a few polls per store)
+        key_range = f"AND store_key >= {mark} AND store_key < {mark}" if keys is not None else ""
+        row = conn.exec_driver_sql(
+            f"SELECT group_concat(store_key), group_concat((ts_us - {mark}) * 2 + active) FROM polls_recent "
+            f"WHERE ts_us >= {mark} AND ts_us <= {mark} {key_range}",
+            tuple(params),
+        ).one()
+        if row[0]:
+            recent_keys = np.array(row[0].split(","), dtype=np.int64)
+            recent = np.array(row[1].split(","), dtype=np.int64)
+            order = np.lexsort((recent, recent_keys))
+            recent_keys, recent = recent_keys[order], recent[order]
+            # after each store's polls from polls (recent ones are usually the later: checked below)
+            at = np.searchsorted(keys_out, recent_keys, side="right")
+            keys_out, packed = np.insert(keys_out, at, recent_keys), np.insert(packed, at, recent)
     ts = (packed >> 1) + from_us
     frame = pd.DataFrame({"store_key": keys_out, "ts_us": ts, "active": (packed & 1).astype(bool)})
     if len(ts) > 1 and not np.all((np.diff(keys_out) > 0) | (np.diff(ts) > 0)):
         frame = frame.sort_values(["store_key", "ts_us"], kind="stable", ignore_index=True)
     return frame
+
+
+def _unpack_per_store(rows: list[tuple[int, str]]) -> tuple[np.ndarray, np.ndarray]:
+    """(store_key, comma-separated numbers) rows -> (store key per number, the numbers)."""
+    if not rows:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    texts = [row[1] for row in rows]
+    counts = np.fromiter((t.count(",") + 1 for t in texts), dtype=np.int64, count=len(texts))
+    packed = np.fromstring(",".join(texts), dtype=np.int64, sep=",")  # text mode: not deprecated
+    if len(packed) != counts.sum():
+        raise RuntimeError("polls_between: the aggregated polls did not parse as expected")
+    return np.repeat(np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows)), counts), packed
 
 
 def polls_of_stores(conn, store_keys: np.ndarray, from_us: int, to_us: int) -> pd.DataFrame:
