@@ -643,7 +643,7 @@ def _load(conn, kind, path, name, header, mapping, scan, summary, strict, chunk_
         def parsed() -> Iterator[tuple[pd.DataFrame, int]]:
             """The file's valid rows chunk by chunk, with the bytes read so far; bad rows counted."""
             try:
-                reader = pd.read_csv(
+                with pd.read_csv(
                     handle,
                     skiprows=[line - 1 for line, _ in wide],
                     dtype=str,
@@ -655,30 +655,30 @@ def _load(conn, kind, path, name, header, mapping, scan, summary, strict, chunk_
                     encoding_errors="surrogateescape",
                     on_bad_lines="warn",
                     chunksize=chunk_rows,
-                )
-                for chunk in reader:
-                    _note_bad_lines(summary, caught, bad_lines)
-                    raw = chunk[list(mapping.values())].rename(columns=rename)
-                    summary.rows_read += len(raw)
-                    reasons = pd.Series(dtype=object)
-                    if not scan.utf8:  # only then can a field hold an undecodable byte
-                        mask = np.zeros(len(chunk), dtype=bool)
-                        for column in chunk.columns:
-                            mask |= chunk[column].str.contains(_NOT_UTF8, regex=True).to_numpy(dtype=bool)
-                        reasons = pd.Series("not UTF-8", index=raw.index[mask], dtype=object)
-                        raw = raw[~mask]
-                    rows, parse_reasons = PARSERS[kind](raw, known)
-                    reasons = pd.concat([reasons, parse_reasons]) if len(reasons) else parse_reasons
-                    if len(reasons):
-                        _count_bad_rows(summary, chunk, reasons, bad_lines)
-                    if strict and summary.rows_skipped:
-                        bad = summary.examples[0]
-                        raise IngestError(
-                            f"{name}: refused (--strict): line {bad.line}: {bad.reason}: {bad.text!r}; nothing stored"
-                        )
-                    if kind != STATUS and len(rows):  # the polls writer counts its stores itself
-                        stores.update(rows["store_id"].unique())
-                    yield rows, handle.tell()
+                ) as reader:
+                    for chunk in reader:
+                        _note_bad_lines(summary, caught, bad_lines)
+                        raw = chunk[list(mapping.values())].rename(columns=rename)
+                        summary.rows_read += len(raw)
+                        reasons = pd.Series(dtype=object)
+                        if not scan.utf8:  # only then can a field hold an undecodable byte
+                            mask = np.zeros(len(chunk), dtype=bool)
+                            for column in chunk.columns:
+                                mask |= chunk[column].str.contains(_NOT_UTF8, regex=True).to_numpy(dtype=bool)
+                            reasons = pd.Series("not UTF-8", index=raw.index[mask], dtype=object)
+                            raw = raw[~mask]
+                        rows, parse_reasons = PARSERS[kind](raw, known)
+                        reasons = pd.concat([reasons, parse_reasons]) if len(reasons) else parse_reasons
+                        if len(reasons):
+                            _count_bad_rows(summary, chunk, reasons, bad_lines)
+                        if strict and summary.rows_skipped:
+                            bad = summary.examples[0]
+                            raise IngestError(
+                                f"{name}: refused (--strict): line {bad.line}: {bad.reason}: {bad.text!r}; nothing stored"
+                            )
+                        if kind != STATUS and len(rows):  # the polls writer counts its stores itself
+                            stores.update(rows["store_id"].unique())
+                        yield rows, handle.tell()
                 _note_bad_lines(summary, caught, bad_lines)
             except pd.errors.ParserError as exc:
                 raise IngestError(f"{name}: refused, unreadable CSV ({quote(exc)}); nothing stored") from exc
@@ -737,6 +737,10 @@ def _read_ahead(items: Iterator, depth: int = 1) -> Iterator:
             put(("done", None))
         except BaseException as exc:  # noqa: BLE001 -- handed to the caller's thread
             put(("error", exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:  # a generator left early closes what it opened, in this thread
+                close()
 
     thread = threading.Thread(target=run, name="storemon-ingest-parse", daemon=True)
     thread.start()
