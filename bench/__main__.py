@@ -261,6 +261,13 @@ class Bench:
         self.add("ingest 5x: polls rows/s", [result["poll_rows_per_s"]], "rows/s")
         self.add("ingest 5x: peak RSS (1 run)", [result["peak_mb"]], "MB", 600)
         self.add("ingest 5x / 1x (time)", [result["seconds"] / one_x.value], "x", 5.5)
+        # For reference: the reading alone (pandas' CSV reader, the status file as text in chunks).
+        read = {}
+        for label in ("1x", "5x"):
+            status_csv = DATASETS[label].data_dir / "store_status.csv"
+            read[label] = statistics.median(run_phase("read-text", status_csv)["seconds"] for _ in range(self.runs))
+        self.add("reading the status file as text in chunks (part of ingest): 1x", [read["1x"]], "s")
+        self.add("reading the status file as text in chunks: 5x / 1x (time)", [read["5x"] / read["1x"]], "x")
 
     def append(self) -> None:
         def run(i: int) -> dict:
@@ -445,7 +452,9 @@ Written by `make bench` (`python -m bench`); this run took {elapsed / 60:.1f} mi
   5x = 70,000 x 8, 10x = 140,000 x 8, four weeks = 14,000 x 29 (same end instant as 1x).
 - Targets marked "x yardstick" apply to the time / yardstick ratio of the same run.
 - ingest: `ingest_files` of the three 1x (and, once, 5x) files into an empty SQLite database;
-  rows/s is the status file's rows over the status file's own time.
+  rows/s is the status file's rows over the status file's own time. "reading ... as text":
+  `pandas.read_csv` of the status file, all text, 250,000 rows at a time -- the first step of an
+  ingest and nothing else, to show how much of the ingest's growth from 1x to 5x is the reading's.
 - append: `ingest_file(engine, "status", ...)` of 10,000 polls (existing stores, an hour after
   the last poll) into a copy of the four-week database.
 - report: `build_report(engine, cache=...)` on the cached databases, as a serving process's first

@@ -139,6 +139,19 @@ def yardstick(status_csv: str) -> dict:
     return {"seconds": seconds, "rows": len(frame), "peak_mb": peak_mb()}
 
 
+def read_text(status_csv: str) -> dict:
+    """What every ingest does first: the polls file read as text, 250,000 rows at a time (the
+    parsing and the database left out) -- how the reading alone grows with the file."""
+    import pandas as pd
+
+    started = time.perf_counter()
+    rows = 0
+    with pd.read_csv(status_csv, dtype=str, keep_default_na=False, na_filter=False, chunksize=250_000) as reader:
+        for chunk in reader:
+            rows += len(chunk)
+    return {"seconds": time.perf_counter() - started, "rows": rows, "peak_mb": peak_mb()}
+
+
 def ingest(data_dir: str, db_path: str, reports_dir: str) -> dict:
     """storemon.ingest.ingest_files: the three feeds into an empty database."""
     from storemon.extensions import db
@@ -555,6 +568,7 @@ PHASES = {
     "append-csv": append_csv,
     "hour-csvs": hour_csvs,
     "yardstick": yardstick,
+    "read-text": read_text,
     "ingest": ingest,
     "append": append,
     "report": report,

@@ -428,7 +428,8 @@ def store_id_failures(ids: pd.Series, known: KnownIds | None = None, factorized=
     control = _CONTROL_RE.search("".join(texts)) is not None
     suspects = [
         i for i, t in enumerate(texts)
-        if len(t) > MAX_STORE_ID or t.startswith(UNSAFE_ID_START) or not t.strip() or (control and _CONTROL_RE.search(t))
+        if len(t) > MAX_STORE_ID or t.startswith(UNSAFE_ID_START) or not t.strip()
+        or (control and _CONTROL_RE.search(t))
     ]
     checks = {}
     for reason, failed in (

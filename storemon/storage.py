@@ -354,7 +354,8 @@ def packed_polls(store_key: np.ndarray, ts_us: np.ndarray, active: np.ndarray):
     base = int(ts_us.min()) if len(ts_us) else 0
     offset = ts_us.astype(np.int64) - base
     part = offset >> shift
-    packed = (store_key.astype(np.int64) << (shift + 1)) | ((offset & ((1 << shift) - 1)) << 1) | active.astype(np.int64)
+    packed = (store_key.astype(np.int64) << (shift + 1)) | ((offset & ((1 << shift) - 1)) << 1)
+    packed |= active.astype(np.int64)
     if len(part) == 0 or part.max() == 0:  # offsets are >= 0: one part
         yield base, shift, packed
         return
@@ -669,7 +670,8 @@ class PollWriter(FeedWriter):
             packed = (later.astype(np.int64) << shift) | (last - base)
             conn.exec_driver_sql(
                 "UPDATE stores SET last_poll_us = max(last_poll_us, given.ts_us) FROM (SELECT value >> ? AS "
-                "store_key, (value & ?) + ? AS ts_us FROM json_each(?)) AS given WHERE stores.store_key = given.store_key",
+                "store_key, (value & ?) + ? AS ts_us FROM json_each(?)) AS given "
+                "WHERE stores.store_key = given.store_key",
                 (shift, (1 << shift) - 1, base, "[" + ",".join(map(str, packed.tolist())) + "]"),
             )
         else:

@@ -380,7 +380,8 @@ def test_hours_rows_repeated_across_chunks_are_kept_once(engine, tmp_path, loade
     """Two rows at a time: store 7's rows arrive in three chunks, one of them twice; store 9's
     once. On an empty table (a first load, which deletes nothing) and on one that held rows."""
     if loaded_before:
-        old = write_csv(tmp_path / "old.csv", "store_id,day,start_time_local,end_time_local\n7,0,01:00,02:00\n9,1,01:00,02:00\n8,2,03:00,04:00\n")
+        old = write_csv(tmp_path / "old.csv", "store_id,day,start_time_local,end_time_local\n"
+                        "7,0,01:00,02:00\n9,1,01:00,02:00\n8,2,03:00,04:00\n")
         ingest_file(engine, "hours", old)
     path = write_csv(
         tmp_path / "hours.csv",
