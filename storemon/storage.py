@@ -488,9 +488,10 @@ class PollWriter(FeedWriter):
     On SQLite a small write -- the hourly feed -- goes to ``polls_recent`` (see
     :class:`~storemon.models.RecentPoll`): a poll later than every poll stored for its store is
     inserted there; any other poll updates its key where it is (``polls_recent`` or ``polls``) or
-    is added to ``polls``, so a key is never in both tables. A write that would take
-    ``polls_recent`` past :func:`recent_limit` first folds it into ``polls``; a write bigger
-    than the limit itself (a first load, a back-fill) goes to ``polls``, after a fold.
+    is added to ``polls``, so a key is never in both tables. A file that would take
+    ``polls_recent`` past :func:`recent_limit` first folds it into ``polls``; a file bigger than
+    the limit itself or than one write (:data:`FLUSH_ROWS`: a first load, a back-fill) goes to
+    ``polls``, after a fold.
     """
 
     kind = "status"
@@ -508,6 +509,7 @@ class PollWriter(FeedWriter):
         self.recent: int | None = None  # SQLite: rows in polls_recent (counted at the first write) ...
         self.recent_limit = 0  # ... and how many it may hold
         self.to_polls = False  # SQLite: this file's rows go to polls (it was too big for polls_recent)
+        self.flushed = False  # rows were written already (the file is bigger than one write)
         self.direct: bool | None = None  # PostgreSQL: COPY straight into an empty polls table
         self.distinct = DistinctKeys()  # the file's distinct (store, timestamp) keys
         self.pending: list[dict[str, np.ndarray]] = []  # parsed chunks not written yet
@@ -535,10 +537,11 @@ class PollWriter(FeedWriter):
             self.span = (low, high) if self.span is None else (min(self.span[0], low), max(self.span[1], high))
         self.pending.append({"store_key": keys[codes], "ts_us": ts, "active": rows["active"].to_numpy(bool)})
         self.pending_rows += len(ts)
-        return self._flush(conn) if self.pending_rows >= FLUSH_ROWS else 0
+        return self._flush(conn, final=False) if self.pending_rows >= FLUSH_ROWS else 0
 
-    def _flush(self, conn) -> int:
-        """Write the held rows in key order; return how many keys are new or changed."""
+    def _flush(self, conn, final: bool) -> int:
+        """Write the held rows in key order (``final``: the file's last write); return how many
+        keys are new or changed."""
         if not self.pending:
             return 0
         keys, ts, active = (np.concatenate([p[c] for p in self.pending]) for c in ("store_key", "ts_us", "active"))
@@ -558,19 +561,22 @@ class PollWriter(FeedWriter):
                 self.direct = conn.exec_driver_sql("SELECT NOT EXISTS (SELECT 1 FROM polls)").scalar()
             changed, self.direct = _copy_upsert_polls(conn, frame, self.direct)
             return changed
-        changed = self._write_sqlite(conn, keys, ts, active)
+        changed = self._write_sqlite(conn, keys, ts, active, whole_file=final and not self.flushed)
+        self.flushed = True
         self.stored_last[keys[ends]] = np.maximum(self.stored_last[keys[ends]], ts[ends])
         return changed
 
-    def _write_sqlite(self, conn, keys: np.ndarray, ts: np.ndarray, active: np.ndarray) -> int:
-        """Write sorted, distinct polls to ``polls_recent`` or ``polls`` (see the class docstring)."""
+    def _write_sqlite(self, conn, keys: np.ndarray, ts: np.ndarray, active: np.ndarray, whole_file: bool) -> int:
+        """Write sorted, distinct polls to ``polls_recent`` or ``polls`` (see the class docstring).
+        ``whole_file``: these are all the file's polls (it came in one write)."""
         if self.recent is None:
             self.recent = int(conn.exec_driver_sql("SELECT count(*) FROM polls_recent").scalar())
             self.recent_limit = recent_limit(len(self.key_of))
-        if not self.to_polls and self.recent + len(ts) > self.recent_limit:
-            fold_recent_polls(conn)
+        if not self.to_polls and (not whole_file or self.recent + len(ts) > self.recent_limit):
+            if self.recent:
+                fold_recent_polls(conn)
             self.recent = 0
-            self.to_polls = len(ts) > self.recent_limit
+            self.to_polls = not whole_file or len(ts) > self.recent_limit
         if self.to_polls:
             return insert_polls(conn, keys, ts, active, _POLL_CONFLICT)
         fresh = ts > self.stored_last[keys]  # later than any poll of its store: in neither table
@@ -649,7 +655,7 @@ class PollWriter(FeedWriter):
     def finish(self, conn) -> int:
         """The rows still held, then the spans in ``stores`` the file widens: once per store (not
         once per store per chunk). Returns how many keys the last write made new or changed."""
-        changed = self._flush(conn)
+        changed = self._flush(conn, final=True)
         self.rows_stored = self.distinct.count()
         mark = _placeholders(conn, 1)
         low, high = _lesser(conn)
@@ -906,6 +912,11 @@ def all_stores(conn) -> pd.DataFrame:
     })
 
 
+def polls_tables(conn) -> tuple[str, ...]:
+    """Where polls are: SQLite writes new ones to polls_recent first, PostgreSQL never does."""
+    return ("polls", "polls_recent") if conn.dialect.name == "sqlite" else ("polls",)
+
+
 # Every stored poll (a key is in one of the two tables), for a FROM clause.
 ALL_POLLS = "(SELECT store_key, ts_us, active FROM polls UNION ALL SELECT store_key, ts_us, active FROM polls_recent)"
 
@@ -932,10 +943,10 @@ def polls_between(conn, from_us: int, to_us: int, keys: tuple[int, int] | None =
             f"WHERE p.store_key = s.store_key AND p.ts_us >= {mark} AND p.ts_us <= {mark}) AS packed "
             f"FROM stores s {where} ORDER BY s.store_key"
         )
-    else:
+    else:  # (PostgreSQL writes polls straight to polls: see PollWriter)
         sql = (
             f"SELECT s.store_key, string_agg(((p.ts_us - {mark}) * 2 + p.active::int)::text, ',' ORDER BY p.ts_us) "
-            f"FROM stores s JOIN {ALL_POLLS} p ON p.store_key = s.store_key AND p.ts_us >= {mark} AND p.ts_us <= {mark} "
+            f"FROM stores s JOIN polls p ON p.store_key = s.store_key AND p.ts_us >= {mark} AND p.ts_us <= {mark} "
             f"{where} GROUP BY s.store_key ORDER BY s.store_key"
         )
     cursor = _cursor(conn, sql, params)
@@ -991,7 +1002,7 @@ def polls_of_stores(conn, store_keys: np.ndarray, from_us: int, to_us: int) -> p
             columns,
             (*batch, from_us, to_us),
         )
-        for table in ("polls", "polls_recent")
+        for table in polls_tables(conn)
         for batch in (keys[i : i + 500] for i in range(0, len(keys), 500))
     ]
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)

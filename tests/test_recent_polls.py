@@ -159,3 +159,16 @@ def test_random_files_store_what_later_rows_win_says(sqlite_engine, tmp_path, mo
         ids = dict(conn.exec_driver_sql("SELECT store_key, store_id FROM stores").all())
         assert {(ids[k], t): a for k, t, a in frame.itertuples(index=False)} == model
         assert storage.latest_poll_at_or_before(conn, latest) == latest
+
+
+def test_a_file_bigger_than_one_write_goes_to_polls(sqlite_engine, tmp_path, monkeypatch):
+    """polls_recent would take 40 polls; a 25-poll file written 10 at a time goes to polls all the
+    same (a big first load is not written twice), a 5-poll file to polls_recent."""
+    monkeypatch.setattr(storage, "RECENT_POLLS_MIN", 40)
+    monkeypatch.setattr(storage, "FLUSH_ROWS", 10)
+    rows = [(f"s{i % 5}", T0 + i * HOUR_US, True) for i in range(25)]
+    ingest_file(sqlite_engine, "status", write_feed(tmp_path / "big.csv", rows), chunk_rows=10)
+    assert table_sizes(sqlite_engine) == (25, 0)
+    more = [(f"s{i}", T0 + 30 * HOUR_US, False) for i in range(5)]
+    ingest_file(sqlite_engine, "status", write_feed(tmp_path / "hour.csv", more), chunk_rows=10)
+    assert table_sizes(sqlite_engine) == (25, 5)
