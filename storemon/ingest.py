@@ -63,7 +63,6 @@ COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
     },
 }
 
-STATUS_VALUES = {"active": True, "inactive": False}
 MAX_EXAMPLES = 5  # bad rows quoted (with line numbers) per file
 MAX_QUOTE = 200  # characters of a row (or header) quoted in a message
 MAX_STORE_ID = 255  # characters; a longer store_id is a bad row
