@@ -227,7 +227,7 @@ def run_report(app: Flask, report_id: str) -> None:
             _finish(report_id, status=COMPLETE, progress=1.0, stage="complete", now_us=result.now_us,
                     latest_poll_us=result.latest_poll_us, warning=result.warning,
                     data_version=result.data_version, store_count=result.store_count, file_name=path.name,
-                    csv_gz=gzip.compress(path.read_bytes(), compresslevel=6))
+                    csv_gz=gzip.compress(path.read_bytes(), compresslevel=1))  # 8 ms, not 33 (level 6), for 14,000 rows
             metrics.report_finished(COMPLETE, time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 -- every failure must reach the reports table
             if isinstance(exc, EXPECTED_FAILURES):

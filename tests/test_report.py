@@ -138,3 +138,22 @@ def test_sqlite_and_postgresql_produce_identical_reports(tmp_path):
                 outputs[name] = (counts, [p.read_bytes() for p in paths])
                 storage.dispose_all()
     assert outputs["sqlite"] == outputs["postgresql"]
+
+
+def test_report_figures_are_written_as_pandas_writes_them(tmp_path):
+    """write_csv formats each row's figures itself (faster); the text must be what pandas'
+    to_csv(float_format="%.2f") gives, also for -0.0, halves and big numbers, and for a frame
+    with an empty cell (left to pandas)."""
+    from storemon.reports import write_csv as write_report
+
+    rng = np.random.default_rng(3)
+    figures = np.round(rng.uniform(-1, 200, size=(500, 6)), 2)
+    figures[:5] = [[-0.0, 0.005, 0.125, 1e9, 59.995, 168.0]] * 5
+    ids = pd.Series([f"{i:03d}" for i in range(500)], dtype=object)
+    with_gap = figures.copy()
+    with_gap[7, 2] = np.nan
+    for values in (figures, with_gap):
+        frame = pd.DataFrame(values, columns=REPORT_COLUMNS[1:]).assign(store_id=ids)[REPORT_COLUMNS]
+        written = write_report(frame, tmp_path / "r.csv").read_text().splitlines()[1:]
+        expected = frame.iloc[:, 1:].to_csv(header=False, index=False, float_format="%.2f", lineterminator="\n")
+        assert [line.split(",", 1)[1] for line in written] == expected.splitlines()
