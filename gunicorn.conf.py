@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from storemon.config import ConfigError
+from storemon.config import ConfigError, Defaults, from_environment, validate
 from storemon.security import check_bind
 
 bind = os.environ.get("STOREMON_BIND", "127.0.0.1:8000")
@@ -55,7 +55,16 @@ else:
 
 
 def on_starting(server):
-    """Check the addresses actually bound (command-line --bind included) before serving."""
+    """Check the settings and the addresses actually bound (command-line --bind included) before
+    any worker starts: a bad setting stops the server with one line. (Left to the workers, each
+    would refuse it, and gunicorn, reaping two failed workers at once, prints a traceback.)"""
+    settings = {key: getattr(Defaults, key) for key in dir(Defaults) if key.isupper()}
+    settings.update(from_environment())
+    try:
+        validate(settings)
+    except ConfigError as exc:
+        print(f"storemon: configuration error: {exc.message}", file=sys.stderr)
+        sys.exit(78)  # EX_CONFIG
     try:
         check_bind(server.cfg.bind, os.environ)
     except ConfigError as exc:
