@@ -20,6 +20,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from . import snapshot, storage
+from .config import Defaults
 from .compute import US_PER_DAY, WEEK_US, Progress, compute_report
 from .snapshot import ReportCache
 
@@ -27,8 +28,8 @@ from .snapshot import ReportCache
 # matter only to a store with no counted poll in that day, which is then looked up separately.
 LOOK_BACK_US = US_PER_DAY
 # Stores per batch: a report's memory follows this (about 130 polls a store a week), not the
-# number of stores.
-BATCH_STORES = 10_000
+# number of stores. (The setting REPORT_BATCH_STORES; this default for callers without an app.)
+BATCH_STORES = Defaults.REPORT_BATCH_STORES
 
 
 # A `now` more than this after the latest poll it sees gets a warning: every figure is then an

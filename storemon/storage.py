@@ -363,6 +363,11 @@ def packed_polls(store_key: np.ndarray, ts_us: np.ndarray, active: np.ndarray):
         yield base + (int(p) << shift), shift, packed[part == p]
 
 
+def _json_ints(values: np.ndarray) -> str:
+    """Integers as one JSON array (text), for ``json_each`` to unpack inside SQLite."""
+    return "[" + ",".join(map(str, values.tolist())) + "]"
+
+
 def insert_polls(conn, store_key: np.ndarray, ts_us: np.ndarray, active: np.ndarray, conflict: str,
                  table: str = "polls") -> int:
     """``INSERT INTO table ... {conflict}`` of many polls at once; returns the rows changed.
@@ -378,7 +383,7 @@ def insert_polls(conn, store_key: np.ndarray, ts_us: np.ndarray, active: np.ndar
             result = conn.exec_driver_sql(
                 f"INSERT INTO {table} (store_key, ts_us, active) SELECT value >> ?, ((value >> 1) & ?) + ?, "
                 f"value & 1 FROM json_each(?) WHERE true {conflict}",
-                (shift + 1, (1 << shift) - 1, base, "[" + ",".join(map(str, packed.tolist())) + "]"),
+                (shift + 1, (1 << shift) - 1, base, _json_ints(packed)),
             )
             changed += max(result.rowcount, 0)
     return changed
@@ -421,7 +426,7 @@ def update_polls(conn, store_key: np.ndarray, ts_us: np.ndarray, active: np.ndar
                 "(SELECT value >> ? AS store_key, ((value >> 1) & ?) + ? AS ts_us, value & 1 AS active "
                 "FROM json_each(?)) AS given"
             )
-            params = (shift + 1, (1 << shift) - 1, base, "[" + ",".join(map(str, packed.tolist())) + "]")
+            params = (shift + 1, (1 << shift) - 1, base, _json_ints(packed))
             changed += max(conn.exec_driver_sql(
                 f"UPDATE polls_recent SET active = given.active FROM {given} WHERE polls_recent.store_key = "
                 "given.store_key AND polls_recent.ts_us = given.ts_us AND polls_recent.active <> given.active",
@@ -678,7 +683,7 @@ class PollWriter(FeedWriter):
                 "UPDATE stores SET last_poll_us = max(last_poll_us, given.ts_us) FROM (SELECT value >> ? AS "
                 "store_key, (value & ?) + ? AS ts_us FROM json_each(?)) AS given "
                 "WHERE stores.store_key = given.store_key",
-                (shift, (1 << shift) - 1, base, "[" + ",".join(map(str, packed.tolist())) + "]"),
+                (shift, (1 << shift) - 1, base, _json_ints(packed)),
             )
         else:
             conn.exec_driver_sql(

@@ -400,3 +400,17 @@ store_id,day,start_time_local,end_time_local
     rows = table(engine, "SELECT store_id, day, start_s, end_s FROM business_hours ORDER BY 1, 2")
     expected = [("7", 0, 32400, 61200), ("7", 1, 32400, 61200), ("7", 2, 32400, 43200), ("9", 0, 36000, 39600)]
     assert rows == (expected[:3] + [("8", 2, 10800, 14400)] + expected[3:] if loaded_before else expected)
+
+
+def test_a_refusal_found_in_a_later_chunk_stores_nothing(engine, tmp_path):
+    """The file is parsed in a thread a chunk ahead of the writes: a strict refusal, or a CSV
+    that turns unreadable, found after earlier chunks were written still leaves nothing."""
+    good = "".join(f"{i},active,2023-01-25 1{i}:00:00 UTC\n" for i in range(6))
+    strict = write_csv(tmp_path / "strict.csv", "store_id,status,timestamp_utc\n" + good + "9,maybe,2023-01-25 12:00:00 UTC\n")
+    with pytest.raises(IngestError, match="line 8: unknown status"):
+        ingest_file(engine, "status", strict, strict=True, chunk_rows=2)
+    torn = write_csv(tmp_path / "torn.csv", "store_id,status,timestamp_utc\n" + good + '9,"active,2023-01-25 12:00:00 UTC\n')
+    with pytest.raises(IngestError, match="unreadable CSV"):
+        ingest_file(engine, "status", torn, chunk_rows=2)
+    assert polls(engine) == []
+    assert table(engine, "SELECT count(*) FROM stores") == [(0,)]

@@ -172,3 +172,31 @@ def test_a_file_bigger_than_one_write_goes_to_polls(sqlite_engine, tmp_path, mon
     more = [(f"s{i}", T0 + 30 * HOUR_US, False) for i in range(5)]
     ingest_file(sqlite_engine, "status", write_feed(tmp_path / "hour.csv", more), chunk_rows=10)
     assert table_sizes(sqlite_engine) == (25, 5)
+
+
+@pytest.mark.parametrize("key_bits, span_us", [(4, 10**6), (20, 2**45), (31, 2**50)])
+def test_polls_packed_for_sqlite_come_back_exactly(key_bits, span_us):
+    """insert_polls packs (key, instant, status) into one integer; where the keys' bits and the
+    time span do not fit in 62 bits together it splits the rows by time. Every row must come
+    back as given, whatever the split."""
+    import sqlite3
+
+    rng = np.random.default_rng(key_bits)
+    keys = rng.integers(1, 2**key_bits, 2000)
+    ts = rng.integers(T0 - span_us, T0 + 1, 2000)
+    active = rng.random(2000) < 0.5
+    parts = list(storage.packed_polls(keys, ts, active))
+    assert (len(parts) > 1) == (key_bits + (2 * span_us).bit_length() > 62)
+
+    class Conn:  # the one call insert_polls makes, on a plain sqlite3 connection
+        def __init__(self):
+            self.db = sqlite3.connect(":memory:")
+            self.db.execute("CREATE TABLE polls (store_key INTEGER, ts_us INTEGER, active INTEGER)")
+
+        def exec_driver_sql(self, sql, params):
+            return self.db.execute(sql, params)
+
+    conn = Conn()
+    assert storage.insert_polls(conn, keys, ts, active, "") == 2000
+    got = sorted(conn.db.execute("SELECT store_key, ts_us, active FROM polls").fetchall())
+    assert got == sorted(zip(keys.tolist(), ts.tolist(), active.astype(int).tolist()))
