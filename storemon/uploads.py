@@ -40,6 +40,11 @@ BLOCK = 1 << 20  # bytes read from the client at a time
 CSV_TYPES = ("text/csv", "text/plain", "application/csv", "application/vnd.ms-excel")
 _PART = re.compile(r"^upload-(\d+)-[0-9a-f]+\.part$")
 STALE_AFTER_S = 24 * 3600  # an upload file this old is removed even if its pid looks alive
+# Memory for a multipart form field that is not a file (their values are held in memory). The
+# multipart decoder also checks this bound against its own buffer -- what is left of the last
+# block plus the next 64 KiB block -- for file parts too, so it must exceed one block by a margin.
+FORM_FIELD_BYTES = 256 * 1024
+MAX_FORM_PARTS = 16
 
 
 class UploadError(Exception):
@@ -157,13 +162,15 @@ def _receive_multipart(body: _Counted, options: dict, announced: int | None, fol
 
     keep = None
     try:
-        parser = FormDataParser(stream_factory=factory, max_form_memory_size=64 * 1024, silent=False, max_form_parts=16)
+        parser = FormDataParser(stream_factory=factory, max_form_memory_size=FORM_FIELD_BYTES, silent=False,
+                                max_form_parts=MAX_FORM_PARTS)
         try:
             _, _, files = parser.parse(body, "multipart/form-data", announced, options)
         except UploadError:
             raise
         except RequestEntityTooLarge as exc:
-            raise UploadError(413, "multipart upload: a form field other than the file is too large") from exc
+            raise UploadError(413, f"multipart upload: a form field other than 'file' is over "
+                                   f"{FORM_FIELD_BYTES // 1024} KiB, or the form has over {MAX_FORM_PARTS} parts") from exc
         except HTTPException as exc:
             raise _incomplete(body, announced, exc) from exc
         except ValueError as exc:  # werkzeug: the body ended inside a part, before the closing boundary

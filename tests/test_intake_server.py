@@ -3,6 +3,7 @@ streamed bodies, and the start-up refusals (open binds without tokens, impossibl
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -143,3 +144,54 @@ def test_processes_starting_at_once_on_a_new_database_all_start(tmp_path):
         for process in starts:
             _, err = process.communicate(timeout=120)
             assert process.returncode == 0, err[-2000:]
+
+
+@pytest.fixture
+def roomy_server(tmp_path):
+    """A server with the default upload limit (1 GiB)."""
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'storemon.db'}", "REPORTS_DIR": str(tmp_path / "reports"),
+           "UPLOAD_DIR": str(tmp_path / "uploads")}
+    server = Server(env, workers=1)
+    yield server
+    server.stop()
+
+
+def big_status_file(path, megabytes: int) -> int:
+    """A status file of about ``megabytes`` MB (distinct polls of 20,000 stores); returns its rows."""
+    stores = 20_000
+    with open(path, "wb") as out:
+        out.write(b"store_id,status,timestamp_utc\n")
+        rows, size, minute = 0, 0, 0
+        while size < megabytes * 1_000_000:
+            stamp = b"2023-01-%02d %02d:%02d:00.250000 UTC" % (18 + minute // 1440, minute // 60 % 24, minute % 60)
+            block = b"".join(b"%d,%s,%s\n" % (7_000_000_000_000_000_000 + s, b"active" if (s + minute) % 5 else
+                                              b"inactive", stamp) for s in range(stores))
+            out.write(block)
+            rows, size, minute = rows + stores, size + len(block), minute + 61
+    return rows
+
+
+@pytest.mark.parametrize("part_type", [b"Content-Type: text/csv\r\n", b""], ids=["with part type", "without"])
+def test_a_50_mb_multipart_upload_is_stored_whole(roomy_server, tmp_path, part_type):
+    """The README's own form (curl -F file=@...) with a real-size file, streamed from disk."""
+    rows = big_status_file(tmp_path / "status.csv", 50)
+    head = (b"--BOUNDARY\r\nContent-Disposition: form-data; name=\"file\"; filename=\"store_status.csv\"\r\n"
+            + part_type + b"\r\n")
+    tail = b"\r\n--BOUNDARY--\r\n"
+    body = tmp_path / "body"
+    with open(body, "wb") as out:
+        out.write(head)
+        out.write((tmp_path / "status.csv").read_bytes())
+        out.write(tail)
+    connection = http.client.HTTPConnection("127.0.0.1", roomy_server.port, timeout=120)
+    with open(body, "rb") as stream:
+        connection.request("POST", "/ingest/status", body=stream, headers={
+            "Content-Type": "multipart/form-data; boundary=BOUNDARY", "Content-Length": str(body.stat().st_size)})
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+    connection.close()
+    assert response.status == 200, answer
+    assert (answer["outcome"], answer["rows_read"], answer["rows_stored"]) == ("stored", rows, rows)
+    assert answer["size"] == (tmp_path / "status.csv").stat().st_size > 50_000_000
+    assert stored(roomy_server)[0] == rows
+    assert list(roomy_server.upload_dir.glob("*")) == []
