@@ -14,11 +14,14 @@ Without tokens the server is meant for this machine only:
 * it answers only requests whose ``Host`` is a loopback name (or one listed in
   ``STOREMON_ALLOWED_HOSTS``), which defeats DNS rebinding -- a web page on another site whose
   name was pointed at 127.0.0.1 (skipped with ``STOREMON_ALLOW_OPEN=1``);
-* it refuses (``403``) a state-changing request -- any POST, and ``GET /trigger_report``, which
-  creates a report -- that a browser marks as coming from another site: an ``Origin`` or
-  ``Referer`` that is not this server, or ``Sec-Fetch-Site: cross-site``/``same-site``. A page
-  elsewhere can send a form or ``text/plain`` POST to localhost without a CORS preflight; this
-  is what stops it. Requests without those headers (curl, scripts) are not affected.
+
+In every mode, tokens or not, a state-changing request -- any method but GET, HEAD and OPTIONS,
+and ``GET /trigger_report``, which creates a report -- that a browser marks as coming from
+another site is refused (``403``), whatever credentials it carries: an ``Origin`` or ``Referer``
+that is not this server, or ``Sec-Fetch-Site: cross-site``/``same-site``. A page elsewhere can
+make a browser send a form or ``text/plain`` POST without a CORS preflight, and a browser that
+logged in through the Basic prompt sends the token with it; this check stops both. Requests
+without those headers (curl, scripts) are not affected.
 """
 
 from __future__ import annotations
@@ -48,6 +51,13 @@ def init_app(app: Flask) -> None:
 def guard() -> None:
     """The check run before every request (raises a JSON 401 / 403)."""
     config = current_app.config
+    if _state_changing() and not _same_origin():
+        # First, in every mode: a browser logged in with a token (Basic prompt) would send it
+        # along with a form another site makes it submit.
+        raise Forbidden(
+            "cross-site request refused: storemon accepts changes only from its own pages and from "
+            "clients that send no Origin (curl, scripts), whatever credentials the request carries"
+        )
     configured = tokens(config)
     if configured:
         if request.path not in OPEN_PATHS and not _token_ok(configured):
@@ -58,11 +68,6 @@ def guard() -> None:
         raise Forbidden(
             f"Host {request.host!r} is not this machine; without API tokens storemon answers loopback "
             "names only (add names to STOREMON_ALLOWED_HOSTS, or set STOREMON_API_TOKENS)"
-        )
-    if _state_changing() and not _same_origin():
-        raise Forbidden(
-            "cross-site request refused: this server has no API tokens, so it accepts changes only "
-            "from its own pages and from clients that send no Origin (curl, scripts)"
         )
 
 
