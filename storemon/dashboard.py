@@ -166,13 +166,20 @@ def report_table(csv: bytes) -> pd.DataFrame:
     return frame
 
 
+class ReportCsvMissing(Exception):
+    """A complete report whose CSV is neither in ``REPORTS_DIR`` nor in the database."""
+
+
 def _report_csv(report: Report) -> bytes:
+    """The finished CSV: the file in ``REPORTS_DIR``, else the database copy (``csv_gz``, there
+    when another host wrote the file)."""
     path = jobs.report_path(current_app, report.id)
     if path.is_file():
         return path.read_bytes()
-    if report.csv is not None:
-        return report.csv
-    raise NotFound(f"report {report.id} is complete but its CSV is missing")
+    data = jobs.csv_bytes(report)  # csv_gz is deferred: read only here
+    if data is None:
+        raise ReportCsvMissing(f"report {report.id} is complete but its CSV is missing")
+    return data
 
 
 @dataclass
@@ -252,12 +259,18 @@ def table_page(frame: pd.DataFrame, sort: str, order: str, q: str, page: int, si
 def report_page(report_id: str):
     if not jobs.is_report_id(report_id):
         raise BadRequest(f"malformed report id: expected {jobs.ID_HEX_CHARS} lowercase hex characters")
-    report = db.session.get(Report, report_id)
-    if report is None:
+    asked = db.session.get(Report, report_id)
+    if asked is None:
         return render_template("not_found.html", what=f"No report with id {report_id}."), 404
+    report = jobs.resolve(asked)  # a reused report shows the one that computed it
+    if report is None or jobs.EXPIRED in (asked.status, report.status):
+        return _expired(report_id)
     if report.status != jobs.COMPLETE:
-        return render_template("report_pending.html", report=report)
-    frame = report_frames.get(report_id, lambda: report_table(_report_csv(report)))
+        return render_template("report_pending.html", report_id=report_id, report=report)
+    try:
+        frame = report_frames.get(report.id, lambda: report_table(_report_csv(report)))
+    except ReportCsvMissing as exc:
+        return render_template("not_found.html", what=str(exc)), 404
     try:
         page = int(request.args.get("page", "1"))
     except ValueError as exc:
@@ -265,9 +278,16 @@ def report_page(report_id: str):
     table = table_page(frame, request.args.get("sort", "store_id"), request.args.get("order", "asc"),
                        request.args.get("q", "").strip(), page)
     return render_template(
-        "report.html", report=report, now=iso_utc(report.now_us), summary=summarise(frame), table=table,
-        columns=TABLE_COLUMNS, titles=COLUMN_TITLES,
+        "report.html", report_id=report_id, report=report, now=iso_utc(report.now_us), summary=summarise(frame),
+        table=table, columns=TABLE_COLUMNS, titles=COLUMN_TITLES,
     )
+
+
+def _expired(report_id: str):
+    config = current_app.config
+    return render_template("not_found.html", what=(
+        f"Report {report_id} has expired and was deleted (reports are kept {config['REPORT_RETENTION_DAYS']:g} "
+        f"days, at most {config['REPORT_KEEP']} of them); run a new one from the overview.")), 410
 
 
 # --- a store ---------------------------------------------------------------------------------

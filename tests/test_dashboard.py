@@ -168,3 +168,49 @@ def test_week_chart_layout(engine, tmp_path):
     assert [(round(s.x, 6), round(s.x + s.width, 6), s.active) for s in last] == [
         (round(LABEL_WIDTH + span * 9 / 24, 6), round(LABEL_WIDTH + span * 13 / 24, 6), False)]
     assert [(m.counted, m.active) for m in chart.marks] == [(True, True), (True, False)]
+
+
+def test_report_page_of_a_reused_report_and_of_a_csv_kept_only_in_the_database(app, client, loaded):
+    """A second trigger with nothing new names the first report (``reuse_of``): its page is the
+    first one's. A report whose file is gone (written on another host) is read from ``csv_gz``;
+    a reused report whose original expired is a 410 page, not a 500."""
+    from sqlalchemy import update
+
+    from storemon import jobs
+    from storemon.extensions import db
+    from storemon.models import Report
+
+    first, frame = run_report(client)
+    again, _ = run_report(client)
+    with app.app_context():
+        assert db.session.get(Report, again).reuse_of == first
+    dashboard.report_frames.frames.clear()
+    reused = client.get(f"/reports/{again}")
+    assert reused.status_code == 200
+    page = reused.get_data(as_text=True)
+    assert '<span class="value" id="summary-stores">121</span>' in page
+    assert store_links(page) == sorted(frame["store_id"])[:50]
+    assert f'href="/get_report/{again}" download' in page  # links keep the id asked for
+    assert f'href="/reports/{again}?sort=uptime_last_week' in page
+    assert "2023-01-25T18:13:22.479220Z" in page
+    overview = client.get("/").get_data(as_text=True)
+    assert f'<a href="/reports/{again}">' in overview and f'<a href="/reports/{first}">' in overview
+
+    # Only the database copy left: both ids still answer, from csv_gz.
+    jobs.report_path(app, first).unlink()
+    dashboard.report_frames.frames.clear()
+    for report_id in (first, again):
+        answer = client.get(f"/reports/{report_id}?sort=uptime_last_week&order=desc")
+        assert answer.status_code == 200, report_id
+        assert store_links(answer.get_data(as_text=True)) == frame.sort_values(
+            ["uptime_last_week", "store_id"], ascending=[False, True], kind="stable")["store_id"].tolist()[:50]
+
+    # The original expired: the reused id has nothing left to show.
+    with app.app_context():
+        db.session.execute(update(Report).where(Report.id == first).values(status=jobs.EXPIRED, csv_gz=None))
+        db.session.commit()
+    dashboard.report_frames.frames.clear()
+    for report_id in (first, again):
+        gone = client.get(f"/reports/{report_id}")
+        assert gone.status_code == 410, report_id
+        assert "has expired" in gone.get_data(as_text=True)
