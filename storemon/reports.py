@@ -161,8 +161,9 @@ def _build(conn, as_of_us, progress, on_now, cache: ReportCache | None, batch_st
             cache.counts[counted_as] += 1
         mine = in_report[at]
         if mine.any():
+            stages = _within(progress, at.start / len(keys), at.stop / len(keys))
             frames.append(_compute_batch(conn, batch, keys[at][mine], ids[at][mine], first_poll[at][mine],
-                                         complete_from, now_us))
+                                         complete_from, now_us, stages))
         if keeping:
             held += batch.polls
             expected = held * len(keys) / max(at.stop, 1)  # the stores so far tell the total
@@ -171,17 +172,26 @@ def _build(conn, as_of_us, progress, on_now, cache: ReportCache | None, batch_st
             else:  # too big to keep: compute the rest without holding it
                 keeping, batches = False, []
                 cache.keep(url, [])
-        if progress:
-            progress(0.02 + 0.93 * at.stop / len(keys), f"computed {int(at.stop):,} of {len(keys):,} stores")
     if keeping:
         cache.keep(url, batches)
+    if progress:
+        progress(0.95, "formatting")
     frame = frames[0] if len(frames) == 1 else (
         pd.concat(frames, ignore_index=True).sort_values("store_id", kind="stable").reset_index(drop=True))
     return ReportResult(frame=frame, now_us=now_us, store_count=len(frame), latest_poll_us=latest_us,
                         data_version=version)
 
 
-def _compute_batch(conn, batch, report_keys, store_ids, first_poll_us, complete_from, now_us) -> pd.DataFrame:
+def _within(progress: Progress | None, start: float, stop: float) -> Progress | None:
+    """The engine's progress within one batch (its stages, 0..1) as the report's: the batches
+    share 0.02..0.95 by their stores, from ``start`` to ``stop`` (fractions of all stores)."""
+    if progress is None:
+        return None
+    return lambda fraction, stage: progress(0.02 + 0.93 * (start + (stop - start) * fraction), stage)
+
+
+def _compute_batch(conn, batch, report_keys, store_ids, first_poll_us, complete_from, now_us,
+                   progress: Progress | None = None) -> pd.DataFrame:
     """One batch's rows (sorted by store_id); codes are positions in ``report_keys``."""
     polls, schedule, intervals = snapshot.report_inputs(batch, report_keys, complete_from, now_us)
 
@@ -191,7 +201,8 @@ def _compute_batch(conn, batch, report_keys, store_ids, first_poll_us, complete_
         return older
 
     return compute_report(store_ids, polls, schedule, now_us, complete_from_us=complete_from,
-                          first_poll_us=first_poll_us, fetch_older=fetch_older, intervals=intervals)
+                          first_poll_us=first_poll_us, fetch_older=fetch_older, intervals=intervals,
+                          progress=progress)
 
 
 def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
