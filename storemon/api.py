@@ -55,7 +55,8 @@ def http_error(exc: HTTPException):
 def unexpected_error(exc: Exception):
     if isinstance(exc, HTTPException):
         return http_error(exc)
-    if isinstance(exc, SQLAlchemyError) and storage.is_read_only_error(exc):
+    if isinstance(exc, storage.DatabaseReadOnly) or (isinstance(exc, SQLAlchemyError)
+                                                      and storage.is_read_only_error(exc)):
         log.error("write refused: the database is read-only (%s)", str(exc).splitlines()[0])
         return http_error(ApiError(503, "the database is read-only: nothing can be stored; see /health", 60))
     if isinstance(exc, SQLAlchemyError) and storage.is_locked_error(exc):

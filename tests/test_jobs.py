@@ -8,7 +8,17 @@ import threading
 import pytest
 from test_api import STATUS, loaded, wait_for  # noqa: F401  (fixture)
 
-from storemon import jobs
+from storemon import create_app, jobs, storage
+from storemon.extensions import db
+from storemon.ingest import ingest_file
+
+
+
+def ingest_text(engine, kind: str, text: str, folder):
+    path = folder / f"{kind}.csv"
+    path.write_text(text)
+    return ingest_file(engine, kind, path)
+
 
 ENGINE_STAGES = ["business hours", "look-back", "interpolation", "formatting"]  # per batch
 
@@ -37,3 +47,22 @@ def test_a_report_goes_through_every_documented_stage(app, client, loaded, monke
     assert stages == ["read", *ENGINE_STAGES * batches, "formatting"]  # then the rows joined, the CSV
     progress = [fraction for _, fraction in seen]
     assert progress == sorted(progress) and 0 < progress[0] and progress[-1] < 1
+
+
+def test_a_trigger_on_a_read_only_database_is_503_with_retry_after(tmp_path, caplog):
+    data, state = tmp_path / "storemon.db", tmp_path / "jobs.db"
+    settings = {"REPORTS_DIR": str(tmp_path / "reports"), "UPLOAD_DIR": str(tmp_path / "up")}
+    writable = create_app({**settings, "DATABASE_URL": f"sqlite:///{data}", "JOBS_DATABASE_URL": f"sqlite:///{state}"})
+    with writable.app_context():
+        ingest_text(db.engine, "status", STATUS, tmp_path)
+        storage.dispose_all()
+    app = create_app({**settings, "DATABASE_URL": f"sqlite:///file:{data}?mode=ro&uri=true",
+                      "JOBS_DATABASE_URL": f"sqlite:///file:{state}?mode=ro&uri=true"})
+    client = app.test_client()
+    for response in (client.post("/trigger_report"), client.get("/trigger_report?as_of=2023-01-23T12:00:00Z")):
+        assert response.status_code == 503 and response.is_json
+        assert "read-only" in response.get_json()["message"]
+        assert int(response.headers["Retry-After"]) > 0
+    assert "Traceback" not in caplog.text
+    with app.app_context():
+        storage.dispose_all()
