@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
+import time
+from collections import OrderedDict, deque
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 from sqlalchemy import func, select
@@ -85,7 +89,7 @@ _TO_REPORT = {
 
 @bp.route("/trigger_report", methods=["POST", "GET"])
 @describe(
-    summary="Start a report", errors=(400, 503), params=(AS_OF_QUERY,),
+    summary="Start a report", errors=(400, 429, 503), params=(AS_OF_QUERY,),
     body={"required": False, "content": {
         "application/json": {"schema": ref("TriggerBody"), "example": {"as_of": "2023-01-25T12:00:00Z"}},
         "application/x-www-form-urlencoded": {"schema": ref("TriggerBody")}}},
@@ -113,13 +117,60 @@ def trigger_report():
             as_of_us = parse_instant(str(as_of))
         except ValueError as exc:
             raise BadRequest(f"as_of: {exc}") from exc
+    app = current_app._get_current_object()
+    if jobs.queue_full(app) and not trigger_limiter.allow(_client()):
+        raise ApiError(429, f"too many triggers: the report queue is full and this client sent "
+                            f"{TRIGGER_BURST} in the last {TRIGGER_WINDOW_S:g} s; try again later",
+                       int(TRIGGER_WINDOW_S))
     try:
-        report_id = jobs.submit_report(current_app._get_current_object(), as_of_us)
+        report_id = jobs.submit_report(app, as_of_us)
     except jobs.QueueFull as exc:
         raise ApiError(503, str(exc), exc.retry_after) from exc
     except storage.DatabaseBusy as exc:
         raise ApiError(503, f"the report queue is busy: {exc}", 5) from exc
     return jsonify(report_id=report_id)
+
+
+# While the report queue is full, one client may trigger this many reports per window (beyond:
+# 429); its triggers are not counted otherwise.
+TRIGGER_BURST = 10
+TRIGGER_WINDOW_S = 10.0
+
+
+class TriggerLimiter:
+    """Triggers per client in a sliding window, for the clients seen in the last window only
+    (at most ``max_clients`` of them: the least recent are forgotten first)."""
+
+    def __init__(self, burst: int = TRIGGER_BURST, window_s: float = TRIGGER_WINDOW_S, max_clients: int = 10_000):
+        self.burst, self.window_s, self.max_clients = burst, window_s, max_clients
+        self.hits: OrderedDict[str, deque] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def allow(self, client: str, now: float | None = None) -> bool:
+        """Record a trigger of ``client``; False when it is over its burst in the window."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            hits = self.hits.pop(client, None) or deque()
+            while hits and hits[0] <= now - self.window_s:
+                hits.popleft()
+            allowed = len(hits) < self.burst
+            if allowed:
+                hits.append(now)
+            self.hits[client] = hits  # most recent last
+            while len(self.hits) > self.max_clients:
+                self.hits.popitem(last=False)
+            return allowed
+
+
+trigger_limiter = TriggerLimiter()
+
+
+def _client() -> str:
+    """Who is triggering: the token presented (hashed), else the peer's address."""
+    credential = request.headers.get("Authorization")
+    if credential:
+        return "token:" + hashlib.sha256(credential.encode("utf-8", "surrogateescape")).hexdigest()
+    return f"addr:{request.remote_addr}"
 
 
 _CSV_HEADER = ",".join(REPORT_COLUMNS)

@@ -19,7 +19,8 @@ queued, running or complete is not computed again: the new id names that one (``
 answers with its state and CSV. Distinct reports waiting or running are bounded by
 ``REPORT_QUEUE_MAX`` (:class:`QueueFull` beyond it). Finished reports are kept
 ``REPORT_RETENTION_DAYS`` days and at most ``REPORT_KEEP`` of them; older ones are expired --
-file and database copy deleted, the row kept so that ``/get_report`` can say ``410 Gone``.
+file and database copy deleted, the row kept a while so that ``/get_report`` can say
+``410 Gone`` -- and the table stays bounded (:func:`expire_reports`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from flask import Flask
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from . import metrics, snapshot, storage
 from .extensions import db
@@ -51,6 +52,7 @@ HEARTBEAT_EVERY = 10.0  # seconds between heartbeats of a running job
 STALE_AFTER = timedelta(seconds=60)  # no heartbeat for this long: the owner is gone
 PROGRESS_EVERY_S = 0.5  # at most one progress write per this many seconds
 ID_HEX_CHARS = 32  # report ids: 128 random bits as hex
+TOMBSTONE_DAYS = 7  # an expired report's row answers 410 this long after its retention ends
 # Failures that are the data's or the caller's, not a bug: logged as one line, no traceback.
 EXPECTED_FAILURES = (NoPollsError,)
 
@@ -128,11 +130,7 @@ def submit_report(app: Flask, as_of_us: int | None = None) -> str:
                 ).order_by(Report.created_at.desc()).limit(1)
             ).scalar()
         if same is None:
-            waiting = conn.execute(
-                select(func.count()).select_from(Report).where(
-                    Report.status.in_([QUEUED, RUNNING]), Report.reuse_of.is_(None)
-                )
-            ).scalar_one()
+            waiting = _waiting(conn)
             if waiting >= app.config["REPORT_QUEUE_MAX"]:
                 raise QueueFull(
                     f"{waiting} reports are already waiting or running (REPORT_QUEUE_MAX = "
@@ -168,34 +166,74 @@ def csv_bytes(report: Report) -> bytes | None:
 
 
 def expire_reports(app: Flask) -> int:
-    """Delete finished reports older than REPORT_RETENTION_DAYS or beyond the REPORT_KEEP newest:
-    their CSV file and database copy go, the row stays (status ``expired``) for a clear 410."""
+    """Keep the reports table bounded; returns how many reports were expired.
+
+    * A computed report finished more than ``REPORT_RETENTION_DAYS`` ago, or beyond the
+      ``REPORT_KEEP`` newest computed ones, is expired: its CSV file and database copy go, the
+      row stays (status ``expired``) for a clear ``410``.
+    * An expired row is deleted :data:`TOMBSTONE_DAYS` after the retention ends, or beyond the
+      ``REPORT_KEEP`` newest expired rows (``/get_report`` then answers ``404``).
+    * A reused row (a trigger that named an identical report) lives and dies with the report it
+      names: it is deleted with that report's row, and only the ``REPORT_KEEP`` newest are kept.
+
+    So the table holds at most the waiting reports plus three times ``REPORT_KEEP`` rows.
+    """
     config = app.config
-    cutoff = _now() - timedelta(days=float(config["REPORT_RETENTION_DAYS"]))
+    keep, days = int(config["REPORT_KEEP"]), float(config["REPORT_RETENTION_DAYS"])
+    computed, reused = Report.reuse_of.is_(None), Report.reuse_of.is_not(None)
     finished = [COMPLETE, FAILED]
-    old = db.session.execute(
-        select(Report.id).where(Report.status.in_(finished), Report.created_at < cutoff)
-    ).scalars().all()
-    beyond = db.session.execute(
-        select(Report.id).where(Report.status.in_(finished))
-        .order_by(Report.created_at.desc()).offset(int(config["REPORT_KEEP"]))
-    ).scalars().all()
-    ids = sorted(set(old) | set(beyond))
+    # Each step reads first, then writes in a transaction that begins with a write (on SQLite a
+    # read transaction that turns into a write fails at once if another writer came between).
+    ids = _beyond(computed & Report.status.in_(finished), keep, _now() - timedelta(days=days))
     db.session.rollback()
-    if not ids:
-        return 0
-    for report_id in ids:
-        report_path(app, report_id).unlink(missing_ok=True)
-    for start in range(0, len(ids), 500):
-        db.session.execute(
-            update(Report).where(Report.id.in_(ids[start:start + 500]), Report.status.in_(finished))
-            .values(status=EXPIRED, stage="expired", csv_gz=None)
-            .execution_options(synchronize_session=False)
-        )
-    db.session.commit()
-    log.info("expired %d report(s) (REPORT_RETENTION_DAYS=%s, REPORT_KEEP=%s)", len(ids),
-             config["REPORT_RETENTION_DAYS"], config["REPORT_KEEP"])
+    if ids:
+        for report_id in ids:
+            report_path(app, report_id).unlink(missing_ok=True)
+        for chunk in _chunks(ids):
+            db.session.execute(
+                update(Report).where(Report.id.in_(chunk), Report.status.in_(finished))
+                .values(status=EXPIRED, stage="expired", csv_gz=None)
+                .execution_options(synchronize_session=False)
+            )
+        db.session.commit()
+        log.info("expired %d report(s) (REPORT_RETENTION_DAYS=%s, REPORT_KEEP=%s)", len(ids), days, keep)
+    gone = _beyond(computed & (Report.status == EXPIRED), keep, _now() - timedelta(days=days + TOMBSTONE_DAYS))
+    kept = set(db.session.execute(select(Report.id).where(computed)).scalars()) - set(gone)
+    gone += [row.id for row in db.session.execute(select(Report.id, Report.reuse_of).where(reused))
+             if row.reuse_of not in kept]  # reused rows whose report is gone
+    gone = sorted(set(gone) | set(_beyond(reused, keep, None)))
+    db.session.rollback()
+    if gone:
+        for chunk in _chunks(gone):
+            db.session.execute(delete(Report).where(Report.id.in_(chunk)).execution_options(synchronize_session=False))
+        db.session.commit()
     return len(ids)
+
+
+def _beyond(which, keep: int, cutoff: datetime | None) -> list[str]:
+    """Ids of the rows matching ``which`` created before ``cutoff`` or beyond the ``keep`` newest."""
+    old = [] if cutoff is None else db.session.execute(
+        select(Report.id).where(which, Report.created_at < cutoff)).scalars().all()
+    beyond = db.session.execute(
+        select(Report.id).where(which).order_by(Report.created_at.desc()).offset(keep)).scalars().all()
+    return sorted(set(old) | set(beyond))
+
+
+def _chunks(ids: list[str], size: int = 500):
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
+
+
+def queue_full(app: Flask) -> bool:
+    """Are ``REPORT_QUEUE_MAX`` distinct reports waiting or running (all processes)?"""
+    with db.engines["jobs"].connect() as conn:
+        return _waiting(conn) >= app.config["REPORT_QUEUE_MAX"]
+
+
+def _waiting(conn) -> int:
+    return conn.execute(
+        select(func.count()).select_from(Report).where(Report.status.in_([QUEUED, RUNNING]), Report.reuse_of.is_(None))
+    ).scalar_one()
 
 
 def _hand_over(app: Flask, report_id: str) -> None:

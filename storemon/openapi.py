@@ -30,7 +30,8 @@ bp = Blueprint("docs", __name__, static_folder=swagger_ui_path, static_url_path=
 
 # Routes deliberately left out of the document: the dashboard's HTML pages (for a browser, not
 # an API client) and static files.
-UNDOCUMENTED = {"dashboard.overview", "dashboard.report_page", "dashboard.store_page", "static",
+UNDOCUMENTED = {"dashboard.overview", "dashboard.report_page", "dashboard.store_page",
+                "dashboard.store_page_by_path", "static",
                 "dashboard.static", "docs.static"}
 
 # Error answers, one JSON shape for all (components/responses).
@@ -38,10 +39,12 @@ ERRORS = {
     400: ("BadRequest", "Bad input: missing or malformed parameter, unreadable as_of, a refused file, "
                         "an incomplete upload."),
     401: ("Unauthorized", "No or wrong API token (only when the server has `STOREMON_API_TOKENS`)."),
-    403: ("Forbidden", "Without API tokens: a `Host` that is not this machine, or a cross-site write."),
+    403: ("Forbidden", "A cross-site write (any mode), or, without API tokens, a `Host` that is not this machine."),
     404: ("NotFound", "Unknown report, feed, store or route."),
     410: ("Gone", "The report expired and was deleted; trigger a new one."),
     413: ("PayloadTooLarge", "The upload is larger than `MAX_UPLOAD_BYTES`."),
+    429: ("TooManyRequests", "The report queue is full and this client triggered too often; try again after "
+                             "`Retry-After` seconds."),
     500: ("InternalError", "A bug: the details are in the server log, not in the answer."),
     503: ("ServiceUnavailable", "Busy (another ingest holds the database, the report queue is full) or read-only; "
                                 "try again after `Retry-After` seconds."),
@@ -120,7 +123,7 @@ def build_spec(app: Flask) -> dict:
         if code == 401:
             response["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True,
                                                         "description": "`Bearer` and `Basic` challenges"}}
-        if code == 503:
+        if code in (429, 503):
             response["headers"] = {"Retry-After": {"schema": {"type": "string"},
                                                    "description": "seconds to wait before trying again"}}
         spec.components.response(name, response)
