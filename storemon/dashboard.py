@@ -12,12 +12,17 @@ Routes
   ``POST /trigger_report`` and polls ``GET /get_report/<id>``, same origin).
 * ``GET /reports/<id>`` -- a finished report: summary, uptime-share histogram, and the stores
   table sorted (``sort``, ``order``), filtered (``q``) and paginated (``page``) on the server.
-* ``GET /stores/<store_id>`` -- the store's week as a chart, its figures and notes.
-* ``GET /stores/<store_id>/timeline`` -- the same, as JSON (:meth:`Timeline.to_dict`).
+* ``GET /store?store_id=<id>`` -- the store's week as a chart, its figures and notes.
+* ``GET /store/timeline?store_id=<id>`` -- the same, as JSON (:meth:`Timeline.to_dict`).
+* ``GET /stores/<store_id>`` and ``GET /stores/<store_id>/timeline`` -- the same two with the id
+  in the path (a ``path`` converter).
 
-Store ids are opaque and may hold ``/``: the routes take them with a ``path`` converter, and
-``url_for`` percent-encodes everything else. (Two kinds of id cannot be reached this way: one
-that starts with ``/``, and one that ends in ``/timeline``, which reads as the timeline URL.)
+Store ids are opaque: any characters the ingest accepts, ``/``, ``..``, ``?``, ``#``, ``\\``
+included. In a path, a browser resolves ``.``/``..`` segments (also percent-encoded) and a
+backslash, werkzeug decodes ``%2F`` and merges ``//``, and an id ending in ``/timeline`` reads as
+the timeline URL -- so a link built from the id as a path can lead to another store or page. The
+dashboard's links therefore carry the id as the ``store_id`` query parameter, where none of
+that applies; the path forms stay for the ids they can reach.
 """
 
 from __future__ import annotations
@@ -302,17 +307,22 @@ def _timeline(store_id: str):
     return load_timeline(db.engine, store_id, as_of_us), as_of
 
 
-@bp.get("/stores/<path:store_id>/timeline")
-@describe(
+TIMELINE = dict(
     summary="One store's week, explained", tags=("stores",), errors=(400, 404),
-    params=(query("as_of", AS_OF, "the report's `now`"),),
-    path_schemas={"store_id": {"type": "string", "example": "007",
-                               "description": "the opaque store id (percent-encoded; it may hold `/`)"}},
     responses={200: json_response("Timeline", "Business intervals, polls, the segments each poll speaks for, "
                                               "the six figures")},
 )
-def store_timeline(store_id: str):
-    """The store's timeline as JSON (404 JSON for a store the report has no row for)."""
+AS_OF_PARAM = query("as_of", AS_OF, "the report's `now`")
+
+
+def _store_id_arg() -> str:
+    store_id = request.args.get("store_id")
+    if not store_id:
+        raise BadRequest("store_id is required (?store_id=...)")
+    return store_id
+
+
+def _timeline_json(store_id: str):
     try:
         timeline, _ = _timeline(store_id)
     except (UnknownStoreError, NoPollsError) as exc:
@@ -320,8 +330,40 @@ def store_timeline(store_id: str):
     return jsonify(timeline.to_dict())
 
 
+@bp.get("/store/timeline")
+@describe(**TIMELINE, params=(
+    query("store_id", {"type": "string", "example": "007"}, "the opaque store id, any characters", required=True),
+    AS_OF_PARAM))
+def store_timeline_by_query():
+    """The store's timeline as JSON (404 JSON for a store the report has no row for). The id is a
+    query parameter, so every id is reachable; the dashboard's links use this form."""
+    return _timeline_json(_store_id_arg())
+
+
+@bp.get("/stores/<path:store_id>/timeline")
+@describe(**TIMELINE, params=(AS_OF_PARAM,),
+          path_schemas={"store_id": {"type": "string", "example": "007",
+                                     "description": "the opaque store id (percent-encoded; it may hold `/`)"}})
+def store_timeline(store_id: str):
+    """The store's timeline as JSON (404 JSON for a store the report has no row for). An id in
+    the path cannot start with `/`, end in `/timeline` or be a `.`/`..` segment: for any id,
+    use `GET /store/timeline?store_id=...`."""
+    return _timeline_json(store_id)
+
+
+@bp.get("/store")
+def store_page():
+    """The store page; the id is the ``store_id`` query parameter (the form every link uses)."""
+    return _store_page(_store_id_arg())
+
+
 @bp.get("/stores/<path:store_id>")
-def store_page(store_id: str):
+def store_page_by_path(store_id: str):
+    """The store page with the id in the path (for ids without dot segments or a leading ``/``)."""
+    return _store_page(store_id)
+
+
+def _store_page(store_id: str):
     try:
         timeline, as_of = _timeline(store_id)
     except (UnknownStoreError, NoPollsError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import html
 import io
 import re
@@ -10,12 +11,18 @@ import urllib.parse
 
 import pandas as pd
 import pytest
+from markupsafe import escape
 
 from storemon import dashboard
 from storemon.demo import generate_demo_data
 from storemon.ingest import ingest_file, ingest_files
 
 ODD_ID = 'a/b <x>"&%20'
+# Ids the ingest accepts that a path-built link would resolve to another page: dot segments,
+# a scheme-relative "//host", URL delimiters, a backslash (a "/" to browsers), the timeline
+# suffix. "b", "evil.com" and "x" exist too, so a link that lands on the wrong store shows it.
+HOSTILE_IDS = ["a/../b", "..", ".", "//evil.com", "/lead", "x/timeline", "a?b=1", "a#b", "50%", "100%25",
+               "a b", "a+b", "a&b=c", "a\\b", "\\\\evil.com", "./b", "b", "evil.com", "x"]
 
 
 @pytest.fixture
@@ -89,7 +96,7 @@ def test_report_page_sorts_filters_and_pages_on_the_server(client, loaded):
     odd = client.get(f"{base}?q=%3Cx%3E").get_data(as_text=True)
     assert store_links(odd) == [ODD_ID]
     assert "a/b &lt;x&gt;&#34;&amp;%20" in odd and ODD_ID not in odd
-    assert 'href="/stores/a/b%20%3Cx%3E%22&amp;%2520?as_of=2023-01-25T18:13:22.479220Z"' in odd
+    assert 'href="/store?store_id=a/b+%3Cx%3E%22%26%2520&amp;as_of=2023-01-25T18:13:22.479220Z"' in odd
     # Histogram: one count per 10 % bin, adding up to the stores with business time observed.
     with client.get(f"/get_report/{report_id}") as answer:
         summary = dashboard.summarise(dashboard.report_table(answer.data))
@@ -214,3 +221,42 @@ def test_report_page_of_a_reused_report_and_of_a_csv_kept_only_in_the_database(a
         gone = client.get(f"/reports/{report_id}")
         assert gone.status_code == 410, report_id
         assert "has expired" in gone.get_data(as_text=True)
+
+
+@pytest.fixture
+def hostile(loaded, tmp_path):
+    with open(tmp_path / "hostile.csv", "w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["store_id", "status", "timestamp_utc"])
+        writer.writerows([store_id, "active", "2023-01-25 10:00:00 UTC"] for store_id in HOSTILE_IDS)
+    summary = ingest_file(loaded, "status", tmp_path / "hostile.csv")
+    assert summary.rows_stored == len(HOSTILE_IDS) and summary.rows_skipped == 0
+    return loaded
+
+
+def test_every_store_link_reaches_exactly_that_store(client, hostile):
+    """The report page's store link and the store page's timeline link, resolved as a browser
+    resolves a relative URL (dot segments, "//host"), reach that store and no other."""
+    report_id, _ = run_report(client)
+    base = f"http://localhost/reports/{report_id}"
+    for store_id in HOSTILE_IDS:
+        page = client.get(base, query_string={"q": store_id}).get_data(as_text=True)
+        links = {html.unescape(text): html.unescape(href)
+                 for href, text in re.findall(r'<a class="store-link" href="([^"]*)">([^<]*)</a>', page)}
+        url = urllib.parse.urljoin(base, links[store_id])
+        assert urllib.parse.urlsplit(url).netloc == "localhost", (store_id, url)
+        store = client.get(url)
+        assert store.status_code == 200, (store_id, url)
+        text = store.get_data(as_text=True)
+        assert f'<code id="store-id">{escape(store_id)}</code>' in text, (store_id, url)
+        href = html.unescape(re.search(r'<a id="timeline-json" href="([^"]*)"', text).group(1))
+        timeline = client.get(urllib.parse.urljoin(url, href))
+        assert timeline.status_code == 200 and timeline.get_json()["store_id"] == store_id, (store_id, href)
+        assert timeline.get_json()["now"] == "2023-01-25T18:13:22.479220Z"
+    # The links are query parameters, so no part of the id is read as a path.
+    page = client.get(base, query_string={"q": "a/../b"}).get_data(as_text=True)
+    assert 'href="/store?store_id=a/../b&amp;as_of=2023-01-25T18:13:22.479220Z"' in page
+    for path in ("/store", "/store/timeline", "/store?store_id=", "/store/timeline?store_id="):
+        missing = client.get(path)
+        assert missing.status_code == 400 and missing.get_json()["message"].startswith("store_id is required")
+

@@ -50,7 +50,7 @@ def test_every_route_is_described(sqlite_app):
         expected |= {(path, m) for m in DOCUMENTED_METHODS if m in rule.methods}
     assert described == expected
     assert {"/trigger_report", "/get_report", "/get_report/{report_id}", "/ingest/{kind}", "/ingests", "/health",
-            "/stores/{store_id}/timeline", "/openapi.json", "/docs", "/metrics"} == set(spec["paths"])
+            "/stores/{store_id}/timeline", "/store/timeline", "/openapi.json", "/docs", "/metrics"} == set(spec["paths"])
     ids = [op["operationId"] for ops in spec["paths"].values() for op in ops.values()]
     assert len(ids) == len(set(ids))
     # Security: declared once, applied everywhere but /health.
