@@ -1,4 +1,5 @@
-"""The store page's week chart: a :class:`~storemon.explain.Timeline` laid out as SVG shapes.
+"""The dashboard's SVG charts laid out: the store page's week chart (a
+:class:`~storemon.explain.Timeline`) and the report page's histogram.
 
 One row per local calendar day of the store (the week window touches eight), time running left
 to right from local midnight to the next one, so a store's business hours line up from row to
@@ -6,7 +7,7 @@ row. On each row: the business hours as a band, the up and down pieces on it, th
 above it, and the window edges (week start, day start, hour start, now) as vertical lines.
 
 Pure layout, no drawing: this module computes every coordinate (SVG user units) and the template
-``templates/_chart.svg`` only places them, so the template holds no arithmetic. A day with a DST
+``templates/_chart.html`` only places them, so the template holds no arithmetic. A day with a DST
 change is 23 or 25 hours long and is drawn at the same width as the others.
 """
 
@@ -164,3 +165,51 @@ def _edge(i: int, x: float, label: str, anchor: str) -> Edge:
     y = TOP + i * ROW_HEIGHT
     return Edge(x=x, y1=y + 2, y2=y + BAND_TOP + BAND_HEIGHT + 4, label=label,
                 label_x=x + (3 if anchor == "start" else -3), label_y=y + BAND_TOP + BAND_HEIGHT + 13, anchor=anchor)
+
+
+# --- the report page's histogram -------------------------------------------------------------
+
+HIST_WIDTH, HIST_HEIGHT = 760, 170
+HIST_PAD, HIST_GAP = 8, 4
+HIST_TOP = 22  # room for the counts above the tallest bar
+HIST_BOTTOM = 20  # room for the bin labels
+
+
+@dataclass
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    count: int
+    label: str
+    count_y: float  # the count sits just above the bar
+    label_y: float
+
+    @property
+    def middle(self) -> float:
+        return self.x + self.width / 2
+
+
+@dataclass
+class Histogram:
+    width: int
+    height: int
+    base_y: float
+    bars: list[Bar]
+
+
+def histogram_chart(bins: list[dict]) -> Histogram:
+    """Bars for ``bins`` (``{"label", "count", "height"}``, height 0..100 % of the tallest), as
+    SVG geometry: the page sets no inline style, so the bar heights are attributes. An empty
+    bin is a 1-unit line, so every bin shows."""
+    plot = HIST_HEIGHT - HIST_TOP - HIST_BOTTOM
+    base = HIST_HEIGHT - HIST_BOTTOM
+    width = (HIST_WIDTH - 2 * HIST_PAD - HIST_GAP * (len(bins) - 1)) / max(len(bins), 1)
+    bars = []
+    for k, b in enumerate(bins):
+        height = max(plot * b["height"] / 100, 1.0)
+        bars.append(Bar(x=round(HIST_PAD + k * (width + HIST_GAP), 2), y=round(base - height, 2), width=round(width, 2),
+                        height=round(height, 2), count=b["count"], label=b["label"],
+                        count_y=round(base - height - 4, 2), label_y=HIST_HEIGHT - 6))
+    return Histogram(width=HIST_WIDTH, height=HIST_HEIGHT, base_y=base, bars=bars)

@@ -40,7 +40,7 @@ from sqlalchemy import func, select
 from werkzeug.exceptions import BadRequest, NotFound
 
 from . import jobs, storage
-from .chart import week_chart
+from .chart import histogram_chart, week_chart
 from .compute import REPORT_COLUMNS
 from .explain import UnknownStoreError, iso_utc, load_timeline
 from .extensions import db
@@ -282,9 +282,10 @@ def report_page(report_id: str):
         raise BadRequest("page must be a number") from exc
     table = table_page(frame, request.args.get("sort", "store_id"), request.args.get("order", "asc"),
                        request.args.get("q", "").strip(), page)
+    summary = summarise(frame)
     return render_template(
-        "report.html", report_id=report_id, report=report, now=iso_utc(report.now_us), summary=summarise(frame),
-        table=table, columns=TABLE_COLUMNS, titles=COLUMN_TITLES,
+        "report.html", report_id=report_id, report=report, now=iso_utc(report.now_us), summary=summary,
+        histogram=histogram_chart(summary.histogram), table=table, columns=TABLE_COLUMNS, titles=COLUMN_TITLES,
     )
 
 

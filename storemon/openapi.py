@@ -9,7 +9,9 @@ apispec). A route that is neither described nor listed in :data:`UNDOCUMENTED` f
 Nothing here touches a request body: uploads stay streamed by :mod:`storemon.uploads`.
 
 ``/docs`` is Swagger UI served from the files of the ``swagger-ui-bundle`` package (no CDN; it
-works offline). Both go through :mod:`storemon.security` like every other route.
+works offline; only the three files the page loads, :data:`SWAGGER_UI_FILES`), started by
+``static/docs.js`` (a file, so the Content-Security-Policy needs no inline script). Both go
+through :mod:`storemon.security` like every other route.
 """
 
 from __future__ import annotations
@@ -20,13 +22,17 @@ from typing import Callable
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, Flask, current_app, jsonify, render_template
+from flask import Blueprint, Flask, current_app, jsonify, make_response, render_template, send_from_directory
 from swagger_ui_bundle import swagger_ui_path
+from werkzeug.exceptions import NotFound
 
-from . import schemas
+from . import schemas, security
 
-bp = Blueprint("docs", __name__, static_folder=swagger_ui_path, static_url_path="/docs/static",
-               template_folder="templates")
+bp = Blueprint("docs", __name__, template_folder="templates")
+
+# The files of the swagger-ui-bundle package that /docs loads, and no other: the package also
+# holds a demo index.html that loads petstore.swagger.io, and an initializer for it.
+SWAGGER_UI_FILES = frozenset({"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"})
 
 # Routes deliberately left out of the document: the dashboard's HTML pages (for a browser, not
 # an API client) and static files.
@@ -180,9 +186,20 @@ def openapi_json():
     return jsonify(spec_for(current_app._get_current_object()))
 
 
+@bp.get("/docs/static/<filename>", endpoint="static")
+def swagger_ui_file(filename: str):
+    """One of :data:`SWAGGER_UI_FILES` from the package (404 for anything else in it)."""
+    if filename not in SWAGGER_UI_FILES:
+        raise NotFound(f"no file {filename!r} here")
+    return send_from_directory(swagger_ui_path, filename)
+
+
 @bp.get("/docs")
 @describe(summary="Interactive documentation (Swagger UI)", tags=("documentation",),
           responses={200: {"description": "An HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}})
 def docs():
     """Swagger UI for this document: try every call from the browser (served locally, no CDN)."""
-    return render_template("docs.html")
+    response = make_response(render_template("docs.html"))
+    # Swagger UI's stylesheet draws its icons as data: images; the rest is the site's policy.
+    response.headers["Content-Security-Policy"] = security.content_security_policy(img_src="'self' data:")
+    return response

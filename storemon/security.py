@@ -46,6 +46,7 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 def init_app(app: Flask) -> None:
     app.before_request(guard)
+    app.after_request(browser_headers)
 
 
 def guard() -> None:
@@ -168,3 +169,43 @@ def check_bind(binds: list[str] | str, environ) -> None:
             f"refusing to serve on {', '.join(outside)} without API tokens: anyone who can reach it could "
             "rewrite the data. Set STOREMON_API_TOKENS (recommended) or STOREMON_ALLOW_OPEN=1."
         )
+
+
+# What a browser may do with storemon's answers. Scripts, styles, images, fetches and fonts come
+# from this server only; no inline script or style attribute runs (the pages and /docs load
+# theirs from files); no plugins, no <base>, forms post only here; and no page may be framed,
+# on this site or another (clickjacking: a framed overview turned one click into a POST).
+CSP_DIRECTIVES = {
+    "default-src": "'self'",
+    "script-src": "'self'",
+    "style-src": "'self'",
+    "img-src": "'self'",
+    "object-src": "'none'",
+    "base-uri": "'none'",
+    "form-action": "'self'",
+    "frame-ancestors": "'none'",
+}
+
+
+def content_security_policy(**changed: str) -> str:
+    """The policy of :data:`CSP_DIRECTIVES`, with some directives changed by keyword
+    (``img_src="'self' data:"``)."""
+    directives = {**CSP_DIRECTIVES, **{name.replace("_", "-"): value for name, value in changed.items()}}
+    return "; ".join(f"{name} {value}" for name, value in directives.items())
+
+
+CONTENT_SECURITY_POLICY = content_security_policy()
+BROWSER_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
+    "X-Content-Type-Options": "nosniff",  # a CSV or JSON answer is never run as a script or page
+    "Referrer-Policy": "same-origin",
+}
+
+
+def browser_headers(response):
+    """Add :data:`BROWSER_HEADERS` to every response (JSON, CSV and errors too; a header the
+    view set itself is kept: ``/docs`` sets its own policy)."""
+    for name, value in BROWSER_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response

@@ -260,3 +260,42 @@ def test_every_store_link_reaches_exactly_that_store(client, hostile):
         missing = client.get(path)
         assert missing.status_code == 400 and missing.get_json()["message"].startswith("store_id is required")
 
+
+BROWSER_HEADERS = {"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
+
+
+def csp_directives(response) -> dict[str, list[str]]:
+    policy = response.headers.get("Content-Security-Policy", "")
+    return {d.split()[0]: d.split()[1:] for d in policy.split(";") if d.strip()}
+
+
+def test_every_answer_sends_the_browser_headers(app, client, hostile):
+    """Pages cannot be framed (clickjacking), run only this server's scripts and styles, and no
+    answer is content-sniffed -- HTML, JSON, CSV, static files, errors alike."""
+    report_id, _ = run_report(client)
+    pages = ["/", f"/reports/{report_id}", "/store?store_id=a/../b", "/stores/b", "/docs",
+             f"/reports/{'0' * 32}", "/store?store_id=nope"]
+    others = ["/health", "/openapi.json", f"/get_report/{report_id}", "/store/timeline?store_id=b", "/static/dashboard.js",
+              "/static/dashboard.css", "/static/docs.js", "/docs/static/swagger-ui-bundle.js", "/no-such-page",
+              "/reports/not-an-id", "/store/timeline?store_id=nope", "/metrics"]
+    for path in pages + others:
+        with client.get(path) as answer:
+            assert {k: answer.headers.get(k) for k in BROWSER_HEADERS} == BROWSER_HEADERS, path
+            csp = csp_directives(answer)
+            assert csp.get("default-src") == ["'self'"], (path, csp)
+            assert csp.get("script-src") == ["'self'"] and csp.get("style-src") == ["'self'"], (path, csp)
+            assert csp.get("frame-ancestors") == ["'none'"] and csp.get("object-src") == ["'none'"], (path, csp)
+            assert csp.get("img-src") == (["'self'", "data:"] if path == "/docs" else ["'self'"]), (path, csp)
+            if path in pages:
+                assert answer.mimetype == "text/html", path
+                text = answer.get_data(as_text=True)
+                # Nothing inline that the policy would refuse: scripts come from files, no style
+                # attributes, no event-handler attributes.
+                assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", text), path
+                assert not re.search(r"<style\b|\sstyle=|\son[a-z]+=", text), path
+    posted = client.post("/trigger_report")
+    assert posted.headers.get("X-Frame-Options") == "DENY" and posted.headers.get("X-Content-Type-Options") == "nosniff"
+    app.config["STOREMON_API_TOKENS"] = "a-token-of-24-characters"  # refusals too
+    refused = client.get("/")
+    assert refused.status_code == 401 and refused.headers.get("X-Content-Type-Options") == "nosniff"
+    assert csp_directives(refused).get("frame-ancestors") == ["'none'"]

@@ -118,13 +118,18 @@ def test_docs_are_served_from_the_package(sqlite_app):
     page = client.get("/docs")
     assert page.status_code == 200 and page.mimetype == "text/html"
     html = page.get_data(as_text=True)
-    assert "SwaggerUIBundle" in html and "validatorUrl: null" in html
     sources = re.findall(r'(?:src|href)="([^"]+)"', html)
-    assert sources and all(s.startswith("/docs/static/") for s in sources), sources  # nothing from elsewhere
+    assert sources and all(s.startswith(("/docs/static/", "/static/")) for s in sources), sources  # nothing from elsewhere
     for source in sources:
         with client.get(source) as asset:  # a file response: closed here
             assert asset.status_code == 200 and len(asset.data) > 500, source
-    assert '"/openapi.json"' in html
+    assert 'data-openapi="/openapi.json"' in html and "<script>" not in html  # the initializer is a file
+    with client.get("/static/docs.js") as initializer:
+        assert b"SwaggerUIBundle" in initializer.data and b"validatorUrl: null" in initializer.data
+    # Only the files the page loads: not the package's demo page (it loads petstore.swagger.io).
+    for other in ("index.html", "swagger-initializer.js", "oauth2-redirect.html", "index.css",
+                  "swagger-ui-bundle.js.map", "..", "%2e%2e/openapi.py"):
+        assert client.get(f"/docs/static/{other}").status_code == 404, other
 
 
 def test_tokens_protect_docs_document_and_metrics(sqlite_app):
