@@ -1,5 +1,8 @@
 """The dashboard in a real browser: headless Chromium driven by Selenium, against real gunicorn.
 
+Every page is checked under the server's Content-Security-Policy: the browser's console must
+show no refusal (``goog:loggingPrefs``), and a page framed by another site must not load.
+
 Needs Debian's ``chromium`` and ``chromium-driver`` (``scripts/with-chromium.sh`` installs them
 and exports ``STOREMON_REQUIRE_BROWSER=1``, which turns a missing browser into a failure; plain
 ``make test`` without them skips this test with the reason). Screenshots of the three pages are
@@ -8,6 +11,7 @@ saved in the test's temp dir; their paths are printed (``pytest -s`` shows them)
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import time
@@ -16,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from test_dashboard import HOSTILE_IDS
 from test_server import Server
 
 from storemon import create_app, storage
@@ -30,6 +35,7 @@ REQUIRED = os.environ.get("STOREMON_REQUIRE_BROWSER") == "1"
 CHROMIUM = os.environ.get("STOREMON_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("STOREMON_CHROMEDRIVER", "/usr/bin/chromedriver")
 ODD_ID = 'a/b <x>"&%20'  # an opaque id with a slash, markup, a quote and a percent sign
+STORES = str(51 + len(HOSTILE_IDS))  # the demo's 50, ODD_ID and HOSTILE_IDS
 # Flags that work as root on a machine without network: no sandbox, no background traffic
 # (without those, Chromium's own connections are refused by the closed network).
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -59,6 +65,7 @@ def browser(tmp_path):
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
     options.add_argument("--window-size=1280,900")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, CSP refusals included
     try:
         driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     except Exception as exc:  # noqa: BLE001 -- a browser that cannot start is "unavailable"
@@ -75,12 +82,14 @@ def browser(tmp_path):
 
 @pytest.fixture
 def site(tmp_path):
-    """50 demo stores plus one with an awkward id, in SQLite, served by real gunicorn."""
+    """50 demo stores plus ones with awkward ids, in SQLite, served by real gunicorn."""
     generate_demo_data(tmp_path / "feeds", stores=50, days=8, seed=11)
     odd = tmp_path / "odd.csv"
-    odd.write_text('store_id,status,timestamp_utc\n'
-                   '"a/b <x>""&%20",active,2023-01-25 10:00:00 UTC\n'
-                   '"a/b <x>""&%20",inactive,2023-01-25 16:00:00 UTC\n')
+    with open(odd, "w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["store_id", "status", "timestamp_utc"])
+        writer.writerows([[ODD_ID, "active", "2023-01-25 10:00:00 UTC"], [ODD_ID, "inactive", "2023-01-25 16:00:00 UTC"]])
+        writer.writerows([store_id, "active", "2023-01-25 11:00:00 UTC"] for store_id in HOSTILE_IDS)
     database = f"sqlite:///{tmp_path / 'storemon.db'}"
     app = create_app({"DATABASE_URL": database, "REPORTS_DIR": str(tmp_path / "expected")})
     with app.app_context():
@@ -105,6 +114,13 @@ def wait_for(condition, timeout=60.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def csp_refusals(driver) -> list[str]:
+    """The console messages since the last call that say the Content-Security-Policy refused
+    something (the log is drained by reading it)."""
+    return [e["message"] for e in driver.get_log("browser")
+            if "Content Security Policy" in e["message"] or "Refused to" in e["message"]]
+
+
 def screenshot(driver, path: Path, capsys, width: int = 1280) -> Path:
     """The whole page, not only the viewport; its path is printed (past pytest's capture)."""
     driver.set_window_size(width, 900)
@@ -126,7 +142,8 @@ def test_dashboard_in_a_real_browser(browser, site, tmp_path, capsys):
 
     # Overview: counts, then run a report and watch it reach Complete.
     driver.get(server.base + "/")
-    assert find(By.ID, "count-stores").text == "51"
+    assert find(By.ID, "count-stores").text == STORES
+    assert csp_refusals(driver) == []
     assert find(By.ID, "latest-poll").text == "2023-01-25T18:13:22.479220Z"
     find(By.ID, "run-button").click()
     seen = set()
@@ -147,13 +164,31 @@ def test_dashboard_in_a_real_browser(browser, site, tmp_path, capsys):
     csv_path = driver.downloads / f"report_{report_id}.csv"
     wait_for(csv_path.is_file, what=f"the download {csv_path}")
     wait_for(lambda: csv_path.read_bytes() == expected_csv, timeout=10, what="the complete download")
-    driver.get(server.base + "/")  # the recent-reports table now lists it
-    assert report_id[:12] in find(By.ID, "recent-reports").text
+
+    # Run it again with nothing new: the new id reuses the first report, and its page is that one's.
+    find(By.ID, "run-button").click()
+    wait_for(lambda: find(By.ID, "report-id").text not in ("", report_id) and complete(),
+             what="the second report to reach Complete")
+    reused_id = find(By.ID, "report-id").text
+    find(By.ID, "report-open").click()
+    wait_for(lambda: driver.find_elements(By.ID, "summary-stores"), what="the reused report's page")
+    assert driver.current_url == server.base + f"/reports/{reused_id}"
+    assert find(By.ID, "summary-stores").text == STORES
+    assert find(By.ID, "reuse-of").get_attribute("href") == server.base + f"/reports/{report_id}"
+    assert csp_refusals(driver) == []
+
+    driver.get(server.base + "/")  # the recent-reports table now lists both
+    table = find(By.ID, "recent-reports")
+    assert report_id[:12] in table.text and reused_id[:12] in table.text
     shots = [screenshot(driver, tmp_path / "overview.png", capsys)]
+    table.find_element(By.CSS_SELECTOR, f'a[href="/reports/{reused_id}"]').click()
+    wait_for(lambda: driver.find_elements(By.ID, "summary-stores"), what="the reused report's page")
+    assert find(By.ID, "summary-stores").text == STORES
 
     # The report page: sort by week uptime, descending (second click).
     driver.get(server.base + f"/reports/{report_id}")
-    assert find(By.ID, "summary-stores").text == "51"
+    assert find(By.ID, "summary-stores").text == STORES
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#histogram rect.bar")) == 10
     find(By.CSS_SELECTOR, 'th a[data-column="uptime_last_week"]').click()
     find(By.CSS_SELECTOR, 'th a[data-column="uptime_last_week"]').click()
     wait_for(lambda: "order=desc" in driver.current_url, what="the descending sort")
@@ -161,6 +196,7 @@ def test_dashboard_in_a_real_browser(browser, site, tmp_path, capsys):
     expected_week = sorted((float(line.split(",")[3]) for line in expected_csv.decode().splitlines()[1:]), reverse=True)
     assert cells == expected_week[: len(cells)] and len(cells) == 50
     shots.append(screenshot(driver, tmp_path / "report.png", capsys))
+    assert csp_refusals(driver) == []
 
     # A store page: the chart's segments are the timeline's.
     link = driver.find_elements(By.CSS_SELECTOR, "a.store-link")[0]
@@ -187,6 +223,7 @@ def test_dashboard_in_a_real_browser(browser, site, tmp_path, capsys):
     assert len(driver.find_elements(By.CSS_SELECTOR, "#week-chart .poll.not-counted")) == sum(
         not p["counted"] for p in timeline["polls"])
     shots.append(screenshot(driver, tmp_path / "store.png", capsys))
+    assert csp_refusals(driver) == []
     shots.append(screenshot(driver, tmp_path / "store-phone.png", capsys, width=390))
 
     # An awkward id survives the round trip, escaped in the page, through the path converter.
@@ -196,6 +233,57 @@ def test_dashboard_in_a_real_browser(browser, site, tmp_path, capsys):
     with urllib.request.urlopen(find(By.ID, "timeline-json").get_attribute("href"), timeout=30) as response:
         assert json.loads(response.read())["store_id"] == ODD_ID
     assert all(path.stat().st_size > 10_000 for path in shots)
+    assert csp_refusals(driver) == []
+
+
+def test_every_store_link_reaches_that_store(browser, site):
+    """Ids that, put in a path, the browser would resolve elsewhere ("a/../b" to store b, ".." to
+    the overview, "//evil.com" to another host or, after a redirect, store evil.com, a backslash
+    to a slash): clicking the store's link on the report page, then its timeline link, reaches
+    exactly that store."""
+    from selenium.webdriver.common.by import By
+
+    server, _ = site
+    driver = browser
+    driver.get(server.base + "/trigger_report")  # a GET trigger without Origin: allowed, creates one
+    report_id = json.loads(driver.find_element(By.TAG_NAME, "pre").text)["report_id"]
+    wait_for(lambda: urllib.request.urlopen(f"{server.base}/get_report/{report_id}", timeout=30)
+             .headers.get("X-Report-Status") == "Complete", what="the report")
+    for store_id in HOSTILE_IDS:
+        driver.get(f"{server.base}/reports/{report_id}?" + urllib.parse.urlencode({"q": store_id}))
+        links = [a for a in driver.find_elements(By.CSS_SELECTOR, "a.store-link") if a.text == store_id]
+        assert len(links) == 1, store_id
+        links[0].click()
+        wait_for(lambda: driver.find_elements(By.ID, "store-id"), what=f"the page of store {store_id!r}")
+        assert driver.find_element(By.ID, "store-id").text == store_id, (store_id, driver.current_url)
+        assert urllib.parse.urlsplit(driver.current_url).netloc == urllib.parse.urlsplit(server.base).netloc
+        driver.find_element(By.ID, "timeline-json").click()
+        timeline = json.loads(wait_for(lambda: driver.find_elements(By.TAG_NAME, "pre"), what="the JSON")[0].text)
+        assert timeline["store_id"] == store_id, (store_id, driver.current_url)
+    assert csp_refusals(driver) == []
+
+
+def test_pages_cannot_be_framed_or_run_inline_script(browser, site):
+    """The Content-Security-Policy is in force: another site's frame of the overview stays empty
+    (clickjacking), and a script injected inline into a page does not run."""
+    from selenium.webdriver.common.by import By
+
+    server, _ = site
+    driver = browser
+    driver.get("data:text/html," + urllib.parse.quote(
+        f'<p>another site</p><iframe id="victim" src="{server.base}/" width="800" height="600"></iframe>'))
+    time.sleep(1.0)  # let the frame load or be refused
+    driver.switch_to.frame(driver.find_element(By.ID, "victim"))
+    assert driver.find_elements(By.ID, "run-button") == [], "the overview loaded inside another site's frame"
+    driver.switch_to.default_content()
+    csp_refusals(driver)  # drain: the refused frame may be logged
+
+    driver.get(server.base + "/")
+    ran = driver.execute_script(
+        "var s = document.createElement('script'); s.textContent = 'window.inlineRan = true;';"
+        "document.body.appendChild(s); return window.inlineRan === true;")
+    assert ran is False
+    assert any("script-src" in m for m in csp_refusals(driver))
 
 
 def test_api_docs_in_a_real_browser(browser, site, tmp_path, capsys):
@@ -209,6 +297,7 @@ def test_api_docs_in_a_real_browser(browser, site, tmp_path, capsys):
     operations = sum(len(ops) for ops in spec["paths"].values())
     wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, ".opblock")) == operations, what="every operation")
     assert "storemon" in driver.find_element(By.CSS_SELECTOR, ".info .title").text
+    assert csp_refusals(driver) == []
     screenshot(driver, tmp_path / "docs.png", capsys)
     # Try GET /health from the page, as a newcomer would ("Try it out" is on from the start).
     driver.find_element(By.CSS_SELECTOR, "#operations-operations-health .opblock-summary").click()
@@ -219,6 +308,10 @@ def test_api_docs_in_a_real_browser(browser, site, tmp_path, capsys):
         what="the live response")
     assert status[0].startswith("200")
     screenshot(driver, tmp_path / "docs-try-it-out.png", capsys)
+    assert csp_refusals(driver) == []
     # Nothing was fetched from anywhere but this server (no CDN, no validator badge).
     fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert fetched and all(url.startswith(server.base + "/") for url in fetched), fetched
+    # Swagger UI's demo page in the package (it loads petstore.swagger.io) is not served.
+    driver.get(server.base + "/docs/static/index.html")
+    assert "petstore" not in driver.page_source and "Swagger UI" not in driver.title
