@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,22 +63,87 @@ def app(database_url, tmp_path):
     app = create_app({"TESTING": True, "DATABASE_URL": database_url, "REPORTS_DIR": str(tmp_path / "reports"),
                       "UPLOAD_DIR": str(tmp_path / "uploads")})
     yield app
-    _wait_for_jobs()
-    with app.app_context():
-        db.session.remove()
-        storage.dispose_all()
+    try:
+        _wait_for_jobs()
+    finally:
+        with app.app_context():
+            db.session.remove()
+            storage.dispose_all()
 
 
 def _wait_for_jobs(timeout: float = 60) -> None:
-    """Let report jobs a test started (and did not wait for) finish before its database goes."""
+    """Let report jobs a test started (and did not wait for) finish before its database goes;
+    fails the test when some are still running after `timeout` seconds."""
     from storemon import jobs
 
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         with jobs._lock:
-            if not jobs._mine:
-                return
+            running = sorted(jobs._mine)
+        if not running:
+            return
+        if time.monotonic() >= deadline:
+            pytest.fail(f"report jobs still running {timeout:g} s after the test: {', '.join(running)}")
         time.sleep(0.02)
+
+
+@pytest.fixture
+def gate(app, monkeypatch):
+    """Report jobs wait at their start until the test sets this event (fails the test after 60 s).
+    (It depends on `app` so that it opens before the app waits for the jobs.)"""
+    from storemon import jobs
+
+    opened = threading.Event()
+    build = jobs.build_report
+
+    def gated(*args, **kwargs):
+        assert opened.wait(60), "the test never opened the gate"
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "build_report", gated)
+    yield opened
+    opened.set()
+
+
+class Hold:
+    """Where a report job stops: at the first progress report of ``stage``, once that stage and
+    its progress are written to the jobs table. ``reached`` is set when a job stops there,
+    ``fraction`` is the progress it reported; the job goes on after :meth:`release`."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+        self.fraction: float | None = None
+        self.reached = threading.Event()
+        self.released = threading.Event()
+
+    def release(self) -> None:
+        self.released.set()
+
+
+@pytest.fixture
+def hold(app, monkeypatch):
+    """Report jobs stop at the engine's "interpolation" stage (set ``hold.stage`` for another)
+    until the test calls ``hold.release()``; each progress report is written, none throttled.
+    The job fails if it is not released within 60 s."""
+    from storemon import jobs
+
+    stop = Hold("interpolation")
+    build = jobs.build_report
+    monkeypatch.setattr(jobs, "PROGRESS_EVERY_S", 0.0)
+
+    def held(*args, progress=None, **kwargs):
+        def tell(fraction, stage):
+            progress(fraction, stage)
+            if stage == stop.stage and not stop.reached.is_set():
+                stop.fraction = fraction
+                stop.reached.set()
+                assert stop.released.wait(60), "the test never released the report"
+
+        return build(*args, progress=tell, **kwargs)
+
+    monkeypatch.setattr(jobs, "build_report", held)
+    yield stop
+    stop.release()
 
 
 @pytest.fixture

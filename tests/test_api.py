@@ -118,12 +118,27 @@ def test_unexpected_errors_are_json_500(client, loaded, monkeypatch):
     assert response.get_json() == {"error": "Internal Server Error", "message": "internal error; see the server log"}
 
 
-def test_running_reports_show_progress(app, client, loaded):
-    app.config["REPORT_START_DELAY"] = 0.5
+def parse_z(text: str) -> datetime:
+    """An ISO 8601 UTC instant ending in Z, as the API writes them."""
+    assert text.endswith("Z"), text
+    value = datetime.fromisoformat(text[:-1])
+    assert value.tzinfo is None, text  # no offset besides the Z
+    return value.replace(tzinfo=timezone.utc)
+
+
+def test_running_reports_show_their_stage_progress_and_start(client, loaded, hold):
+    before = datetime.now(timezone.utc)
     report_id = client.post("/trigger_report").get_json()["report_id"]
+    assert hold.reached.wait(30), "the report never reached the interpolation stage"
     body = client.get(f"/get_report/{report_id}").get_json()
-    assert body["status"] == "Running"
-    assert body["state"] in ("queued", "running") and 0 <= body["progress"] <= 1
+    assert body == {
+        "status": "Running", "report_id": report_id, "state": "running", "stage": "interpolation",
+        "progress": round(hold.fraction, 3),  # what the job reported at this stage
+        "created_at": body["created_at"], "started_at": body["started_at"], "now": "2023-01-23T12:00:00Z",
+    }
+    assert 0.02 < body["progress"] < 0.95  # past reading the data, before formatting
+    assert before <= parse_z(body["created_at"]) <= parse_z(body["started_at"]) <= datetime.now(timezone.utc)
+    hold.release()
     assert wait_for(client, report_id).get_data(as_text=True) == EXPECTED
 
 
@@ -322,18 +337,22 @@ def test_a_complete_report_carries_the_now_used(client, loaded):
     assert "X-Report-Warning" not in done.headers
 
 
-def test_an_as_of_long_after_the_last_poll_warns(app, client, loaded):
-    app.config["REPORT_START_DELAY"] = 0.3
-    report_id = client.post("/trigger_report", json={"as_of": "2023-03-01T00:00:00Z"}).get_json()["report_id"]
-    running = client.get(f"/get_report/{report_id}").get_json()
-    assert running["status"] == "Running" and running["now"] == "2023-03-01T00:00:00Z"
-    done = wait_for(client, report_id)
-    assert done.headers["X-Report-Now"] == "2023-03-01T00:00:00Z"
-    warning = done.headers["X-Report-Warning"]
-    assert warning == (
+def test_an_as_of_long_after_the_last_poll_warns(app, client, loaded, hold):
+    expected_warning = (
         "now (2023-03-01T00:00:00Z) is 36.5 days after the latest poll (2023-01-23T12:00:00Z): "
         "the figures extrapolate each store's last known status"
     )
+    report_id = client.post("/trigger_report", json={"as_of": "2023-03-01T00:00:00Z"}).get_json()["report_id"]
+    queued_or_running = client.get(f"/get_report/{report_id}").get_json()
+    assert queued_or_running["status"] == "Running" and queued_or_running["now"] == "2023-03-01T00:00:00Z"
+    assert hold.reached.wait(30), "the report never reached the interpolation stage"
+    running = client.get(f"/get_report/{report_id}").get_json()
+    assert (running["status"], running["now"], running["warning"]) == ("Running", "2023-03-01T00:00:00Z", expected_warning)
+    hold.release()
+    done = wait_for(client, report_id)
+    assert done.headers["X-Report-Now"] == "2023-03-01T00:00:00Z"
+    warning = done.headers["X-Report-Warning"]
+    assert warning == expected_warning
     with app.app_context():
         report = db.session.get(Report, report_id)
         assert (report.now_us, report.latest_poll_us, report.warning) == (1677628800000000, 1674475200000000, warning)
@@ -376,15 +395,17 @@ def test_an_unexpected_report_failure_still_logs_its_traceback(client, loaded, c
     assert len(records) == 1 and records[0].exc_info is not None
 
 
-def test_json_timestamps_are_iso_8601_utc_with_z(app, client, loaded):
-    app.config["REPORT_START_DELAY"] = 0.3
+def test_json_timestamps_are_iso_8601_utc_with_z(client, loaded, hold):
+    before = datetime.now(timezone.utc)
     report_id = client.post("/trigger_report").get_json()["report_id"]
-    time.sleep(0.1)
+    assert hold.reached.wait(30), "the report never reached the interpolation stage"
     body = client.get(f"/get_report/{report_id}").get_json()
     assert body["status"] == "Running"
-    for key in ("created_at", "started_at"):
-        assert body[key] is None or (body[key].endswith("Z") and "+" not in body[key]), body
-    datetime.strptime(body["created_at"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    assert parse_z(body["now"]) == datetime(2023, 1, 23, 12, tzinfo=timezone.utc)
+    # In UTC: the instants lie between the trigger and now.
+    created, started = parse_z(body["created_at"]), parse_z(body["started_at"])
+    assert before <= created <= started <= datetime.now(timezone.utc)
+    hold.release()
     wait_for(client, report_id)
 
 
