@@ -2,7 +2,6 @@
 
 import os
 import sys
-import time as _time
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -195,13 +194,23 @@ def test_gap_maps_to_transition_instant(zone, naive, expected_utc):
     assert us == (expected_utc - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
-def test_week_is_fast():
+def test_a_week_of_hourly_polls():
+    # now = Wed 2023-01-25 12:00 UTC = 05:00 in Denver (MST, UTC-7). Polls every hour for 8 days,
+    # h hours before now, inactive when h % 3 == 0. Open 08:00-22:00 daily and Fri 23:00-01:00.
     now = U(2023, 1, 25, 12, 0)
     polls = polls_df([("s", now - timedelta(hours=h), "active" if h % 3 else "inactive")
                       for h in range(0, 24 * 8)])
     hours = hours_df([("s", d, "08:00", "22:00") for d in range(7)] + [("s", 4, "23:00", "01:00")])
-    t0 = _time.perf_counter()
     rep = brute_force_report(polls, hours, tz_df([("s", "America/Denver")]), now)
-    assert _time.perf_counter() - t0 < 1.0
     r = row_of(rep, "s")
-    assert r["uptime_last_week"] + r["downtime_last_week"] > 0
+    # Counted polls: local 08:00 ... 21:00 each day, Fri 23:00 and Sat 00:00. Each speaks for
+    # an hour centred on it, cut to business hours: 08:00 for 0.5 h, 09:00 ... 20:00 for 1 h,
+    # 21:00 for 1.5 h; Fri 23:00 for 0.5 h (23:00-23:30), Sat 00:00 for 1.5 h (23:30-01:00).
+    # A poll at local hour k is h = 24 * days + 5 - k hours before now: inactive when
+    # (5 - k) % 3 == 0, i.e. k = 8, 11, 14, 17, 20 (4.5 h down a day, 9.5 h up) and Fri 23:00.
+    # The hour (04:00-05:00 Wed) is closed; the day holds Tuesday 08:00-22:00; the week holds
+    # Wed 18th ... Tue 24th (7 days) and the Friday night.
+    assert (r["uptime_last_hour"], r["downtime_last_hour"]) == (0, 0)
+    assert (r["uptime_last_day"], r["downtime_last_day"]) == (9.5 * 3600, 4.5 * 3600)
+    assert r["uptime_last_week"] == (7 * 9.5 + 1.5) * 3600  # 68 h
+    assert r["downtime_last_week"] == (7 * 4.5 + 0.5) * 3600  # 32 h
