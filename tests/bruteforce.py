@@ -59,7 +59,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-__all__ = ["brute_force_report", "local_to_utc", "business_intervals_utc", "resolve_zone"]
+__all__ = ["brute_force_report", "business_time", "local_to_utc", "business_intervals_utc", "resolve_zone"]
 
 DEFAULT_TZ = "America/Chicago"
 UTC = timezone.utc
@@ -274,3 +274,41 @@ def brute_force_report(polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.D
         out.append(row)
 
     return pd.DataFrame(out, columns=COLUMNS)
+
+
+# --------------------------------------------------------------------------- business time alone
+
+def business_time(polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.DataFrame,
+                  now: datetime) -> pd.DataFrame:
+    """Per store with a poll at or before ``now``: its business seconds in the last hour, day and
+    week (``business_hour``, ``business_day``, ``business_week``, counted on the same one-second
+    samples as :func:`brute_force_report`, statuses ignored) and ``counted_polls``, how many of
+    its polls at or before ``now`` lie inside its business hours."""
+    now_us = _now_us(now)
+    t = _series_to_us(polls["timestamp_utc"]) if len(polls) else np.array([], np.int64)
+    p = pd.DataFrame({"store_id": polls["store_id"].astype(str).to_numpy(), "t": t})
+    p = p[p["t"] <= now_us].drop_duplicates()
+    day_col = next((c for c in ("day", "dayOfWeek", "day_of_week") if c in hours.columns), None)
+    k = np.arange(1, WEEK_S + 1, dtype=np.int64)
+    samples = now_us - k * US
+    out = []
+    for sid, g in sorted(p.groupby("store_id", sort=False), key=lambda kv: kv[0]):
+        mine = hours[hours["store_id"].astype(str) == sid]
+        rows = [(int(d), st, en) for d, st, en in zip(mine[day_col], mine["start_time_local"],
+                                                      mine["end_time_local"])] if day_col else []
+        zone = timezones[timezones["store_id"].astype(str) == sid]["timezone_str"] if "timezone_str" in timezones else []
+        zi = resolve_zone(zone.iloc[-1] if len(zone) else None)
+        earliest = min(int(g["t"].min()), now_us - WEEK_S * US)
+        intervals = business_intervals_utc(rows, zi, _from_us(earliest).date() - timedelta(days=2),
+                                           _from_us(now_us).date() + timedelta(days=2))
+        biz = _in_business(samples, intervals)
+        out.append({
+            "store_id": sid,
+            "business_hour": int(np.count_nonzero(biz[:HOUR_S])),
+            "business_day": int(np.count_nonzero(biz[:DAY_S])),
+            "business_week": int(np.count_nonzero(biz)),
+            "counted_polls": int(np.count_nonzero(_in_business(g["t"].to_numpy(np.int64), intervals))),
+        })
+    return pd.DataFrame(out, columns=["store_id", "business_hour", "business_day", "business_week",
+                                      "counted_polls"])
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from bruteforce import brute_force_report
+from bruteforce import brute_force_report, business_time
 
 from storemon.compute import REPORT_COLUMNS, localize, report_from_frames
 
@@ -58,6 +58,27 @@ def test_now_is_the_latest_poll_and_as_of_ignores_later_polls():
 
 
 def test_windows_are_half_open_and_end_at_now():
+    # Lengths are exact to the half microsecond, so the ends of the windows show: the hour is
+    # [09:00, 10:00), which holds the instant 09:00 (now - 1 h) and not 10:00 (now).
+    polls = [
+        ("s", "active", "2023-01-23 08:59:59.999998"),
+        ("s", "inactive", "2023-01-23 09:00:00.000000"),  # exactly now - 1 h
+        ("s", "active", "2023-01-23 09:00:00.000002"),
+        ("s", "inactive", "2023-01-23 10:00:00.000000"),  # exactly now: at or before now, so it counts
+        ("s", "active", "2023-01-23 10:00:00.000001"),  # after now: ignored
+    ]
+    up_h, up_d, up_w, down_h, down_d, down_w = seconds_row(polls, now="2023-01-23 10:00:00Z")
+    # Midpoints: 08:59:59.999999, 09:00:00.000001, and 09:30:00.000001 (between the third poll
+    # and the one at now). Inside [09:00, 10:00): down 09:00-09:00:00.000001 (1 us, the poll at
+    # now - 1 h), up until 09:30:00.000001 (1800 s), down until 10:00 (1800 s - 1 us).
+    # A window closed at now would hold 0.5 us more of the last poll's status (down), one open
+    # at now - 1 h 0.5 us less of the second poll's (down); without the poll at now, the last
+    # half hour would be up.
+    assert (up_h, down_h) == (1800, 1800)
+    # The day adds 09:00 on the 22nd to 08:59:59.999999 up (23 h - 1 us) and the first
+    # microsecond of the second poll's 2 us down.
+    assert (up_d, down_d) == ((23 * HOUR * 10**6 - 1 + 1800 * 10**6) / 10**6, (1800 * 10**6 + 1) / 10**6)
+    assert (up_w, down_w) == (up_d + 6 * DAY, down_d)
     # Open 24x7, single active poll exactly at now: it speaks for everything.
     assert seconds_row([("s", "active", "2023-01-23 10:00:00")]) == (HOUR, DAY, WEEK, 0, 0, 0)
 
@@ -164,9 +185,22 @@ def test_the_nearest_counted_poll_may_be_long_before_the_window():
 
 
 def test_at_an_exact_midpoint_the_later_poll_speaks():
+    # Two polls 1 us apart: the midpoint is 10:00:00.0000005. The engine counts time in half
+    # microseconds (docs/report-rules.md, "Exactness"): [10:00:00, 10:00:00.0000005) is nearer
+    # the active poll, [10:00:00.0000005, 10:00:00.000001) starts at the midpoint -- equally near
+    # both -- and the later poll (inactive) speaks for it: 0.5 us down. Were the earlier poll
+    # to speak at the midpoint, that half microsecond would be up and the store never down.
+    polls = [("s", "active", "2023-01-23 10:00:00.000000"), ("s", "inactive", "2023-01-23 10:00:00.000001")]
+    up_h, up_d, up_w, down_h, down_d, down_w = seconds_row(polls, now="2023-01-23 10:00:00.000001Z")
+    assert (down_h, down_d, down_w) == (0.5e-6, 0.5e-6, 0.5e-6)
+    assert (up_h, up_d, up_w) == ((2 * HOUR * 10**6 - 1) / (2 * 10**6), (2 * DAY * 10**6 - 1) / (2 * 10**6),
+                                  (2 * WEEK * 10**6 - 1) / (2 * 10**6))
+    # Polls on whole seconds, 2 s apart: the brute force (one sample a second) gives the sample
+    # at the midpoint, 10:00:01, to the later poll; the engine agrees.
     polls = [("s", "active", "2023-01-23 10:00:00"), ("s", "inactive", "2023-01-23 10:00:02")]
-    up_h, _, _, down_h, _, _ = seconds_row(polls, now="2023-01-23 10:00:02Z")
-    assert (up_h, down_h) == (HOUR - 1, 1)
+    engine = seconds_row(polls, now="2023-01-23 10:00:02Z")
+    brute = brute_force_report(*frames(polls), now=pd.Timestamp("2023-01-23 10:00:02Z")).iloc[0]
+    assert engine == tuple(float(brute[c]) for c in REPORT_COLUMNS[1:]) == (HOUR - 1, DAY - 1, WEEK - 1, 1, 1, 1)
 
 
 def test_rounding_to_two_decimals_in_minutes_and_hours():
@@ -282,21 +316,21 @@ def test_engine_agrees_with_brute_force(seed, now):
 
 
 def test_uptime_plus_downtime_is_the_business_time():
+    """Every store: with a counted poll, up + down is its business time in each window; with
+    none, every figure is 0. Business time and counted polls come from the brute force."""
     rng = np.random.default_rng(7)
     now = "2023-03-13 05:00:00Z"
     polls, hours, zones = random_stores(rng, 40, now)
     report = report_from_frames(polls, hours, zones, now=now, exact_seconds=True).set_index("store_id")
-    for sid in report.index:
-        mine = hours[hours.store_id == sid]
-        zone = zones[zones.store_id == sid]
-        # The business time of the store: an always-up store with the same hours and zone,
-        # counted through a brute-force pass that ignores statuses.
-        always = pd.DataFrame({"store_id": [sid], "status": ["active"], "timestamp_utc": [pd.Timestamp(now).tz_localize(None)]})
-        total = brute_force_report(always, mine, zone, pd.Timestamp(now).to_pydatetime()).iloc[0]
-        row = report.loc[sid]
-        if row.uptime_last_week + row.downtime_last_week == 0:
-            continue  # no counted poll (or no business time at all)
-        if total.uptime_last_week == 0 and total.downtime_last_week == 0:
-            continue  # `now` itself is outside business hours: the helper poll does not count
+    business = business_time(polls, hours, zones, pd.Timestamp(now).to_pydatetime()).set_index("store_id")
+    assert list(report.index) == list(business.index)
+    for sid, row in report.iterrows():
+        total = business.loc[sid]
         for window in ("hour", "day", "week"):
-            assert row[f"uptime_last_{window}"] + row[f"downtime_last_{window}"] == total[f"uptime_last_{window}"]
+            expected = total[f"business_{window}"] if total.counted_polls else 0
+            assert (row[f"uptime_last_{window}"] + row[f"downtime_last_{window}"], sid) == (expected, sid)
+        if not total.counted_polls:
+            assert (row == 0).all(), sid
+    # Both kinds occur, and stores with business time in each window.
+    assert (business.counted_polls == 0).sum() >= 2 and (business.counted_polls > 0).sum() >= 20
+    assert ((business.counted_polls > 0) & (business.business_hour > 0)).sum() >= 5
