@@ -289,6 +289,19 @@ class Bench:
         self.add(f"{name}: peak RSS{once}", [r["peak_mb"] for r in runs], "MB", mb_target)
         return figure
 
+    def formats(self) -> None:
+        """Each report format made from the stored CSV at 1x and 10x: time and peak RSS."""
+        for label in ("1x", "10x"):
+            ds = DATASETS[label]
+            with scratch_copy() as (_, reports):
+                csv_path = Path(reports) / "report.csv"
+                stores = run_phase("report-csv", ds.db_path, reports, csv_path)["stores"]
+                for fmt in ("xlsx", "json", "parquet"):
+                    runs = self.repeat(f"{fmt} {label}", 1 if label == "10x" else self.runs,
+                                       lambda i: run_phase("convert", csv_path, fmt, reports))
+                    self.add(f"report {label} ({stores:,} rows) as {fmt}: time", [r["seconds"] for r in runs], "s")
+                    self.add(f"report {label} as {fmt}: peak RSS", [r["peak_mb"] for r in runs], "MB", 600)
+
     def http(self) -> None:
         with scratch_copy(DATASETS["1x"].db_path) as (db, reports):
             say(f"  http: gunicorn, 2 workers; {self.runs} timed reports, then >= {HTTP_SAMPLES} polls "
@@ -490,7 +503,8 @@ def _terminate(signum, _frame):
 
 
 def main(argv: list[str]) -> int:
-    phases = ["ingest", "append", "report", "warm", "http", "dashboard", "triggers", "upload", "postgresql"]
+    phases = ["ingest", "append", "report", "formats", "warm", "http", "dashboard", "triggers", "upload",
+              "postgresql"]
     chosen = [p for p in phases if p in argv] if argv else phases
     unknown = set(argv) - set(phases)
     if unknown or RUNS < 1:
@@ -507,6 +521,7 @@ def main(argv: list[str]) -> int:
         needed |= {"4w"} if {"append", "postgresql"} & set(chosen) else set()
         needed |= {"5x"} if "ingest" in chosen else set()
         needed |= set(DATASETS) if "report" in chosen else set()
+        needed |= {"10x"} if "formats" in chosen else set()
         for label in DATASETS:
             if label in needed:
                 ensure_data(DATASETS[label])
@@ -517,6 +532,7 @@ def main(argv: list[str]) -> int:
         prepare = ["4w"] if "append" in chosen else []
         prepare += ["1x", "4w", "2x", "5x", "10x"] if "report" in chosen else []
         prepare += ["1x"] if {"http", "warm", "dashboard", "triggers"} & set(chosen) else []
+        prepare += ["1x", "10x"] if "formats" in chosen else []
         if prepare:
             say("preparing databases")
             for label in dict.fromkeys(prepare):
@@ -533,6 +549,8 @@ def main(argv: list[str]) -> int:
             bench.add("report 5x / 1x (time)", [five.value / one.value], "x", 5.5)
             ten = bench.report("10x", RUNS_5X, mb_target=600)
             bench.add("report 10x / 1x (time)", [ten.value / one.value], "x", 11)
+        if "formats" in chosen:
+            bench.formats()
         if "warm" in chosen:
             ensure_hour_csvs()
             bench.warm()

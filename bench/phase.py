@@ -215,6 +215,30 @@ def report(db_path: str, reports_dir: str) -> dict:
     return {"seconds": seconds, "stores": result.store_count, "peak_mb": peak_mb()}
 
 
+def report_csv(db_path: str, reports_dir: str, out_csv: str) -> dict:
+    """The report of a cached database written as CSV (the input of :func:`convert`)."""
+    from storemon.extensions import db
+    from storemon.reports import build_report, write_csv
+
+    app = make_app(db_path, reports_dir)
+    with app.app_context():
+        result = build_report(db.engine, batch_stores=app.config["REPORT_BATCH_STORES"])
+        write_csv(result.frame, out_csv)
+        db.engine.dispose()
+    return {"seconds": 0.0, "stores": result.store_count, "peak_mb": peak_mb()}
+
+
+def convert(csv_path: str, fmt: str, out_dir: str) -> dict:
+    """A report CSV made into ``fmt`` (storemon.formats.convert), as a first ``?format=`` request does."""
+    from storemon import formats
+
+    about = formats.About(report_id="0" * 32, now="2023-01-25T18:13:22Z", data_version=1)
+    started = time.perf_counter()
+    out = formats.convert(csv_path, formats.FORMATS[fmt], Path(out_dir) / f"report.{fmt}", about)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "bytes": out.stat().st_size, "peak_mb": peak_mb()}
+
+
 # ---------------------------------------------------------------------------------------------
 # HTTP: real gunicorn
 
@@ -572,6 +596,8 @@ PHASES = {
     "ingest": ingest,
     "append": append,
     "report": report,
+    "report-csv": report_csv,
+    "convert": convert,
     "http": http,
     "warm": warm,
     "triggers": triggers,

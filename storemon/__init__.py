@@ -26,10 +26,16 @@ from __future__ import annotations
 import logging.config
 from pathlib import Path
 
+import pandas as pd
 from flask import Flask
 
 from .config import Defaults, from_environment, validate
 from .extensions import db
+
+# Text columns hold what a file held, undecodable bytes included (as surrogates, so a bad row can
+# be quoted): pandas' Python-backed strings can, Arrow's cannot. pandas would choose Arrow for
+# every str column once pyarrow is installed (it is, for Parquet reports).
+pd.set_option("mode.string_storage", "python")
 
 
 def _configure_logging() -> None:

@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, MethodNotAllowed, NotFound
 from werkzeug.http import HTTP_STATUS_CODES
 
-from . import jobs, metrics, storage
+from . import formats, jobs, metrics, storage
 from .compute import REPORT_COLUMNS
 from .extensions import db
 from .ingest import KINDS, IngestBusy, IngestError, IngestReadOnly, ingest_file
@@ -174,31 +174,37 @@ def _client() -> str:
 
 
 _CSV_HEADER = ",".join(REPORT_COLUMNS)
+FORMAT = {"type": "string", "enum": list(formats.FORMATS), "example": "xlsx"}
 
 
 @bp.get("/get_report")
 @bp.get("/get_report/<report_id>")
 @describe(
-    summary="A report: progress, its CSV, or why it failed", errors=(400, 404, 410),
-    params=(query("report_id", REPORT_ID, "the id trigger_report gave", required=True),),
+    summary="A report: progress, its rows (CSV, Excel, JSON or Parquet), or why it failed",
+    errors=(400, 404, 406, 410),
+    params=(query("report_id", REPORT_ID, "the id trigger_report gave", required=True),
+            query("format", FORMAT, "the complete report's format (wins over `Accept`)")),
     path_schemas={"report_id": REPORT_ID},
     operation_ids={("/get_report", "GET"): "get_report_by_query"},
     responses={200: {
-        "description": "Complete: the CSV (`text/csv`, an attachment, `X-Report-Status: Complete`). Still queued "
-                       "or computing: `{\"status\": \"Running\", ...}`; failed: `{\"status\": \"Failed\", ...}`.",
+        "description": "Complete: the report as an attachment (`X-Report-Status: Complete`), in the format "
+                       "`?format=` names, else the best one `Accept` takes, else CSV. Still queued or computing: "
+                       "`{\"status\": \"Running\", ...}`; failed: `{\"status\": \"Failed\", ...}`.",
         "headers": {
             "X-Report-Status": {"schema": {"type": "string", "enum": ["Complete"]},
-                                "description": "`Complete` on the CSV (absent on the JSON answers)"},
-            "X-Report-Now": {"schema": {"type": "string"}, "description": "the report's `now` (on the CSV)"},
+                                "description": "`Complete` on the report (absent on the Running and Failed answers)"},
+            "X-Report-Now": {"schema": {"type": "string"}, "description": "the report's `now` (on the report)"},
             "X-Report-Warning": {"schema": {"type": "string"},
-                                 "description": "on the CSV when `now` is over a day after the latest poll"},
+                                 "description": "on the report when `now` is over a day after the latest poll"},
             "Content-Disposition": {"schema": {"type": "string"},
-                                    "description": "on the CSV: `attachment; filename=report_<id>.csv`"},
+                                    "description": "on the report: `attachment; filename=report_<id>.<format>`"},
         },
         "content": {
             "text/csv": {"schema": {"type": "string"}, "example": _CSV_HEADER + "\n"
                          "00017c6a-7a77-4a95-bb2d-40647868aff6,60.0,20.5,120.25,0.0,3.5,11.75\n"},
-            "application/json": {"schema": {"oneOf": [ref("ReportRunning"), ref("ReportFailed")]}},
+            "application/json": {"schema": {"oneOf": [ref("ReportRunning"), ref("ReportFailed"), ref("ReportRows")]}},
+            formats.XLSX.media_type: {"schema": {"type": "string", "format": "binary"}},
+            formats.PARQUET.media_type: {"schema": {"type": "string", "format": "binary"}},
         }}},
 )
 def get_report(report_id: str | None = None):
@@ -208,6 +214,10 @@ def get_report(report_id: str | None = None):
         raise BadRequest("report_id is required (?report_id=... or /get_report/<id>)")
     if not jobs.is_report_id(report_id):
         raise BadRequest(f"malformed report_id: expected {jobs.ID_HEX_CHARS} lowercase hex characters")
+    try:
+        fmt = formats.choose(request.args.get("format"), request.accept_mimetypes)
+    except formats.FormatError as exc:
+        raise ApiError(exc.code, str(exc)) from exc
     asked = db.session.get(Report, report_id)
     if asked is None:
         raise NotFound(f"no report with id {report_id}")
@@ -222,15 +232,20 @@ def get_report(report_id: str | None = None):
         db.session.expire_all()
         report = db.session.get(Report, report.id)
     if report.status == jobs.COMPLETE:
-        path = jobs.report_path(app, report.id)
-        if path.is_file():
-            response = send_file(path, mimetype="text/csv", as_attachment=True,
-                                 download_name=f"report_{report_id}.csv", max_age=0)
-        elif (data := jobs.csv_bytes(report)) is not None:  # another host wrote it: the database copy
-            response = Response(data, mimetype="text/csv")
-            response.headers["Content-Disposition"] = f"attachment; filename=report_{report_id}.csv"
+        name = f"report_{report_id}.{fmt.extension}"
+        if fmt is formats.CSV and not jobs.report_path(app, report.id).is_file():
+            data = jobs.csv_bytes(report)  # another host wrote it: the database copy
+            if data is None:
+                raise ApiError(500, f"report {report_id} is complete but its CSV is missing")
+            response = Response(data, mimetype=fmt.media_type)
+            response.headers["Content-Disposition"] = f"attachment; filename={name}"
         else:
-            raise ApiError(500, f"report {report_id} is complete but its CSV is missing")
+            try:
+                path = jobs.report_file(app, report, fmt)
+            except FileNotFoundError as exc:
+                raise ApiError(500, str(exc)) from exc
+            response = send_file(path, mimetype=fmt.media_type, as_attachment=True, download_name=name, max_age=0)
+        response.headers["Vary"] = "Accept"
         response.headers["X-Report-Status"] = "Complete"
         if report.now_us is not None:
             response.headers["X-Report-Now"] = format_instant(report.now_us)

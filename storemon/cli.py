@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 from sqlalchemy.engine import make_url
 
-from . import storage
+from . import formats, storage
 from .config import DEFAULT_DEMO_DIR
 from .extensions import db
 from .ingest import IngestBusy, IngestError, IngestReadOnly, ingest_files
@@ -152,10 +153,10 @@ def demo_data_command(stores, days, seed, out, if_changed):
 @click.command("reset")
 @click.option("--demo-dir", default=str(DEFAULT_DEMO_DIR), show_default=True, type=click.Path(file_okay=False),
               help="The demo data folder to remove (only if `demo-data` made it: it holds demo.json).")
-@click.confirmation_option(prompt="Remove the database, the report CSVs and the demo data?")
+@click.confirmation_option(prompt="Remove the database, the report files and the demo data?")
 @with_appcontext
 def reset_command(demo_dir):
-    """Start over: remove the database, the report CSVs in REPORTS_DIR and the demo data.
+    """Start over: remove the database, the report files in REPORTS_DIR and the demo data.
 
     A SQLite database file is deleted; any other database has storemon's tables dropped. Your
     own feeds (the CSV files in data/) are never touched. Stop the server first.
@@ -163,10 +164,11 @@ def reset_command(demo_dir):
     from .demo import STAMP_NAME
 
     click.echo(f"removed the database: {storage.remove_database()}")
-    reports = sorted(Path(current_app.config["REPORTS_DIR"]).glob("report_*.csv"))
+    reports = sorted(path for path in Path(current_app.config["REPORTS_DIR"]).glob("report_*.*")
+                     if path.suffix.lstrip(".") in formats.FORMATS)
     for path in reports:
         path.unlink()
-    click.echo(f"removed {len(reports)} report CSV(s) from {current_app.config['REPORTS_DIR']}")
+    click.echo(f"removed {len(reports)} report file(s) from {current_app.config['REPORTS_DIR']}")
     demo = Path(demo_dir)
     if (demo / STAMP_NAME).is_file():
         shutil.rmtree(demo)
@@ -176,23 +178,36 @@ def reset_command(demo_dir):
 
 
 @click.command("report")
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="CSV file to write.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="File to write; its extension picks the format (.csv, .xlsx, .json, .parquet; else CSV).")
+@click.option("--format", "fmt", default=None, type=click.Choice(list(formats.FORMATS), case_sensitive=False),
+              help="The format, whatever the file's extension.")
 @click.option("--as-of", "as_of", default=None,
               help="Report as of this UTC instant (polls after it are ignored); default: the latest poll.")
 @with_appcontext
-def report_command(out, as_of):
-    """Compute the uptime/downtime report synchronously and write it as CSV."""
+def report_command(out, fmt, as_of):
+    """Compute the uptime/downtime report synchronously and write it (CSV unless asked otherwise)."""
     from .reports import NoPollsError, build_report, format_instant, parse_instant, write_csv
 
+    chosen = formats.FORMATS[fmt.lower()] if fmt else formats.from_extension(out)
     try:
         as_of_us = parse_instant(as_of) if as_of else None
         started = time.perf_counter()
         result = build_report(db.engine, as_of_us, batch_stores=current_app.config["REPORT_BATCH_STORES"])
     except (ValueError, NoPollsError) as exc:
         raise click.ClickException(str(exc)) from exc
-    path = write_csv(result.frame, out)
+    if chosen is formats.CSV:
+        path = write_csv(result.frame, out)
+    else:
+        with tempfile.TemporaryDirectory(dir=Path(out).resolve().parent) as folder:
+            about = formats.About(report_id=None, now=format_instant(result.now_us), rows=result.store_count,
+                                  as_of=format_instant(as_of_us) if as_of_us is not None else None,
+                                  data_version=result.data_version,
+                                  generated_at=format_instant(time.time_ns() // 1000))
+            path = formats.convert(write_csv(result.frame, Path(folder) / "report.csv"), chosen, out, about)
     click.echo(
-        f"wrote {result.store_count:,} stores to {path} (now = {format_instant(result.now_us)}) "
+        f"wrote {result.store_count:,} stores to {path}{'' if chosen is formats.CSV else ' as ' + chosen.name} "
+        f"(now = {format_instant(result.now_us)}) "
         f"in {time.perf_counter() - started:.2f} s"
     )
     if result.warning:

@@ -30,6 +30,7 @@ import logging
 import os
 import secrets
 import socket
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,10 +40,10 @@ from pathlib import Path
 from flask import Flask
 from sqlalchemy import delete, func, select, update
 
-from . import metrics, snapshot, storage
+from . import formats, metrics, snapshot, storage
 from .extensions import db
 from .models import Report
-from .reports import NoPollsError, build_report, now_warning, write_csv
+from .reports import NoPollsError, build_report, format_datetime, format_instant, now_warning, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,38 @@ def is_report_id(text: str) -> bool:
     return len(text) == ID_HEX_CHARS and all(c in "0123456789abcdef" for c in text)
 
 
-def report_path(app: Flask, report_id: str) -> Path:
-    return Path(app.config["REPORTS_DIR"]) / f"report_{report_id}.csv"
+def report_path(app: Flask, report_id: str, fmt: formats.Format = formats.CSV) -> Path:
+    """Where this process keeps a finished report in ``fmt`` (the CSV, or a format made from it)."""
+    return Path(app.config["REPORTS_DIR"]) / f"report_{report_id}.{fmt.extension}"
+
+
+def report_file(app: Flask, report: Report, fmt: formats.Format) -> Path:
+    """A complete report as ``fmt``: made from its CSV on first request, then kept beside it
+    (same retention) so the next request is a file read. The CSV is this process's file, or
+    the database copy when another host computed the report. Raises ``FileNotFoundError``
+    when neither exists."""
+    path = report_path(app, report.id, fmt)
+    if path.is_file():
+        return path
+    csv_path = report_path(app, report.id)
+    if csv_path.is_file():
+        return formats.convert(csv_path, fmt, path, about(report))
+    data = csv_bytes(report)
+    if data is None:
+        raise FileNotFoundError(f"report {report.id} is complete but its CSV is missing")
+    with tempfile.TemporaryDirectory(dir=path.parent) as folder:
+        copy = Path(folder) / "report.csv"
+        copy.write_bytes(data)
+        return formats.convert(copy, fmt, path, about(report))
+
+
+def about(report: Report) -> formats.About:
+    """What the report is, for the formats that carry it (the workbook's ``about`` sheet, ...)."""
+    return formats.About(
+        report_id=report.id, now=format_instant(report.now_us), data_version=report.data_version,
+        as_of=format_instant(report.as_of_us) if report.as_of_us is not None else None,
+        rows=report.store_count, generated_at=format_datetime(report.finished_at),
+    )
 
 
 def executor(app: Flask) -> ThreadPoolExecutor:
@@ -188,7 +219,8 @@ def expire_reports(app: Flask) -> int:
     db.session.rollback()
     if ids:
         for report_id in ids:
-            report_path(app, report_id).unlink(missing_ok=True)
+            for fmt in formats.FORMATS.values():
+                report_path(app, report_id, fmt).unlink(missing_ok=True)
         for chunk in _chunks(ids):
             db.session.execute(
                 update(Report).where(Report.id.in_(chunk), Report.status.in_(finished))
@@ -202,12 +234,25 @@ def expire_reports(app: Flask) -> int:
     gone += [row.id for row in db.session.execute(select(Report.id, Report.reuse_of).where(reused))
              if row.reuse_of not in kept]  # reused rows whose report is gone
     gone = sorted(set(gone) | set(_beyond(reused, keep, None)))
+    live = set(db.session.execute(
+        select(Report.id).where(computed, Report.status.in_([QUEUED, RUNNING, COMPLETE]))).scalars())
     db.session.rollback()
+    _remove_files_not_of(app, live)
     if gone:
         for chunk in _chunks(gone):
             db.session.execute(delete(Report).where(Report.id.in_(chunk)).execution_options(synchronize_session=False))
         db.session.commit()
     return len(ids)
+
+
+def _remove_files_not_of(app: Flask, live: set[str]) -> None:
+    """Remove the report files (any format) in this process's REPORTS_DIR whose report is not
+    ``live`` (queued, running or complete): expired by another process, perhaps on another
+    host with its own REPORTS_DIR, or deleted."""
+    for path in Path(app.config["REPORTS_DIR"]).glob("report_*.*"):
+        report_id, _, extension = path.name[len("report_"):].partition(".")
+        if extension in formats.FORMATS and is_report_id(report_id) and report_id not in live:
+            path.unlink(missing_ok=True)
 
 
 def _beyond(which, keep: int, cutoff: datetime | None) -> list[str]:

@@ -48,6 +48,7 @@ ERRORS = {
     403: ("Forbidden", "A cross-site write (any mode), or, without API tokens, a `Host` that is not this machine."),
     404: ("NotFound", "Unknown report, feed, store or route."),
     410: ("Gone", "The report expired and was deleted; trigger a new one."),
+    406: ("NotAcceptable", "The `Accept` header takes none of the report's formats."),
     413: ("PayloadTooLarge", "The upload is larger than `MAX_UPLOAD_BYTES`."),
     429: ("TooManyRequests", "The report queue is full and this client triggered too often; try again after "
                              "`Retry-After` seconds."),
@@ -106,6 +107,7 @@ def query(name: str, schema: dict, description: str = "", required: bool = False
 COMPONENT_SCHEMAS = {
     "Error": schemas.ErrorSchema, "TriggerBody": schemas.TriggerBodySchema, "ReportId": schemas.ReportIdSchema,
     "ReportRunning": schemas.ReportRunningSchema, "ReportFailed": schemas.ReportFailedSchema,
+    "ReportRows": schemas.ReportRowsSchema,
     "FileSummary": schemas.FileSummarySchema, "Ledger": schemas.LedgerSchema, "Health": schemas.HealthSchema,
     "Timeline": schemas.TimelineSchema,
 }

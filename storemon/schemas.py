@@ -57,7 +57,8 @@ class ReportRunningSchema(_ReportState):
 
     status = fields.String(required=True, validate=validate.OneOf(["Running"]))
     state = fields.String(required=True, validate=validate.OneOf(["queued", "running"]))
-    stage = fields.String(required=True, allow_none=True, metadata={"description": "e.g. `loading`, `interpolation`"})
+    stage = fields.String(required=True, allow_none=True, metadata={
+        "description": "`queued`, `starting`, `read`, `business hours`, `look-back`, `interpolation` or `formatting`"})
     progress = fields.Float(required=True, allow_none=True, metadata={"description": "0..1"})
     created_at = _ts("when it was triggered", required=True, allow_none=True)
     started_at = _ts("when a job claimed it (null while queued)", required=True, allow_none=True)
@@ -69,6 +70,20 @@ class ReportFailedSchema(_ReportState):
     status = fields.String(required=True, validate=validate.OneOf(["Failed"]))
     error = fields.String(required=True, allow_none=True,
                           metadata={"example": "NoPollsError: no polls in the database yet"})
+
+
+class ReportRowsSchema(Schema):
+    """A complete report as JSON (``?format=json`` or ``Accept: application/json``)."""
+
+    report_id = fields.String(required=True, metadata={**REPORT_ID, "description": "the report that computed the rows"})
+    now = _ts("the report's `now`", required=True)
+    columns = fields.List(fields.String(), required=True,
+                          metadata={"description": "`store_id` and the six figures, in the CSV's order"})
+    rows = fields.List(fields.Dict(keys=fields.String()), required=True,
+                       metadata={"description": "one object per store: `store_id` a string, figures numbers",
+                                 "example": [{"store_id": "007", "uptime_last_hour": 60.0, "uptime_last_day": 20.5,
+                                              "uptime_last_week": 120.25, "downtime_last_hour": 0.0,
+                                              "downtime_last_day": 3.5, "downtime_last_week": 11.75}]})
 
 
 class SkippedRowSchema(Schema):

@@ -88,7 +88,7 @@ def test_reset_removes_database_reports_and_demo_but_never_the_users_feeds(app, 
 
     result = runner.invoke(args=["reset", "--yes", "--demo-dir", str(data / "demo")])
     assert result.exit_code == 0, result.output
-    assert "removed 1 report CSV" in result.output and f"removed {data / 'demo'}" in result.output
+    assert "removed 1 report file" in result.output and f"removed {data / 'demo'}" in result.output
     assert mine.read_text().startswith("store_id")  # the user's own feed is untouched
     assert sorted(p.name for p in data.iterdir()) == ["store_status.csv"]
     assert sorted(p.name for p in reports.iterdir()) == ["notes.txt"]
