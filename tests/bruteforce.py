@@ -49,6 +49,9 @@ For each store that has at least one poll at or before ``now``:
    All figures are in SECONDS, unrounded.
 
 Everything is held as int64 microseconds since the Unix epoch (UTC).
+
+:func:`report_csv` turns those seconds into the report's CSV text by the documented rounding;
+:func:`business_time` gives each store's business seconds per window and its counted polls.
 """
 
 from __future__ import annotations
@@ -59,7 +62,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-__all__ = ["brute_force_report", "business_time", "local_to_utc", "business_intervals_utc", "resolve_zone"]
+__all__ = ["brute_force_report", "business_time", "report_csv", "local_to_utc", "business_intervals_utc",
+           "resolve_zone"]
 
 DEFAULT_TZ = "America/Chicago"
 UTC = timezone.utc
@@ -312,3 +316,20 @@ def business_time(polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.DataFr
     return pd.DataFrame(out, columns=["store_id", "business_hour", "business_day", "business_week",
                                       "counted_polls"])
 
+
+
+# --------------------------------------------------------------------------- the report's text
+
+def report_csv(brute: pd.DataFrame) -> str:
+    """The report CSV that :func:`brute_force_report`'s seconds make under docs/report-rules.md:
+    minutes for the hour, hours for the day and week, ``numpy.round`` to 2 decimals (a tie goes
+    to the even digit), written with two decimals; rows sorted by store_id as text; an id
+    holding a comma, a quote, CR or LF, or starting or ending with a space, quoted."""
+    lines = [",".join(COLUMNS)]
+    for row in sorted(brute.to_dict("records"), key=lambda r: r["store_id"]):
+        sid = row["store_id"]
+        if any(c in sid for c in ',"\r\n') or sid != sid.strip(" "):
+            sid = '"' + sid.replace('"', '""') + '"'
+        figures = [np.round(row[c] / (60 if c.endswith("_hour") else 3600), 2) for c in COLUMNS[1:]]
+        lines.append(",".join([sid] + [f"{f:.2f}" for f in figures]))
+    return "\n".join(lines) + "\n"
