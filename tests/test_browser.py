@@ -14,9 +14,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+import threading
 import time
 import urllib.parse
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -270,12 +272,37 @@ def test_pages_cannot_be_framed_or_run_inline_script(browser, site):
 
     server, _ = site
     driver = browser
-    driver.get("data:text/html," + urllib.parse.quote(
-        f'<p>another site</p><iframe id="victim" src="{server.base}/" width="800" height="600"></iframe>'))
-    time.sleep(1.0)  # let the frame load or be refused
-    driver.switch_to.frame(driver.find_element(By.ID, "victim"))
-    assert driver.find_elements(By.ID, "run-button") == [], "the overview loaded inside another site's frame"
-    driver.switch_to.default_content()
+    # "Another site": a page on another origin of this machine (Chromium refuses a public or
+    # data: page's frame of a loopback address on its own, so the attacker's page is local too).
+    attacker = f'<p>another site</p><iframe id="victim" src="{server.base}/" width="800" height="600"></iframe>'
+
+    class Attacker(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(attacker.encode())
+
+        def log_message(self, *args):
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Attacker)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        driver.get(f"http://localhost:{other.server_address[1]}/")
+        driver.switch_to.frame(driver.find_element(By.ID, "victim"))
+
+        def settled() -> str:  # the frame's address once loaded: the overview, or Chromium's error page
+            href = driver.execute_script("return document.readyState === 'complete' ? location.href : ''")
+            return "" if href in ("", "about:blank") else href
+
+        where = wait_for(settled, timeout=30, what="the frame to load or be refused")
+        assert where.startswith("chrome-error:") and driver.find_elements(By.ID, "run-button") == [], \
+            f"the overview loaded inside another site's frame ({where})"
+        driver.switch_to.default_content()
+    finally:
+        other.shutdown()
+        other.server_close()
     csp_refusals(driver)  # drain: the refused frame may be logged
 
     driver.get(server.base + "/")
