@@ -60,9 +60,9 @@ reset: venv
 test: venv
 	$(BIN)/python -m pytest
 
-## test-all: the suite against SQLite and a throwaway PostgreSQL server, browser and newman tests included (what CI runs)
+## test-all: the suite against SQLite and a throwaway PostgreSQL server, browser, newman and LibreOffice tests included (what CI runs)
 test-all: venv
-	scripts/with-postgres.sh scripts/with-chromium.sh scripts/with-newman.sh $(BIN)/python -m pytest
+	scripts/with-postgres.sh scripts/with-chromium.sh scripts/with-newman.sh scripts/with-libreoffice.sh $(BIN)/python -m pytest
 
 ## bench: full-scale benchmark against the targets -> bench/RESULTS.md (BENCH_RUNS=3; data cached in bench/cache/)
 bench: venv

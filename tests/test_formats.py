@@ -6,6 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import shutil
+import subprocess
 
 import numpy as np
 import pandas as pd
@@ -77,6 +80,23 @@ def test_the_workbook_header_is_frozen_filtered_and_sized_to_fit(tmp_path):
     assert sheet.auto_filter.ref == f"A1:G{len(HOSTILE_IDS) + 1}"
     assert sheet.column_dimensions["A"].width >= max(len(i) for i in HOSTILE_IDS)
     assert all(sheet.column_dimensions[c].width >= len(sheet[f"{c}1"].value) for c in "BCDEFG")
+
+
+SOFFICE = os.environ.get("STOREMON_SOFFICE") or shutil.which("soffice")
+
+
+def test_libreoffice_opens_the_workbook_and_saves_every_id_back_exactly(tmp_path):
+    """A real spreadsheet program: the workbook opened in LibreOffice Calc and saved as CSV."""
+    if not SOFFICE:
+        if os.environ.get("STOREMON_REQUIRE_LIBREOFFICE") == "1" or os.environ.get("CI"):
+            pytest.fail("LibreOffice is required here but soffice was not found (scripts/with-libreoffice.sh)")
+        pytest.skip("no LibreOffice (run scripts/with-libreoffice.sh make test to include this test)")
+    path = write_csv(report(HOSTILE_IDS), tmp_path / "report.csv")
+    convert(path, XLSX, tmp_path / "report.xlsx", ABOUT)
+    subprocess.run([SOFFICE, f"-env:UserInstallation=file://{tmp_path / 'profile'}", "--headless", "--convert-to",
+                    "csv:Text - txt - csv (StarCalc):44,34,76,1", "--outdir", str(tmp_path / "out"),
+                    str(tmp_path / "report.xlsx")], check=True, capture_output=True, timeout=180)
+    assert csv_rows(tmp_path / "out" / "report.csv") == csv_rows(path)
 
 
 def test_json_is_the_rows_as_objects_with_numbers(stored, tmp_path):
