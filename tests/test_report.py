@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from bruteforce import brute_force_report
 from conftest import REAL_SAMPLE, write_csv
 from test_compute import random_stores
 
@@ -102,6 +103,24 @@ def test_cli_report_warns_when_now_is_long_after_the_latest_poll(runner, engine,
     assert "no poll at or before 2023-01-01T00:00:00Z; the earliest poll is at 2023-01-23T12:00:00Z" in result.output
 
 
+def real_sample_stores() -> list[str]:
+    """Stores of the real sample to check one by one: 40 drawn at random, and the ones with the
+    most polls, without business hours, without a time zone, and in the rarer zones."""
+    polls = pd.read_csv(REAL_SAMPLE / "store_status_sample.csv", dtype=str)
+    hours = pd.read_csv(REAL_SAMPLE / "menu_hours.csv", dtype=str)
+    zones = pd.read_csv(REAL_SAMPLE / "timezones.csv", dtype=str)
+    ids = np.array(sorted(set(polls["store_id"])))
+    rng = np.random.default_rng(2023)
+    chosen = set(rng.choice(ids, 40, replace=False))
+    chosen |= set(polls["store_id"].value_counts().index[:5])
+    chosen |= set(rng.choice(sorted(set(ids) - set(hours["store_id"])), 5, replace=False))
+    chosen |= set(rng.choice(sorted(set(ids) - set(zones["store_id"])), 5, replace=False))
+    rare = zones[zones["store_id"].isin(ids) & ~zones["timezone_str"].isin(
+        ["America/New_York", "America/Los_Angeles", "America/Chicago"])]
+    chosen |= set(rare["store_id"].iloc[:10])
+    return sorted(chosen)
+
+
 def test_real_sample_report(runner, engine, tmp_path):
     ingest_files(engine, REAL_SAMPLE)
     out = tmp_path / "real.csv"
@@ -113,6 +132,51 @@ def test_real_sample_report(runner, engine, tmp_path):
     assert (report.iloc[:, 1:] >= 0).all().all()
     assert (report["uptime_last_hour"] + report["downtime_last_hour"] <= 60.0 + 1e-9).all()
     assert (report["uptime_last_week"] + report["downtime_last_week"] <= 168.0 + 0.01).all()
+
+
+def test_real_sample_figures_are_the_brute_force_ones(runner, engine, tmp_path):
+    """Chosen stores of the real sample: each figure of the report CSV is the brute force's
+    seconds in minutes / hours, rounded to 2 decimals.
+
+    The report is asked for as of the second of the latest poll, so that the brute force's
+    samples (one a second, on the grid of now) meet every window and business-hours edge
+    exactly. Only a midpoint of two polls of different status may fall between two samples,
+    each making the brute force up to one second off: where a figure rounds alike at both ends
+    of that margin, it must be exactly that text (the sample's polls are all active: margin 0)."""
+    ingest_files(engine, REAL_SAMPLE)
+    polls = pd.read_csv(REAL_SAMPLE / "store_status_sample.csv", dtype=str)
+    latest = pd.to_datetime(polls["timestamp_utc"].str.removesuffix(" UTC"), utc=True).max()
+    now = latest.floor("s").to_pydatetime()
+    assert now.isoformat() == "2023-01-25T18:11:39+00:00"
+    out = tmp_path / "real.csv"
+    result = runner.invoke(args=["report", "--out", str(out), "--as-of", "2023-01-25T18:11:39Z"])
+    assert result.exit_code == 0, result.output
+    lines = dict(line.split(",", 1) for line in out.read_text().splitlines()[1:])
+    chosen = real_sample_stores()
+    hours = pd.read_csv(REAL_SAMPLE / "menu_hours.csv", dtype={"store_id": str})
+    zones = pd.read_csv(REAL_SAMPLE / "timezones.csv", dtype=str)
+    polls, hours, zones = (frame[frame["store_id"].isin(chosen)] for frame in (polls, hours, zones))
+    brute = brute_force_report(polls, hours, zones, now).set_index("store_id")
+    assert sorted(brute.index) == chosen
+    exact = 0
+    for store_id in chosen:
+        mine = polls[polls["store_id"] == store_id].sort_values("timestamp_utc")["status"].tolist()
+        margin = sum(a != b for a, b in zip(mine, mine[1:]))  # seconds
+        for text, column in zip(lines[store_id].split(","), REPORT_COLUMNS[1:]):
+            unit = 60 if column.endswith("_hour") else 3600
+            seconds = brute.loc[store_id, column]
+            low = np.round(max(seconds - margin, 0) / unit, 2)
+            high = np.round((seconds + margin) / unit, 2)
+            if low == high:
+                assert (store_id, column, text) == (store_id, column, f"{low:.2f}")
+                exact += 1
+            else:
+                assert low <= float(text) <= high, (store_id, column, text, seconds)
+    assert exact == 6 * len(chosen)  # every figure decided
+    # Not all figures are alike: open and closed hours, whole and partial windows.
+    figures = brute[REPORT_COLUMNS[1:4]]
+    assert [n >= least for n, least in zip(figures.nunique(), [3, 10, 10])] == [True] * 3
+    assert (figures == 0).any().all()
 
 
 def test_sqlite_and_postgresql_produce_identical_reports(tmp_path):
