@@ -6,8 +6,9 @@
 Each request is an operation of /openapi.json (its method, path and summary come from there; an
 operation the collection does not use, or a step naming an operation that does not exist, stops
 the build), in the order a newcomer would call them: health, the document, upload the three
-sample feeds of docs/samples/, the ledger, trigger a report, poll it until its CSV arrives, then
-the error answers. Every request asserts its status and content type; every error answer is
+sample feeds of docs/samples/, the ledger, trigger a report, poll it until its CSV arrives, fetch
+it as Excel, JSON and Parquet, then the error answers. Every request asserts its status and
+content type; every error answer is
 checked for the JSON shape {"error", "message"} (a collection-level test); the report's CSV for
 its header row. Variables: base_url (default http://127.0.0.1:8000), api_token (only needed when
 the server has STOREMON_API_TOKENS). Uploads name files relative to the repository root: run
@@ -146,6 +147,24 @@ pm.test("newest first, at most 5", function () {
     ("Get report (poll until Complete)", "get_report", {"report_id": "{{report_id}}"}, {}, None, {}, POLL, PAUSE),
     ("Get report by query", "get_report_by_query", {}, {"report_id": "{{report_id}}"}, None, {},
      [status(200), *CSV_CHECKS]),
+    ("Get report as Excel", "get_report", {"report_id": "{{report_id}}"}, {"format": "xlsx"}, None, {},
+     [status(200), content_type("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"), """pm.test("an xlsx attachment", function () {
+    pm.expect(pm.response.headers.get("Content-Disposition")).to.match(/filename=report_[0-9a-f]{32}\.xlsx$/);
+});"""]),
+    ("Get report as JSON (Accept)", "get_report", {"report_id": "{{report_id}}"}, {}, None,
+     {"Accept": "application/json"}, [status(200), content_type("application/json"), """pm.test("rows as objects, figures as numbers", function () {
+    const body = pm.response.json();
+    pm.expect(body.columns[0]).to.eql("store_id");
+    pm.expect(body.rows.length).to.be.above(0);
+    pm.expect(body.rows[0].store_id).to.be.a("string");
+    pm.expect(body.rows[0].uptime_last_week).to.be.a("number");
+});"""]),
+    ("Get report as Parquet", "get_report_by_query", {}, {"report_id": "{{report_id}}", "format": "parquet"}, None,
+     {}, [status(200), content_type("application/vnd.apache.parquet"), """pm.test("a Parquet file (PAR1 magic)", function () { pm.expect(pm.response.text().slice(0, 4)).to.eql("PAR1"); });"""]),
+    ("Error: unknown report format", "get_report", {"report_id": "{{report_id}}"}, {"format": "pdf"}, None, {},
+     error(400)),
+    ("Error: unacceptable report format", "get_report", {"report_id": "{{report_id}}"}, {}, None,
+     {"Accept": "image/png"}, error(406)),
     ("Trigger report (GET)", "trigger_report_get", {}, {"as_of": AS_OF}, None, {}, TRIGGERED),
     ("Store timeline", "store_timeline", {"store_id": SAMPLE_STORE}, {"as_of": AS_OF}, None, {},
      [status(200), content_type("application/json"), f"""\
@@ -155,6 +174,9 @@ pm.test("the store's week and its six figures", function () {{
     pm.expect(t.timezone).to.eql("America/New_York");
     pm.expect(Object.keys(t.figures)).to.have.lengthOf(6);
 }});"""]),
+    ("Store timeline by query", "store_timeline_by_query", {}, {"store_id": SAMPLE_STORE, "as_of": AS_OF}, None, {},
+     [status(200), content_type("application/json"), f"""\
+pm.test("the same store, any id", function () {{ pm.expect(pm.response.json().store_id).to.eql("{SAMPLE_STORE}"); }});"""]),
     ("Metrics", "metrics", {}, {}, None, {}, [status(200), content_type("text/plain"), """\
 pm.test("Prometheus text with storemon's counters", function () {
     pm.expect(pm.response.text()).to.include('storemon_http_requests_total{endpoint="api.trigger_report",status="200"}');

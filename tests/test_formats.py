@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -287,3 +288,15 @@ def test_the_command_line_writes_the_format_of_the_file_name_or_of_format(runner
     assert json.loads((tmp_path / "r.out").read_text())["report_id"] is None  # not a report job's
     assert (tmp_path / "r.xlsx").read_bytes() == (tmp_path / "r.csv").read_bytes()  # --format csv wins
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary left
+
+
+def test_the_dashboard_offers_every_format_on_the_report_page_and_the_recent_reports(client, complete):
+    for page, where in ((f"/reports/{complete}", 'id="report-downloads"'), ("/", 'id="recent-reports"')):
+        html = client.get(page).get_data(as_text=True)
+        section = html[html.index(where):]
+        links = dict(re.findall(r'href="([^"]+)" download data-format="(\w+)"', section)[:4])
+        assert sorted(links.values()) == sorted(FORMATS)
+        for href, fmt in links.items():
+            response = client.get(href.replace("&amp;", "&"), buffered=True)
+            assert response.status_code == 200 and response.mimetype == FORMATS[fmt].media_type
+            assert f"report_{complete}.{fmt}" in response.headers["Content-Disposition"]
