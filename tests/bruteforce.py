@@ -51,7 +51,8 @@ For each store that has at least one poll at or before ``now``:
 Everything is held as int64 microseconds since the Unix epoch (UTC).
 
 :func:`report_csv` turns those seconds into the report's CSV text by the documented rounding;
-:func:`business_time` gives each store's business seconds per window and its counted polls.
+:func:`business_time` gives each store's business seconds per window and how many polls count;
+:func:`counted_polls` lists them.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-__all__ = ["brute_force_report", "business_time", "report_csv", "local_to_utc", "business_intervals_utc",
-           "resolve_zone"]
+__all__ = ["brute_force_report", "business_time", "counted_polls", "report_csv", "local_to_utc",
+           "business_intervals_utc", "resolve_zone"]
 
 DEFAULT_TZ = "America/Chicago"
 UTC = timezone.utc
@@ -316,6 +317,33 @@ def business_time(polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.DataFr
     return pd.DataFrame(out, columns=["store_id", "business_hour", "business_day", "business_week",
                                       "counted_polls"])
 
+
+
+def counted_polls(polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.DataFrame,
+                  now: datetime) -> pd.DataFrame:
+    """The counted polls (at or before ``now``, inside the store's business hours) of every
+    store: ``store_id``, ``t`` (UTC microseconds), ``active``; sorted by store then time."""
+    now_us = _now_us(now)
+    p = pd.DataFrame({
+        "store_id": polls["store_id"].astype(str).to_numpy(),
+        "t": _series_to_us(polls["timestamp_utc"]) if len(polls) else np.array([], np.int64),
+        "active": polls["status"].astype(str).str.strip().str.lower().eq("active").to_numpy(),
+    })
+    p = p[p["t"] <= now_us].drop_duplicates(subset=["store_id", "t"], keep="last")
+    day_col = next((c for c in ("day", "dayOfWeek", "day_of_week") if c in hours.columns), None)
+    kept = []
+    for sid, g in sorted(p.groupby("store_id", sort=False), key=lambda kv: kv[0]):
+        mine = hours[hours["store_id"].astype(str) == sid]
+        rows = [(int(d), st, en) for d, st, en in zip(mine[day_col], mine["start_time_local"],
+                                                      mine["end_time_local"])] if day_col else []
+        zone = timezones[timezones["store_id"].astype(str) == sid]["timezone_str"] if "timezone_str" in timezones else []
+        zi = resolve_zone(zone.iloc[-1] if len(zone) else None)
+        intervals = business_intervals_utc(rows, zi, _from_us(int(g["t"].min())).date() - timedelta(days=2),
+                                           _from_us(now_us).date() + timedelta(days=2))
+        kept.append(g[_in_business(g["t"].to_numpy(np.int64), intervals)].sort_values("t"))
+    if not kept:
+        return p.iloc[:0].reset_index(drop=True)
+    return pd.concat(kept, ignore_index=True)
 
 
 # --------------------------------------------------------------------------- the report's text

@@ -1,7 +1,8 @@
 """One store explained: GET /stores/<id>/timeline, ``flask explain``, and compute.explain_store.
 
-The figures of a timeline are the store's report row for the same ``now``: checked on every
-store of a demo data set (plus hand-made special cases), on SQLite and PostgreSQL.
+The figures of a timeline are the store's report row for the same ``now``, and its pieces add
+up to the brute force's seconds (tests/bruteforce.py): checked on every store of a demo data set
+(plus hand-made special cases), on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import urllib.parse
 import numpy as np
 import pandas as pd
 import pytest
+from bruteforce import brute_force_report, counted_polls
 from conftest import write_csv
 
 from storemon.compute import REPORT_COLUMNS, Schedule, explain_store, to_us
@@ -109,6 +111,72 @@ def test_timeline_figures_equal_the_report_row_for_every_store(demo, as_of):
         assert all(timeline.windows["week"][0] <= s.start_us < s.end_us <= timeline.now_us for s in timeline.segments)
 
 
+def demo_feeds(tmp_path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The feeds the `demo` fixture loaded, as frames (polls, hours, zones)."""
+    def read(*paths):
+        return pd.concat([pd.read_csv(p, dtype={"store_id": str}) for p in paths], ignore_index=True)
+
+    feeds = tmp_path / "feeds"
+    polls = read(feeds / "store_status.csv", tmp_path / "special_status.csv")
+    polls["timestamp_utc"] = pd.to_datetime(polls["timestamp_utc"].str.removesuffix(" UTC"), format="ISO8601", utc=True)
+    return (polls,
+            read(feeds / "menu_hours.csv", tmp_path / "special_hours.csv"),
+            read(feeds / "timezones.csv", tmp_path / "special_tz.csv"))
+
+
+_BRUTE: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}  # as_of -> (figures, counted polls): same demo each time
+
+
+@pytest.mark.parametrize("as_of", ["2023-01-25 18:13:22 UTC", "2023-01-22 07:30:00 UTC"])
+def test_timeline_figures_are_the_brute_force_ones_for_every_store(demo, tmp_path, as_of):
+    """Every store's timeline against the brute force (tests/bruteforce.py): its pieces of
+    business hours add up, in each window, to the brute force's seconds, and its figures are
+    those seconds rounded.
+
+    `now` is on a whole second, so the brute force's samples (one a second, on the grid of
+    now) meet every window and business-hours edge exactly; a midpoint of two counted polls of
+    different status (the demo's polls have microseconds) may fall between two samples and
+    make the brute force up to a second off. So in each window the pieces may differ from the
+    brute force by less than a second per such midpoint inside it, and a figure must be the
+    rounded brute force wherever rounding the two ends of that margin agrees."""
+    from storemon.reports import parse_instant
+
+    now_us = parse_instant(as_of)
+    now = pd.Timestamp(now_us, unit="us", tz="UTC").to_pydatetime()
+    if as_of not in _BRUTE:
+        polls, hours, zones = demo_feeds(tmp_path)
+        _BRUTE[as_of] = (brute_force_report(polls, hours, zones, now).set_index("store_id"),
+                         counted_polls(polls, hours, zones, now))
+    brute, counted = _BRUTE[as_of]
+    assert len(brute) > 150
+    decided = undecided = 0
+    for store_id, expected in brute.iterrows():
+        timeline = load_timeline(demo, store_id, now_us)
+        mine = counted[counted["store_id"] == store_id]
+        t, active = mine["t"].to_numpy(np.int64), mine["active"].to_numpy(bool)
+        change2 = (t[:-1] + t[1:])[active[:-1] != active[1:]]  # doubled midpoints where the status changes
+        for window, (start_us, end_us) in timeline.windows.items():
+            lo2, hi2 = 2 * start_us, 2 * end_us
+            margin = int(((change2 >= lo2) & (change2 < hi2)).sum())  # seconds
+            unit = 60 if window == "hour" else 3600
+            for kind, is_active in (("uptime", True), ("downtime", False)):
+                column = f"{kind}_last_{window}"
+                pieces = sum(max(0, min(s.end2, hi2) - max(s.start2, lo2))
+                             for s in timeline.segments if s.active == is_active) / 2_000_000
+                seconds = expected[column]
+                assert abs(pieces - seconds) < max(margin, 1e-9), (store_id, column, pieces, seconds, margin)
+                low = np.round(max(seconds - margin, 0) / unit, 2)
+                high = np.round((seconds + margin) / unit, 2)
+                figure = timeline.figures[column]
+                if low == high:
+                    assert (store_id, column, figure) == (store_id, column, low)
+                    decided += 1
+                else:
+                    assert low <= figure <= high, (store_id, column, figure, seconds, margin)
+                    undecided += 1
+    assert decided >= 0.9 * (decided + undecided), (decided, undecided)
+
+
 def test_timeline_json(client, demo):
     answer = client.get(url("closed-all"))
     assert answer.status_code == 200
@@ -174,11 +242,20 @@ def test_timeline_of_an_awkward_id_and_errors(client, demo):
     assert bad.status_code == 400 and bad.get_json()["message"].startswith("as_of: cannot read 'yesterday'")
 
 
-def test_timeline_with_as_of_matches_the_report_as_of(client, demo):
+def test_timeline_with_as_of_matches_the_report_as_of(client, demo, tmp_path):
     report = build_report(demo, to_us("2023-01-24 12:00")).frame.set_index("store_id")
     t = client.get(url("old-only", "2023-01-24T12:00:00Z")).get_json()
     assert t["now"] == "2023-01-24T12:00:00.000000Z"
-    assert t["figures"] == report.loc["old-only"].to_dict()
+    # Open Mon-Fri 09:00-17:00 UTC; the only counted poll (Thu 5th 12:00) is inactive, so every
+    # open hour is down. now = Tue 24th 12:00. Hour: 11:00-12:00, 60 min. Day: Mon 23rd
+    # 12:00-17:00 and Tue 09:00-12:00, 5 + 3 = 8 h. Week from Tue 17th 12:00: 5 h that
+    # Tuesday, 3 x 8 h Wed-Fri, 8 h Monday, 3 h Tuesday = 40 h.
+    expected = {"uptime_last_hour": 0.0, "uptime_last_day": 0.0, "uptime_last_week": 0.0,
+                "downtime_last_hour": 60.0, "downtime_last_day": 8.0, "downtime_last_week": 40.0}
+    assert t["figures"] == expected == report.loc["old-only"].to_dict()
+    polls, hours, zones = (frame[frame["store_id"] == "old-only"] for frame in demo_feeds(tmp_path))
+    brute = brute_force_report(polls, hours, zones, pd.Timestamp("2023-01-24 12:00Z").to_pydatetime()).iloc[0]
+    assert {c: brute[c] / (60 if c.endswith("hour") else 3600) for c in expected} == expected
     # The poll at 03:00 on the 24th is before now: in the week, outside the hours.
     assert [(p["timestamp"], p["counted"], p["in_week"]) for p in t["polls"]] == [
         ("2023-01-05T12:00:00.000000Z", True, False), ("2023-01-24T03:00:00.000000Z", False, True)]
