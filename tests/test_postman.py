@@ -11,10 +11,11 @@ import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
-from test_openapi import live_server
-from test_server import ROOT
+from test_server import ROOT, Server
 
 from storemon import create_app, storage
 from storemon.demo import generate_demo_data
@@ -63,23 +64,61 @@ def newman_or_skip() -> str:
     return NEWMAN
 
 
+def gated_app():
+    """wsgi:app, whose report jobs wait before computing until a ``/get_report`` has answered
+    "Running" (in any worker: the gate is the file named by ``STOREMON_TEST_GATE``). So a
+    client polling a report it just triggered sees "Running" first, however fast or slow it is."""
+    import wsgi
+    from flask import request
+
+    from storemon import jobs
+
+    gate = Path(os.environ["STOREMON_TEST_GATE"])
+    build = jobs.build_report
+
+    def gated(*args, **kwargs):
+        deadline = time.monotonic() + 120
+        while not gate.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("no /get_report answered Running within 120 s")
+            time.sleep(0.02)
+        return build(*args, **kwargs)
+
+    jobs.build_report = gated
+
+    @wsgi.app.after_request
+    def open_gate(response):
+        # The Running answer is small JSON; a report (a file, or streamed) is not read here.
+        if request.endpoint == "api.get_report" and response.is_json and not response.direct_passthrough \
+                and not response.is_streamed:
+            body = response.get_json(silent=True)
+            if isinstance(body, dict) and body.get("status") == "Running":
+                gate.touch()
+        return response
+
+    return wsgi.app
+
+
 @pytest.mark.slow
 def test_newman_runs_the_collection_without_failures(tmp_path, capsys):
     newman = newman_or_skip()
     generate_demo_data(tmp_path / "feeds", stores=50, days=8, seed=17)
-    database = tmp_path / "demo" / "storemon.db"
-    database.parent.mkdir()
+    database = tmp_path / "storemon.db"
     app = create_app({"DATABASE_URL": f"sqlite:///{database}", "REPORTS_DIR": str(tmp_path / "r")})
     with app.app_context():
         ingest_files(db.engine, tmp_path / "feeds")
         storage.dispose_all()
-    # With API tokens (the collection's api_token), and a job that waits a second after it
-    # starts, so the collection's first poll sees "Running" and its poll loop is exercised.
-    server = live_server(database, tmp_path, STOREMON_API_TOKENS="p0stman", REPORT_START_DELAY="1")
+    # With API tokens (the collection's api_token), and report jobs held until a poll has seen
+    # them Running (gated_app): the collection's first poll sees "Running" and its poll loop runs.
+    env = {"DATABASE_URL": f"sqlite:///{database}", "REPORTS_DIR": str(tmp_path / "reports"),
+           "UPLOAD_DIR": str(tmp_path / "uploads"), "STOREMON_API_TOKENS": "p0stman-0123456789",
+           "STOREMON_TEST_GATE": str(tmp_path / "gate"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))}
+    server = Server(env, workers=2, app="test_postman:gated_app()")
     try:
         report = tmp_path / "newman.json"
         result = subprocess.run(
-            [newman, "run", str(COLLECTION), "--env-var", f"base_url={server.base}", "--env-var", "api_token=p0stman",
+            [newman, "run", str(COLLECTION), "--env-var", f"base_url={server.base}", "--env-var", "api_token=p0stman-0123456789",
              "--working-dir", str(ROOT), "--reporters", "cli,json", "--reporter-json-export", str(report),
              "--color", "off", "--timeout-request", "30000"],
             capture_output=True, text=True, timeout=300,
@@ -95,5 +134,6 @@ def test_newman_runs_the_collection_without_failures(tmp_path, capsys):
         assert stats["testScripts"]["failed"] == 0
         assert stats["assertions"]["total"] >= 70
         assert polls >= 2  # it saw Running, then looped until the CSV
+        assert (tmp_path / "gate").exists()
     finally:
         server.stop()
