@@ -87,24 +87,6 @@ def _wait_for_jobs(timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
-@pytest.fixture
-def gate(app, monkeypatch):
-    """Report jobs wait at their start until the test sets this event (fails the test after 60 s).
-    (It depends on `app` so that it opens before the app waits for the jobs.)"""
-    from storemon import jobs
-
-    opened = threading.Event()
-    build = jobs.build_report
-
-    def gated(*args, **kwargs):
-        assert opened.wait(60), "the test never opened the gate"
-        return build(*args, **kwargs)
-
-    monkeypatch.setattr(jobs, "build_report", gated)
-    yield opened
-    opened.set()
-
-
 class Hold:
     """Where a report job stops: at the first progress report of ``stage``, once that stage and
     its progress are written to the jobs table. ``reached`` is set when a job stops there,
