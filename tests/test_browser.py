@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from test_dashboard import HOSTILE_IDS
-from test_server import Server
+from test_server import ROOT, Server
 
 from storemon import create_app, storage
 from storemon.demo import generate_demo_data
@@ -84,7 +84,9 @@ def browser(tmp_path):
 
 @pytest.fixture
 def site(tmp_path):
-    """50 demo stores plus ones with awkward ids, in SQLite, served by real gunicorn."""
+    """50 demo stores plus ones with awkward ids, in SQLite, served by real gunicorn whose report
+    jobs wait until a /get_report has answered "Running" (test_postman's gated_app; the gate
+    file is ``tmp_path / "gate"``)."""
     generate_demo_data(tmp_path / "feeds", stores=50, days=8, seed=11)
     odd = tmp_path / "odd.csv"
     with open(odd, "w", newline="") as out:
@@ -99,7 +101,10 @@ def site(tmp_path):
         ingest_file(db.engine, "status", odd)
         expected = write_csv(build_report(db.engine).frame, tmp_path / "expected.csv").read_bytes()
         storage.dispose_all()
-    server = Server({"DATABASE_URL": database, "REPORTS_DIR": str(tmp_path / "reports")}, workers=2)
+    env = {"DATABASE_URL": database, "REPORTS_DIR": str(tmp_path / "reports"),
+           "STOREMON_TEST_GATE": str(tmp_path / "gate"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))}
+    server = Server(env, workers=2, app="test_postman:gated_app()")
     try:
         yield server, expected
     finally:
@@ -147,16 +152,30 @@ def test_dashboard_in_a_real_browser(browser, site, tmp_path, capsys):
     assert find(By.ID, "count-stores").text == STORES
     assert csp_refusals(driver) == []
     assert find(By.ID, "latest-poll").text == "2023-01-25T18:13:22.479220Z"
+    # Every text the status and stage lines show is recorded in the page as it is written. The
+    # job waits until a poll has been answered Running (gated_app), so that answer is shown.
+    driver.execute_script(
+        "window.shown = [];"
+        "var record = function () { window.shown.push([document.getElementById('report-status').textContent,"
+        "  document.getElementById('report-stage').textContent]); };"
+        "var observer = new MutationObserver(record);"
+        "['report-status', 'report-stage'].forEach(function (id) {"
+        "  observer.observe(document.getElementById(id), {childList: true, characterData: true, subtree: true}); });")
     find(By.ID, "run-button").click()
-    seen = set()
 
     def complete():
-        text = find(By.ID, "report-status").text
-        seen.add(text.split(" ")[0])
-        return text == "Complete"
+        return find(By.ID, "report-status").text == "Complete"
 
     wait_for(complete, what="the report to reach Complete")
-    assert seen & {"Starting", "Queued", "Running"}, seen
+    shown = driver.execute_script("return window.shown")
+    assert (tmp_path / "gate").exists()  # a poll was answered Running before the job computed
+    statuses = [status for status, _ in shown]
+    assert statuses[0] == "Starting" and statuses[-1] == "Complete", shown
+    # Only the server's Running answer gives "Queued (n %)" or "Running (n %)" and a stage line.
+    answered = [(status, stage) for status, stage in shown
+                if status.split(" (")[0] in ("Queued", "Running") and status.endswith(" %)")]
+    assert answered, shown
+    assert {stage for _, stage in answered} & {"stage: queued", "stage: starting"}, shown
     assert find(By.ID, "report-bar").get_attribute("value") == "1"
     report_id = find(By.ID, "report-id").text
     assert len(report_id) == 32
