@@ -1,8 +1,9 @@
 """Configuration layers: defaults here -> environment -> the test dict given to create_app.
 
 Every setting, its default and its meaning is listed in README.md ("Security and limits",
-"Configuration"). Numeric settings are checked once in :func:`validate`, so a bad value stops
-the server at start-up with one clear line instead of failing the first request that uses it.
+"Configuration"). Numeric settings and the API tokens are checked once in :func:`validate`, so a
+bad value stops the server at start-up with one clear line instead of failing the first request
+that uses it.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ class Defaults:
     MAX_LINE_BYTES: int = 1 << 20
     # A second ingest waits this long (s) for the one running; then 503 (HTTP) / exit 75 (CLI).
     INGEST_WAIT_SECONDS: float = 30.0
-    # Comma-separated API tokens. Empty: no tokens (then only loopback binds are allowed, and
-    # state-changing requests from other origins are refused).
+    # Comma-separated API tokens, each at least MIN_TOKEN_LENGTH characters. Empty: no tokens (then
+    # only loopback binds are allowed, and state-changing requests from other origins are refused).
     STOREMON_API_TOKENS: str = ""
     # Host names a token-less server answers to besides loopback ones (comma-separated).
     STOREMON_ALLOWED_HOSTS: str = ""
@@ -128,8 +129,33 @@ def validate(config) -> None:
         config[key] = number
     if config.get("STOREMON_ALLOW_OPEN") not in ("", None, "0", "1"):
         raise ConfigError(f"STOREMON_ALLOW_OPEN={config['STOREMON_ALLOW_OPEN']!r}: use 1 or leave it unset")
+    tokens(config)
+
+
+# Shortest API token accepted (characters).
+MIN_TOKEN_LENGTH = 16
 
 
 def tokens(config) -> list[str]:
-    """The API tokens configured (empty list: none)."""
-    return [t.strip() for t in str(config.get("STOREMON_API_TOKENS") or "").split(",") if t.strip()]
+    """The API tokens configured (empty list: none, when the setting is empty or unset).
+
+    A setting that is not empty must consist of usable tokens only: an empty or whitespace-only
+    item, a token shorter than MIN_TOKEN_LENGTH characters or one holding a control character
+    raises ConfigError -- a list such as ``" "`` or ``"\\n"`` would otherwise leave the server
+    without any token. The message names the item by position and never quotes it.
+    """
+    text = str(config.get("STOREMON_API_TOKENS") or "")
+    if not text:
+        return []
+    items = [item.strip() for item in text.split(",")]
+    for number, item in enumerate(items, 1):
+        where = f"STOREMON_API_TOKENS: item {number} of {len(items)}"
+        if not item:
+            raise ConfigError(f"{where} is empty or only whitespace (tokens are separated by commas; "
+                              "leave the setting unset for no tokens)")
+        if len(item) < MIN_TOKEN_LENGTH:
+            raise ConfigError(f"{where} has {len(item)} characters; a token needs at least {MIN_TOKEN_LENGTH} "
+                              "(python3 -c 'import secrets; print(secrets.token_urlsafe(24))' makes one)")
+        if not item.replace(" ", "").isprintable():
+            raise ConfigError(f"{where} holds a control character (it could not be sent in a header)")
+    return items

@@ -161,7 +161,8 @@ def is_loopback_bind(bind: str) -> bool:
 def check_bind(binds: list[str] | str, environ) -> None:
     """Refuse to serve beyond this machine without tokens (unless STOREMON_ALLOW_OPEN=1)."""
     binds = [binds] if isinstance(binds, str) else list(binds)
-    if environ.get("STOREMON_API_TOKENS", "").strip(", ") or environ.get("STOREMON_ALLOW_OPEN") == "1":
+    configured = tokens({"STOREMON_API_TOKENS": environ.get("STOREMON_API_TOKENS")})
+    if configured or environ.get("STOREMON_ALLOW_OPEN") == "1":
         return
     outside = [b for b in binds if not is_loopback_bind(b)]
     if outside:

@@ -182,7 +182,7 @@ def test_while_an_ingest_holds_the_database(app, client, runner, loaded, tmp_pat
 
 @pytest.fixture
 def secured(app):
-    app.config["STOREMON_API_TOKENS"] = "s3cret-one, s3cret-two"
+    app.config["STOREMON_API_TOKENS"] = "s3cret-one-0123456, s3cret-two-0123456"
     return app.test_client()
 
 
@@ -199,9 +199,9 @@ def test_api_tokens(secured, loaded):
         assert call.get_json()["error"] == "Unauthorized"
         assert call.headers.getlist("WWW-Authenticate") == ['Bearer realm="storemon"', 'Basic realm="storemon", charset="UTF-8"']
     assert secured.get("/health").status_code == 200  # open, for load balancers
-    assert secured.post("/trigger_report", headers={"Authorization": "Bearer s3cret-two"}).status_code == 200
-    assert secured.get("/ingests", headers=basic("s3cret-one")).status_code == 200  # curl -u :token
-    assert secured.get("/ingests", headers=basic("s3cret-one", user="anyone")).status_code == 200
+    assert secured.post("/trigger_report", headers={"Authorization": "Bearer s3cret-two-0123456"}).status_code == 200
+    assert secured.get("/ingests", headers=basic("s3cret-one-0123456")).status_code == 200  # curl -u :token
+    assert secured.get("/ingests", headers=basic("s3cret-one-0123456", user="anyone")).status_code == 200
 
 
 def test_without_tokens_other_sites_cannot_write(client, loaded):

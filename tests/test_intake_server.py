@@ -102,7 +102,7 @@ def test_an_open_bind_without_tokens_is_refused(tmp_path):
 
 
 def test_open_binds_with_tokens_or_allow_open_start(tmp_path):
-    for extra in ({"STOREMON_API_TOKENS": "t0ken"}, {"STOREMON_ALLOW_OPEN": "1"}):
+    for extra in ({"STOREMON_API_TOKENS": "t0ken-0123456789ab"}, {"STOREMON_ALLOW_OPEN": "1"}):
         server = Server({"DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "REPORTS_DIR": str(tmp_path / "r"),
                          "STOREMON_BIND_HOST": "0.0.0.0", **extra}, workers=1)
         try:

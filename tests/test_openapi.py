@@ -133,13 +133,13 @@ def test_docs_are_served_from_the_package(sqlite_app):
 
 
 def test_tokens_protect_docs_document_and_metrics(sqlite_app):
-    sqlite_app.config["STOREMON_API_TOKENS"] = "s3cret"
+    sqlite_app.config["STOREMON_API_TOKENS"] = "s3cret-0123456789"
     client = sqlite_app.test_client()
     for path in ("/docs", "/openapi.json", "/metrics", "/docs/static/swagger-ui.css"):
         response = client.get(path)
         assert response.status_code == 401, path
         assert set(response.get_json()) == {"error", "message"}
-        with client.get(path, headers={"Authorization": "Bearer s3cret"}) as allowed:
+        with client.get(path, headers={"Authorization": "Bearer s3cret-0123456789"}) as allowed:
             assert allowed.status_code == 200, path
     assert client.get("/health").status_code == 200
 
@@ -225,7 +225,7 @@ def test_metrics_add_up_across_two_workers(demo_database, tmp_path):
     metrics_dir.mkdir()
     (metrics_dir / "counter_1.db").write_bytes(b"stale")  # an earlier server's: removed at start
     server = live_server(demo_database, tmp_path, workers=2, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
-                         STOREMON_API_TOKENS="m3trics")
+                         STOREMON_API_TOKENS="m3trics-0123456789")
     try:
         assert not (metrics_dir / "counter_1.db").exists()
         sent = 0
@@ -240,7 +240,7 @@ def test_metrics_add_up_across_two_workers(demo_database, tmp_path):
                 t.join()
             sent += 8
         assert fetch(server.base + "/metrics")[0] == 401  # tokens protect it
-        status, headers, body = fetch(server.base + "/metrics", "m3trics")
+        status, headers, body = fetch(server.base + "/metrics", "m3trics-0123456789")
         assert status == 200 and headers["Content-Type"].startswith("text/plain")
         samples = _samples(body.decode())
         # The /health startup probes of Server() count too: at least `sent`, at most a few more.
@@ -256,13 +256,13 @@ def test_metrics_add_up_across_two_workers(demo_database, tmp_path):
 def test_schemathesis_finds_nothing(demo_database, tmp_path, capsys):
     """Every operation, all checks, the stateful trigger -> get_report links, against gunicorn
     with API tokens (so the `ignored_auth` check proves each operation refuses a missing token)."""
-    server = live_server(demo_database, tmp_path, workers=2, STOREMON_API_TOKENS="fuzz-t0ken")
+    server = live_server(demo_database, tmp_path, workers=2, STOREMON_API_TOKENS="fuzz-t0ken-0123456789")
     try:
         # One schemathesis worker: with two threads, hypothesis' ast.parse can hit CPython 3.11's
         # "AST constructor recursion depth mismatch" (a thread-safety bug of 3.11's compiler).
         command = [
             str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(ROOT / "tests" / "schemathesis.toml"),
-            "run", f"{server.base}/openapi.json", "--header", "Authorization: Bearer fuzz-t0ken",
+            "run", f"{server.base}/openapi.json", "--header", "Authorization: Bearer fuzz-t0ken-0123456789",
             "--checks", "all", "--max-examples", os.environ.get("STOREMON_FUZZ_EXAMPLES", "100"),
             "--workers", "1", "--seed", os.environ.get("STOREMON_FUZZ_SEED", "13"), "--no-color",
             "--request-timeout", "30",
