@@ -3,11 +3,14 @@
 Every setting, its default and its meaning is listed in README.md ("Security and limits",
 "Configuration"). Numeric settings and the API tokens are checked once in :func:`validate`, so a
 bad value stops the server at start-up with one clear line instead of failing the first request
-that uses it.
+that uses it. The web server's own settings (address, processes, threads, client timeouts) are
+read and checked by :func:`server_settings`, for ``gunicorn.conf.py``; docs/deployment.md says
+what each bounds.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -159,3 +162,76 @@ def tokens(config) -> list[str]:
         if not item.replace(" ", "").isprintable():
             raise ConfigError(f"{where} holds a control character (it could not be sent in a header)")
     return items
+
+
+# The web server's settings (gunicorn.conf.py), read from the environment: default, type, minimum.
+SERVER_SETTINGS: dict[str, tuple] = {
+    # Where gunicorn listens: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N.
+    "STOREMON_BIND": ("127.0.0.1:8000", str, None),
+    # Worker processes. Report jobs run in a thread pool inside each; one process is the design.
+    "STOREMON_WEB_WORKERS": (1, int, 1),
+    # Threads per process that run requests whose head has fully arrived.
+    "STOREMON_WEB_THREADS": (8, int, 1),
+    # Connections one process holds open at most (idle, being read, kept alive); more wait in
+    # the listen queue.
+    "STOREMON_WEB_CONNECTIONS": (1000, int, 10),
+    # Seconds a client has to send a whole request head, from connecting (or from its first byte
+    # on a kept-alive connection); then 408 and closed.
+    "STOREMON_HEADER_TIMEOUT": (10.0, float, 0.5),
+    # Seconds a request thread waits for a client to send more of a body or take more of a
+    # response; then the connection is closed.
+    "STOREMON_CLIENT_TIMEOUT": (30.0, float, 1.0),
+}
+
+
+def server_settings(environ) -> dict:
+    """The web server's settings: the environment's values over the defaults (unset or empty: the
+    default, as for the app's settings), converted and checked; ConfigError names the first value
+    that cannot be used."""
+    settings = {}
+    for key, (default, kind, minimum) in SERVER_SETTINGS.items():
+        text = environ.get(key)
+        if not text:
+            settings[key] = default
+            continue
+        if not text.strip():
+            raise ConfigError(f"{key}={text!r} is only whitespace: give a value or unset it (default {default})")
+        if kind is str:
+            settings[key] = text.strip()
+            continue
+        try:
+            number = kind(text)
+        except ValueError:
+            raise ConfigError(f"{key}={text!r} is not a number") from None
+        if kind is float and not math.isfinite(number):
+            raise ConfigError(f"{key}={text!r}: must be a finite number of seconds")
+        if number < minimum:
+            raise ConfigError(f"{key}={text!r}: must be at least {minimum}")
+        settings[key] = number
+    check_bind_address(settings["STOREMON_BIND"])
+    return settings
+
+
+def check_bind_address(bind: str) -> None:
+    """Refuse a gunicorn address that is not HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N."""
+    problem = None
+    if bind.startswith("unix:"):
+        problem = None if bind[5:] else "no path after unix:"
+    elif bind.startswith("fd://"):
+        problem = None if bind[5:].isdigit() else "fd:// needs a file descriptor number"
+    elif any(ch.isspace() for ch in bind) or "," in bind:
+        problem = "one address, without spaces or commas"
+    else:
+        host, colon, port = bind.rpartition(":")
+        if not colon or (bind.startswith("[") and not host.endswith("]")):
+            problem = "no port (write HOST:PORT, e.g. 127.0.0.1:8000)"
+        elif not host or host == "[]":
+            problem = "no host (write HOST:PORT, e.g. 127.0.0.1:8000)"
+        elif not (port.isdigit() and 1 <= int(port) <= 65535):
+            problem = "the port must be a number from 1 to 65535"
+        elif host.startswith("[") != host.endswith("]"):
+            problem = "an IPv6 address goes in brackets: [::1]:8000"
+        elif ":" in host and not host.startswith("["):
+            problem = "an IPv6 address goes in brackets: [::1]:8000"
+    if problem:
+        raise ConfigError(f"STOREMON_BIND={bind!r}: {problem}")
