@@ -12,10 +12,12 @@ DEMO_GIVEN  := $(filter-out file,$(origin DEMO_STORES) $(origin DEMO_DAYS))
 
 .PHONY: venv run serve test test-all ingest demo-data reset bench clean
 
-# The venv is rebuilt whenever requirements.txt changes.
-$(BIN)/.installed: requirements.txt
+# The venv is rebuilt whenever requirements.txt or pyproject.toml changes. The project itself is
+# installed editable: the `storemon` command is then in .venv/bin.
+$(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 venv: $(BIN)/.installed
@@ -71,4 +73,4 @@ bench: venv
 ## clean: remove everything generated -- the venv, the default database (instance/), report CSVs,
 ## the demo data, the benchmark cache and newman (never your CSVs in data/)
 clean:
-	rm -rf $(VENV) instance .pytest_cache reports/*.csv $(DEMO_DIR) bench/cache tests/postman/node_modules
+	rm -rf $(VENV) instance .pytest_cache reports/report_* $(DEMO_DIR) bench/cache tests/postman/node_modules storemon.egg-info
