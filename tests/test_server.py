@@ -167,12 +167,15 @@ def server_env(dataset, tmp_path) -> dict:
 
 
 def poll_until_done(server: Server, report_id: str, timeout=120):
+    """The report's CSV, the headers it came with, and every answer's (headers, body) on the way."""
+    answers = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status, headers, body = server.get(f"/get_report?report_id={report_id}")
+        answers.append((headers, body))
         assert status == 200, body
         if headers.get("X-Report-Status") == "Complete":
-            return body, headers, None
+            return body, headers, answers
         state = json.loads(body)
         assert state["status"] in ("Running", "Failed")
         if state["status"] == "Failed":
@@ -185,10 +188,12 @@ def test_two_workers_several_reports_at_once(dataset, tmp_path):
     server = Server(server_env(dataset, tmp_path), workers=2)
     try:
         ids: list[str] = []
+        answers: list[tuple[dict, bytes]] = []  # every answer's headers and body
 
         def trigger():
-            status, _, body = server.request("POST", "/trigger_report")
+            status, headers, body = server.request("POST", "/trigger_report")
             assert status == 200
+            answers.append((headers, body))
             ids.append(json.loads(body)["report_id"])
 
         threads = [threading.Thread(target=trigger) for _ in range(4)]
@@ -198,21 +203,32 @@ def test_two_workers_several_reports_at_once(dataset, tmp_path):
             t.join()
         assert len(set(ids)) == 4
         for report_id in ids:
-            body, headers, _ = poll_until_done(server, report_id)
+            body, headers, polled = poll_until_done(server, report_id)
+            answers += polled
             assert body == dataset["expected"]
             rows = body.decode().splitlines()
             assert [row for row in rows if row.startswith("hand-")] == HAND_ROWS
             assert headers["Content-Type"].startswith("text/csv")
             assert headers["Content-Disposition"] == f"attachment; filename=report_{report_id}.csv"
-            assert "X-Storemon-Worker" not in headers  # no host or pid handed out
+        answers += [server.get(path)[1:] for path in ("/health", "/", "/ingests", f"/reports/{ids[0]}") * 4]
         # Four identical triggers at once, in two processes: computed once, three reuse it.
         app = create_app({"DATABASE_URL": dataset["DATABASE_URL"], "REPORTS_DIR": dataset["REPORTS_DIR"]})
         with app.app_context():
-            rows = db.session.execute(db.select(Report.reuse_of, Report.attempts)).all()
+            rows = db.session.execute(db.select(Report.reuse_of, Report.attempts, Report.worker)).all()
             db.session.remove()
             storage.dispose_all()
         computed = [r for r in rows if r.reuse_of is None]
         assert [r.attempts for r in computed] == [1] and len(rows) == 4
+        # The workers' ids (host:pid:token, kept in the jobs table) are in no answer's headers
+        # or body, whole or as host:pid or pid:token.
+        for worker in {r.worker for r in rows}:
+            host, pid, token = worker.split(":")
+            assert pid.isdigit() and len(token) == 8, worker
+            parts = (worker, f"{host}:{pid}", f"{pid}:{token}")
+            for headers, body in answers:
+                for name, value in headers.items():
+                    assert not any(part in value for part in parts), (worker, name, value)
+                assert not any(part.encode() in body for part in parts), (worker, body[:200])
         # An ingest arriving over HTTP while reports run: no "database is locked".
         report_id = json.loads(server.request("POST", "/trigger_report")[2])["report_id"]
         status, _, body = server.request(
