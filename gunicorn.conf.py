@@ -29,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from storemon.config import ConfigError, Defaults, from_environment, server_settings, validate
+from storemon.config import ConfigError, defaults, from_environment, server_settings, validate
 from storemon.security import check_bind
 
 try:
@@ -75,8 +75,8 @@ def _sweep_metrics_dirs() -> None:
 
 
 # Set before the workers import prometheus_client (they inherit the environment).
-if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    _metrics_dir, _own_metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]), False
+if _server["PROMETHEUS_MULTIPROC_DIR"]:
+    _metrics_dir, _own_metrics_dir = Path(_server["PROMETHEUS_MULTIPROC_DIR"]), False
 else:
     _sweep_metrics_dirs()
     _metrics_dir = Path(tempfile.mkdtemp(prefix=f"storemon-metrics-{os.getpid()}-"))
@@ -88,7 +88,7 @@ def on_starting(server):
     """Check the settings and the addresses actually bound (command-line --bind included) before
     any worker starts: a bad setting stops the server with one line. (Left to the workers, each
     would refuse it, and gunicorn, reaping two failed workers at once, prints a traceback.)"""
-    settings = {key: getattr(Defaults, key) for key in dir(Defaults) if key.isupper()}
+    settings = defaults()
     settings.update(from_environment())
     try:
         validate(settings)

@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 from flask import Flask
 
-from .config import Defaults, from_environment, validate
+from .config import defaults, from_environment, validate
 from .extensions import db
 
 # Text columns hold what a file held, undecodable bytes included (as surrogates, so a bad row can
@@ -58,7 +58,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: config (defaults -> environment -> test_config), database, CLI, routes."""
     _configure_logging()
     app = Flask(__name__, instance_relative_config=True)
-    app.config.from_object(Defaults)
+    app.config.update(defaults(), SQLALCHEMY_TRACK_MODIFICATIONS=False)
     app.config.update(from_environment())
     if test_config:
         app.config.update(test_config)

@@ -1,17 +1,18 @@
-"""Configuration layers: defaults here -> environment -> the test dict given to create_app.
+"""Settings, declared once: :data:`SETTINGS` holds each one's name, default, type, minimum and
+meaning; docs/configuration.md is written from it (:func:`document`).
 
-Every setting, its default and its meaning is listed in README.md ("Security and limits",
-"Configuration"). Numeric settings and the API tokens are checked once in :func:`validate`, so a
-bad value stops the server at start-up with one clear line instead of failing the first request
-that uses it. The web server's own settings (address, processes, threads, client timeouts) are
-read and checked by :func:`server_settings`, for ``gunicorn.conf.py``; docs/deployment.md says
-what each bounds.
+Layers: the defaults -> the environment -> the dictionary given to ``create_app`` (tests). The
+app's settings are checked once in :func:`validate`, the web server's (address, processes,
+threads, client timeouts; for ``gunicorn.conf.py``) in :func:`server_settings`, so a bad value
+stops the server at start-up with one clear line instead of failing the first request that uses
+it. Functions that take a setting as an argument take its default from here (:func:`default`).
 """
 
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -27,109 +28,135 @@ class ConfigError(click.ClickException):
     A ClickException, so the ``flask`` command line prints it as one line (exit 1)."""
 
 
-class Defaults:
-    """Values used when neither the environment nor the caller sets them."""
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its name (the environment variable and the ``app.config`` key), default,
+    type, lowest accepted value (numbers), meaning, and the group it is listed under in
+    docs/configuration.md. ``shown`` is the default as the documentation writes it, when the
+    value itself is computed (a path on this machine) or None (resolved in ``create_app``)."""
 
-    # SQLAlchemy URL. None means "a SQLite file in the instance folder" (resolved in create_app).
-    DATABASE_URL: str | None = None
-    # Where report job state lives. None: beside a SQLite database, in its own file (so a long
-    # ingest, which holds SQLite's single write lock, never blocks a trigger or a job's progress);
-    # for any other database, the database itself.
-    JOBS_DATABASE_URL: str | None = None
-    # Folder where finished report CSVs are written.
-    REPORTS_DIR: str = str(PROJECT_ROOT / "reports")
-    # Folder for uploads being received (None: the instance folder's uploads/).
-    UPLOAD_DIR: str | None = None
-    # Threads that compute reports in one web process.
-    REPORT_WORKERS: int = 2
-    # Distinct reports that may wait or run at once (all processes); more get 503 + Retry-After.
-    REPORT_QUEUE_MAX: int = 8
-    # Finished reports are deleted (file and database copy) after this many days ...
-    REPORT_RETENTION_DAYS: float = 7.0
-    # ... or when more than this many finished reports are kept (the oldest go first).
-    REPORT_KEEP: int = 200
-    # Largest request body accepted (bytes); larger ones get 413.
-    MAX_UPLOAD_BYTES: int = 1 << 30
-    # A CSV line longer than this (bytes) makes the file unreadable (it cannot be a feed row).
-    MAX_LINE_BYTES: int = 1 << 20
-    # A second ingest waits this long (s) for the one running; then 503 (HTTP) / exit 75 (CLI).
-    INGEST_WAIT_SECONDS: float = 30.0
-    # Comma-separated API tokens, each at least MIN_TOKEN_LENGTH characters. Empty: no tokens (then
-    # only loopback binds are allowed, and state-changing requests from other origins are refused).
-    STOREMON_API_TOKENS: str = ""
-    # Host names a token-less server answers to besides loopback ones (comma-separated).
-    STOREMON_ALLOWED_HOSTS: str = ""
-    # "1": serve a non-loopback bind without tokens (and skip the Host check).
-    STOREMON_ALLOW_OPEN: str = ""
-    # SQLite waits this long (ms) for a lock before giving up with "database is locked".
-    SQLITE_BUSY_TIMEOUT_MS: int = 30_000
-    # Rows handed to the database per batch while ingesting polls.
-    INGEST_CHUNK_ROWS: int = 250_000
-    # A report is computed this many stores at a time: its memory follows this, not the store count.
-    REPORT_BATCH_STORES: int = 10_000
-    # A serving process keeps what its last report read (polls of the window, business
-    # intervals; storemon/snapshot.py) when that is at most this many polls, and the next report
-    # reads only what changed since. 0: keep nothing. About 20 bytes a poll.
-    REPORT_CACHE_POLLS: int = 6_000_000
-    # Testing aid: seconds a report job waits after claiming its report (0 in real use).
-    REPORT_START_DELAY: float = 0.0
-    SQLALCHEMY_TRACK_MODIFICATIONS: bool = False
+    name: str
+    default: object
+    type: type
+    help: str
+    group: str
+    minimum: float | None = None
+    shown: str | None = None
+
+    @property
+    def shown_default(self) -> str:
+        if self.shown is not None:
+            return self.shown
+        if self.default in (None, ""):
+            return "unset"
+        if self.type is float and float(self.default).is_integer():
+            return f"{int(self.default)}"
+        return f"{self.default:_}".replace("_", ",") if self.type is int else str(self.default)
 
 
-# Settings read from the environment, with their types.
-ENV_KEYS: dict[str, type] = {
-    "DATABASE_URL": str,
-    "JOBS_DATABASE_URL": str,
-    "REPORTS_DIR": str,
-    "UPLOAD_DIR": str,
-    "REPORT_WORKERS": int,
-    "REPORT_QUEUE_MAX": int,
-    "REPORT_RETENTION_DAYS": float,
-    "REPORT_KEEP": int,
-    "MAX_UPLOAD_BYTES": int,
-    "MAX_LINE_BYTES": int,
-    "INGEST_WAIT_SECONDS": float,
-    "STOREMON_API_TOKENS": str,
-    "STOREMON_ALLOWED_HOSTS": str,
-    "STOREMON_ALLOW_OPEN": str,
-    "REPORT_START_DELAY": float,
-    "REPORT_BATCH_STORES": int,
-    "REPORT_CACHE_POLLS": int,
+GROUPS = {
+    "data": "Where the data lives",
+    "security": "Who may call storemon",
+    "limits": "Limits of one request",
+    "ingest": "Ingest",
+    "reports": "Reports",
+    "server": "The web server (gunicorn.conf.py)",
+    "testing": "Testing aids",
 }
 
-# Lowest accepted value of each numeric setting.
-MINIMUM = {
-    "REPORT_WORKERS": 1,
-    "REPORT_QUEUE_MAX": 1,
-    "REPORT_RETENTION_DAYS": 0,
-    "REPORT_KEEP": 1,
-    "MAX_UPLOAD_BYTES": 1,
-    "MAX_LINE_BYTES": 1024,
-    "INGEST_WAIT_SECONDS": 0,
-    "REPORT_START_DELAY": 0,
-    "INGEST_CHUNK_ROWS": 1,
-    "REPORT_BATCH_STORES": 1,
-    "REPORT_CACHE_POLLS": 0,
-}
+SETTINGS: tuple[Setting, ...] = (
+    Setting("DATABASE_URL", None, str, "SQLAlchemy URL of the data: SQLite or "
+            "`postgresql+psycopg://user:password@host:5432/db`", "data", shown="`sqlite:///instance/storemon.db`"),
+    Setting("JOBS_DATABASE_URL", None, str, "where report job state lives: on SQLite a file of its own beside the "
+            "data (a long ingest, which holds SQLite's write lock, never blocks a trigger); else the data's database",
+            "data", shown="`storemon.jobs.db` beside a SQLite database; else `DATABASE_URL`"),
+    Setting("REPORTS_DIR", str(PROJECT_ROOT / "reports"), str, "folder of finished reports (every format)", "data",
+            shown="`reports/`"),
+    Setting("UPLOAD_DIR", None, str, "folder of uploads being received", "data", shown="`instance/uploads/`"),
+    Setting("STOREMON_API_TOKENS", "", str, "comma-separated API tokens, each at least 16 characters; unset: no "
+            "tokens, and then only loopback addresses are served", "security"),
+    Setting("STOREMON_ALLOWED_HOSTS", "", str, "host names a server without tokens answers to besides loopback "
+            "ones (comma-separated)", "security"),
+    Setting("STOREMON_ALLOW_OPEN", "", str, "`1`: serve a non-loopback address without tokens, any `Host`",
+            "security"),
+    Setting("MAX_UPLOAD_BYTES", 1 << 30, int, "largest request body (bytes); larger ones get `413`", "limits",
+            minimum=1, shown="1,073,741,824 (1 GiB)"),
+    Setting("MAX_LINE_BYTES", 1 << 20, int, "longest CSV record (bytes; a quoted field over several lines is one "
+            "record); a longer one makes the file unreadable", "limits", minimum=1024, shown="1,048,576 (1 MiB)"),
+    Setting("INGEST_WAIT_SECONDS", 30.0, float, "an ingest waits this long for the one before it; then `503` "
+            "(HTTP) or exit 75 (command line)", "ingest", minimum=0),
+    Setting("INGEST_CHUNK_ROWS", 250_000, int, "rows the CSV reader parses at a time (an ingest's memory "
+            "follows it)", "ingest", minimum=1),
+    Setting("SQLITE_BUSY_TIMEOUT_MS", 30_000, int, "SQLite waits this long (ms) for a lock before "
+            "\"database is locked\"", "ingest", minimum=0),
+    Setting("REPORT_WORKERS", 2, int, "threads that compute reports in one serving process", "reports", minimum=1),
+    Setting("REPORT_QUEUE_MAX", 8, int, "distinct reports waiting or running at once (all processes); then `503`",
+            "reports", minimum=1),
+    Setting("REPORT_RETENTION_DAYS", 7.0, float, "finished reports are deleted after this many days (then `410`)",
+            "reports", minimum=0),
+    Setting("REPORT_KEEP", 200, int, "... and beyond this many (the oldest first)", "reports", minimum=1),
+    Setting("REPORT_BATCH_STORES", 10_000, int, "a report is computed this many stores at a time: its memory "
+            "follows this, not the number of stores", "reports", minimum=1),
+    Setting("REPORT_CACHE_POLLS", 6_000_000, int, "a serving process keeps what its last report read when that "
+            "is at most this many polls (about 20 bytes each), and the next report reads only what changed; "
+            "`0`: keep nothing", "reports", minimum=0),
+    Setting("STOREMON_BIND", "127.0.0.1:8000", str, "where gunicorn listens: HOST:PORT, [IPv6]:PORT, "
+            "unix:PATH or fd://N", "server"),
+    Setting("STOREMON_WEB_WORKERS", 1, int, "serving processes; report jobs run in a thread pool inside each "
+            "(one process is the design: its report cache is whole)", "server", minimum=1),
+    Setting("STOREMON_WEB_THREADS", 8, int, "threads per process that run requests whose head has arrived",
+            "server", minimum=1),
+    Setting("STOREMON_WEB_CONNECTIONS", 1000, int, "connections one process holds open at most; more wait in "
+            "the listen queue", "server", minimum=10),
+    Setting("STOREMON_HEADER_TIMEOUT", 10.0, float, "seconds a client has to send a whole request head; then "
+            "`408` and closed", "server", minimum=0.5),
+    Setting("STOREMON_CLIENT_TIMEOUT", 30.0, float, "seconds a request thread waits for a client that stalls "
+            "in a body or a response; then the connection is closed", "server", minimum=1.0),
+    Setting("PROMETHEUS_MULTIPROC_DIR", None, str, "where the serving processes keep the `/metrics` counters "
+            "(emptied at start)", "server", shown="a fresh temporary folder per server"),
+    Setting("REPORT_START_DELAY", 0.0, float, "seconds a report job waits after claiming its report, so a "
+            "test can see it running (0 in real use)", "testing", minimum=0),
+)
+BY_NAME = {setting.name: setting for setting in SETTINGS}
+SERVER_SETTINGS = tuple(s.name for s in SETTINGS if s.group == "server")
 
 
-def from_environment() -> dict:
-    """The settings the environment overrides (only keys that are set), as text."""
-    return {key: os.environ[key] for key in ENV_KEYS if os.environ.get(key)}
+def default(name: str):
+    """A setting's default (what functions use when no app passes them one)."""
+    return BY_NAME[name].default
+
+
+def defaults() -> dict:
+    """Every app setting (all but the web server's) at its default, for ``app.config``."""
+    return {s.name: s.default for s in SETTINGS if s.group != "server"}
+
+
+def from_environment(environ=None) -> dict:
+    """The app settings the environment sets (unset or empty: not here), as text."""
+    environ = os.environ if environ is None else environ
+    return {s.name: environ[s.name] for s in SETTINGS if s.group != "server" and environ.get(s.name)}
+
+
+def _convert(setting: Setting, value):
+    """``value`` as the setting's type, checked against its minimum (ConfigError if it cannot be)."""
+    if setting.type is str or value is None:
+        return value
+    try:
+        number = setting.type(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{setting.name}={value!r} is not a number") from None
+    if setting.type is float and not math.isfinite(number):
+        raise ConfigError(f"{setting.name}={value!r}: must be a finite number")
+    if setting.minimum is not None and number < setting.minimum:
+        raise ConfigError(f"{setting.name}={value!r}: must be at least {setting.minimum}")
+    return number
 
 
 def validate(config) -> None:
-    """Convert numeric settings to their types and refuse values storemon cannot run with."""
-    for key, minimum in MINIMUM.items():
-        kind = ENV_KEYS.get(key, int)
-        value = config.get(key)
-        try:
-            number = kind(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}={value!r} is not a number") from None
-        if number < minimum:
-            raise ConfigError(f"{key}={value!r}: must be at least {minimum}")
-        config[key] = number
+    """Convert the app's numeric settings to their types and refuse values storemon cannot run with."""
+    for setting in SETTINGS:
+        if setting.group != "server" and setting.name in config:
+            config[setting.name] = _convert(setting, config[setting.name])
     if config.get("STOREMON_ALLOW_OPEN") not in ("", None, "0", "1"):
         raise ConfigError(f"STOREMON_ALLOW_OPEN={config['STOREMON_ALLOW_OPEN']!r}: use 1 or leave it unset")
     tokens(config)
@@ -164,52 +191,46 @@ def tokens(config) -> list[str]:
     return items
 
 
-# The web server's settings (gunicorn.conf.py), read from the environment: default, type, minimum.
-SERVER_SETTINGS: dict[str, tuple] = {
-    # Where gunicorn listens: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N.
-    "STOREMON_BIND": ("127.0.0.1:8000", str, None),
-    # Worker processes. Report jobs run in a thread pool inside each; one process is the design.
-    "STOREMON_WEB_WORKERS": (1, int, 1),
-    # Threads per process that run requests whose head has fully arrived.
-    "STOREMON_WEB_THREADS": (8, int, 1),
-    # Connections one process holds open at most (idle, being read, kept alive); more wait in
-    # the listen queue.
-    "STOREMON_WEB_CONNECTIONS": (1000, int, 10),
-    # Seconds a client has to send a whole request head, from connecting (or from its first byte
-    # on a kept-alive connection); then 408 and closed.
-    "STOREMON_HEADER_TIMEOUT": (10.0, float, 0.5),
-    # Seconds a request thread waits for a client to send more of a body or take more of a
-    # response; then the connection is closed.
-    "STOREMON_CLIENT_TIMEOUT": (30.0, float, 1.0),
-}
-
-
 def server_settings(environ) -> dict:
     """The web server's settings: the environment's values over the defaults (unset or empty: the
     default, as for the app's settings), converted and checked; ConfigError names the first value
     that cannot be used."""
     settings = {}
-    for key, (default, kind, minimum) in SERVER_SETTINGS.items():
-        text = environ.get(key)
+    for name in SERVER_SETTINGS:
+        setting, text = BY_NAME[name], environ.get(name)
         if not text:
-            settings[key] = default
-            continue
-        if not text.strip():
-            raise ConfigError(f"{key}={text!r} is only whitespace: give a value or unset it (default {default})")
-        if kind is str:
-            settings[key] = text.strip()
-            continue
-        try:
-            number = kind(text)
-        except ValueError:
-            raise ConfigError(f"{key}={text!r} is not a number") from None
-        if kind is float and not math.isfinite(number):
-            raise ConfigError(f"{key}={text!r}: must be a finite number of seconds")
-        if number < minimum:
-            raise ConfigError(f"{key}={text!r}: must be at least {minimum}")
-        settings[key] = number
+            settings[name] = setting.default
+        elif not text.strip():
+            raise ConfigError(f"{name}={text!r} is only whitespace: give a value or unset it "
+                              f"(default {setting.shown_default})")
+        else:
+            settings[name] = text.strip() if setting.type is str else _convert(setting, text)
     check_bind_address(settings["STOREMON_BIND"])
     return settings
+
+
+def document() -> str:
+    """docs/configuration.md: every setting, by group, with its default and meaning."""
+    lines = [
+        "# Configuration",
+        "",
+        "Every setting is an environment variable (the same name is the key in `app.config` and in the",
+        "dictionary tests give `create_app`). Unset or empty means the default. A value storemon cannot run",
+        "with stops the server, or the command, at start-up with one line naming it (exit 78 for the",
+        "server). What the security settings defend against is in [security.md](security.md); the web",
+        "server's settings and the reverse proxy in [deployment.md](deployment.md).",
+        "",
+        "This page is written from `storemon/config.py` (`SETTINGS`) by",
+        "`.venv/bin/python scripts/configuration_doc.py`; a test fails when it is stale.",
+    ]
+    for group, title in GROUPS.items():
+        lines += ["", f"## {title}", "", "| setting | default | meaning |", "|---|---|---|"]
+        for s in (s for s in SETTINGS if s.group == group):
+            shown = s.shown_default if s.shown_default.startswith("`") or s.shown_default == "unset" \
+                else f"`{s.shown_default}`" if s.shown is None else s.shown_default
+            at_least = f" (at least {s.minimum:g})" if s.minimum not in (None, 0, 1) else ""
+            lines.append(f"| `{s.name}` | {shown} | {s.help}{at_least} |")
+    return "\n".join(lines) + "\n"
 
 
 def check_bind_address(bind: str) -> None:
@@ -235,3 +256,4 @@ def check_bind_address(bind: str) -> None:
             problem = "an IPv6 address goes in brackets: [::1]:8000"
     if problem:
         raise ConfigError(f"STOREMON_BIND={bind!r}: {problem}")
+

@@ -20,7 +20,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from . import snapshot, storage
-from .config import Defaults
+from .config import default
 from .compute import US_PER_DAY, WEEK_US, Progress, compute_report
 from .snapshot import ReportCache
 
@@ -29,7 +29,7 @@ from .snapshot import ReportCache
 LOOK_BACK_US = US_PER_DAY
 # Stores per batch: a report's memory follows this (about 130 polls a store a week), not the
 # number of stores. (The setting REPORT_BATCH_STORES; this default for callers without an app.)
-BATCH_STORES = Defaults.REPORT_BATCH_STORES
+BATCH_STORES = default("REPORT_BATCH_STORES")
 
 
 # A `now` more than this after the latest poll it sees gets a warning: every figure is then an

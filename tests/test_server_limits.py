@@ -21,7 +21,7 @@ from test_intake_server import start_and_wait
 from test_server import ROOT, Server, free_port
 
 from storemon import create_app, storage
-from storemon.config import SERVER_SETTINGS, ConfigError, server_settings
+from storemon.config import BY_NAME, SERVER_SETTINGS, ConfigError, server_settings
 from storemon.demo import generate_demo_data
 from storemon.extensions import db
 from storemon.ingest import ingest_files
@@ -223,7 +223,7 @@ def test_unusable_server_settings_stop_the_server_with_one_line(tmp_path, settin
 
 def test_empty_server_settings_are_the_defaults():
     """Unset or empty: the default, as for every other setting (docs/interfaces.md)."""
-    defaults = {key: default for key, (default, _, _) in SERVER_SETTINGS.items()}
+    defaults = {name: BY_NAME[name].default for name in SERVER_SETTINGS}
     assert server_settings({}) == defaults == server_settings(dict.fromkeys(defaults, ""))
     assert defaults["STOREMON_BIND"] == "127.0.0.1:8000" and defaults["STOREMON_WEB_WORKERS"] == 1
     assert server_settings({"STOREMON_BIND": " [::1]:8001 ", "STOREMON_HEADER_TIMEOUT": "2.5"}) == {
