@@ -53,6 +53,23 @@ def store_links(page: str) -> list[str]:
     return [html.unescape(s) for s in re.findall(r'<a class="store-link" href="[^"]*">([^<]*)</a>', page)]
 
 
+def sorted_ids(rows: list[dict], column: str, order: str) -> list[str]:
+    """The report table's documented order, by hand: by the column, ties by store id (ascending
+    either way), stores without an uptime share (no business time in the week) last."""
+    if column == "store_id":
+        return sorted((r["store_id"] for r in rows), reverse=order == "desc")
+
+    def value(row):
+        if column != "uptime_share_week":
+            return float(row[column])
+        up, down = float(row["uptime_last_week"]), float(row["downtime_last_week"])
+        return up / (up + down) if up + down > 0 else None
+
+    sign = 1 if order == "asc" else -1
+    valued = sorted((sign * value(r), r["store_id"]) for r in rows if value(r) is not None)
+    return [i for _, i in valued] + sorted(r["store_id"] for r in rows if value(r) is None)
+
+
 def test_overview(client, loaded):
     page = client.get("/").get_data(as_text=True)
     assert '<span class="value" id="count-stores">121</span>' in page
@@ -70,11 +87,19 @@ def test_overview(client, loaded):
             assert answer.status_code == 200 and len(answer.data) > 1000
 
 
-def test_report_page_sorts_filters_and_pages_on_the_server(client, loaded):
+def test_report_page_sorts_filters_and_pages_on_the_server(client, loaded, tmp_path):
+    # Two stores open only Monday 09:00-10:00 and polled on Wednesday: no business time observed.
+    (tmp_path / "closed-status.csv").write_text("store_id,status,timestamp_utc\n"
+                                                "closed-2,active,2023-01-25 12:00:00 UTC\n"
+                                                "closed-1,active,2023-01-25 12:00:00 UTC\n")
+    (tmp_path / "closed-hours.csv").write_text("store_id,day,start_time_local,end_time_local\n"
+                                               "closed-1,0,09:00,10:00\nclosed-2,0,09:00,10:00\n")
+    ingest_file(loaded, "status", tmp_path / "closed-status.csv")
+    ingest_file(loaded, "hours", tmp_path / "closed-hours.csv")
     report_id, frame = run_report(client)
     base = f"/reports/{report_id}"
     page = client.get(base).get_data(as_text=True)
-    assert '<span class="value" id="summary-stores">121</span>' in page
+    assert '<span class="value" id="summary-stores">123</span>' in page
     assert store_links(page) == sorted(frame["store_id"])[:50]
     assert '<span id="page-of">page 1 of 3</span>' in page
     # Week uptime, descending, ties by id; page 2.
@@ -82,10 +107,19 @@ def test_report_page_sorts_filters_and_pages_on_the_server(client, loaded):
     page2 = client.get(f"{base}?sort=uptime_last_week&order=desc&page=2").get_data(as_text=True)
     assert store_links(page2) == expected["store_id"].tolist()[50:100]
     assert cells(page2, "uptime_last_week") == [f"{v:.2f}" for v in expected["uptime_last_week"][50:100]]
-    # Every column sorts (both ways).
+    # Every column sorts both ways: the three pages together are every store in that order.
+    with client.get(f"/get_report/{report_id}") as answer:
+        rows = list(csv.DictReader(io.StringIO(answer.get_data(as_text=True))))
+    assert [r["store_id"] for r in rows if float(r["uptime_last_week"]) + float(r["downtime_last_week"]) == 0] == [
+        "closed-1", "closed-2"]
     for column in dashboard.TABLE_COLUMNS:
         for order in ("asc", "desc"):
-            assert client.get(f"{base}?sort={column}&order={order}").status_code == 200
+            shown = []
+            for number in (1, 2, 3):
+                answer = client.get(f"{base}?sort={column}&order={order}&page={number}")
+                assert answer.status_code == 200
+                shown += store_links(answer.get_data(as_text=True))
+            assert shown == sorted_ids(rows, column, order), (column, order)
     # Filter by id, any case.
     some = frame["store_id"].iloc[7][2:6]
     hits = frame[frame["store_id"].str.contains(some, case=False, regex=False)]
@@ -100,7 +134,7 @@ def test_report_page_sorts_filters_and_pages_on_the_server(client, loaded):
     # Histogram: one count per 10 % bin, adding up to the stores with business time observed.
     with client.get(f"/get_report/{report_id}") as answer:
         summary = dashboard.summarise(dashboard.report_table(answer.data))
-    assert sum(b["count"] for b in summary.histogram) == 121 - summary.unobserved
+    assert summary.unobserved == 2 and sum(b["count"] for b in summary.histogram) == 123 - 2
     assert summary.business_hours == round(frame["uptime_last_week"].sum() + frame["downtime_last_week"].sum(), 2)
     # Errors.
     bad = client.get(f"{base}?sort=nope")
