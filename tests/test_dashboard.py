@@ -12,6 +12,7 @@ import urllib.parse
 import pandas as pd
 import pytest
 from markupsafe import escape
+from test_server import HAND_HOURS, HAND_ROWS, HAND_STATUS, HAND_ZONES
 
 from storemon import dashboard
 from storemon.demo import generate_demo_data
@@ -135,12 +136,29 @@ def test_report_page_sorts_filters_and_pages_on_the_server(client, loaded, tmp_p
     with client.get(f"/get_report/{report_id}") as answer:
         summary = dashboard.summarise(dashboard.report_table(answer.data))
     assert summary.unobserved == 2 and sum(b["count"] for b in summary.histogram) == 123 - 2
-    assert summary.business_hours == round(frame["uptime_last_week"].sum() + frame["downtime_last_week"].sum(), 2)
     # Errors.
     bad = client.get(f"{base}?sort=nope")
     assert bad.status_code == 400 and bad.get_json()["message"].startswith("sort must be one of store_id")
     assert client.get(f"/reports/{'0' * 32}").status_code == 404
     assert client.get("/reports/not-an-id").status_code == 400
+
+
+def test_report_summary_of_the_five_hand_computed_stores(client, engine, tmp_path):
+    for kind, text in (("status", HAND_STATUS), ("hours", HAND_HOURS), ("timezones", HAND_ZONES)):
+        (tmp_path / f"{kind}.csv").write_text(text)
+        ingest_file(engine, kind, tmp_path / f"{kind}.csv")
+    report_id, frame = run_report(client)
+    assert frame.to_csv(index=False, header=False, float_format="%.2f").splitlines() == HAND_ROWS
+    page = client.get(f"/reports/{report_id}").get_data(as_text=True)
+    cards = [html.unescape(v) for v in re.findall(r'<span class="value[^"]*"[^>]*>([^<]*)</span>', page)]
+    # Week up / down (h): hand-1 168.00/0.00, hand-2 1.74/1.26, hand-3 168.00/0.00, hand-4
+    # 8.00/4.00, hand-5 0.00/0.00. Up 168 + 1.74 + 168 + 8 = 345.74, down 1.26 + 4 = 5.26,
+    # observed 345.74 + 5.26 = 351.00; share 345.74 / 351 = 0.98501 -> 98.5 %. hand-5 has no
+    # business time observed.
+    assert cards == ["5", "351.00 h", "345.74 h / 5.26 h", "98.5 %", "1"]
+    # Shares: hand-2 1.74 / 3 = 0.58 (50-60 %), hand-4 8 / 12 = 0.667 (60-70 %), hand-1 and
+    # hand-3 1.0 (the last bin, 90-100 %).
+    assert [int(c) for c in re.findall(r'<g class="bin" data-count="(\d+)">', page)] == [0, 0, 0, 0, 0, 1, 1, 0, 0, 2]
 
 
 def test_report_frames_cache_warm_equals_cold(client, loaded):
