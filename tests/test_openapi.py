@@ -72,19 +72,24 @@ def test_every_route_is_described(sqlite_app):
     for path, ops in spec["paths"].items():
         for op in ops.values():
             assert {"403", "500"} <= set(op["responses"]), path
-    # get_report: the CSV with its header and status, or the Running / Failed JSON; linked from trigger.
+    # get_report: the report in its four formats, or the Running / Failed JSON; linked from trigger.
     report = spec["paths"]["/get_report/{report_id}"]["get"]
     ok = report["responses"]["200"]
-    assert set(ok["content"]) == {"text/csv", "application/json"}
+    assert set(ok["content"]) == {"text/csv", "application/json", "application/vnd.apache.parquet",
+                                  "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
     assert ok["content"]["text/csv"]["example"].startswith(CSV_HEADER + "\n")
     assert ok["headers"]["X-Report-Status"]["schema"]["enum"] == ["Complete"]
-    assert set(report["responses"]) == {"200", "400", "401", "403", "404", "410", "500"}
+    assert set(report["responses"]) == {"200", "400", "401", "403", "404", "406", "410", "500"}
     assert ok["content"]["application/json"]["schema"]["oneOf"] == [
-        {"$ref": "#/components/schemas/ReportRunning"}, {"$ref": "#/components/schemas/ReportFailed"}]
+        {"$ref": "#/components/schemas/ReportRunning"}, {"$ref": "#/components/schemas/ReportFailed"},
+        {"$ref": "#/components/schemas/ReportRows"}]
+    assert {p["name"]: p["schema"]["enum"] for p in report["parameters"] if p["name"] == "format"} == {
+        "format": ["csv", "xlsx", "json", "parquet"]}
     trigger = spec["paths"]["/trigger_report"]["post"]
     assert trigger["operationId"] == "trigger_report"
     assert trigger["responses"]["200"]["links"]["GetReport"]["operationId"] == "get_report"
-    assert "503" in trigger["responses"]
+    assert {"429", "503"} <= set(trigger["responses"])
+    assert spec["components"]["responses"]["TooManyRequests"]["headers"]["Retry-After"]
     # Uploads: multipart (field `file`) or a text/csv body; 413 documented.
     upload = spec["paths"]["/ingest/{kind}"]["post"]
     assert set(upload["requestBody"]["content"]) == {"multipart/form-data", "text/csv"}
