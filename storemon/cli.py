@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile
@@ -15,7 +14,7 @@ from flask.cli import with_appcontext
 from sqlalchemy.engine import make_url
 
 from . import formats, storage
-from .config import DEFAULT_DEMO_DIR, PROJECT_ROOT
+from .config import DEFAULT_DEMO_DIR
 from .extensions import db
 from .ingest import IngestBusy, IngestError, IngestReadOnly, ingest_files
 
@@ -233,39 +232,6 @@ def explain_command(store_id, as_of, as_json):
     except (ValueError, NoPollsError, UnknownStoreError) as exc:
         raise click.ClickException(str(exc).strip('"')) from exc
     click.echo(json.dumps(timeline.to_dict(), indent=1) if as_json else timeline.to_text())
-
-
-@click.command("serve")
-def serve_command():
-    """Serve the database as it is on 127.0.0.1:8000 (gunicorn with gunicorn.conf.py; no ingest).
-
-    The server's settings come from the environment: STOREMON_BIND, STOREMON_WEB_WORKERS and
-    the others of docs/configuration.md.
-    """
-    command = [sys.executable, "-m", "gunicorn", "-c", str(PROJECT_ROOT / "gunicorn.conf.py"),
-               "--chdir", str(PROJECT_ROOT), "wsgi:app"]
-    os.execv(command[0], command)
-
-
-def main() -> None:
-    """The ``storemon`` command: ``flask --app storemon``'s commands from any folder, and ``serve``."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from flask.cli import FlaskGroup
-
-    from . import create_app
-
-    try:
-        installed = version("storemon")
-    except PackageNotFoundError:  # run from a checkout without `pip install -e .`
-        installed = "unknown"
-    group = FlaskGroup(create_app=lambda: create_app(), add_default_commands=False, add_version_option=False,
-                       help="storemon: how often were stores offline while they should have been open.\n\n"
-                            "Settings come from the environment (docs/configuration.md).")
-    group.params = [p for p in group.params if p.name not in ("app", "env_file", "debug")]  # the app is this one
-    click.version_option(installed, "--version", prog_name="storemon", message="%(prog)s %(version)s")(group)
-    group.add_command(serve_command)
-    group.main(prog_name="storemon")
 
 
 def register(app: Flask) -> None:
