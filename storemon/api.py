@@ -20,9 +20,10 @@ from .extensions import db
 from .ingest import KINDS, IngestBusy, IngestError, IngestReadOnly, ingest_file
 from .models import BusinessHours, Poll, RecentPoll, Report, Store, StoreTimezone
 from .openapi import describe, json_response, query, ref
-from .reports import format_datetime, format_instant, parse_instant
+from .reports import parse_instant
 from .schemas import AS_OF, REPORT_ID
 from .security import CHALLENGES
+from .times import format_datetime, format_instant
 from .uploads import UploadError, receive_csv
 
 log = logging.getLogger(__name__)
@@ -260,15 +261,10 @@ def get_report(report_id: str | None = None):
         state=report.status,  # queued or running
         stage=report.stage,
         progress=report.progress,
-        created_at=_iso(report.created_at),
-        started_at=_iso(report.started_at),
+        created_at=format_datetime(report.created_at),
+        started_at=format_datetime(report.started_at),
         **_now_used(report),
     )
-
-
-def _iso(value) -> str | None:
-    """Timestamps in JSON: ISO 8601, UTC, ending in ``Z``."""
-    return format_datetime(value)
 
 
 def _now_used(report: Report) -> dict:
@@ -358,7 +354,7 @@ def ingests():
     with db.engine.connect() as conn:
         rows = storage.ledger_list(conn, limit=limit, offset=offset)
     for row in rows:
-        row["started_at"], row["finished_at"] = _iso(row["started_at"]), _iso(row["finished_at"])
+        row["started_at"], row["finished_at"] = format_datetime(row["started_at"]), format_datetime(row["finished_at"])
     return jsonify(ingests=rows, limit=limit, offset=offset)
 
 

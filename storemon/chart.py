@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .explain import Timeline, iso_utc
+from .explain import Timeline
+from .times import format_instant_us
 
 WIDTH = 1000  # the SVG's user units; it scales to its container
 LABEL_WIDTH = 118  # left column: the row's date
@@ -137,8 +138,8 @@ def week_chart(t: Timeline) -> Chart:
             word = "up" if seg.active else "down"
             chart.segments.append(SegmentBox(
                 x0, TOP + i * ROW_HEIGHT + BAND_TOP, max(x1 - x0, 0.5), BAND_HEIGHT,
-                f"{word} {iso_utc(seg.start_us)} to {iso_utc(seg.end_us)} by the poll at {iso_utc(seg.poll_us)}",
-                active=seg.active, index=k, start=iso_utc(seg.start_us), end=iso_utc(seg.end_us)))
+                f"{word} {format_instant_us(seg.start_us)} to {format_instant_us(seg.end_us)} by the poll at {format_instant_us(seg.poll_us)}",
+                active=seg.active, index=k, start=format_instant_us(seg.start_us), end=format_instant_us(seg.end_us)))
     for p in t.polls:
         i = row_of(p.ts_us)
         if i is None:  # a counted poll from before the first row: drawn at the row's start
@@ -148,7 +149,7 @@ def week_chart(t: Timeline) -> Chart:
         status = "active" if p.active else "inactive"
         counted = "counted" if p.counted else f"not counted: {p.reason}"
         chart.marks.append(Mark(x, TOP + i * ROW_HEIGHT + MARK_Y, p.active, p.counted,
-                                f"poll {iso_utc(p.ts_us)} {status}, {counted}"))
+                                f"poll {format_instant_us(p.ts_us)} {status}, {counted}"))
     labels = {"week": "week starts", "day": "day starts", "hour": "hour starts"}
     for name, (start, _end) in t.windows.items():
         i = row_of(start)

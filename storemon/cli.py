@@ -95,7 +95,7 @@ def ingest_command(folder, status, hours, timezones, strict, force):
 @with_appcontext
 def ingests_command(limit):
     """List the ingest ledger, newest first: every file offered, and what came of it."""
-    from .reports import format_datetime
+    from .times import format_datetime
 
     with db.engine.connect() as conn:
         rows = storage.ledger_list(conn, limit=limit)
@@ -187,7 +187,8 @@ def reset_command(demo_dir):
 @with_appcontext
 def report_command(out, fmt, as_of):
     """Compute the uptime/downtime report synchronously and write it (CSV unless asked otherwise)."""
-    from .reports import NoPollsError, build_report, format_instant, parse_instant, write_csv
+    from .reports import NoPollsError, build_report, parse_instant, write_csv
+    from .times import format_instant
 
     chosen = formats.FORMATS[fmt.lower()] if fmt else formats.from_extension(out)
     try:

@@ -76,7 +76,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .timezones import DEFAULT_TIMEZONE, is_known_timezone
+from .times import DEFAULT_TIMEZONE, is_known_timezone, to_us
 
 US_PER_SECOND = 1_000_000
 US_PER_MINUTE = 60 * US_PER_SECOND
@@ -734,13 +734,6 @@ def report_from_frames(
     zone_of_store = pd.Series(zones["timezone_str"].to_numpy(), index=code[zones["store_id"].astype(str)].to_numpy())
     schedule = Schedule.build(len(store_ids), hours_frame, zone_of_store)
     return compute_report(store_ids, frame, schedule, now_us, exact_seconds=exact_seconds)
-
-
-def to_us(instant) -> int:
-    """A datetime-like (naive = UTC) -> UTC microseconds since the epoch."""
-    stamp = pd.Timestamp(instant)
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return stamp.value // 1000  # .value is nanoseconds whatever the unit
 
 
 def _clock_seconds(text: str) -> int:

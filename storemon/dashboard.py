@@ -42,12 +42,13 @@ from werkzeug.exceptions import BadRequest, NotFound
 from . import jobs, storage
 from .chart import histogram_chart, week_chart
 from .compute import REPORT_COLUMNS
-from .explain import UnknownStoreError, iso_utc, load_timeline
+from .explain import UnknownStoreError, load_timeline
 from .extensions import db
 from .models import BusinessHours, Poll, RecentPoll, Report, Store, StoreTimezone
 from .openapi import describe, json_response, query
-from .reports import NoPollsError, format_datetime, parse_instant
+from .reports import NoPollsError, parse_instant
 from .schemas import AS_OF
+from .times import format_datetime, format_instant_us
 
 bp = Blueprint("dashboard", __name__, template_folder="templates")
 
@@ -85,7 +86,7 @@ def _counts() -> dict:
         "polls": count(Poll) + count(RecentPoll),
         "business_hours_rows": count(BusinessHours),
         "timezones": count(StoreTimezone),
-        "latest_poll": iso_utc(latest) if latest is not None else None,
+        "latest_poll": format_instant_us(latest) if latest is not None else None,
     }
 
 
@@ -121,17 +122,10 @@ def recent_reports(limit: int = RECENT_REPORTS) -> list[ReportLine]:
         if r.started_at is not None and r.finished_at is not None:
             duration = f"{(r.finished_at - r.started_at).total_seconds():.2f} s"
         lines.append(ReportLine(
-            id=r.id, created=_iso(r.created_at), now=iso_utc(r.now_us) if r.now_us is not None else None,
+            id=r.id, created=format_datetime(r.created_at, seconds=True), now=format_instant_us(r.now_us) if r.now_us is not None else None,
             status=r.status, stage=r.stage, duration=duration, rows=r.store_count,
         ))
     return lines
-
-
-def _iso(value) -> str:
-    """A datetime from the database (naive on SQLite: UTC) -> ``2023-01-25T12:09:39Z``."""
-    stamp = pd.Timestamp(value)
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- a report --------------------------------------------------------------------------------
@@ -284,7 +278,7 @@ def report_page(report_id: str):
                        request.args.get("q", "").strip(), page)
     summary = summarise(frame)
     return render_template(
-        "report.html", report_id=report_id, report=report, now=iso_utc(report.now_us), summary=summary,
+        "report.html", report_id=report_id, report=report, now=format_instant_us(report.now_us), summary=summary,
         histogram=histogram_chart(summary.histogram), table=table, columns=TABLE_COLUMNS, titles=COLUMN_TITLES,
     )
 

@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 from . import storage
 from .compute import REPORT_COLUMNS, US_PER_SECOND, WEEK_US, WINDOWS, Schedule, explain_store
 from .reports import LOOK_BACK_US, NoPollsError, read_snapshot
-from .timezones import DEFAULT_TIMEZONE, is_known_timezone
+from .times import DEFAULT_TIMEZONE, format_instant_us, format_local, is_known_timezone
 
 DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 NOT_COUNTED_REASON = "outside business hours"
@@ -32,16 +32,6 @@ NOT_COUNTED_REASON = "outside business hours"
 
 class UnknownStoreError(LookupError):
     """No such store in the database, or none of its polls is at or before ``now``."""
-
-
-def iso_utc(us: int) -> str:
-    """UTC microseconds -> ``2023-01-25T12:09:39.388884Z``."""
-    return pd.Timestamp(int(us), unit="us", tz="UTC").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def iso_local(us: int, zone: str) -> str:
-    """UTC microseconds -> local wall-clock time with its offset, ``2023-01-25T06:09:39-06:00``."""
-    return pd.Timestamp(int(us), unit="us", tz="UTC").tz_convert(zone).isoformat()
 
 
 def clock(seconds: int) -> str:
@@ -123,8 +113,8 @@ class Timeline:
         """The JSON answer of ``GET /stores/<id>/timeline``."""
         return {
             "store_id": self.store_id,
-            "now": iso_utc(self.now_us),
-            "windows": {name: {"start": iso_utc(a), "end": iso_utc(b)} for name, (a, b) in self.windows.items()},
+            "now": format_instant_us(self.now_us),
+            "windows": {name: {"start": format_instant_us(a), "end": format_instant_us(b)} for name, (a, b) in self.windows.items()},
             "timezone": self.timezone,
             "timezone_source": self.timezone_source,
             "timezone_given": self.timezone_given,
@@ -133,18 +123,18 @@ class Timeline:
                 for d, a, b in self.hours_rows
             ],
             "business_intervals": [
-                {"start": iso_utc(i.start_us), "end": iso_utc(i.end_us),
+                {"start": format_instant_us(i.start_us), "end": format_instant_us(i.end_us),
                  "local_start": i.local_start, "local_end": i.local_end}
                 for i in self.intervals
             ],
             "polls": [
-                {"timestamp": iso_utc(p.ts_us), "status": _status(p.active), "counted": p.counted,
+                {"timestamp": format_instant_us(p.ts_us), "status": _status(p.active), "counted": p.counted,
                  "reason": p.reason, "in_week": p.in_week}
                 for p in self.polls
             ],
             "segments": [
-                {"start": iso_utc(s.start_us), "end": iso_utc(s.end_us), "active": s.active,
-                 "status": _status(s.active), "poll": iso_utc(s.poll_us), "seconds": s.seconds}
+                {"start": format_instant_us(s.start_us), "end": format_instant_us(s.end_us), "active": s.active,
+                 "status": _status(s.active), "poll": format_instant_us(s.poll_us), "seconds": s.seconds}
                 for s in self.segments
             ],
             "figures": {c: self.figures[c] for c in REPORT_COLUMNS[1:]},
@@ -155,22 +145,22 @@ class Timeline:
         """The ``flask explain`` output: the same facts, as readable text."""
         zone = self.timezone if self.timezone_source == "given" else (
             f"{self.timezone} ({self.timezone_source}" + (f": {self.timezone_given!r})" if self.timezone_given else ")"))
-        lines = [f"store {self.store_id}", f"now       {iso_utc(self.now_us)}", f"time zone {zone}", "windows"]
-        lines += [f"  {name:<5} {iso_utc(a)} .. {iso_utc(b)}" for name, (a, b) in self.windows.items()]
+        lines = [f"store {self.store_id}", f"now       {format_instant_us(self.now_us)}", f"time zone {zone}", "windows"]
+        lines += [f"  {name:<5} {format_instant_us(a)} .. {format_instant_us(b)}" for name, (a, b) in self.windows.items()]
         lines.append("business hours (as stored, local)")
         lines += [f"  {DAY_NAMES[d]:<9} {clock(a)}-{clock(b)}" for d, a, b in self.hours_rows] or ["  none: open 24x7"]
         lines.append("business intervals in the week (UTC | local)")
-        lines += [f"  {iso_utc(i.start_us)} .. {iso_utc(i.end_us)} | {i.local_start} .. {i.local_end}"
+        lines += [f"  {format_instant_us(i.start_us)} .. {format_instant_us(i.end_us)} | {i.local_start} .. {i.local_end}"
                   for i in self.intervals]
         counted = sum(p.counted for p in self.polls)
         lines.append(f"polls ({len(self.polls)}, {counted} counted)")
         for p in self.polls:
             where = "" if p.in_week else " (before the week)"
-            lines.append(f"  {iso_utc(p.ts_us)} {_status(p.active):<8} "
+            lines.append(f"  {format_instant_us(p.ts_us)} {_status(p.active):<8} "
                          f"{'counted' if p.counted else 'not counted: ' + p.reason}{where}")
         lines.append(f"segments inside business hours ({len(self.segments)})")
-        lines += [f"  {iso_utc(s.start_us)} .. {iso_utc(s.end_us)} {'up  ' if s.active else 'down'} "
-                  f"{s.hours:7.3f} h  by the poll at {iso_utc(s.poll_us)}" for s in self.segments]
+        lines += [f"  {format_instant_us(s.start_us)} .. {format_instant_us(s.end_us)} {'up  ' if s.active else 'down'} "
+                  f"{s.hours:7.3f} h  by the poll at {format_instant_us(s.poll_us)}" for s in self.segments]
         lines.append("figures (hour in minutes, day and week in hours)")
         lines += [f"  {c:<20} {self.figures[c]:.2f}" for c in REPORT_COLUMNS[1:]]
         if self.notes:
@@ -197,7 +187,7 @@ def load_timeline(engine: Engine, store_id: str, as_of_us: int | None = None) ->
         if row is None:
             raise UnknownStoreError(f"no store {store_id!r} (no poll of it was ever ingested)")
         if row["first_poll_us"] > now_us:
-            raise UnknownStoreError(f"store {store_id!r} has no poll at or before {iso_utc(now_us)}")
+            raise UnknownStoreError(f"store {store_id!r} has no poll at or before {format_instant_us(now_us)}")
         key = row["store_key"]
         # The report's read, filtered to this store: the week plus a day, then the look-back.
         complete_from = now_us - WEEK_US - LOOK_BACK_US
@@ -220,7 +210,7 @@ def load_timeline(engine: Engine, store_id: str, as_of_us: int | None = None) ->
     week_start = now_us - WEEK_US
     intervals = [
         # A store open around the clock has one interval without real ends: show the week's.
-        Interval(s, e, iso_local(s, zone), iso_local(e, zone))
+        Interval(s, e, format_local(s, zone), format_local(e, zone))
         for s, e in ((week_start, now_us) if no_rows else (int(a), int(b)) for a, b in zip(found.iv_start, found.iv_end))
     ]
     timeline = Timeline(
@@ -265,12 +255,12 @@ def _notes(t: Timeline, counted_polls: int, nearest_before_week: int | None) -> 
         if not any(p.counted for p in week_polls):
             notes.append(
                 f"No poll in the week falls inside business hours: the whole week takes the status "
-                f"({_status(poll.active)}) of the nearest counted poll, at {iso_utc(poll.ts_us)}, "
+                f"({_status(poll.active)}) of the nearest counted poll, at {format_instant_us(poll.ts_us)}, "
                 f"{ago} before the week starts."
             )
         elif hours > 24:  # a poll from the day before the week is no news; one from long before is
             notes.append(
                 f"The week's first business hours take the status ({_status(poll.active)}) of a counted "
-                f"poll from before the week, at {iso_utc(poll.ts_us)}, {ago} before it starts."
+                f"poll from before the week, at {format_instant_us(poll.ts_us)}, {ago} before it starts."
             )
     return notes

@@ -43,7 +43,8 @@ from sqlalchemy import delete, func, select, update
 from . import formats, metrics, snapshot, storage
 from .extensions import db
 from .models import Report
-from .reports import NoPollsError, build_report, format_datetime, format_instant, now_warning, write_csv
+from .reports import NoPollsError, build_report, now_warning, write_csv
+from .times import format_datetime, format_instant
 
 log = logging.getLogger(__name__)
 

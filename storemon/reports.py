@@ -7,12 +7,11 @@ transaction, so an ingest committing meanwhile is not half seen) and writes the 
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from . import snapshot, storage
 from .config import default
 from .compute import US_PER_DAY, WEEK_US, Progress, compute_report
 from .snapshot import ReportCache
+from .times import format_instant, format_utc, read_iso
 
 # Polls loaded in the first read: the week window plus this much before it. An older poll can
 # matter only to a store with no counted poll in that day, which is then looked up separately.
@@ -253,48 +253,17 @@ def parse_instant(text: str) -> int:
     value = parse_timestamps(pd.Series([str(text)])).iloc[0]
     if not pd.isna(value):
         return int(value)
-    instant = _read_instant(str(text))
+    instant = read_iso(str(text))
     if instant is None:
         raise ValueError(
             f"cannot read {text!r} as an instant; use e.g. 2023-01-25T12:00:00Z or 2023-01-25 12:00:00 UTC"
         )
     latest = (datetime.now(timezone.utc) + LATEST_POLL_AHEAD.to_pytimedelta()).replace(microsecond=0)
     try:
-        shown = f"{text!r} ({_format(instant)})"
+        shown = f"{text!r} ({format_utc(instant)})"
     except OverflowError:  # e.g. year 1 with a positive offset: no UTC date to show
         shown = repr(text)
     raise ValueError(
         f"{shown} is outside the accepted range: from "
-        f"{_format(EARLIEST_POLL.to_pydatetime())} to one day after the current time ({_format(latest)})"
+        f"{format_utc(EARLIEST_POLL.to_pydatetime())} to one day after the current time ({format_utc(latest)})"
     )
-
-
-def _read_instant(text: str) -> datetime | None:
-    """Any ISO 8601 instant (naive = UTC, ``UTC`` suffix allowed), whatever its year; else None."""
-    cleaned = re.sub(r"(?i)\s*utc$", "", text.strip())
-    try:
-        value = datetime.fromisoformat(cleaned)
-    except ValueError:
-        return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def _format(value: datetime) -> str:
-    """ISO 8601 in UTC ending in ``Z`` (fractional seconds only when there are any)."""
-    text = value.astimezone(timezone.utc).replace(tzinfo=None).isoformat()
-    return f"{text}Z"
-
-
-def format_instant(us: int) -> str:
-    """UTC microseconds -> ISO 8601 ending in ``Z``, e.g. ``2023-01-25T12:00:00Z``."""
-    return _format(_EPOCH + timedelta(microseconds=int(us)))
-
-
-def format_datetime(value: datetime | None) -> str | None:
-    """A stored datetime -> ISO 8601 UTC ending in ``Z`` (naive values are UTC); None stays None."""
-    if value is None:
-        return None
-    return _format(value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc))

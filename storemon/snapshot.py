@@ -33,7 +33,7 @@ import pandas as pd
 
 from . import storage
 from .compute import US_PER_DAY, Axis, Schedule, business_intervals, clip_intervals, in_business
-from .timezones import DEFAULT_TIMEZONE, is_known_timezone
+from .times import DEFAULT_TIMEZONE, is_known_timezone
 
 MAX_US = 2**62  # "no upper bound" for a range of instants
 HORIZON_US = 7 * US_PER_DAY  # a kept batch's intervals reach this far past its latest poll

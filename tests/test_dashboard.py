@@ -196,7 +196,7 @@ def test_store_page(client, loaded):
 def test_week_chart_layout(engine, tmp_path):
     """Rows are local days; a 09:00-17:00 band sits at 9/24..17/24 of the plot on every row."""
     from storemon.chart import LABEL_WIDTH, RIGHT_PAD, WIDTH, week_chart
-    from storemon.compute import to_us
+    from storemon.times import to_us
     from storemon.explain import load_timeline
 
     (tmp_path / "tz.csv").write_text("store_id,timezone_str\nk,America/New_York\n")

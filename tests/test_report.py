@@ -9,7 +9,8 @@ from bruteforce import brute_force_report
 from conftest import REAL_SAMPLE, write_csv
 from test_compute import random_stores
 
-from storemon.compute import REPORT_COLUMNS, report_from_frames, to_us
+from storemon.compute import REPORT_COLUMNS, report_from_frames
+from storemon.times import to_us
 from storemon.ingest import ingest_files
 from storemon.reports import build_report
 

@@ -20,7 +20,7 @@ import pytest
 from test_compute import random_stores
 
 from storemon import storage
-from storemon.compute import to_us
+from storemon.times import to_us
 from storemon.extensions import db
 from storemon.ingest import ingest_file, ingest_files
 from storemon.reports import build_report, write_csv

@@ -16,7 +16,8 @@ import pytest
 from bruteforce import brute_force_report, counted_polls
 from conftest import write_csv
 
-from storemon.compute import REPORT_COLUMNS, Schedule, explain_store, to_us
+from storemon.compute import REPORT_COLUMNS, Schedule, explain_store
+from storemon.times import to_us
 from storemon.demo import generate_demo_data
 from storemon.explain import load_timeline
 from storemon.ingest import ingest_file, ingest_files
