@@ -1,8 +1,8 @@
 """``make bench``: measure storemon at full scale on this machine, against its targets.
 
 1. Prepare (cached in bench/cache/, reused while the generator / storage code is unchanged): demo
-   data for 1x, 2x, 5x and four weeks, each ingested into a SQLite database, and the 10,000-poll
-   "append" file.
+   data for 1x, 2x, 5x, 10x and four weeks, each ingested into a SQLite database, the 10,000-poll
+   "append" file and the hours of the hourly loop.
 2. Measure: every run of every phase is a fresh ``python -m bench.phase ...`` process, so its
    peak memory is its own; each figure is the median of ``BENCH_RUNS`` runs (default 3).
 3. Print the table and write it, with a description of the machine, to bench/RESULTS.md.
@@ -304,7 +304,7 @@ class Bench:
 
     def http(self) -> None:
         with scratch_copy(DATASETS["1x"].db_path) as (db, reports):
-            say(f"  http: gunicorn, 2 workers; {self.runs} timed reports, then >= {HTTP_SAMPLES} polls "
+            say(f"  http: gunicorn, default settings (1 worker); {self.runs} timed reports, then >= {HTTP_SAMPLES} polls "
                 f"over >= {HTTP_REPORTS} reports")
             result = run_phase("http", db, reports, self.runs, HTTP_SAMPLES, HTTP_REPORTS, timeout=1200)
         say(f"  http: trigger -> Complete {', '.join(f'{s:.2f} s' for s in result['complete_s'])}; "
@@ -477,7 +477,7 @@ Written by `make bench` (`python -m bench`); this run took {elapsed / 60:.1f} mi
   polled every 20 ms), then {HOURS_AHEAD} times: an hour of polls (one per store, 14,000) appended by
   `ingest_file` from another process (timed: "append one hour"), and a report triggered and polled
   until Complete (timed: "warm report"; the worker reads only what changed since its last report).
-- http: gunicorn (`gunicorn.conf.py`, 2 workers x 4 threads) on a copy of the 1x database; time
+- http: gunicorn (`gunicorn.conf.py`, its default settings: 1 worker process, 8 threads) on a copy of the 1x database; time
   from POST /trigger_report until a GET /get_report (polled every 20 ms) answers Complete (the
   first run computes, the next two reuse it: nothing was ingested between); then reports
   triggered back to back, each as of a different minute (so each is computed), each polled in a

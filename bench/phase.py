@@ -247,7 +247,7 @@ class Gunicorn:
     """``gunicorn -c gunicorn.conf.py wsgi:app`` on a free port, in its own process group
     (as tests/test_server.py starts it); :meth:`stop` kills the whole group."""
 
-    def __init__(self, db_path: str, reports_dir: str, log_path: str, workers: int = 2, **settings: str):
+    def __init__(self, db_path: str, reports_dir: str, log_path: str, workers: int = 1, **settings: str):
         # The schema first (data and jobs databases), here: two workers booting on a fresh jobs
         # file can race to create its tables, and one then fails to boot ("database is locked").
         from storemon.storage import dispose_all
@@ -398,7 +398,7 @@ def warm(db_path: str, reports_dir: str, hour_pattern: str) -> dict:
     from storemon.extensions import db
     from storemon.ingest import ingest_file
 
-    server = Gunicorn(db_path, reports_dir, str(Path(reports_dir).parent / "gunicorn.log"), workers=1)
+    server = Gunicorn(db_path, reports_dir, str(Path(reports_dir).parent / "gunicorn.log"))
     app = make_app(db_path, reports_dir)
     try:
         started = time.perf_counter()
@@ -496,7 +496,7 @@ def upload(db_path: str, reports_dir: str, status_csv: str, size_mb: str) -> dic
         tail = rows[: target - written]
         out.write(tail[: tail.rfind(b"\n") + 1])
     size = body_path.stat().st_size
-    server = Gunicorn(db_path, reports_dir, str(Path(reports_dir).parent / "gunicorn.log"), workers=1)
+    server = Gunicorn(db_path, reports_dir, str(Path(reports_dir).parent / "gunicorn.log"))
     try:
         started = time.perf_counter()
         with open(body_path, "rb") as handle:
@@ -514,7 +514,7 @@ def upload(db_path: str, reports_dir: str, status_csv: str, size_mb: str) -> dic
     return {"seconds": seconds, "bytes": size, "rows_read": summary["rows_read"],
             "rows_stored": summary["rows_stored"], "worker_peak_mb": worker_mb, "peak_mb": peak_mb()}
 def dashboard(db_path: str, reports_dir: str, stores: str) -> dict:
-    """The dashboard on real gunicorn (2 workers): ``GET /stores/<id>/timeline`` and the store
+    """The dashboard on real gunicorn (the default settings: one worker process): ``GET /stores/<id>/timeline`` and the store
     page for ``stores`` random stores, one request at a time; then a report, and its report page
     (14,000 rows): the first two requests (each worker parses the CSV once), then pages sorted,
     filtered and paged differently (parsed frame cached)."""

@@ -151,7 +151,9 @@ class Report(db.Model):
     store_count: Mapped[int | None] = mapped_column(Integer)
     progress: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)  # 0..1
     stage: Mapped[str | None] = mapped_column(String(64))
-    worker: Mapped[str | None] = mapped_column(String(128))  # host:pid that runs it
+    # host:pid:token of the process that runs it (the random token tells it from a later process
+    # that reuses the pid)
+    worker: Mapped[str | None] = mapped_column(String(128))
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     file_name: Mapped[str | None] = mapped_column(String(255))
