@@ -43,6 +43,7 @@ from sqlalchemy import delete, func, select, update
 from . import formats, metrics, snapshot, storage
 from .extensions import db
 from .models import Report
+from .processes import process_alive
 from .reports import NoPollsError, build_report, now_warning, write_csv
 from .times import format_datetime, format_instant
 
@@ -447,17 +448,6 @@ class _ProgressWriter:
 
 # ---------------------------------------------------------------------------------------------
 # Orphans: reports whose process died
-
-
-def process_alive(pid: int) -> bool:
-    """Is a process with this pid running on this host?"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _orphaned(report: Report, now: datetime) -> bool:

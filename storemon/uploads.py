@@ -32,7 +32,7 @@ from werkzeug.formparser import FormDataParser
 from werkzeug.http import parse_options_header
 
 from .ingest import FileScan, Scanner, quote
-from .jobs import process_alive
+from .processes import process_alive
 
 log = logging.getLogger(__name__)
 
