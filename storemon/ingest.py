@@ -64,8 +64,10 @@ COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 MAX_EXAMPLES = 5  # bad rows quoted (with line numbers) per file
-MAX_QUOTE = 200  # characters of a row (or header) quoted in a message
+MAX_QUOTE = 200  # characters of any value from a file (row, header, name) quoted in a message
 MAX_STORE_ID = 255  # characters; a longer store_id is a bad row
+MAX_ZONE = 64  # characters of a timezone_str; a longer one is a bad row (IANA names have at most 32)
+MAX_HOURS_PER_DAY = 50  # distinct business-hours rows kept per store and weekday; more are bad rows
 # A store_id that a spreadsheet would run as a formula, or that holds control characters
 # (tab, CR, LF, NUL, ...), is refused: reports are opened in Excel, and ids travel in CSV cells.
 UNSAFE_ID_START = ("=", "+", "-", "@")
@@ -92,10 +94,24 @@ class IngestReadOnly(Exception):
 
 
 def quote(text: str, limit: int = MAX_QUOTE) -> str:
-    """``text`` made safe to show: at most ``limit`` characters, undecodable bytes as ``\\xNN``."""
+    """``text`` made safe to show: at most ``limit`` characters of it, undecodable bytes shown as
+    ``\\xNN`` (counted as the four characters they take), and its length when it is cut."""
     text = str(text)
-    cut = text[:limit] + (f"... ({len(text):,} characters)" if len(text) > limit else "")
-    return cut.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    shown = text[:limit]
+    while True:
+        safe = _escaped(shown)
+        if len(safe) <= limit:
+            break
+        shown = shown[: len(shown) - (len(safe) - limit + 3) // 4 - 1]
+    return safe + (f"... ({len(text):,} characters)" if len(shown) < len(text) else "")
+
+
+def _escaped(text: str) -> str:
+    try:  # bytes that were not UTF-8, kept by Python's surrogateescape
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # other lone surrogates
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 @dataclass
@@ -210,7 +226,7 @@ class FileSummary:
     def to_dict(self) -> dict:
         return {
             "kind": self.kind,
-            "file": Path(self.path).name,
+            "file": quote(Path(self.path).name),
             "rows_read": self.rows_read,
             "rows_stored": self.rows_stored,
             "rows_changed": self.rows_changed,
@@ -231,10 +247,10 @@ class FileSummary:
     def describe(self) -> str:
         """A few human-readable lines for the CLI."""
         if self.outcome == "unchanged":
-            return f"{self.kind:9} {Path(self.path).name}: unchanged, not applied again ({self.message})"
+            return f"{self.kind:9} {quote(Path(self.path).name)}: unchanged, not applied again ({self.message})"
         changed = "" if self.rows_changed is None else f" ({self.rows_changed:,} new or changed)"
         lines = [
-            f"{self.kind:9} {Path(self.path).name}: {self.rows_read:,} rows read, "
+            f"{self.kind:9} {quote(Path(self.path).name)}: {self.rows_read:,} rows read, "
             f"{self.rows_stored:,} stored{changed}, {self.rows_skipped:,} skipped, "
             f"{self.stores:,} stores, {self.seconds:.2f} s ({self.rows_per_second:,.0f} rows/s)"
         ]
@@ -511,13 +527,18 @@ def parse_hours_rows(raw: pd.DataFrame, known: KnownIds | None = None) -> tuple[
 
 
 def parse_timezone_rows(raw: pd.DataFrame, known: KnownIds | None = None) -> tuple[pd.DataFrame, pd.Series]:
-    """Raw time-zone rows -> (store_id, timezone_str) and reasons for skipped rows."""
+    """Raw time-zone rows -> (store_id, timezone_str) and reasons for skipped rows.
+
+    A name longer than :data:`MAX_ZONE` characters or holding a control character is no zone
+    name (an unknown but plausible one is stored, and warned about).
+    """
     tz = raw["timezone_str"].str.strip()
     reasons = _first_failure(
         [
             ("empty line", _empty_lines(raw)),
             *store_id_failures(raw["store_id"], known),
             ("empty timezone", tz == ""),
+            ("bad timezone", _bad_zones(tz)),
         ],
         raw.index,
     )
@@ -526,7 +547,69 @@ def parse_timezone_rows(raw: pd.DataFrame, known: KnownIds | None = None) -> tup
     return rows, reasons
 
 
+def _bad_zones(tz: pd.Series) -> pd.Series:
+    """Zone names too long or holding a control character (each distinct name looked at once)."""
+    codes, names = pd.factorize(tz)
+    names = pd.Series(names, dtype=object)
+    bad = ((names.str.len() > MAX_ZONE) | names.str.contains(_CONTROL, regex=True)).to_numpy(dtype=bool)
+    return pd.Series(np.append(bad, False)[codes], index=tz.index)
+
+
 PARSERS = {STATUS: parse_status_rows, HOURS: parse_hours_rows, TIMEZONES: parse_timezone_rows}
+
+TOO_MANY_HOURS = "too many hours rows for the store"
+
+
+class HoursLimit:
+    """Keeps at most ``limit`` distinct business-hours rows per store and weekday over one file.
+
+    The ingest keeps a row given twice once (overlapping rows are kept as given: the report
+    unites them), so a repeat of a row already counted is no new row. Rows and (store, day)
+    pairs are held as 64-bit hashes in sorted arrays, 8 bytes per distinct row and 16 per pair;
+    a collision would miscount one row, it changes no stored value.
+    """
+
+    def __init__(self, limit: int = MAX_HOURS_PER_DAY):
+        self.limit = limit
+        self.rows = np.empty(0, dtype=np.uint64)  # the distinct rows counted in
+        self.days = np.empty(0, dtype=np.uint64)  # the (store, day) pairs met ...
+        self.counts = np.empty(0, dtype=np.int64)  # ... and their rows counted in
+
+    def over(self, rows: pd.DataFrame) -> np.ndarray:
+        """For parsed hours rows, in file order: which are beyond the limit (the others are counted in)."""
+        if not len(rows):
+            return np.zeros(0, dtype=bool)
+        row_hash = pd.util.hash_pandas_object(rows[["store_id", "day", "start_s", "end_s"]], index=False).to_numpy()
+        day_hash = pd.util.hash_pandas_object(rows[["store_id", "day"]], index=False).to_numpy()
+        codes, distinct = pd.factorize(row_hash)  # distinct rows in order of first appearance
+        first = np.unique(codes, return_index=True)[1]
+        fresh = np.flatnonzero(~_found(self.rows, distinct)[1])
+        days = day_hash[first[fresh]]
+        at, known = _found(self.days, days)
+        before = np.zeros(len(days), dtype=np.int64)
+        before[known] = self.counts[at[known]]
+        rank = pd.Series(days).groupby(days).cumcount().to_numpy() + before
+        beyond = np.zeros(len(distinct), dtype=bool)
+        beyond[fresh[rank >= self.limit]] = True
+        taken = fresh[rank < self.limit]
+        if len(taken):  # merged in order: two sorted runs, which a stable sort joins in one pass
+            self.rows = np.sort(np.concatenate([self.rows, np.sort(distinct[taken])]), kind="stable")
+            new_days, counts = np.unique(day_hash[first[taken]], return_counts=True)
+            at, known = _found(self.days, new_days)
+            self.counts[at[known]] += counts[known]
+            days, counts = np.concatenate([self.days, new_days[~known]]), np.concatenate([self.counts, counts[~known]])
+            order = np.argsort(days, kind="stable")
+            self.days, self.counts = days[order], counts[order]
+        return beyond[codes]
+
+
+def _found(ordered: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where ``keys`` are in the sorted array ``ordered``, and which are there."""
+    at = np.searchsorted(ordered, keys)
+    there = at < len(ordered)
+    there[there] = ordered[at[there]] == keys[there]
+    return at, there
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -571,8 +654,9 @@ def ingest_file(
         raise ValueError(f"unknown source {source!r}")
     path = Path(path)
     if not path.is_file():
-        raise IngestError(f"{path}: no such file")
+        raise IngestError(f"{quote(path)}: no such file")
     name = name or path.name
+    shown = quote(name)
     started_at = storage._utcnow()
     started = time.perf_counter()
     summary = FileSummary(kind=kind, path=name, source=source)
@@ -581,11 +665,11 @@ def ingest_file(
         summary.size, summary.sha256 = scan.size, scan.sha256
         if scan.long_line:
             raise IngestError(
-                f"{name}: refused, line {scan.long_line:,} is longer than {max_line_bytes:,} bytes "
+                f"{shown}: refused, line {scan.long_line:,} is longer than {max_line_bytes:,} bytes "
                 "(no feed row is that long: is this the right file?); nothing stored"
             )
-        header = _read_header(path, name)
-        mapping = resolve_columns(kind, header, name)
+        header = _read_header(path, shown)
+        mapping = resolve_columns(kind, header, shown)
         if not force:
             with engine.connect() as conn:
                 before = storage.ledger_find(conn, kind, scan.sha256)
@@ -595,7 +679,7 @@ def ingest_file(
             raise IngestBusy(f"another ingest in this process ran for more than {wait_seconds:g} s")
         try:
             with storage.write_transaction(engine, wait_seconds) as conn:
-                _load(conn, kind, path, name, header, mapping, scan, summary, strict, chunk_rows, progress)
+                _load(conn, kind, path, shown, header, mapping, scan, summary, strict, chunk_rows, progress)
                 summary.seconds = time.perf_counter() - started
                 summary.ledger_id = storage.ledger_add(
                     conn, **_ledger_values(summary, "stored", started_at, _skip_note(summary))
@@ -603,9 +687,9 @@ def ingest_file(
         finally:
             _PARSE_LOCK.release()
     except storage.DatabaseBusy as exc:
-        raise IngestBusy(f"{name}: not ingested, {exc}; nothing stored, try again later") from exc
+        raise IngestBusy(f"{shown}: not ingested, {exc}; nothing stored, try again later") from exc
     except storage.DatabaseReadOnly as exc:
-        raise IngestReadOnly(f"{name}: not ingested, the database is read-only ({exc})") from exc
+        raise IngestReadOnly(f"{shown}: not ingested, the database is read-only ({exc})") from exc
     except IngestError as exc:
         _record_failure(engine, summary, "refused", str(exc), started_at, wait_seconds)
         raise
@@ -613,7 +697,7 @@ def ingest_file(
         _record_failure(engine, summary, "failed", f"{type(exc).__name__}: {exc}", started_at, wait_seconds)
         raise
     summary.outcome = "stored"
-    log.debug("ingested %s: %s", name, summary.describe().splitlines()[0])
+    log.debug("ingested %s: %s", shown, summary.describe().splitlines()[0])
     return summary
 
 
@@ -631,6 +715,7 @@ def _load(conn, kind, path, name, header, mapping, scan, summary, strict, chunk_
     known = KnownIds()
     if kind == STATUS:  # ids of stores that have polls passed these checks when first stored
         known.good = writer.known_ids(conn)
+    hours_limit = HoursLimit() if kind == HOURS else None
     stores: set[str] = set()
     bad_lines: list[int] = []  # lines skipped by the CSV reader itself (too many fields)
     wide = _leading_wide_rows(path, len(header))
@@ -669,6 +754,12 @@ def _load(conn, kind, path, name, header, mapping, scan, summary, strict, chunk_
                             raw = raw[~mask]
                         rows, parse_reasons = PARSERS[kind](raw, known)
                         reasons = pd.concat([reasons, parse_reasons]) if len(reasons) else parse_reasons
+                        if hours_limit is not None:
+                            beyond = hours_limit.over(rows)
+                            if beyond.any():
+                                too_many = pd.Series(TOO_MANY_HOURS, index=rows.index[beyond], dtype=object)
+                                reasons = pd.concat([reasons, too_many])
+                                rows = rows[~beyond]
                         if len(reasons):
                             _count_bad_rows(summary, chunk, reasons, bad_lines)
                         if strict and summary.rows_skipped:
@@ -830,7 +921,7 @@ def _skip_note(summary: FileSummary) -> str | None:
 
 def _ledger_values(summary: FileSummary, outcome: str, started_at, message: str | None) -> dict:
     return dict(
-        kind=summary.kind, file_name=quote(Path(summary.path).name, 250), size=summary.size,
+        kind=summary.kind, file_name=quote(Path(summary.path).name), size=summary.size,  # at most 255 characters
         sha256=summary.sha256, rows_read=summary.rows_read, rows_stored=summary.rows_stored,
         rows_skipped=summary.rows_skipped, outcome=outcome, message=message, source=summary.source,
         started_at=started_at,
@@ -864,14 +955,14 @@ def _record_failure(engine, summary, outcome, message, started_at, wait_seconds)
         with storage.write_transaction(engine, wait_seconds) as conn:
             summary.ledger_id = storage.ledger_add(conn, **_ledger_values(summary, outcome, started_at, quote(message, 500)))
     except Exception:  # noqa: BLE001 -- the ledger must not hide the file's own error
-        log.warning("could not record the %s ingest of %s in the ledger", outcome, summary.path, exc_info=True)
+        log.warning("could not record the %s ingest of %s in the ledger", outcome, quote(summary.path), exc_info=True)
 
 
 def _unknown_zone_warnings(zones: set[str]) -> list[str]:
     unknown = sorted(z for z in zones if not is_known_timezone(z))
     if not unknown:
         return []
-    shown = ", ".join(unknown[:10]) + (", ..." if len(unknown) > 10 else "")
+    shown = ", ".join(quote(z, MAX_ZONE) for z in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
     if DEMO_UNKNOWN_ZONE in unknown:
         shown += f" ({DEMO_UNKNOWN_ZONE} is put in the demo data on purpose, to show this default)"
     return [f"{len(unknown)} unknown time zone name(s), reported as America/Chicago: {shown}"]
