@@ -12,13 +12,13 @@ to write.
 from __future__ import annotations
 
 import codecs
+import csv
 import fnmatch
 import hashlib
 import logging
 import queue
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,8 +66,13 @@ COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
 MAX_EXAMPLES = 5  # bad rows quoted (with line numbers) per file
 MAX_QUOTE = 200  # characters of any value from a file (row, header, name) quoted in a message
 MAX_STORE_ID = 255  # characters; a longer store_id is a bad row
+MAX_COLUMNS = 64  # fields of the header or a row; a file with more is refused (the feeds have 2 to 4)
 MAX_ZONE = 64  # characters of a timezone_str; a longer one is a bad row (IANA names have at most 32)
 MAX_HOURS_PER_DAY = 50  # distinct business-hours rows kept per store and weekday; more are bad rows
+# The reader's chunks: at most this many bytes of rows and this many fields (rows x columns),
+# whatever the rows' lengths, so that parsing takes memory in proportion to these, not the file.
+CHUNK_BYTES = 32 << 20
+CHUNK_CELLS = 1_000_000
 # A store_id that a spreadsheet would run as a formula, or that holds control characters
 # (tab, CR, LF, NUL, ...), is refused: reports are opened in Excel, and ids travel in CSV cells.
 UNSAFE_ID_START = ("=", "+", "-", "@")
@@ -75,7 +80,6 @@ _CONTROL = r"[\x00-\x1f\x7f]"
 _CONTROL_RE = re.compile(_CONTROL)
 _NOT_UTF8 = r"[\udc80-\udcff]"  # bytes that were not UTF-8, as Python's surrogateescape keeps them
 _TIME_PATTERN = r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$"
-_BAD_LINE = re.compile(r"Skipping line (\d+): expected (\d+) fields, saw (\d+)")
 SOURCES = ("cli", "http")
 
 
@@ -126,16 +130,45 @@ class FileScan:
     """What one pass over a file's bytes tells before it is parsed.
 
     ``sha256`` names the content for the ingest ledger; ``utf8`` says whether every byte is
-    UTF-8 (if not, the rows holding other bytes are found and skipped); ``long_line`` is the
-    first line longer than ``max_line`` bytes (0: none) -- such a file is refused, since no
-    feed row is that long and parsing it would take memory in proportion.
+    UTF-8 (if not, the rows holding other bytes are found and skipped).
+
+    The bytes are also cut into CSV records as the CSV reader cuts them: a record ends at a line
+    break (LF, CRLF or CR) outside quotes, so a quoted field that spans lines belongs to one
+    record. Quotes are followed as RFC 4180 has them: a field is quoted when it starts with a
+    quote, and a quote inside it is doubled. ``stray_quote`` is the first line holding a quote
+    inside a field that does not start with one (0: none) -- CSV readers take such a quote
+    literally, a count of quotes does not, so such a file is refused. ``long_line`` is the line
+    on which the first record longer than ``max_line`` bytes starts (0: none), ``long_spans``
+    whether that record runs over several lines: such a file is refused too, since no feed row
+    is that long and parsing it would take memory in proportion.
+
+    ``width`` is the header's number of fields, ``widest`` the most fields of any record, and
+    ``too_wide`` the line of the first record with more than :data:`MAX_COLUMNS` fields (0:
+    none; such a file is refused). ``wide`` counts the records with more fields than the header,
+    ``wide_bits`` marks them (bit per record, kept only for the pieces of the file that have
+    some) and ``wide_examples`` gives (record, fields) of the first few; the header is record 0.
+    ``multiline`` holds (record, extra lines) for the first :data:`MAX_MULTILINE` records that
+    span lines, so that rows get their line numbers. ``marks`` are (records, their bytes)
+    cumulated at points along the file: the reader's chunks are cut from them.
     """
 
     size: int = 0
     sha256: str = ""
     utf8: bool = True
+    stray_quote: int = 0
     long_line: int = 0
-    lines: int = 0
+    long_spans: bool = False
+    lines: int = 0  # line breaks, quoted ones included
+    records: int = 0  # the header included
+    width: int = 0
+    widest: int = 0
+    too_wide: int = 0
+    wide: int = 0
+    wide_bits: list[tuple[int, int, np.ndarray]] = field(default_factory=list)  # (first record, records, bits)
+    wide_examples: list[tuple[int, int]] = field(default_factory=list)
+    multiline: list[tuple[int, int]] = field(default_factory=list)
+    marks: tuple[np.ndarray, np.ndarray] | None = None
+    _lookup: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def of_file(cls, path: str | Path, max_line: int, block: int = 1 << 20) -> "FileScan":
@@ -145,51 +178,216 @@ class FileScan:
                 scanner.update(data)
         return scanner.finish()
 
+    def line_of(self, record: int) -> int:
+        """The line on which ``record`` starts (the header's is 1); exact up to the
+        :data:`MAX_MULTILINE`-th record that spans lines."""
+        if not self.multiline:
+            return record + 1
+        if "lines" not in self._lookup:
+            self._lookup["lines"] = (np.array([r for r, _ in self.multiline]),
+                                     np.cumsum([0] + [e for _, e in self.multiline]))
+        spanning, extra = self._lookup["lines"]
+        return record + 1 + int(extra[np.searchsorted(spanning, record)])
+
+    def wide_mask(self, first: int, count: int) -> np.ndarray:
+        """Which of the records ``first`` .. ``first + count - 1`` have more fields than the header."""
+        mask = np.zeros(count, dtype=bool)
+        for start, records, bits in self.wide_bits:
+            lo, hi = max(start, first), min(start + records, first + count)
+            if lo < hi:
+                mask[lo - first:hi - first] = np.unpackbits(bits, count=records).astype(bool)[lo - start:hi - start]
+        return mask
+
+
+SCAN_PIECE = 1 << 20  # bytes the scanner looks at in one step; smaller writes are gathered first
+MAX_MULTILINE = 100_000  # records spanning lines remembered per file (for line numbers)
+_LF, _CR, _QUOTE, _COMMA = 10, 13, 34, 44
+
 
 class Scanner:
-    """Builds a :class:`FileScan` from blocks of bytes (an upload is scanned as it arrives)."""
+    """Builds a :class:`FileScan` from blocks of bytes (an upload is scanned as it arrives).
+
+    A step looks at :data:`SCAN_PIECE` bytes in a few vectorised passes: one finds the commas
+    and line breaks together; only a piece holding a quote (or starting inside a quoted field)
+    also finds its quotes, and drops the separators that an odd number of quotes precede.
+    """
 
     def __init__(self, max_line: int):
         self.max_line = max_line
         self.hash = hashlib.sha256()
         self.decoder = codecs.getincrementaldecoder("utf-8")("strict")
         self.scan = FileScan()
-        self.current = 0  # bytes of the line being read
+        self.pending = bytearray()  # bytes gathered towards a piece
+        self.quoted = 0  # 1: the bytes scanned end inside a quoted field
+        self.tail = b""  # their last two bytes (a CR ends a record, the LF right after it does not)
+        self.current = 0  # bytes of the record being read
+        self.commas = 0  # its separators outside quotes
+        self.start_line = 1  # the line it starts on
+        self.records_bytes = 0  # bytes of the records counted
+        self.marks: list[tuple[int, int]] = [(0, 0)]
+        self.masks = [np.empty(SCAN_PIECE, dtype=bool) for _ in range(3)]
 
     def update(self, data: bytes) -> None:
-        scan = self.scan
-        scan.size += len(data)
-        self.hash.update(data)
-        if scan.utf8:
-            try:
-                self.decoder.decode(data)
-            except UnicodeDecodeError:
-                scan.utf8 = False
-        if scan.long_line:
+        if not self.pending and len(data) == SCAN_PIECE and isinstance(data, bytes):
+            self._step(data)
             return
-        newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
-        if len(newlines) == 0:
-            lengths = np.empty(0, dtype=np.int64)
-            self.current += len(data)
-        else:
-            lengths = np.diff(newlines, prepend=-1) - 1
-            lengths[0] += self.current
-            self.current = len(data) - int(newlines[-1]) - 1
-        too_long = np.flatnonzero(lengths > self.max_line)
-        if len(too_long):
-            scan.long_line = scan.lines + int(too_long[0]) + 1
-        elif self.current > self.max_line:
-            scan.long_line = scan.lines + len(lengths) + 1
-        scan.lines += len(lengths)
+        self.pending += data
+        whole = len(self.pending) - len(self.pending) % SCAN_PIECE
+        if whole:
+            pieces = bytes(self.pending[:whole])
+            del self.pending[:whole]
+            for at in range(0, whole, SCAN_PIECE):
+                self._step(pieces[at:at + SCAN_PIECE])
 
     def finish(self) -> FileScan:
-        if self.scan.utf8:
+        if self.pending:
+            self._step(bytes(self.pending))
+            self.pending = bytearray()
+        scan = self.scan
+        if scan.utf8:
             try:
                 self.decoder.decode(b"", final=True)
             except UnicodeDecodeError:
-                self.scan.utf8 = False
-        self.scan.sha256 = self.hash.hexdigest()
-        return self.scan
+                scan.utf8 = False
+        scan.sha256 = self.hash.hexdigest()
+        # A last record without a line break (the LF of a final CRLF is no record: its byte is
+        # the last record's).
+        if self.current == 1 and self.tail == b"\r\n":
+            self.records_bytes += 1
+        elif not (scan.long_line or scan.stray_quote) and (self.current or self.commas):
+            self._count(np.array([self.current]), np.array([self.commas]), self.current)
+            if self.start_line <= scan.lines:
+                self._note_multiline(scan.records, scan.lines + 1 - self.start_line)
+            scan.records += 1
+        self.marks.append((self.scan.records, self.records_bytes))
+        scan.marks = (np.array([m[0] for m in self.marks]), np.array([m[1] for m in self.marks]))
+        return scan
+
+    def _step(self, piece: bytes) -> None:
+        scan = self.scan
+        scan.size += len(piece)
+        self.hash.update(piece)
+        if scan.utf8 and not (piece.isascii() and not self.decoder.getstate()[0]):
+            try:
+                self.decoder.decode(piece)
+            except UnicodeDecodeError:
+                scan.utf8 = False
+        after_cr = self.tail.endswith(b"\r")
+        tail, self.tail = self.tail, (self.tail + piece[-2:])[-2:]
+        if scan.long_line or scan.stray_quote or not piece:
+            return
+        arr = np.frombuffer(piece, dtype=np.uint8)
+        # The masks go to buffers kept from piece to piece: fresh ones would cost page faults.
+        sep, lf, cr = (buffer[: len(piece)] for buffer in self.masks)
+        np.equal(arr, _COMMA, out=sep)
+        np.equal(arr, _LF, out=lf)
+        if after_cr or b"\r" in piece:
+            np.equal(arr, _CR, out=cr)
+            sep |= cr
+            cr[1:] = cr[:-1]  # now: the byte before is a CR
+            cr[0] = after_cr
+            lf &= ~cr
+        sep |= lf
+        found = np.flatnonzero(sep)  # commas and line breaks
+        breaks = arr[found] != _COMMA
+        lines_before = scan.lines
+        scan.lines += int(np.count_nonzero(breaks))
+        at, ends = found, None  # the separators outside quotes; which of them end a record
+        if b'"' in piece:
+            quotes = np.flatnonzero(arr == _QUOTE)
+            if self._stray(arr, quotes, found[breaks], lines_before, tail):
+                return
+            outside = ((np.searchsorted(quotes, found) + self.quoted) & 1) == 0
+            self.quoted = (self.quoted + len(quotes)) & 1
+            at, ends = found[outside], np.flatnonzero(breaks[outside])
+        elif self.quoted:
+            at, ends = found[:0], found[:0]
+        else:
+            ends = np.flatnonzero(breaks)
+        if len(ends):
+            self._records(len(piece), at, ends, found, breaks, lines_before)
+        else:
+            self.current += len(piece)
+            self.commas += len(at)
+        if self.current > self.max_line and not scan.long_line:
+            scan.long_line, scan.long_spans = self.start_line, scan.lines >= self.start_line
+
+    def _stray(self, arr: np.ndarray, quotes: np.ndarray, line_breaks: np.ndarray, lines_before: int,
+               tail: bytes) -> bool:
+        """Whether a quote that opens a quoted field (as a count of quotes has it) follows
+        something other than a separator, a line break or a closing quote (a doubled quote);
+        if so, note its line."""
+        opening = quotes[self.quoted::2]
+        if not len(opening):
+            return False
+        before = arr[np.maximum(opening - 1, 0)]
+        if opening[0] == 0:  # the byte before is the last of the piece before (none: the file starts)
+            before[0] = tail[-1] if tail else _COMMA
+        if self.scan.size == len(arr) and arr[:3].tobytes() == codecs.BOM_UTF8:
+            before[opening == 3] = _COMMA  # the header's first field, after a byte-order mark
+        fine = (before == _COMMA) | (before == _LF) | (before == _CR) | (before == _QUOTE)
+        if fine.all():
+            return False
+        at = int(opening[np.argmin(fine)])
+        self.scan.stray_quote = lines_before + int(np.searchsorted(line_breaks, at)) + 1
+        return True
+
+    def _records(self, size: int, at: np.ndarray, ends: np.ndarray, found: np.ndarray, breaks: np.ndarray,
+                 lines_before: int) -> None:
+        """Count the records that end in this piece of ``size`` bytes. ``at``: its separators
+        outside quotes, ``ends``: the indices of those that end a record; ``found``: every
+        separator, ``breaks``: which of them are line breaks."""
+        scan = self.scan
+        end_at = at[ends]
+        lengths = np.diff(end_at, prepend=-1)  # bytes of each record, its line break included
+        lengths[0] += self.current
+        commas = np.diff(ends, prepend=-1) - 1
+        commas[0] += self.commas
+        last_line = None  # the line each record ends on, when a record spans lines
+        if len(at) < len(found) or self.start_line <= lines_before:
+            last_line = lines_before + np.searchsorted(found[breaks], end_at, side="right")
+        if int(lengths.max()) > self.max_line + 1:
+            k = int(np.argmax(lengths > self.max_line + 1))
+            start = self.start_line if k == 0 else (
+                int(last_line[k - 1]) + 1 if last_line is not None else lines_before + k + 1)
+            scan.long_line = start
+            scan.long_spans = last_line is not None and int(last_line[k]) > start
+            return
+        if last_line is not None:
+            starts = np.concatenate(([self.start_line], last_line[:-1] + 1))
+            for k in np.flatnonzero(last_line > starts)[: max(MAX_MULTILINE - len(scan.multiline), 0)]:
+                self._note_multiline(scan.records + int(k), int(last_line[k] - starts[k]))
+        self._count(lengths, commas, self.current + int(end_at[-1]) + 1)
+        scan.records += len(ends)
+        self.current = size - int(end_at[-1]) - 1
+        self.commas = len(at) - int(ends[-1]) - 1
+        self.start_line = (int(last_line[-1]) if last_line is not None else lines_before + len(ends)) + 1
+        self.marks.append((self.scan.records, self.records_bytes))
+
+    def _count(self, lengths: np.ndarray, commas: np.ndarray, total: int) -> None:
+        """The width, widest and wide records, and the bytes, of the records from ``scan.records``
+        on, of ``lengths`` bytes (``total`` together) and ``commas`` separators each."""
+        scan = self.scan
+        first = scan.records
+        if first == 0:
+            scan.width = int(commas[0]) + 1
+        most = int(commas.max()) + 1
+        if most > scan.widest:
+            scan.widest = most
+        if most > MAX_COLUMNS and not scan.too_wide:
+            record = first + int(np.argmax(commas >= MAX_COLUMNS))
+            scan.too_wide = record + 1 + sum(extra for r, extra in scan.multiline if r < record)
+        if most > scan.width:
+            wide = commas >= scan.width
+            scan.wide += int(np.count_nonzero(wide))
+            scan.wide_bits.append((first, len(wide), np.packbits(wide)))
+            for k in np.flatnonzero(wide)[: max(MAX_EXAMPLES - len(scan.wide_examples), 0)]:
+                scan.wide_examples.append((first + int(k), int(commas[k]) + 1))
+        self.records_bytes += total
+
+    def _note_multiline(self, record: int, extra: int) -> None:
+        if len(self.scan.multiline) < MAX_MULTILINE:
+            self.scan.multiline.append((record, extra))
 
 
 @dataclass
@@ -611,13 +809,13 @@ def _found(ordered: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return at, there
 
 
-
 # ---------------------------------------------------------------------------------------------
 # One file
 
 
-# One ingest at a time per process: pandas reports rows with too many fields as warnings, and
-# Python's warning capture is process-wide. (Ingests serialise in the database anyway.)
+# One ingest at a time per process: a parse takes memory in proportion to its chunks
+# (CHUNK_BYTES, CHUNK_CELLS), so a worker holds one file's at a time. (Ingests serialise in the
+# database anyway.)
 _PARSE_LOCK = threading.Lock()
 
 
@@ -665,8 +863,22 @@ def ingest_file(
         summary.size, summary.sha256 = scan.size, scan.sha256
         if scan.long_line:
             raise IngestError(
-                f"{shown}: refused, line {scan.long_line:,} is longer than {max_line_bytes:,} bytes "
-                "(no feed row is that long: is this the right file?); nothing stored"
+                f"{shown}: refused, the row starting on line {scan.long_line:,} is longer than {max_line_bytes:,} "
+                "bytes: a quoted field runs on over the lines after it (is a quote left open?); nothing stored"
+                if scan.long_spans else
+                f"{shown}: refused, line {scan.long_line:,} is longer than {max_line_bytes:,} bytes (no feed row is "
+                "that long: is this the right file?); nothing stored"
+            )
+        if scan.stray_quote:
+            raise IngestError(
+                f"{shown}: refused, line {scan.stray_quote:,} has a quote inside a field that does not start with "
+                'one (a field holding quotes must be quoted, its quotes doubled: "12"" pizza"); nothing stored'
+            )
+        _check_width(path, shown)
+        if scan.too_wide:
+            raise IngestError(
+                f"{shown}: refused, line {scan.too_wide:,} has more than {MAX_COLUMNS} fields (no feed row has that "
+                "many: is this the right file?); nothing stored"
             )
         header = _read_header(path, shown)
         mapping = resolve_columns(kind, header, shown)
@@ -701,6 +913,26 @@ def ingest_file(
     return summary
 
 
+def _check_width(path: Path, name: str) -> None:
+    """Refuse a header of more than :data:`MAX_COLUMNS` fields before any CSV reader builds it.
+
+    The header is read with Python's csv module, which keeps no more than the fields' text (a
+    reader making columns of 100,000 header names takes minutes and gigabytes).
+    """
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
+        try:
+            fields = next(csv.reader(handle), [])
+        except csv.Error as exc:
+            raise IngestError(
+                f"{name}: refused, its header is not readable CSV ({quote(exc)}); nothing stored"
+            ) from exc
+    if len(fields) > MAX_COLUMNS:
+        raise IngestError(
+            f"{name}: refused, its header has {len(fields):,} columns, more than the {MAX_COLUMNS} a feed file "
+            f"may have (is this the right file?); it begins: {quote(', '.join(fields[:20]))}; nothing stored"
+        )
+
+
 def _read_header(path: Path, name: str) -> pd.Index:
     try:
         return pd.read_csv(path, nrows=0, dtype=str, encoding="utf-8-sig", encoding_errors="surrogateescape").columns
@@ -708,73 +940,108 @@ def _read_header(path: Path, name: str) -> pd.Index:
         raise IngestError(f"{name}: refused, not a readable CSV with a header row ({quote(exc)})") from exc
 
 
+class _ChunkPlan:
+    """How many rows the reader takes next: at most ``chunk_rows``, :data:`CHUNK_CELLS` fields and,
+    after the scan's marks, :data:`CHUNK_BYTES` bytes of rows (at least one row)."""
+
+    def __init__(self, scan: FileScan, width: int, chunk_rows: int):
+        self.most = max(1, min(chunk_rows, CHUNK_CELLS // max(width, 1)))
+        self.rows, self.bytes = scan.marks if scan.marks is not None else (None, None)
+
+    def __call__(self, done: int) -> int:
+        """Rows to read after the first ``done`` (the header is row 0)."""
+        if self.rows is None:
+            return self.most
+        i = int(np.searchsorted(self.rows, done, side="right")) - 1
+        j = int(np.searchsorted(self.bytes, self.bytes[i] + CHUNK_BYTES, side="right")) - 1
+        if j == len(self.rows) - 1:  # the rest of the file fits
+            return self.most
+        return max(1, min(self.most, int(self.rows[j]) - done))
+
+
 def _load(conn, kind, path, name, header, mapping, scan, summary, strict, chunk_rows, progress) -> None:
-    """Parse the file chunk by chunk and hand the valid rows to the feed's writer."""
-    rename = {theirs: ours for ours, theirs in mapping.items()}
+    """Parse the file chunk by chunk and hand the valid rows to the feed's writer.
+
+    The reader takes the header as its row 0 and is given as many columns as the widest row
+    has, so it reads every record as a row and skips none; the rows with more fields than the
+    header are the ones the scan marked. (A CSV reader keeps the text of the rows it skips
+    itself until its chunk is done, and its own skipping of given rows misreads some quoting.)
+    """
+    positions = [header.get_loc(theirs) for theirs in mapping.values()]
+    columns = max(len(header), scan.widest)
     writer = storage.FeedWriter.for_kind(kind)
     known = KnownIds()
     if kind == STATUS:  # ids of stores that have polls passed these checks when first stored
         known.good = writer.known_ids(conn)
     hours_limit = HoursLimit() if kind == HOURS else None
     stores: set[str] = set()
-    bad_lines: list[int] = []  # lines skipped by the CSV reader itself (too many fields)
-    wide = _leading_wide_rows(path, len(header))
-    for line, fields in wide:
-        _count_wide_row(summary, line, fields, len(header))
-    bad_lines.extend(line for line, _ in wide)
-    with path.open("rb") as handle, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", pd.errors.ParserWarning)
+    wide_text = {record: f"{fields:,} fields where the header has {scan.width:,}"
+                 for record, fields in scan.wide_examples}
+    plan = _ChunkPlan(scan, columns, chunk_rows)
+    rows_done = 0
 
-        def parsed() -> Iterator[tuple[pd.DataFrame, int]]:
-            """The file's valid rows chunk by chunk, with the bytes read so far; bad rows counted."""
-            try:
-                with pd.read_csv(
-                    handle,
-                    skiprows=[line - 1 for line, _ in wide],
-                    dtype=str,
-                    index_col=False,
-                    keep_default_na=False,
-                    na_filter=False,
-                    skip_blank_lines=False,
-                    encoding="utf-8-sig",
-                    encoding_errors="surrogateescape",
-                    on_bad_lines="warn",
-                    chunksize=chunk_rows,
-                ) as reader:
-                    for chunk in reader:
-                        _note_bad_lines(summary, caught, bad_lines)
-                        raw = chunk[list(mapping.values())].rename(columns=rename)
-                        summary.rows_read += len(raw)
-                        reasons = pd.Series(dtype=object)
-                        if not scan.utf8:  # only then can a field hold an undecodable byte
-                            mask = np.zeros(len(chunk), dtype=bool)
-                            for column in chunk.columns:
-                                mask |= chunk[column].str.contains(_NOT_UTF8, regex=True).to_numpy(dtype=bool)
-                            reasons = pd.Series("not UTF-8", index=raw.index[mask], dtype=object)
-                            raw = raw[~mask]
-                        rows, parse_reasons = PARSERS[kind](raw, known)
-                        reasons = pd.concat([reasons, parse_reasons]) if len(reasons) else parse_reasons
-                        if hours_limit is not None:
-                            beyond = hours_limit.over(rows)
-                            if beyond.any():
-                                too_many = pd.Series(TOO_MANY_HOURS, index=rows.index[beyond], dtype=object)
-                                reasons = pd.concat([reasons, too_many])
-                                rows = rows[~beyond]
-                        if len(reasons):
-                            _count_bad_rows(summary, chunk, reasons, bad_lines)
-                        if strict and summary.rows_skipped:
-                            bad = summary.examples[0]
-                            raise IngestError(
-                                f"{name}: refused (--strict): line {bad.line}: {bad.reason}: {bad.text!r}; nothing stored"
-                            )
-                        if kind != STATUS and len(rows):  # the polls writer counts its stores itself
-                            stores.update(rows["store_id"].unique())
-                        yield rows, handle.tell()
-                _note_bad_lines(summary, caught, bad_lines)
-            except pd.errors.ParserError as exc:
-                raise IngestError(f"{name}: refused, unreadable CSV ({quote(exc)}); nothing stored") from exc
+    def parsed(handle) -> Iterator[tuple[pd.DataFrame, int]]:
+        """The file's valid rows chunk by chunk, with the bytes read so far; bad rows counted."""
+        nonlocal rows_done
+        try:
+            with pd.read_csv(
+                handle,
+                header=None,
+                names=range(columns) if columns > len(header) else None,
+                dtype=str,
+                index_col=False,
+                keep_default_na=False,
+                na_filter=False,
+                skip_blank_lines=False,
+                encoding="utf-8-sig",
+                encoding_errors="surrogateescape",
+                on_bad_lines="error",
+                chunksize=chunk_rows,
+            ) as reader:
+                while True:
+                    try:
+                        chunk = reader.get_chunk(plan(rows_done) + (rows_done == 0))  # and the header
+                    except StopIteration:
+                        break
+                    rows_done += len(chunk)
+                    if chunk.index[0] == 0:  # row 0 is the header
+                        chunk = chunk.iloc[1:]
+                    if not len(chunk):
+                        continue
+                    summary.rows_read += len(chunk)
+                    bad = np.zeros(len(chunk), dtype=bool)
+                    reasons = []
+                    if scan.wide:
+                        bad |= scan.wide_mask(int(chunk.index[0]), len(chunk))
+                        reasons.append(pd.Series("too many fields", index=chunk.index[bad], dtype=object))
+                    if not scan.utf8:  # only then can a field hold an undecodable byte
+                        mask = np.zeros(len(chunk), dtype=bool)
+                        for column in chunk.columns:
+                            mask |= chunk[column].str.contains(_NOT_UTF8, regex=True).to_numpy(dtype=bool)
+                        mask &= ~bad
+                        reasons.append(pd.Series("not UTF-8", index=chunk.index[mask], dtype=object))
+                        bad |= mask
+                    raw = chunk.iloc[:, positions].set_axis(list(mapping), axis=1)
+                    rows, parse_reasons = PARSERS[kind](raw[~bad] if bad.any() else raw, known)
+                    reasons.append(parse_reasons)
+                    if hours_limit is not None:
+                        beyond = hours_limit.over(rows)
+                        if beyond.any():
+                            reasons.append(pd.Series(TOO_MANY_HOURS, index=rows.index[beyond], dtype=object))
+                            rows = rows[~beyond]
+                    reasons = pd.concat([r for r in reasons if len(r)]) if any(len(r) for r in reasons) else None
+                    if reasons is not None:
+                        _count_bad_rows(summary, chunk, reasons, scan, wide_text)
+                    if strict and summary.rows_skipped:
+                        raise _strict_refusal(name, summary)
+                    if kind != STATUS and len(rows):  # the polls writer counts its stores itself
+                        stores.update(rows["store_id"].unique())
+                    yield rows, handle.tell()
+        except pd.errors.ParserError as exc:
+            raise IngestError(f"{name}: refused, unreadable CSV ({quote(exc)}); nothing stored") from exc
 
-        for rows, position in _read_ahead(parsed()):
+    with path.open("rb") as handle:
+        for rows, position in _read_ahead(parsed(handle)):
             if len(rows):
                 changed = writer.write(conn, rows)
                 if changed is not None:
@@ -792,12 +1059,22 @@ def _load(conn, kind, path, name, header, mapping, scan, summary, strict, chunk_
             f"more than {storage.DistinctKeys.EXACT_UP_TO:,} distinct polls, not in time order: rows_stored "
             "counts a poll repeated in another part of the file again"
         )
+    if rows_done != scan.records:  # the scan's marks would be another row's: store nothing
+        raise IngestError(
+            f"{name}: refused, the CSV reader read {max(rows_done - 1, 0):,} rows where a count of the file's "
+            f"line breaks and quotes finds {scan.records - 1:,}; nothing stored"
+        )
     summary.polls_span = writer.span
     summary.stores = writer.stores if kind == STATUS else len(stores)
     if kind == TIMEZONES:
         summary.warnings += _unknown_zone_warnings(writer.zones_seen)
     if kind in (STATUS, TIMEZONES) and summary.rows_changed is None:
         summary.rows_changed = 0
+
+
+def _strict_refusal(name: str, summary: FileSummary) -> IngestError:
+    bad = summary.examples[0]
+    return IngestError(f"{name}: refused (--strict): line {bad.line}: {bad.reason}: {bad.text!r}; nothing stored")
 
 
 def _read_ahead(items: Iterator, depth: int = 1) -> Iterator:
@@ -849,68 +1126,19 @@ def _read_ahead(items: Iterator, depth: int = 1) -> Iterator:
         thread.join()
 
 
-def _leading_wide_rows(path: Path, fields: int, limit: int = 10_000) -> list[tuple[int, int]]:
-    """(line, fields) of the rows right after the header that have more fields than it.
-
-    pandas reports a wider row as a bad line -- except the first data row, which it silently
-    cuts to the header's width. So the rows from line 2 up to the first that fits are read
-    here, with Python's csv module, and skipped by the reader like the others.
-    """
-    import csv
-
-    wide = []
-    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
-        reader = csv.reader(handle)
-        if next(reader, None) is None:
-            return wide
-        start = reader.line_num
-        for row in reader:
-            if len(row) <= fields or len(wide) >= limit:
-                break
-            wide.append((start + 1, len(row)))  # a quoted field spanning lines is not expected here
-            start = reader.line_num
-    return wide
-
-
-def _count_wide_row(summary: FileSummary, line: int, saw: int, expected: int) -> None:
-    summary.rows_read += 1
-    summary.skipped["too many fields"] = summary.skipped.get("too many fields", 0) + 1
-    if len(summary.examples) < MAX_EXAMPLES:
-        summary.examples.append(
-            BadRow(line=line, reason="too many fields", text=f"{saw} fields where the header has {expected}")
-        )
-
-
-def _note_bad_lines(summary: FileSummary, caught: list, bad_lines: list[int]) -> None:
-    """Turn the CSV reader's "Skipping line N" warnings into counted bad rows."""
-    for warning in caught:
-        for match in _BAD_LINE.finditer(str(warning.message)):
-            line, expected, saw = (int(g) for g in match.groups())
-            bad_lines.append(line)
-            _count_wide_row(summary, line, saw, expected)
-    caught.clear()
-    bad_lines.sort()
-
-
-def _line_of(index: int, bad_lines: list[int]) -> int:
-    """A row's line in the file: header is line 1; lines the reader skipped come in between.
-    (A quoted field that spans lines is not accounted for.)"""
-    line = index + 2
-    for skipped in bad_lines:
-        if skipped <= line:
-            line += 1
-        else:
-            break
-    return line
-
-
-def _count_bad_rows(summary: FileSummary, chunk: pd.DataFrame, reasons: pd.Series, bad_lines: list[int]) -> None:
+def _count_bad_rows(summary: FileSummary, chunk: pd.DataFrame, reasons: pd.Series, scan: FileScan,
+                    texts: dict[int, str]) -> None:
+    """Count a chunk's bad rows by reason, and keep the :data:`MAX_EXAMPLES` first of the file
+    (``texts``: what to show for some rows instead of their fields, which are shown up to the
+    header's width)."""
     for reason, count in reasons.value_counts().items():
         summary.skipped[reason] = summary.skipped.get(reason, 0) + int(count)
-    room = MAX_EXAMPLES - len(summary.examples)
-    for index, reason in reasons.sort_index().head(max(room, 0)).items():
-        text = ",".join(str(v) for v in chunk.loc[index].tolist())
-        summary.examples.append(BadRow(line=_line_of(int(index), bad_lines), reason=str(reason), text=quote(text)))
+    found = [
+        BadRow(line=scan.line_of(int(index)), reason=str(reason),
+               text=texts.get(int(index)) or quote(",".join(str(v) for v in chunk.loc[index].tolist()[: scan.width])))
+        for index, reason in reasons.sort_index().head(MAX_EXAMPLES).items()
+    ]
+    summary.examples = sorted(summary.examples + found, key=lambda bad: bad.line)[:MAX_EXAMPLES]
 
 
 def _skip_note(summary: FileSummary) -> str | None:
