@@ -1,24 +1,6 @@
 """storemon: how often were stores offline while they should have been open.
 
-Layers, one module each:
-
-* :mod:`storemon.compute` -- the report's arithmetic (pure: arrays in, frame out)
-* :mod:`storemon.ingest`  -- CSV feeds -> rows in the database
-* :mod:`storemon.storage` -- engine set-up and queries
-* :mod:`storemon.models`  -- the schema
-* :mod:`storemon.uploads` -- request bodies streamed to disk, limits, incomplete uploads
-* :mod:`storemon.security` -- API tokens, origin and host checks (one ``before_request``)
-* :mod:`storemon.api`     -- the HTTP API blueprint
-* :mod:`storemon.reports` -- a report from one read snapshot, batch by batch; the CSV
-* :mod:`storemon.snapshot` -- a batch of stores in columns; the per-process report cache
-* :mod:`storemon.jobs`    -- report jobs: thread pool, state in the database, reuse, retention
-* :mod:`storemon.cli`     -- ``flask --app storemon ...`` commands
-* :mod:`storemon.demo`    -- the demo / benchmark data generator
-* :mod:`storemon.explain` -- one store's timeline (the report's steps applied to one store)
-* :mod:`storemon.dashboard` -- the web dashboard (templates/, static/, chart layout in chart.py)
-* :mod:`storemon.openapi` -- ``/openapi.json`` generated from the routes, ``/docs`` (Swagger UI);
-  the JSON shapes in :mod:`storemon.schemas`
-* :mod:`storemon.metrics` -- ``/metrics`` (Prometheus; multiprocess under gunicorn)
+The layers and what each module holds: docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -17,13 +17,13 @@ from werkzeug.http import HTTP_STATUS_CODES
 from . import formats, jobs, metrics, storage
 from .compute import REPORT_COLUMNS
 from .extensions import db
-from .ingest import KINDS, IngestBusy, IngestError, IngestReadOnly, ingest_file
+from .ingest import IngestBusy, IngestReadOnly, ingest_file
+from .parse import KINDS, IngestError
 from .models import BusinessHours, Poll, RecentPoll, Report, Store, StoreTimezone
 from .openapi import describe, json_response, query, ref
-from .reports import parse_instant
 from .schemas import AS_OF, REPORT_ID
 from .security import CHALLENGES
-from .times import format_datetime, format_instant
+from .times import format_datetime, format_instant, parse_instant
 from .uploads import UploadError, receive_csv
 
 log = logging.getLogger(__name__)

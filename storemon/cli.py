@@ -16,7 +16,8 @@ from sqlalchemy.engine import make_url
 from . import formats, storage
 from .config import DEFAULT_DEMO_DIR
 from .extensions import db
-from .ingest import IngestBusy, IngestError, IngestReadOnly, ingest_files
+from .ingest import IngestBusy, IngestReadOnly, ingest_files
+from .parse import IngestError
 
 EX_TEMPFAIL = 75  # sysexits.h: a temporary failure, try again later (another ingest is running)
 
@@ -187,8 +188,8 @@ def reset_command(demo_dir):
 @with_appcontext
 def report_command(out, fmt, as_of):
     """Compute the uptime/downtime report synchronously and write it (CSV unless asked otherwise)."""
-    from .reports import NoPollsError, build_report, parse_instant, write_csv
-    from .times import format_instant
+    from .reports import NoPollsError, build_report, write_csv
+    from .times import format_instant, parse_instant
 
     chosen = formats.FORMATS[fmt.lower()] if fmt else formats.from_extension(out)
     try:
@@ -226,7 +227,8 @@ def explain_command(store_id, as_of, as_json):
     import json
 
     from .explain import UnknownStoreError, load_timeline
-    from .reports import NoPollsError, parse_instant
+    from .reports import NoPollsError
+    from .times import parse_instant
 
     try:
         timeline = load_timeline(db.engine, store_id, parse_instant(as_of) if as_of else None)

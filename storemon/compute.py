@@ -76,7 +76,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .times import DEFAULT_TIMEZONE, is_known_timezone, to_us
+from .times import DEFAULT_TIMEZONE, is_known_timezone, parse_clock, to_us
 
 US_PER_SECOND = 1_000_000
 US_PER_MINUTE = 60 * US_PER_SECOND
@@ -121,7 +121,7 @@ class Schedule:
     store's code (its index in the report's store list), ``day`` 0 = Monday, times in seconds
     after local midnight as written (23:59:59 = 86399, 24:00:00 = 86400).
     ``zones``: the IANA zone name per store code (unknown or missing names already replaced by
-    :data:`~storemon.timezones.DEFAULT_TIMEZONE`).
+    :data:`~storemon.times.DEFAULT_TIMEZONE`).
     """
 
     store: np.ndarray
@@ -726,8 +726,8 @@ def report_from_frames(
         {
             "store": code[hours["store_id"].astype(str)].to_numpy(),
             "day": hours[day_column].astype(int).to_numpy(),
-            "start_s": [_clock_seconds(t) for t in hours["start_time_local"]],
-            "end_s": [_clock_seconds(t) for t in hours["end_time_local"]],
+            "start_s": parse_clock(hours["start_time_local"].astype(str)).astype(int).to_numpy(),
+            "end_s": parse_clock(hours["end_time_local"].astype(str)).astype(int).to_numpy(),
         }
     )
     zones = timezones[timezones["store_id"].astype(str).isin(code.index)]
@@ -735,7 +735,3 @@ def report_from_frames(
     schedule = Schedule.build(len(store_ids), hours_frame, zone_of_store)
     return compute_report(store_ids, frame, schedule, now_us, exact_seconds=exact_seconds)
 
-
-def _clock_seconds(text: str) -> int:
-    parts = [int(p) for p in str(text).strip().split(":")]
-    return parts[0] * 3600 + parts[1] * 60 + (parts[2] if len(parts) > 2 else 0)

@@ -46,9 +46,9 @@ from .explain import UnknownStoreError, load_timeline
 from .extensions import db
 from .models import BusinessHours, Poll, RecentPoll, Report, Store, StoreTimezone
 from .openapi import describe, json_response, query
-from .reports import NoPollsError, parse_instant
+from .reports import NoPollsError
 from .schemas import AS_OF
-from .times import format_datetime, format_instant_us
+from .times import format_datetime, format_instant_us, parse_instant
 
 bp = Blueprint("dashboard", __name__, template_folder="templates")
 

@@ -48,7 +48,7 @@ STATUS_HEADER = "store_id,status,timestamp_utc"
 HOURS_HEADER = "store_id,day,start_time_local,end_time_local"
 TIMEZONES_HEADER = "store_id,timezone_str"
 
-UNKNOWN_ZONE = "Mars/Olympus_Mons"  # on purpose: shows the default zone (ingest says so)
+UNKNOWN_ZONE = "Mars/Olympus_Mons"  # on purpose: a name no zone database knows shows the default zone
 
 # The parameters a demo folder was generated with (`flask demo-data` writes it), so that it is
 # regenerated when they change and `flask reset` knows the folder is generated data.

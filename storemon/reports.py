@@ -11,7 +11,6 @@ import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from . import snapshot, storage
 from .config import default
 from .compute import US_PER_DAY, WEEK_US, Progress, compute_report
 from .snapshot import ReportCache
-from .times import format_instant, format_utc, read_iso
+from .times import format_instant
 
 # Polls loaded in the first read: the week window plus this much before it. An older poll can
 # matter only to a store with no counted poll in that day, which is then looked up separately.
@@ -240,30 +239,3 @@ def _figures(values: pd.DataFrame) -> list[str]:
         row = ",".join(["%.2f"] * values.shape[1])
         return [row % figures for figures in map(tuple, values.to_numpy().tolist())]
     return values.to_csv(header=False, index=False, float_format="%.2f", lineterminator="\n").splitlines()
-
-
-def parse_instant(text: str) -> int:
-    """An ``as_of`` given by a user -> UTC microseconds. Same forms and range as the poll feed.
-
-    Raises ``ValueError`` with a readable message: "cannot read" for text that is not an
-    instant, "outside the accepted range" (with the range) for an instant the feed would refuse.
-    """
-    from .ingest import EARLIEST_POLL, LATEST_POLL_AHEAD, parse_timestamps
-
-    value = parse_timestamps(pd.Series([str(text)])).iloc[0]
-    if not pd.isna(value):
-        return int(value)
-    instant = read_iso(str(text))
-    if instant is None:
-        raise ValueError(
-            f"cannot read {text!r} as an instant; use e.g. 2023-01-25T12:00:00Z or 2023-01-25 12:00:00 UTC"
-        )
-    latest = (datetime.now(timezone.utc) + LATEST_POLL_AHEAD.to_pytimedelta()).replace(microsecond=0)
-    try:
-        shown = f"{text!r} ({format_utc(instant)})"
-    except OverflowError:  # e.g. year 1 with a positive offset: no UTC date to show
-        shown = repr(text)
-    raise ValueError(
-        f"{shown} is outside the accepted range: from "
-        f"{format_utc(EARLIEST_POLL.to_pydatetime())} to one day after the current time ({format_utc(latest)})"
-    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from marshmallow import INCLUDE, Schema, fields, validate
 
-from .ingest import KINDS
+from .parse import KINDS
 
 REPORT_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$", "example": "4f0c2b9d6a1e43b2a7c5d8e9f0a1b2c3",
              "description": "32 lowercase hex characters (128 random bits), from `trigger_report`"}

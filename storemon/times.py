@@ -7,8 +7,12 @@ meets those integers only here:
   there are any: the API's form), :func:`format_instant_us` (always six decimals: the
   timeline's form), :func:`format_local` (local wall-clock time with its offset) and
   :func:`format_datetime` (a datetime from the database);
-* reading -- :func:`to_us` (anything pandas reads as an instant; naive means UTC) and
-  :func:`read_iso` (any ISO 8601 instant, whatever its year);
+* reading -- :func:`parse_timestamps` (a feed's column of instants, vectorised, within the
+  accepted range: from :data:`EARLIEST_POLL` to :data:`LATEST_POLL_AHEAD` after the clock),
+  :func:`parse_instant` (one ``as_of`` a user gave, with a readable error), :func:`to_us`
+  (anything pandas reads as an instant; naive means UTC) and :func:`read_iso` (any ISO 8601
+  instant, whatever its year);
+* clocks -- :func:`parse_clock` (``HH:MM[:SS]`` -> seconds after local midnight);
 * time zones -- :data:`DEFAULT_TIMEZONE`, the zone of a store without a known one
   (docs/report-rules.md), and the names that are known (:func:`is_known_timezone`).
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pandas as pd
 import pytz
 
@@ -80,3 +85,92 @@ def read_iso(text: str) -> datetime | None:
     except ValueError:
         return None
     return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
+_TIME_PATTERN = r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$"
+
+# Polls outside this span are taken for typos or sentinels (0001-01-01, 9999-12-31) and skipped
+# as bad timestamps: one such row would otherwise move `now` by centuries for every report.
+EARLIEST_POLL = pd.Timestamp("2000-01-01", tz="UTC")
+LATEST_POLL_AHEAD = pd.Timedelta(days=1)  # a poll may not be more than a day in the future
+
+
+def parse_timestamps(values: pd.Series) -> pd.Series:
+    """Text -> UTC microseconds since the epoch (float64, exact below 2**53); unreadable -> NaN.
+
+    Accepts the real feed's ``2023-01-25 12:09:39.388884 UTC`` (0-6 fractional digits),
+    ``2023-01-25T12:09:39Z``, explicit offsets (``+00:00``) and naive values (taken as UTC).
+    The common form is parsed in one vectorised pass; only the rows it misses get a second,
+    more forgiving look (surrounding spaces, ``UTC`` in any case or without a space). Instants
+    before 2000 or more than a day ahead of the clock count as unreadable.
+    """
+    micros = _micros(_iso_utc(values.str.removesuffix(" UTC")))
+    missed = np.isnan(micros)
+    missed[missed] = values.to_numpy(dtype=object)[missed] != ""
+    if missed.any():
+        retry = values[missed].str.strip().str.replace(r"(?i)\s*utc$", "", regex=True)
+        micros[missed] = _micros(_iso_utc(retry))
+    wall_clock = pd.Timestamp.now(tz="UTC")
+    latest = wall_clock + LATEST_POLL_AHEAD
+    with np.errstate(invalid="ignore"):
+        outside = (micros < EARLIEST_POLL.value // 1000) | (micros > latest.value // 1000)
+        # pandas reads the words "now" and "today" as the wall clock: only values that land
+        # near it are looked at again (few, in a historical feed), and they must be dates.
+        recent = micros >= (wall_clock - 2 * LATEST_POLL_AHEAD).value // 1000
+    if recent.any():
+        is_date = values[recent].str.match(r"\s*\d{4}-\d{2}-\d{2}").fillna(False).to_numpy(dtype=bool)
+        outside[np.flatnonzero(recent)[~is_date]] = True
+    micros[outside] = np.nan
+    return pd.Series(micros, index=values.index)
+
+
+def _micros(parsed: pd.Series) -> np.ndarray:
+    """Parsed instants -> float64 microseconds, NaN where unparsed."""
+    out = parsed.dt.as_unit("us").array.asi8.astype(np.float64)
+    out[parsed.isna().to_numpy()] = np.nan
+    return out
+
+
+def _iso_utc(text: pd.Series) -> pd.Series:
+    return pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+
+
+def parse_clock(values: pd.Series) -> pd.Series:
+    """``HH:MM`` or ``HH:MM:SS`` -> seconds after midnight (0..86400); invalid -> NaN.
+
+    A feed repeats a few hundred distinct times, so each distinct text is parsed once.
+    """
+    codes, texts = pd.factorize(values)
+    parts = pd.Series(texts, dtype=object).str.strip().str.extract(_TIME_PATTERN)
+    h = pd.to_numeric(parts[0], errors="coerce")
+    m = pd.to_numeric(parts[1], errors="coerce")
+    s = pd.to_numeric(parts[2], errors="coerce").fillna(0)
+    seconds = h * 3600 + m * 60 + s
+    ok = (h <= 24) & (m < 60) & (s < 60) & ((h < 24) | (seconds == 86400))
+    per_text = seconds.where(ok).to_numpy(dtype=float)
+    return pd.Series(np.append(per_text, np.nan)[codes], index=values.index)
+
+
+def parse_instant(text: str) -> int:
+    """An ``as_of`` given by a user -> UTC microseconds. Same forms and range as the poll feed.
+
+    Raises ``ValueError`` with a readable message: "cannot read" for text that is not an
+    instant, "outside the accepted range" (with the range) for an instant the feed would refuse.
+    """
+    value = parse_timestamps(pd.Series([str(text)])).iloc[0]
+    if not pd.isna(value):
+        return int(value)
+    instant = read_iso(str(text))
+    if instant is None:
+        raise ValueError(
+            f"cannot read {text!r} as an instant; use e.g. 2023-01-25T12:00:00Z or 2023-01-25 12:00:00 UTC"
+        )
+    latest = (datetime.now(timezone.utc) + LATEST_POLL_AHEAD.to_pytimedelta()).replace(microsecond=0)
+    try:
+        shown = f"{text!r} ({format_utc(instant)})"
+    except OverflowError:  # e.g. year 1 with a positive offset: no UTC date to show
+        shown = repr(text)
+    raise ValueError(
+        f"{shown} is outside the accepted range: from "
+        f"{format_utc(EARLIEST_POLL.to_pydatetime())} to one day after the current time ({format_utc(latest)})"
+    )

@@ -2,7 +2,7 @@
 
 A request body is never held in memory: it is read in blocks of :data:`BLOCK` bytes and written
 to a file in ``UPLOAD_DIR`` (a multipart body is parsed as it streams, its ``file`` part going
-straight to disk), while a :class:`storemon.ingest.Scanner` hashes it and checks its encoding
+straight to disk), while a :class:`storemon.scan.Scanner` hashes it and checks its encoding
 and line lengths on the way. What arrives is checked against what was announced:
 
 * a body shorter than its ``Content-Length`` (the client stopped sending or was cut off),
@@ -31,7 +31,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 from werkzeug.http import parse_options_header
 
-from .ingest import FileScan, Scanner, quote
+from .parse import quote
+from .scan import FileScan, Scanner
 from .processes import process_alive
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,8 @@ import pytest
 from conftest import REAL_SAMPLE, write_csv
 
 from storemon import storage
-from storemon.ingest import IngestError, find_files, ingest_file, ingest_files
+from storemon.ingest import find_files, ingest_file, ingest_files
+from storemon.parse import IngestError
 
 
 def table(engine, sql):
@@ -291,14 +292,13 @@ def test_other_days_are_still_bad_days(engine, tmp_path, day):
     assert ingest_file(engine, "hours", path).skipped == {"bad day": 1}
 
 
-def test_the_demo_datas_unknown_zone_is_called_deliberate(engine, tmp_path):
+def test_unknown_zone_names_are_listed_with_the_default_they_get(engine, tmp_path):
     from storemon.demo import UNKNOWN_ZONE
 
     path = write_csv(tmp_path / "tz.csv", f"store_id,timezone_str\n1,{UNKNOWN_ZONE}\n2,Nowhere/Land\n")
     warnings = ingest_file(engine, "timezones", path).warnings
     assert warnings == [
-        "2 unknown time zone name(s), reported as America/Chicago: Mars/Olympus_Mons, Nowhere/Land "
-        "(Mars/Olympus_Mons is put in the demo data on purpose, to show this default)"
+        "2 unknown time zone name(s), reported as America/Chicago: Mars/Olympus_Mons, Nowhere/Land"
     ]
 
 
@@ -331,8 +331,8 @@ KEY_REPEATED_IN_A_LATER_CHUNK = (
 def test_a_key_repeated_across_chunks_of_a_first_load(engine, tmp_path, monkeypatch):
     """On PostgreSQL a first load COPYs straight into the empty table; a key that comes back in a
     later write must still end with the later row (the fallback to the upsert path). Each chunk
-    is written on its own here (storage.FLUSH_ROWS), as a file of millions of rows would be."""
-    monkeypatch.setattr(storage, "FLUSH_ROWS", 2)
+    is written on its own here (storage.writers.FLUSH_ROWS), as a file of millions of rows would be."""
+    monkeypatch.setattr(storage.writers, "FLUSH_ROWS", 2)
     path = write_csv(tmp_path / "s.csv", KEY_REPEATED_IN_A_LATER_CHUNK)
     s = ingest_file(engine, "status", path, chunk_rows=2)
     assert [(sid, active) for sid, _, active in polls(engine)] == [("1", False), ("2", True), ("3", True), ("4", True)]
@@ -340,7 +340,7 @@ def test_a_key_repeated_across_chunks_of_a_first_load(engine, tmp_path, monkeypa
 
 
 def test_chunks_are_written_together_in_key_order(engine, tmp_path):
-    """Chunks are held and written at once (up to storage.FLUSH_ROWS rows): a key repeated in a
+    """Chunks are held and written at once (up to storage.writers.FLUSH_ROWS rows): a key repeated in a
     later chunk is written once, with its later row, and counted once."""
     path = write_csv(tmp_path / "s.csv", KEY_REPEATED_IN_A_LATER_CHUNK.replace("4,active,2023-01-25 12", "4,active,2023-01-25 11"))
     s = ingest_file(engine, "status", path, chunk_rows=2)
@@ -352,20 +352,20 @@ def test_postgresql_copies_a_first_load_straight_in_and_upserts_later_files(engi
     """The fast path is taken when it may be: every chunk of a first load goes straight into
     `polls`; once the table holds rows, chunks go through the upsert. SQLite never uses COPY."""
     paths_taken = []
-    real = storage._copy_upsert_polls
+    real = storage.writers.copy_upsert_polls
 
     def spy(conn, frame, direct):
         changed, still_direct = real(conn, frame, direct)
         paths_taken.append(still_direct)
         return changed, still_direct
 
-    monkeypatch.setattr(storage, "_copy_upsert_polls", spy)
+    monkeypatch.setattr(storage.writers, "copy_upsert_polls", spy)
     header = "store_id,status,timestamp_utc\n"
     first = write_csv(tmp_path / "a.csv", header + "".join(
         f"{i},active,2023-01-25 12:00:00 UTC\n" for i in range(6)))
     later = write_csv(tmp_path / "b.csv", header + "".join(
         f"{i},inactive,2023-01-25 13:00:00 UTC\n" for i in range(4)))
-    monkeypatch.setattr(storage, "FLUSH_ROWS", 2)  # each chunk written on its own
+    monkeypatch.setattr(storage.writers, "FLUSH_ROWS", 2)  # each chunk written on its own
     ingest_file(engine, "status", first, chunk_rows=2)
     ingest_file(engine, "status", later, chunk_rows=2)
     if engine.dialect.name == "postgresql":

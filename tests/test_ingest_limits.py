@@ -18,8 +18,11 @@ import pytest
 from conftest import write_csv
 from test_ingest import polls, snapshot, table
 
-from storemon import ingest
-from storemon.ingest import IngestError, Scanner, ingest_file
+from storemon import ingest, parse
+from storemon import scan as scan_module
+from storemon.ingest import ingest_file
+from storemon.parse import IngestError
+from storemon.scan import FileScan, Scanner
 
 HEADER = "store_id,status,timestamp_utc\n"
 TS = "2023-01-25 12:00:00 UTC"
@@ -130,7 +133,7 @@ def _csv_records(text: str) -> list[tuple[int, int]]:
     return records
 
 
-def _scan(data: bytes, writes: list[int] | None = None) -> ingest.FileScan:
+def _scan(data: bytes, writes: list[int] | None = None) -> FileScan:
     scanner = Scanner(1 << 20)
     at = 0
     for size in writes or [len(data)]:
@@ -155,7 +158,7 @@ def _random_csv(rng: random.Random) -> str:
 
 
 def test_the_scanner_cuts_records_as_a_csv_reader_does_across_any_blocks(monkeypatch):
-    monkeypatch.setattr(ingest, "SCAN_PIECE", 5)  # steps of 5 bytes: every state crosses a boundary
+    monkeypatch.setattr(scan_module, "SCAN_PIECE", 5)  # steps of 5 bytes: every state crosses a boundary
     rng = random.Random(22)
     fixed = ['\ufeffa,b\r\n"x\ny",2\r\n"q,""r""",3,extra\r\n,\r\n', "a,b\rc,d\re,f,g\r", "a\n\n\n"]
     for text in fixed + [_random_csv(rng) for _ in range(300)]:
@@ -174,7 +177,7 @@ def test_the_scanner_cuts_records_as_a_csv_reader_does_across_any_blocks(monkeyp
 
 
 def test_the_scanner_finds_long_rows_and_stray_quotes_where_they_start(monkeypatch):
-    monkeypatch.setattr(ingest, "SCAN_PIECE", 7)
+    monkeypatch.setattr(scan_module, "SCAN_PIECE", 7)
     scanner = Scanner(30)
     scanner.update(b'h,n\n1,short\n2,"a quoted\nfield over\nthree lines and long"\n3,x\n')
     scan = scanner.finish()
@@ -188,16 +191,16 @@ def test_the_scanner_finds_long_rows_and_stray_quotes_where_they_start(monkeypat
 
 
 def test_rows_are_parsed_in_chunks_of_bounded_size(engine, tmp_path, monkeypatch):
-    monkeypatch.setattr(ingest, "SCAN_PIECE", 16 << 10, raising=False)
-    monkeypatch.setattr(ingest, "CHUNK_BYTES", 64 << 10, raising=False)
+    monkeypatch.setattr(scan_module, "SCAN_PIECE", 16 << 10)
+    monkeypatch.setattr(ingest, "CHUNK_BYTES", 64 << 10)
     sizes = []
-    real = ingest.PARSERS["status"]
+    real = parse.PARSERS["status"]
 
     def spy(raw, known=None):
         sizes.append((len(raw), int(raw["store_id"].str.len().sum())))
         return real(raw, known)
 
-    monkeypatch.setitem(ingest.PARSERS, "status", spy)
+    monkeypatch.setitem(parse.PARSERS, "status", spy)
     normal = "".join(f"s{i},active,{TS}\n" for i in range(1_000))  # 36 KB
     long = "".join(f"{'L' * 10_000}{i},active,{TS}\n" for i in range(30))
     path = write_csv(tmp_path / "s.csv", HEADER + normal + long + normal)
@@ -205,7 +208,7 @@ def test_rows_are_parsed_in_chunks_of_bounded_size(engine, tmp_path, monkeypatch
     assert summary.rows_read == 2_030 and summary.skipped == {"store_id too long": 30}
     assert max(text for _, text in sizes) <= 64 << 10  # no chunk holds more than CHUNK_BYTES of ids
     assert len(sizes) < 15  # the short rows around the long ones are not cut small
-    monkeypatch.setattr(ingest, "CHUNK_CELLS", 3_000, raising=False)
+    monkeypatch.setattr(ingest, "CHUNK_CELLS", 3_000)
     sizes.clear()
     ingest_file(engine, "status", path, force=True)
     assert max(rows for rows, _ in sizes) <= 1_000  # 3 columns: 1,000 rows of 3 fields
@@ -215,6 +218,7 @@ _CHILD = textwrap.dedent('''
     import json, resource, sys, tempfile
     from storemon import create_app, ingest
     from storemon.extensions import db
+    from storemon.parse import IngestError
 
     kind, path = sys.argv[1:3]
     for name, value in json.loads(sys.argv[3]).items():
@@ -234,7 +238,7 @@ _CHILD = textwrap.dedent('''
         with app.app_context():
             summary = ingest.ingest_file(db.engine, kind, path)
         answer = {"outcome": summary.outcome, "skipped": summary.skipped, "rows_read": summary.rows_read}
-    except ingest.IngestError as exc:
+    except IngestError as exc:
         answer = {"outcome": "refused", "message": str(exc)}
     answer["grew_mb"] = (status("VmHWM:") - start) / 1024
     answer["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

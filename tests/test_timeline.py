@@ -96,7 +96,7 @@ def demo(engine, tmp_path):
 
 @pytest.mark.parametrize("as_of", [None, "2023-01-22 07:30:00 UTC"])
 def test_timeline_figures_equal_the_report_row_for_every_store(demo, as_of):
-    from storemon.reports import parse_instant
+    from storemon.times import parse_instant
 
     as_of_us = parse_instant(as_of) if as_of else None
     report = build_report(demo, as_of_us).frame
@@ -140,7 +140,7 @@ def test_timeline_figures_are_the_brute_force_ones_for_every_store(demo, tmp_pat
     make the brute force up to a second off. So in each window the pieces may differ from the
     brute force by less than a second per such midpoint inside it, and a figure must be the
     rounded brute force wherever rounding the two ends of that margin agrees."""
-    from storemon.reports import parse_instant
+    from storemon.times import parse_instant
 
     now_us = parse_instant(as_of)
     now = pd.Timestamp(now_us, unit="us", tz="UTC").to_pydatetime()
