@@ -30,6 +30,7 @@ from .parse import (
     TOO_MANY_HOURS, BadRow, HoursLimit, IngestError, KnownIds, quote, resolve_columns,
 )
 from .scan import FileScan
+from .config import default
 from .times import DEFAULT_TIMEZONE, is_known_timezone
 
 log = logging.getLogger(__name__)
@@ -163,13 +164,13 @@ def ingest_file(
     *,
     strict: bool = False,
     force: bool = False,
-    chunk_rows: int = 250_000,
+    chunk_rows: int = default("INGEST_CHUNK_ROWS"),
     progress: ProgressCallback | None = None,
     source: str = "cli",
     name: str | None = None,
     scan: FileScan | None = None,
-    max_line_bytes: int = 1 << 20,
-    wait_seconds: float = 30.0,
+    max_line_bytes: int = default("MAX_LINE_BYTES"),
+    wait_seconds: float = default("INGEST_WAIT_SECONDS"),
 ) -> FileSummary:
     """Load one feed file in one transaction, record it in the ingest ledger, and say what happened.
 
@@ -183,6 +184,7 @@ def ingest_file(
     ingest holds the database for more than ``wait_seconds``; :class:`IngestReadOnly` when the
     database cannot be written. Every outcome but busy is recorded in the ledger.
     """
+    # One function on purpose: every outcome of a file is decided and recorded in its one try.
     if kind not in KINDS:
         raise ValueError(f"unknown feed kind {kind!r}")
     if source not in SOURCES:
@@ -198,19 +200,7 @@ def ingest_file(
     try:
         scan = scan or FileScan.of_file(path, max_line_bytes)
         summary.size, summary.sha256 = scan.size, scan.sha256
-        if scan.long_line:
-            raise IngestError(
-                f"{shown}: refused, the row starting on line {scan.long_line:,} is longer than {max_line_bytes:,} "
-                "bytes: a quoted field runs on over the lines after it (is a quote left open?); nothing stored"
-                if scan.long_spans else
-                f"{shown}: refused, line {scan.long_line:,} is longer than {max_line_bytes:,} bytes (no feed row is "
-                "that long: is this the right file?); nothing stored"
-            )
-        if scan.stray_quote:
-            raise IngestError(
-                f"{shown}: refused, line {scan.stray_quote:,} has a quote inside a field that does not start with "
-                'one (a field holding quotes must be quoted, its quotes doubled: "12"" pizza"); nothing stored'
-            )
+        _check_scan(scan, shown, max_line_bytes)
         _check_width(path, shown)
         if scan.too_wide:
             raise IngestError(
@@ -228,7 +218,7 @@ def ingest_file(
             raise IngestBusy(f"another ingest in this process ran for more than {wait_seconds:g} s")
         try:
             with storage.write_transaction(engine, wait_seconds) as conn:
-                _load(conn, kind, path, shown, header, mapping, scan, summary, strict, chunk_rows, progress)
+                _Load(kind, path, shown, header, mapping, scan, summary, strict, chunk_rows).run(conn, progress)
                 summary.seconds = time.perf_counter() - started
                 summary.ledger_id = storage.ledger_add(
                     conn, **_ledger_values(summary, "stored", started_at, _skip_note(summary))
@@ -248,6 +238,23 @@ def ingest_file(
     summary.outcome = "stored"
     log.debug("ingested %s: %s", shown, summary.describe().splitlines()[0])
     return summary
+
+
+def _check_scan(scan: FileScan, name: str, max_line_bytes: int) -> None:
+    """Refuse a file whose scan found a record over ``max_line_bytes`` or a stray quote."""
+    if scan.long_line:
+        raise IngestError(
+            f"{name}: refused, the row starting on line {scan.long_line:,} is longer than {max_line_bytes:,} "
+            "bytes: a quoted field runs on over the lines after it (is a quote left open?); nothing stored"
+            if scan.long_spans else
+            f"{name}: refused, line {scan.long_line:,} is longer than {max_line_bytes:,} bytes (no feed row is "
+            "that long: is this the right file?); nothing stored"
+        )
+    if scan.stray_quote:
+        raise IngestError(
+            f"{name}: refused, line {scan.stray_quote:,} has a quote inside a field that does not start with "
+            'one (a field holding quotes must be quoted, its quotes doubled: "12"" pizza"); nothing stored'
+        )
 
 
 def _check_width(path: Path, name: str) -> None:
@@ -296,117 +303,125 @@ class _ChunkPlan:
         return max(1, min(self.most, int(self.rows[j]) - done))
 
 
-def _load(conn, kind, path, name, header, mapping, scan, summary, strict, chunk_rows, progress) -> None:
-    """Parse the file chunk by chunk and hand the valid rows to the feed's writer.
+class _Load:
+    """One file parsed chunk by chunk, its valid rows handed to the feed's writer.
 
     The reader takes the header as its row 0 and is given as many columns as the widest row
     has, so it reads every record as a row and skips none; the rows with more fields than the
     header are the ones the scan marked. (A CSV reader keeps the text of the rows it skips
     itself until its chunk is done, and its own skipping of given rows misreads some quoting.)
     """
-    positions = [header.get_loc(theirs) for theirs in mapping.values()]
-    columns = max(len(header), scan.widest)
-    writer = storage.FeedWriter.for_kind(kind)
-    known = KnownIds()
-    if kind == STATUS:  # ids of stores that have polls passed these checks when first stored
-        known.good = writer.known_ids(conn)
-    hours_limit = HoursLimit() if kind == HOURS else None
-    stores: set[str] = set()
-    wide_text = {record: f"{fields:,} fields where the header has {scan.width:,}"
-                 for record, fields in scan.wide_examples}
-    plan = _ChunkPlan(scan, columns, chunk_rows)
-    rows_done = 0
 
-    def parsed(handle) -> Iterator[tuple[pd.DataFrame, int]]:
+    def __init__(self, kind, path: Path, name: str, header: pd.Index, mapping: dict[str, str], scan: FileScan,
+                 summary: FileSummary, strict: bool, chunk_rows: int):
+        self.kind, self.path, self.name, self.header, self.scan = kind, path, name, header, scan
+        self.summary, self.strict, self.chunk_rows = summary, strict, chunk_rows
+        self.mapping = mapping
+        self.positions = [header.get_loc(theirs) for theirs in mapping.values()]
+        self.columns = max(len(header), scan.widest)
+        self.writer = storage.FeedWriter.for_kind(kind)
+        self.known = KnownIds()
+        self.hours_limit = HoursLimit() if kind == HOURS else None
+        self.stores: set[str] = set()  # the hours' and zones' stores (the polls writer counts its own)
+        self.wide_text = {record: f"{fields:,} fields where the header has {scan.width:,}"
+                          for record, fields in scan.wide_examples}
+        self.plan = _ChunkPlan(scan, self.columns, chunk_rows)
+        self.rows_done = 0
+
+    def run(self, conn, progress: ProgressCallback | None) -> None:
+        """Read, parse and write the whole file in the caller's transaction; fill in the summary."""
+        summary, writer = self.summary, self.writer
+        if self.kind == STATUS:  # ids of stores that have polls passed these checks when first stored
+            self.known.good = writer.known_ids(conn)
+        with self.path.open("rb") as handle:
+            for rows, position in _read_ahead(self.parsed(handle)):
+                if len(rows):
+                    self.count_changed(writer.write(conn, rows))
+                if progress:
+                    progress(position, self.scan.size)
+        if self.strict and summary.rows_skipped:
+            raise IngestError(f"{self.name}: refused (--strict): {_skip_note(summary)}; nothing stored")
+        self.count_changed(writer.finish(conn))
+        if self.rows_done != self.scan.records:  # the scan's marks would be another row's: store nothing
+            raise IngestError(
+                f"{self.name}: refused, the CSV reader read {max(self.rows_done - 1, 0):,} rows where a count of the "
+                f"file's line breaks and quotes finds {self.scan.records - 1:,}; nothing stored"
+            )
+        summary.rows_stored = writer.rows_stored
+        summary.polls_span = writer.span
+        if self.kind == STATUS:
+            summary.stores = writer.stores
+            if not writer.distinct.exact:
+                summary.warnings.append(
+                    f"more than {storage.DistinctKeys.EXACT_UP_TO:,} distinct polls, not in time order: rows_stored "
+                    "counts a poll repeated in another part of the file again"
+                )
+        else:
+            summary.stores = len(self.stores)
+        if self.kind == TIMEZONES:
+            summary.warnings += _unknown_zone_warnings(writer.zones_seen)
+        if self.kind in (STATUS, TIMEZONES) and summary.rows_changed is None:
+            summary.rows_changed = 0
+
+    def count_changed(self, changed: int | None) -> None:
+        if changed is not None:
+            self.summary.rows_changed = (self.summary.rows_changed or 0) + changed
+
+    def parsed(self, handle) -> Iterator[tuple[pd.DataFrame, int]]:
         """The file's valid rows chunk by chunk, with the bytes read so far; bad rows counted."""
-        nonlocal rows_done
+        header = self.header
         try:
             with pd.read_csv(
-                handle,
-                header=None,
-                names=range(columns) if columns > len(header) else None,
-                dtype=str,
-                index_col=False,
-                keep_default_na=False,
-                na_filter=False,
-                skip_blank_lines=False,
-                encoding="utf-8-sig",
-                encoding_errors="surrogateescape",
-                on_bad_lines="error",
-                chunksize=chunk_rows,
+                handle, header=None, names=range(self.columns) if self.columns > len(header) else None, dtype=str,
+                index_col=False, keep_default_na=False, na_filter=False, skip_blank_lines=False,
+                encoding="utf-8-sig", encoding_errors="surrogateescape", on_bad_lines="error",
+                chunksize=self.chunk_rows,
             ) as reader:
                 while True:
                     try:
-                        chunk = reader.get_chunk(plan(rows_done) + (rows_done == 0))  # and the header
+                        chunk = reader.get_chunk(self.plan(self.rows_done) + (self.rows_done == 0))  # and the header
                     except StopIteration:
                         break
-                    rows_done += len(chunk)
+                    self.rows_done += len(chunk)
                     if chunk.index[0] == 0:  # row 0 is the header
                         chunk = chunk.iloc[1:]
-                    if not len(chunk):
-                        continue
-                    summary.rows_read += len(chunk)
-                    bad = np.zeros(len(chunk), dtype=bool)
-                    reasons = []
-                    if scan.wide:
-                        bad |= scan.wide_mask(int(chunk.index[0]), len(chunk))
-                        reasons.append(pd.Series("too many fields", index=chunk.index[bad], dtype=object))
-                    if not scan.utf8:  # only then can a field hold an undecodable byte
-                        mask = np.zeros(len(chunk), dtype=bool)
-                        for column in chunk.columns:
-                            mask |= chunk[column].str.contains(NOT_UTF8, regex=True).to_numpy(dtype=bool)
-                        mask &= ~bad
-                        reasons.append(pd.Series("not UTF-8", index=chunk.index[mask], dtype=object))
-                        bad |= mask
-                    raw = chunk.iloc[:, positions].set_axis(list(mapping), axis=1)
-                    rows, parse_reasons = PARSERS[kind](raw[~bad] if bad.any() else raw, known)
-                    reasons.append(parse_reasons)
-                    if hours_limit is not None:
-                        beyond = hours_limit.over(rows)
-                        if beyond.any():
-                            reasons.append(pd.Series(TOO_MANY_HOURS, index=rows.index[beyond], dtype=object))
-                            rows = rows[~beyond]
-                    reasons = pd.concat([r for r in reasons if len(r)]) if any(len(r) for r in reasons) else None
-                    if reasons is not None:
-                        _count_bad_rows(summary, chunk, reasons, scan, wide_text)
-                    if strict and summary.rows_skipped:
-                        raise _strict_refusal(name, summary)
-                    if kind != STATUS and len(rows):  # the polls writer counts its stores itself
-                        stores.update(rows["store_id"].unique())
-                    yield rows, handle.tell()
+                    if len(chunk):
+                        yield self.valid_rows(chunk), handle.tell()
         except pd.errors.ParserError as exc:
-            raise IngestError(f"{name}: refused, unreadable CSV ({quote(exc)}); nothing stored") from exc
+            raise IngestError(f"{self.name}: refused, unreadable CSV ({quote(exc)}); nothing stored") from exc
 
-    with path.open("rb") as handle:
-        for rows, position in _read_ahead(parsed(handle)):
-            if len(rows):
-                changed = writer.write(conn, rows)
-                if changed is not None:
-                    summary.rows_changed = (summary.rows_changed or 0) + changed
-            if progress:
-                progress(position, scan.size)
-    if strict and summary.rows_skipped:
-        raise IngestError(f"{name}: refused (--strict): {_skip_note(summary)}; nothing stored")
-    changed = writer.finish(conn)
-    if changed is not None:
-        summary.rows_changed = (summary.rows_changed or 0) + changed
-    summary.rows_stored = writer.rows_stored
-    if kind == STATUS and not writer.distinct.exact:
-        summary.warnings.append(
-            f"more than {storage.DistinctKeys.EXACT_UP_TO:,} distinct polls, not in time order: rows_stored "
-            "counts a poll repeated in another part of the file again"
-        )
-    if rows_done != scan.records:  # the scan's marks would be another row's: store nothing
-        raise IngestError(
-            f"{name}: refused, the CSV reader read {max(rows_done - 1, 0):,} rows where a count of the file's "
-            f"line breaks and quotes finds {scan.records - 1:,}; nothing stored"
-        )
-    summary.polls_span = writer.span
-    summary.stores = writer.stores if kind == STATUS else len(stores)
-    if kind == TIMEZONES:
-        summary.warnings += _unknown_zone_warnings(writer.zones_seen)
-    if kind in (STATUS, TIMEZONES) and summary.rows_changed is None:
-        summary.rows_changed = 0
+    def valid_rows(self, chunk: pd.DataFrame) -> pd.DataFrame:
+        """One chunk's rows that can be stored, typed; the others counted by their first reason."""
+        summary, scan = self.summary, self.scan
+        summary.rows_read += len(chunk)
+        bad = np.zeros(len(chunk), dtype=bool)
+        reasons = []
+        if scan.wide:
+            bad |= scan.wide_mask(int(chunk.index[0]), len(chunk))
+            reasons.append(pd.Series("too many fields", index=chunk.index[bad], dtype=object))
+        if not scan.utf8:  # only then can a field hold an undecodable byte
+            mask = np.zeros(len(chunk), dtype=bool)
+            for column in chunk.columns:
+                mask |= chunk[column].str.contains(NOT_UTF8, regex=True).to_numpy(dtype=bool)
+            mask &= ~bad
+            reasons.append(pd.Series("not UTF-8", index=chunk.index[mask], dtype=object))
+            bad |= mask
+        raw = chunk.iloc[:, self.positions].set_axis(list(self.mapping), axis=1)
+        rows, parse_reasons = PARSERS[self.kind](raw[~bad] if bad.any() else raw, self.known)
+        reasons.append(parse_reasons)
+        if self.hours_limit is not None:
+            beyond = self.hours_limit.over(rows)
+            if beyond.any():
+                reasons.append(pd.Series(TOO_MANY_HOURS, index=rows.index[beyond], dtype=object))
+                rows = rows[~beyond]
+        reasons = [r for r in reasons if len(r)]
+        if reasons:
+            _count_bad_rows(summary, chunk, pd.concat(reasons), scan, self.wide_text)
+        if self.strict and summary.rows_skipped:
+            raise _strict_refusal(self.name, summary)
+        if self.kind != STATUS and len(rows):
+            self.stores.update(rows["store_id"].unique())
+        return rows
 
 
 def _strict_refusal(name: str, summary: FileSummary) -> IngestError:
