@@ -96,6 +96,7 @@ class Chart:
 
 def week_chart(t: Timeline) -> Chart:
     """Lay out ``t``'s week: bands, segments, polls and window edges, row by local day."""
+    # One function on purpose: the chart's rows, bands and marks share one set of coordinates.
     week_start, now = t.windows["week"]
     first_day = pd.Timestamp(week_start, unit="us", tz="UTC").tz_convert(t.timezone).normalize()
     last_day = pd.Timestamp(now, unit="us", tz="UTC").tz_convert(t.timezone).normalize()

@@ -66,6 +66,9 @@ One store, explained
 (units and rounding). :func:`explain_store` runs the same three on one store and keeps the pieces
 -- its business intervals, which polls counted, and each segment cut to business hours -- so a
 store's timeline shows where every figure of its report row comes from (docs/report-rules.md).
+
+This module is longer than the others on purpose: the whole of the report's arithmetic, from
+business hours to rounded figures, reads top to bottom in one place.
 """
 
 from __future__ import annotations
@@ -647,6 +650,7 @@ def explain_store(
     intervals, its polls (counted or not), and the pieces of :func:`nearest_poll_segments`
     inside business hours.
     """
+    # Long for its docstring: it is compute_report's steps for one store, in their order.
     first = None if first_poll_us is None else np.array([first_poll_us], dtype=np.int64)
     counted = count_polls(polls, schedule, 1, now_us, complete_from_us=complete_from_us,
                           first_poll_us=first, fetch_older=fetch_older)

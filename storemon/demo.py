@@ -252,6 +252,7 @@ def _write_polls(path: Path, ids: np.ndarray, store_idx: np.ndarray, active: np.
                  ts_us: np.ndarray, chunk: int = 65_536) -> None:
     """Write store_status.csv by assembling fixed-width byte rows (NUL padded) in numpy
     and dropping the padding -- much faster than pandas/strftime for millions of rows."""
+    # One function on purpose: the rows are assembled as bytes in one vectorised pass.
     id_bytes = np.char.encode(ids.astype(str), "ascii")          # dtype S<w>, NUL padded
     id_w = id_bytes.dtype.itemsize
     id_mat = np.frombuffer(id_bytes.tobytes(), dtype=np.uint8).reshape(len(ids), id_w)
@@ -321,6 +322,7 @@ def _write_polls(path: Path, ids: np.ndarray, store_idx: np.ndarray, active: np.
 
 def _make_hours(rng: np.random.Generator, n: int) -> pd.DataFrame:
     """Business hours as (store_idx, day, start_s, end_s) rows."""
+    # One function on purpose: each store's kind of week (24x7, overnight, split...) is one case here.
     H = 3600
     cat = _shuffled_labels(rng, n, _CAT_FRACTIONS, min_each=1)
     start = np.zeros((n, 7, 2), dtype=np.int64)

@@ -105,6 +105,7 @@ def read_snapshot(engine: Engine):
 
 def _build(conn, as_of_us, progress, on_now, cache: ReportCache | None, batch_stores: int, url: str) -> ReportResult:
     """The reads (all in the caller's transaction) and the computation, batch by batch."""
+    # One function on purpose: every read of a report happens inside this one snapshot.
     latest_in_db = storage.latest_poll_us(conn)
     now_us = as_of_us if as_of_us is not None else latest_in_db
     if now_us is None:

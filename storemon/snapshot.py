@@ -129,6 +129,7 @@ def refresh(batch: Batch, conn, keys: np.ndarray, version: int, changes: pd.Data
     what the ledger rows ``changes`` (stored since ``batch.version``) say changed; None when it
     must be rebuilt instead (see the module docstring). ``keys``: the batch range's store keys
     now. Polls before ``keep_from_us`` are dropped once they span more than a day."""
+    # One function on purpose: what changed since a batch was kept is applied in one pass.
     if batch.fingerprint != (storage.ledger_fingerprint(conn, batch.version) if batch.version else None):
         return None  # the database was emptied (or replaced) since the batch was read
     mine = changes[changes["id"] > batch.version]
