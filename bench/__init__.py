@@ -32,7 +32,7 @@ RESULT_PREFIX = "BENCH_RESULT "  # a phase's one JSON line on stdout starts with
 
 # The code a cached file depends on: when it changes, the cached file is rebuilt.
 DATA_CODE = ("demo.py",)
-DB_CODE = ("demo.py", "ingest.py", "storage.py", "models.py")
+DB_CODE = ("demo.py", "ingest.py", "storage", "models.py")
 
 
 @dataclass(frozen=True)
@@ -75,10 +75,12 @@ DATASETS = {
 
 
 def code_fingerprint(files: tuple[str, ...]) -> str:
-    """A short hash of the named storemon/ source files."""
+    """A short hash of the named storemon/ source files (a folder: every .py file in it)."""
     digest = hashlib.sha256()
     for name in files:
-        digest.update(name.encode() + b"\0" + (ROOT / "storemon" / name).read_bytes())
+        path = ROOT / "storemon" / name
+        for file in sorted(path.glob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(ROOT / "storemon").as_posix().encode() + b"\0" + file.read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -56,7 +56,7 @@ class RecentPoll(db.Model):
     Each hour's feed adds about one poll per store. Added to ``polls`` it changes one leaf page
     per store -- 14,000 pages (57 MB of write-ahead log) for 14,000 polls. Added here, to a table
     of at most a few polls per store, it changes the few hundred pages this table has. When the
-    table would pass :data:`storemon.storage.RECENT_POLLS_PER_STORE` polls per store, an ingest
+    table would pass :data:`storemon.storage.polls.RECENT_POLLS_PER_STORE` polls per store, an ingest
     moves it into ``polls`` in key order (a "fold") and empties it. A (store, instant) key is in
     one of the two tables, never both; readers read both.
     """

@@ -1,4 +1,4 @@
-"""New polls land in ``polls_recent`` and are folded into ``polls`` (storemon/storage.py, SQLite).
+"""New polls land in ``polls_recent`` and are folded into ``polls`` (storemon/storage/, SQLite).
 
 Whatever the mix of files -- an hour of new polls, overwrites of keys in either table, a key
 repeated across the chunks of one file, a file too big for ``polls_recent`` -- the database must
@@ -58,8 +58,8 @@ def table_sizes(engine) -> tuple[int, int]:
 
 
 def test_an_hour_of_polls_lands_in_polls_recent_and_a_fold_moves_it(sqlite_engine, tmp_path, monkeypatch):
-    monkeypatch.setattr(storage, "RECENT_POLLS_MIN", 0)
-    monkeypatch.setattr(storage, "RECENT_POLLS_PER_STORE", 3)  # 30 polls for 10 stores
+    monkeypatch.setattr(storage.polls, "RECENT_POLLS_MIN", 0)
+    monkeypatch.setattr(storage.polls, "RECENT_POLLS_PER_STORE", 3)  # 30 polls for 10 stores
     stores = [f"{i:03d}" for i in range(10)]
     first = [(s, T0 + h * HOUR_US + i, True) for h in range(5) for i, s in enumerate(stores)]
     ingest_file(sqlite_engine, "status", write_feed(tmp_path / "first.csv", first))
@@ -116,9 +116,9 @@ def test_random_files_store_what_later_rows_win_says(sqlite_engine, tmp_path, mo
     """Random files (new hours, back-fills, repeats within a file across its chunks, big files)
     with a small polls_recent and small write batches: the database always equals the model."""
     rng = np.random.default_rng(seed)
-    monkeypatch.setattr(storage, "RECENT_POLLS_MIN", int(rng.integers(0, 40)))
-    monkeypatch.setattr(storage, "RECENT_POLLS_PER_STORE", int(rng.integers(1, 4)))
-    monkeypatch.setattr(storage, "FLUSH_ROWS", int(rng.integers(3, 30)))
+    monkeypatch.setattr(storage.polls, "RECENT_POLLS_MIN", int(rng.integers(0, 40)))
+    monkeypatch.setattr(storage.polls, "RECENT_POLLS_PER_STORE", int(rng.integers(1, 4)))
+    monkeypatch.setattr(storage.writers, "FLUSH_ROWS", int(rng.integers(3, 30)))
     stores = [f"s{i:02d}" for i in range(int(rng.integers(2, 12)))]
     model: dict = {}
     latest = T0
@@ -164,8 +164,8 @@ def test_random_files_store_what_later_rows_win_says(sqlite_engine, tmp_path, mo
 def test_a_file_bigger_than_one_write_goes_to_polls(sqlite_engine, tmp_path, monkeypatch):
     """polls_recent would take 40 polls; a 25-poll file written 10 at a time goes to polls all the
     same (a big first load is not written twice), a 5-poll file to polls_recent."""
-    monkeypatch.setattr(storage, "RECENT_POLLS_MIN", 40)
-    monkeypatch.setattr(storage, "FLUSH_ROWS", 10)
+    monkeypatch.setattr(storage.polls, "RECENT_POLLS_MIN", 40)
+    monkeypatch.setattr(storage.writers, "FLUSH_ROWS", 10)
     rows = [(f"s{i % 5}", T0 + i * HOUR_US, True) for i in range(25)]
     ingest_file(sqlite_engine, "status", write_feed(tmp_path / "big.csv", rows), chunk_rows=10)
     assert table_sizes(sqlite_engine) == (25, 0)

@@ -86,8 +86,8 @@ def recent_limit(request, monkeypatch):
     """SQLite keeps new polls in polls_recent: with its default limit, these small files all stay
     there; with a limit of a few polls, most files fold it into polls first."""
     if request.param == "folds":
-        monkeypatch.setattr(storage, "RECENT_POLLS_MIN", 0)
-        monkeypatch.setattr(storage, "RECENT_POLLS_PER_STORE", 1)
+        monkeypatch.setattr(storage.polls, "RECENT_POLLS_MIN", 0)
+        monkeypatch.setattr(storage.polls, "RECENT_POLLS_PER_STORE", 1)
     return request.param
 
 

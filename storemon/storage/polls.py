@@ -1,0 +1,157 @@
+"""Writing polls in bulk: into ``polls`` or ``polls_recent`` on SQLite, by COPY on PostgreSQL.
+
+The status writer (:class:`~storemon.storage.writers.PollWriter`) decides where a file's polls
+go; these functions write them. On SQLite one statement takes :data:`WRITE_ROWS` polls as one
+JSON array of packed integers (:func:`packed_polls`), unpacked inside SQLite by
+:data:`UNPACK_POLLS`. ``polls_recent`` takes new polls until it would pass :func:`recent_limit`,
+then :func:`fold_recent_polls` moves it into ``polls`` (docs/internals.md, "Storage").
+Instants are microseconds since the epoch, UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+
+from .packing import json_ints, pack, time_bits
+from .sql import dbapi_cursor
+
+WRITE_ROWS = 250_000  # polls handed to SQLite in one statement (as one text of ~5 MB)
+
+RECENT_POLLS_PER_STORE = 12  # polls_recent holds up to this many polls per store (half a day) ...
+RECENT_POLLS_MIN = 50_000  # ... or this many, whichever is more
+
+POLL_CONFLICT = (
+    "ON CONFLICT (store_key, ts_us) DO UPDATE SET active = excluded.active "
+    "WHERE polls.active <> excluded.active"
+)
+
+# The polls of one part of packed_polls, as rows: the marks are filled by _unpack_parameters.
+UNPACK_POLLS = (
+    "SELECT value >> ? AS store_key, ((value >> 1) & ?) + ? AS ts_us, value & 1 AS active FROM json_each(?)"
+)
+
+
+def packed_polls(store_key: np.ndarray, ts_us: np.ndarray, active: np.ndarray):
+    """Polls as one integer each, for SQLite to unpack: yields ``(base, shift, packed)`` per part.
+
+    ``packed = store_key << (shift + 1) | (ts_us - base) << 1 | active`` -- all three in one
+    int64, exact while the key's bits plus the bits of ``ts_us - base`` stay within 62. Rows are
+    split by time into parts where they do not (in practice one part: keys below 2**20 leave 42
+    bits, 50 days, for the time), keeping their order within each part.
+    """
+    shift = time_bits(store_key)
+    base = int(ts_us.min()) if len(ts_us) else 0
+    offset = ts_us.astype(np.int64) - base
+    part = offset >> shift
+    packed = pack(pack(store_key, offset & ((1 << shift) - 1), shift), active.astype(np.int64), 1)
+    if len(part) == 0 or part.max() == 0:  # offsets are >= 0: one part
+        yield base, shift, packed
+        return
+    for p in np.unique(part):
+        yield base + (int(p) << shift), shift, packed[part == p]
+
+
+def _unpack_parameters(store_key: np.ndarray, ts_us: np.ndarray, active: np.ndarray) -> Iterator[tuple]:
+    """The parameters of :data:`UNPACK_POLLS`, one tuple per statement: :data:`WRITE_ROWS` polls
+    at a time, each split into parts as :func:`packed_polls` does."""
+    for at in range(0, len(ts_us), WRITE_ROWS):
+        part = slice(at, at + WRITE_ROWS)
+        for base, shift, packed in packed_polls(store_key[part], ts_us[part], active[part]):
+            yield shift + 1, (1 << shift) - 1, base, json_ints(packed)
+
+
+def insert_polls(conn, store_key: np.ndarray, ts_us: np.ndarray, active: np.ndarray, conflict: str,
+                 table: str = "polls") -> int:
+    """``INSERT INTO table ... {conflict}`` of many polls at once; returns the rows changed.
+
+    SQLite: the rows travel as one JSON array of packed integers (:func:`packed_polls`) per
+    :data:`WRITE_ROWS`, unpacked by ``json_each`` inside SQLite -- one statement instead of a
+    Python tuple and a parameter binding per row (``executemany``), about four times faster.
+    """
+    changed = 0
+    for params in _unpack_parameters(store_key, ts_us, active):
+        result = conn.exec_driver_sql(
+            f"INSERT INTO {table} (store_key, ts_us, active) {UNPACK_POLLS} WHERE true {conflict}", params
+        )
+        changed += max(result.rowcount, 0)
+    return changed
+
+
+def recent_limit(stores: int) -> int:
+    """How many polls ``polls_recent`` may hold before it is folded into ``polls``.
+
+    Each write to ``polls_recent`` touches about all its pages, a fold touches one page per
+    store: half a day of hourly polls keeps both small (at 14,000 stores: ~700 pages a write,
+    one 14,000-page fold every 12 hours, against 14,000 pages every hour without it).
+    """
+    return max(RECENT_POLLS_MIN, RECENT_POLLS_PER_STORE * stores)
+
+
+def fold_recent_polls(conn) -> int:
+    """Move every row of ``polls_recent`` into ``polls`` (in key order) and empty it; returns
+    the rows moved. (No key is in both tables; were one, the recent row would win.)"""
+    moved = conn.exec_driver_sql(
+        "INSERT INTO polls (store_key, ts_us, active) SELECT store_key, ts_us, active FROM polls_recent "
+        f"WHERE true ORDER BY store_key, ts_us {POLL_CONFLICT}"
+    ).rowcount
+    conn.exec_driver_sql("DELETE FROM polls_recent")
+    return max(moved, 0)
+
+
+def update_polls(conn, store_key: np.ndarray, ts_us: np.ndarray, active: np.ndarray) -> int:
+    """Polls that may already be stored, on SQLite: a key in ``polls_recent`` is updated there,
+    any other key upserted into ``polls``. Returns the keys that are new or change a status."""
+    # (a subquery, not WITH: Python's sqlite3 gives no rowcount for a statement that starts with WITH)
+    given = f"({UNPACK_POLLS}) AS given"
+    changed = 0
+    for params in _unpack_parameters(store_key, ts_us, active):
+        changed += max(conn.exec_driver_sql(
+            f"UPDATE polls_recent SET active = given.active FROM {given} WHERE polls_recent.store_key = "
+            "given.store_key AND polls_recent.ts_us = given.ts_us AND polls_recent.active <> given.active",
+            params,
+        ).rowcount, 0)
+        changed += max(conn.exec_driver_sql(
+            f"INSERT INTO polls (store_key, ts_us, active) SELECT store_key, ts_us, active FROM {given} "
+            "WHERE NOT EXISTS (SELECT 1 FROM polls_recent r WHERE r.store_key = given.store_key "
+            f"AND r.ts_us = given.ts_us) {POLL_CONFLICT}",
+            params,
+        ).rowcount, 0)
+    return changed
+
+
+def copy_upsert_polls(conn, frame: pd.DataFrame, direct: bool) -> tuple[int, bool]:
+    """PostgreSQL's fast path. Returns (rows changed, whether ``direct`` still holds).
+
+    ``direct`` (the polls table was empty when the file began): COPY the chunk straight into
+    ``polls`` -- a first load at COPY speed. Should a key repeat across chunks, the unique
+    violation is rolled back to a savepoint and this and later chunks take the general path:
+    COPY into a temp table, then one ``INSERT ... ON CONFLICT`` (the later row wins).
+    """
+    text = frame.to_csv(sep="\t", header=False, index=False)
+    with dbapi_cursor(conn) as cursor:
+        if direct:
+            cursor.execute("SAVEPOINT polls_direct")
+            try:
+                with cursor.copy("COPY polls (store_key, ts_us, active) FROM STDIN") as copy:
+                    copy.write(text)
+                cursor.execute("RELEASE SAVEPOINT polls_direct")
+                return len(frame), True
+            except Exception as exc:  # noqa: BLE001
+                if getattr(exc, "sqlstate", None) != "23505":  # unique_violation
+                    raise
+                cursor.execute("ROLLBACK TO SAVEPOINT polls_direct")
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS polls_incoming "
+            "(store_key integer, ts_us bigint, active boolean) ON COMMIT DELETE ROWS"
+        )
+        cursor.execute("TRUNCATE polls_incoming")
+        with cursor.copy("COPY polls_incoming (store_key, ts_us, active) FROM STDIN") as copy:
+            copy.write(text)
+        cursor.execute(
+            f"INSERT INTO polls (store_key, ts_us, active) SELECT store_key, ts_us, active "
+            f"FROM polls_incoming {POLL_CONFLICT}"
+        )
+        return max(cursor.rowcount, 0), False
