@@ -119,7 +119,7 @@ def trigger_report():
         except ValueError as exc:
             raise BadRequest(f"as_of: {exc}") from exc
     app = current_app._get_current_object()
-    if jobs.queue_full(app) and not trigger_limiter.allow(_client()):
+    if jobs.queue_full(app) and not _trigger_limiter().allow(_client()):
         raise ApiError(429, f"too many triggers: the report queue is full and this client sent "
                             f"{TRIGGER_BURST} in the last {TRIGGER_WINDOW_S:g} s; try again later",
                        int(TRIGGER_WINDOW_S))
@@ -163,7 +163,9 @@ class TriggerLimiter:
             return allowed
 
 
-trigger_limiter = TriggerLimiter()
+def _trigger_limiter() -> TriggerLimiter:
+    """This app's limiter (one per app, so each app counts only its own clients' triggers)."""
+    return current_app.extensions.setdefault("storemon.trigger_limiter", TriggerLimiter())
 
 
 def _client() -> str:
