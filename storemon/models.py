@@ -32,7 +32,17 @@ class Store(db.Model):
     last_poll_us: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
-class Poll(db.Model):
+class _PollColumns:
+    """A poll's key and status; on SQLite the key is the table's own B-tree (WITHOUT ROWID)."""
+
+    store_key: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ts_us: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False)
+
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+
+class Poll(_PollColumns, db.Model):
     """One observation of a store: active or not at an instant (UTC microseconds).
 
     Keyed by ``(store_key, ts_us)``. On SQLite the table is WITHOUT ROWID, so that key is the
@@ -43,14 +53,9 @@ class Poll(db.Model):
     """
 
     __tablename__ = "polls"
-    store_key: Mapped[int] = mapped_column(Integer, primary_key=True)
-    ts_us: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    active: Mapped[bool] = mapped_column(Boolean, nullable=False)
-
-    __table_args__ = ({"sqlite_with_rowid": False},)
 
 
-class RecentPoll(db.Model):
+class RecentPoll(_PollColumns, db.Model):
     """Polls just ingested, not yet folded into :class:`Poll` (SQLite; same key and columns).
 
     Each hour's feed adds about one poll per store. Added to ``polls`` it changes one leaf page
@@ -62,11 +67,6 @@ class RecentPoll(db.Model):
     """
 
     __tablename__ = "polls_recent"
-    store_key: Mapped[int] = mapped_column(Integer, primary_key=True)
-    ts_us: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    active: Mapped[bool] = mapped_column(Boolean, nullable=False)
-
-    __table_args__ = ({"sqlite_with_rowid": False},)
 
 
 class BusinessHours(db.Model):

@@ -178,12 +178,9 @@ class HeadFirstWorker(ThreadWorker):
             self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_head_readable, conn))
 
     def on_head_readable(self, conn, _sock):
-        try:
-            data = conn.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
+        data = _receive(conn.sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:  # the client left
             self._stop_reading(conn)
             self._close(conn)
@@ -258,12 +255,9 @@ class HeadFirstWorker(ThreadWorker):
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_linger_readable, conn))
 
     def on_linger_readable(self, conn, _sock):
-        try:
-            data = conn.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
+        data = _receive(conn.sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         conn.lingered += len(data)
         if not data or conn.lingered >= LINGER_BYTES:
             self._end_linger(conn)
@@ -341,3 +335,14 @@ def _kind_only(message: str) -> str:
     where, _, error = message.partition(": ")
     kind = re.split(r"""[:'"(%\[]""", error, maxsplit=1)[0].strip()
     return f"{where}: {kind} (request text not logged)"
+
+
+def _receive(sock) -> bytes | None:
+    """What a non-blocking socket has to read: None if nothing yet, ``b""`` if the client left
+    (or the connection broke)."""
+    try:
+        return sock.recv(65536)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
