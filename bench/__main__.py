@@ -26,12 +26,25 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from bench import (CACHE, DATA_CODE, DATASETS, DB_CODE, HOURS_AHEAD, RESULT_PREFIX, RESULTS_MD, ROOT,
-                   SCRATCH, SEED, Dataset, code_fingerprint, read_meta)
+from bench import (
+    CACHE,
+    DATA_CODE,
+    DATASETS,
+    DB_CODE,
+    HOURS_AHEAD,
+    RESULT_PREFIX,
+    RESULTS_MD,
+    ROOT,
+    SCRATCH,
+    SEED,
+    Dataset,
+    code_fingerprint,
+    read_meta,
+)
 
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 RUNS_5X = 1  # one 5x (and one 10x) report run keeps `make bench` within minutes on 2 cores
@@ -65,7 +78,7 @@ def run_phase(name: str, *args, timeout: float = 1800) -> dict:
         except subprocess.TimeoutExpired:
             process.kill()
             out, err = process.communicate()
-        raise PhaseError(f"{name}: no result after {timeout:.0f} s\n{err[-3000:]}")
+        raise PhaseError(f"{name}: no result after {timeout:.0f} s\n{err[-3000:]}") from None
     except BaseException:  # Ctrl-C (which reaches the phase too) or SIGTERM: let it clean up
         try:
             process.wait(timeout=5)
@@ -76,7 +89,7 @@ def run_phase(name: str, *args, timeout: float = 1800) -> dict:
     lines = [line for line in out.splitlines() if line.startswith(RESULT_PREFIX)]
     if process.returncode != 0 or not lines:
         raise PhaseError(f"{' '.join(command[1:])} failed (exit {process.returncode}):\n{err[-3000:]}")
-    return json.loads(lines[-1][len(RESULT_PREFIX):])
+    return json.loads(lines[-1][len(RESULT_PREFIX) :])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,8 +145,14 @@ def install_db(ds: Dataset, built: Path, result: dict) -> None:
     """Keep an ingested database as the cached one for ``ds``."""
     remove_db(ds.db_path)
     shutil.move(built, ds.db_path)
-    meta = {"stores": ds.stores, "days": ds.days, "seed": ds.seed, "code": code_fingerprint(DB_CODE),
-            "rows": result["rows"], "ingest_seconds": result["seconds"]}
+    meta = {
+        "stores": ds.stores,
+        "days": ds.days,
+        "seed": ds.seed,
+        "code": code_fingerprint(DB_CODE),
+        "rows": result["rows"],
+        "ingest_seconds": result["seconds"],
+    }
     Path(f"{ds.db_path}.json").write_text(json.dumps(meta, indent=1))
 
 
@@ -198,8 +217,13 @@ class Figure:
         return self.value < self.target if self.strict else self.value <= self.target
 
     def show(self, v: float) -> str:
-        return {"s": f"{v:.2f} s", "ms": f"{v:.1f} ms", "MB": f"{v:,.0f} MB",
-                "rows/s": f"{v:,.0f} rows/s", "x": f"{v:.2f}"}[self.unit]
+        return {
+            "s": f"{v:.2f} s",
+            "ms": f"{v:.1f} ms",
+            "MB": f"{v:,.0f} MB",
+            "rows/s": f"{v:,.0f} rows/s",
+            "x": f"{v:.2f}",
+        }[self.unit]
 
     def show_target(self) -> str:
         if self.ratio_target is not None:
@@ -246,9 +270,10 @@ class Bench:
             return result
 
         runs = self.repeat("ingest 1x", self.runs, run)
-        one_x = self.add("ingest 1x, 3 files into an empty db: time", [r["seconds"] for r in runs], "s",
-                         ratio_target=6)
-        self.add("ingest 1x: polls rows/s (status file rows / its time)", [r["poll_rows_per_s"] for r in runs], "rows/s")
+        one_x = self.add("ingest 1x, 3 files into an empty db: time", [r["seconds"] for r in runs], "s", ratio_target=6)
+        self.add(
+            "ingest 1x: polls rows/s (status file rows / its time)", [r["poll_rows_per_s"] for r in runs], "rows/s"
+        )
         self.add("ingest 1x: peak RSS", [r["peak_mb"] for r in runs], "MB", 600)
 
         five = DATASETS["5x"]
@@ -281,11 +306,17 @@ class Bench:
         ds = DATASETS[label]
         with scratch_copy() as (_, reports):  # read only: runs on the cached database itself
             runs = self.repeat(f"report {label}", n, lambda i: run_phase("report", ds.db_path, reports))
-        name = {"1x": "report 1x", "4w": "report four weeks", "2x": "report 2x", "5x": "report 5x",
-                "10x": "report 10x"}[label]
+        name = {
+            "1x": "report 1x",
+            "4w": "report four weeks",
+            "2x": "report 2x",
+            "5x": "report 5x",
+            "10x": "report 10x",
+        }[label]
         once = " (1 run)" if n == 1 else ""
-        figure = self.add(f"{name}: time{once}", [r["seconds"] for r in runs], "s", time_target,
-                          ratio_target=ratio_target)
+        figure = self.add(
+            f"{name}: time{once}", [r["seconds"] for r in runs], "s", time_target, ratio_target=ratio_target
+        )
         self.add(f"{name}: peak RSS{once}", [r["peak_mb"] for r in runs], "MB", mb_target)
         return figure
 
@@ -297,23 +328,31 @@ class Bench:
                 csv_path = Path(reports) / "report.csv"
                 stores = run_phase("report-csv", ds.db_path, reports, csv_path)["stores"]
                 for fmt in ("xlsx", "json", "parquet"):
-                    runs = self.repeat(f"{fmt} {label}", 1 if label == "10x" else self.runs,
-                                       lambda i: run_phase("convert", csv_path, fmt, reports))
+                    runs = self.repeat(
+                        f"{fmt} {label}",
+                        1 if label == "10x" else self.runs,
+                        lambda i, fmt=fmt, csv_path=csv_path: run_phase("convert", csv_path, fmt, reports),
+                    )
                     self.add(f"report {label} ({stores:,} rows) as {fmt}: time", [r["seconds"] for r in runs], "s")
                     self.add(f"report {label} as {fmt}: peak RSS", [r["peak_mb"] for r in runs], "MB", 600)
 
     def http(self) -> None:
         with scratch_copy(DATASETS["1x"].db_path) as (db, reports):
-            say(f"  http: gunicorn, default settings (1 worker); {self.runs} timed reports, then >= {HTTP_SAMPLES} polls "
-                f"over >= {HTTP_REPORTS} reports")
+            say(
+                f"  http: gunicorn, default settings (1 worker); {self.runs} timed reports, "
+                f"then >= {HTTP_SAMPLES} polls over >= {HTTP_REPORTS} reports"
+            )
             result = run_phase("http", db, reports, self.runs, HTTP_SAMPLES, HTTP_REPORTS, timeout=1200)
-        say(f"  http: trigger -> Complete {', '.join(f'{s:.2f} s' for s in result['complete_s'])}; "
-            f"{result['samples']} polls over {result['latency_reports']} reports")
+        say(
+            f"  http: trigger -> Complete {', '.join(f'{s:.2f} s' for s in result['complete_s'])}; "
+            f"{result['samples']} polls over {result['latency_reports']} reports"
+        )
         self.add("http: POST /trigger_report -> Complete (1x)", result["complete_s"], "s", 4)
         n = result["samples"]
         self.add(f"http: GET /get_report while running, p50 (n={n})", [result["latency_p50_ms"]], "ms")
-        self.add(f"http: GET /get_report while running, p95 (n={n})", [result["latency_p95_ms"]], "ms", 100,
-                 strict=True)
+        self.add(
+            f"http: GET /get_report while running, p95 (n={n})", [result["latency_p95_ms"]], "ms", 100, strict=True
+        )
         if result["worker_peak_mb"]:
             self.add("http: peak RSS of the largest gunicorn worker", [max(result["worker_peak_mb"])], "MB")
 
@@ -322,50 +361,83 @@ class Bench:
         with scratch_copy(DATASETS["1x"].db_path) as (db, reports):
             say(f"  warm: gunicorn, 1 worker; a first report, then {HOURS_AHEAD} x (append an hour, report)")
             result = run_phase("warm", db, reports, HOUR_CSV, timeout=1200)
-        say(f"  warm: first report {result['cold_s']:.2f} s; appends {', '.join(f'{s:.2f} s' for s in result['append_s'])}; "
-            f"warm reports {', '.join(f'{s:.2f} s' for s in result['warm_s'])}")
-        self.add(f"append one hour ({result['rows']:,} polls) to the 1x db: time", result["append_s"], "s",
-                 ratio_target=0.1)
-        self.add("http: warm report after that append, trigger -> Complete (1x, 1 worker)", result["warm_s"], "s",
-                 ratio_target=0.5)
-        self.add("http: first report of a fresh process, trigger -> Complete (1x, 1 worker)", [result["cold_s"]], "s",
-                 ratio_target=1.5)
+        say(
+            f"  warm: first report {result['cold_s']:.2f} s; "
+            f"appends {', '.join(f'{s:.2f} s' for s in result['append_s'])}; "
+            f"warm reports {', '.join(f'{s:.2f} s' for s in result['warm_s'])}"
+        )
+        self.add(
+            f"append one hour ({result['rows']:,} polls) to the 1x db: time", result["append_s"], "s", ratio_target=0.1
+        )
+        self.add(
+            "http: warm report after that append, trigger -> Complete (1x, 1 worker)",
+            result["warm_s"],
+            "s",
+            ratio_target=0.5,
+        )
+        self.add(
+            "http: first report of a fresh process, trigger -> Complete (1x, 1 worker)",
+            [result["cold_s"]],
+            "s",
+            ratio_target=1.5,
+        )
         self.add("http: warm loop, gunicorn worker peak RSS", [result["worker_peak_mb"]], "MB")
 
     def triggers(self) -> None:
         """50 identical triggers at once: computed once, so all Complete in about one report's time."""
         with scratch_copy(DATASETS["1x"].db_path) as (db, reports):
             result = run_phase("triggers", db, reports, TRIGGERS, timeout=1200)
-        say(f"  triggers: one report {result['one_s']:.2f} s; {result['triggers']} identical at once "
-            f"{result['seconds']:.2f} s ({result['computed']} computed)")
-        self.add(f"http: {TRIGGERS} identical concurrent triggers -> all Complete, / one report",
-                 [result["ratio"]], "x", 2)
+        say(
+            f"  triggers: one report {result['one_s']:.2f} s; {result['triggers']} identical at once "
+            f"{result['seconds']:.2f} s ({result['computed']} computed)"
+        )
+        self.add(
+            f"http: {TRIGGERS} identical concurrent triggers -> all Complete, / one report", [result["ratio"]], "x", 2
+        )
 
     def upload(self) -> None:
         """A 1 GiB upload over HTTP: streamed to disk and parsed in chunks, never held whole."""
         with scratch_copy() as (db, reports):
             result = run_phase("upload", db, reports, DATASETS["1x"].status_csv, UPLOAD_MB, timeout=3600)
-        say(f"  upload: {result['bytes'] / 2**20:,.0f} MiB, {result['rows_read']:,} rows in {result['seconds']:.1f} s; "
-            f"worker peak {result['worker_peak_mb']:,.0f} MB")
+        say(
+            f"  upload: {result['bytes'] / 2**20:,.0f} MiB, {result['rows_read']:,} rows in {result['seconds']:.1f} s; "
+            f"worker peak {result['worker_peak_mb']:,.0f} MB"
+        )
         self.add(f"http: {UPLOAD_MB:,} MiB text/csv upload to /ingest/status: time", [result["seconds"]], "s")
         self.add(f"http: {UPLOAD_MB:,} MiB upload: gunicorn worker peak RSS", [result["worker_peak_mb"]], "MB", 400)
-
 
     def dashboard(self) -> None:
         """Timeline JSON, store page and report page over HTTP on the 1x database (run once)."""
         with scratch_copy(DATASETS["1x"].db_path) as (db, reports):
             result = run_phase("dashboard", db, reports, DASHBOARD_STORES, timeout=1200)
-        say(f"  dashboard: timeline p50 {result['timeline_p50_ms']:.1f} ms over {result['stores']} stores; "
-            f"report page p50 {result['report_page_p50_ms']:.1f} ms")
+        say(
+            f"  dashboard: timeline p50 {result['timeline_p50_ms']:.1f} ms over {result['stores']} stores; "
+            f"report page p50 {result['report_page_p50_ms']:.1f} ms"
+        )
         n = result["stores"]
         self.add(f"dashboard: GET /stores/<id>/timeline (1x), p50 (n={n})", [result["timeline_p50_ms"]], "ms")
-        self.add(f"dashboard: GET /stores/<id>/timeline (1x), p95 (n={n})", [result["timeline_p95_ms"]], "ms", 200,
-                 strict=True)
+        self.add(
+            f"dashboard: GET /stores/<id>/timeline (1x), p95 (n={n})",
+            [result["timeline_p95_ms"]],
+            "ms",
+            200,
+            strict=True,
+        )
         self.add(f"dashboard: store page (1x), p95 (n={n})", [result["store_page_p95_ms"]], "ms")
-        self.add("dashboard: report page, first request (parses the 14,000-row CSV)",
-                 [result["report_page_first_ms"]], "ms", 500, strict=True)
-        self.add("dashboard: report page sorted / filtered / paged, p95 (n=30)", [result["report_page_p95_ms"]], "ms",
-                 500, strict=True)
+        self.add(
+            "dashboard: report page, first request (parses the 14,000-row CSV)",
+            [result["report_page_first_ms"]],
+            "ms",
+            500,
+            strict=True,
+        )
+        self.add(
+            "dashboard: report page sorted / filtered / paged, p95 (n=30)",
+            [result["report_page_p95_ms"]],
+            "ms",
+            500,
+            strict=True,
+        )
 
     def postgresql(self) -> None:
         """Ingest, append and report on PostgreSQL, beside SQLite's figures."""
@@ -378,17 +450,18 @@ class Bench:
         urls = [run_phase("pg-admin", "create", server, name)["url"] for name in names]
         try:
             with scratch_copy() as (_, reports):
-                runs = self.repeat("postgresql ingest 1x", self.runs,
-                                   lambda i: run_phase("ingest", one.data_dir, urls[i], reports))
+                runs = self.repeat(
+                    "postgresql ingest 1x", self.runs, lambda i: run_phase("ingest", one.data_dir, urls[i], reports)
+                )
                 self.add("PostgreSQL: ingest 1x into an empty db: time", [r["seconds"] for r in runs], "s", 15)
                 self.add("PostgreSQL: ingest 1x: peak RSS", [r["peak_mb"] for r in runs], "MB", 600)
-                runs = self.repeat("postgresql report 1x", self.runs,
-                                   lambda i: run_phase("report", urls[0], reports))
+                runs = self.repeat("postgresql report 1x", self.runs, lambda i: run_phase("report", urls[0], reports))
                 self.add("PostgreSQL: report 1x: time", [r["seconds"] for r in runs], "s", 3)
                 self.add("PostgreSQL: report 1x: peak RSS", [r["peak_mb"] for r in runs], "MB", 500)
                 ensure_append_csv()
-                runs = self.repeat("postgresql append", self.runs,
-                                   lambda i: run_phase("append", urls[i], APPEND_CSV, reports))
+                runs = self.repeat(
+                    "postgresql append", self.runs, lambda i: run_phase("append", urls[i], APPEND_CSV, reports)
+                )
                 self.add("PostgreSQL: append 10,000 polls to the 1x db: time", [r["seconds"] for r in runs], "s", 1)
         finally:
             for name in names:
@@ -418,15 +491,20 @@ def table(figures: list[Figure], yardstick: Figure) -> str:
 
 def machine() -> list[tuple[str, str]]:
     cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
-                  if line.startswith("model name")), platform.processor() or "unknown")
+    model = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+        platform.processor() or "unknown",
+    )
     meminfo = Path("/proc/meminfo").read_text()
     mem_kb = int(next(line.split()[1] for line in meminfo.splitlines() if line.startswith("MemTotal:")))
     os_name = platform.platform()
     release = Path("/etc/os-release")
     if release.is_file():
-        pretty = [line.split("=", 1)[1].strip('"') for line in release.read_text().splitlines()
-                  if line.startswith("PRETTY_NAME=")]
+        pretty = [
+            line.split("=", 1)[1].strip('"')
+            for line in release.read_text().splitlines()
+            if line.startswith("PRETTY_NAME=")
+        ]
         os_name = f"{pretty[0]}, Linux {platform.release()}" if pretty else os_name
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     versions = ", ".join(f"{p} {metadata.version(p)}" for p in ("pandas", "numpy", "SQLAlchemy", "Flask", "gunicorn"))
@@ -436,7 +514,7 @@ def machine() -> list[tuple[str, str]]:
         ("OS", os_name),
         ("Python", f"{platform.python_version()} ({sys.executable})"),
         ("Libraries", f"{versions}, SQLite {sqlite3.sqlite_version}"),
-        ("Date", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+        ("Date", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
     ]
 
 
@@ -477,9 +555,10 @@ Written by `make bench` (`python -m bench`); this run took {elapsed / 60:.1f} mi
   polled every 20 ms), then {HOURS_AHEAD} times: an hour of polls (one per store, 14,000) appended by
   `ingest_file` from another process (timed: "append one hour"), and a report triggered and polled
   until Complete (timed: "warm report"; the worker reads only what changed since its last report).
-- http: gunicorn (`gunicorn.conf.py`, its default settings: 1 worker process, 8 threads) on a copy of the 1x database; time
-  from POST /trigger_report until a GET /get_report (polled every 20 ms) answers Complete (the
-  first run computes, the next two reuse it: nothing was ingested between); then reports
+- http: gunicorn (`gunicorn.conf.py`, its default settings: 1 worker process, 8 threads) on a
+  copy of the 1x database; time from POST /trigger_report until a GET /get_report (polled every
+  20 ms) answers Complete (the first run computes, the next two reuse it: nothing was ingested
+  between); then reports
   triggered back to back, each as of a different minute (so each is computed), each polled in a
   tight sequential loop while it runs: latency of the "Running" answers.
 - triggers: on a copy of the 1x database, one report timed alone, then 50 threads each POST the
@@ -503,8 +582,7 @@ def _terminate(signum, _frame):
 
 
 def main(argv: list[str]) -> int:
-    phases = ["ingest", "append", "report", "formats", "warm", "http", "dashboard", "triggers", "upload",
-              "postgresql"]
+    phases = ["ingest", "append", "report", "formats", "warm", "http", "dashboard", "triggers", "upload", "postgresql"]
     chosen = [p for p in phases if p in argv] if argv else phases
     unknown = set(argv) - set(phases)
     if unknown or RUNS < 1:
@@ -581,8 +659,11 @@ def main(argv: list[str]) -> int:
     if chosen == phases:  # a partial run does not replace the full results
         write_results(bench, text, elapsed)
         written = f" Written to {RESULTS_MD.relative_to(ROOT)}."
-    say(f"{len(missed)} target(s) missed" + (": " + "; ".join(missed) if missed else "")
-        + f". Total {elapsed / 60:.1f} min.{written}")
+    say(
+        f"{len(missed)} target(s) missed"
+        + (": " + "; ".join(missed) if missed else "")
+        + f". Total {elapsed / 60:.1f} min.{written}"
+    )
     return 0
 
 

@@ -28,7 +28,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench import APPEND_ROWS, HOURS_AHEAD, RESULT_PREFIX, ROOT
@@ -98,7 +98,7 @@ def append_csv(db_path: str, out_csv: str, seed: str) -> dict:
     rng = random.Random(int(seed))
     chosen = rng.sample(store_ids, APPEND_ROWS)
     stamps = sorted(last_us + 3600 * US + rng.randrange(300 * US) for _ in chosen)
-    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
     with open(out_csv, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["store_id", "status", "timestamp_utc"])
@@ -113,7 +113,7 @@ def hour_csvs(db_path: str, out_pattern: str, seed: str) -> dict:
     database's last poll (plus up to 5 minutes), in time order -- the hourly feed of the loop."""
     store_ids, last_us = stores_and_last_poll(db_path)
     rng = random.Random(int(seed))
-    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
     for i in range(HOURS_AHEAD):
         stamps = sorted((last_us + (i + 1) * 3600 * US + rng.randrange(300 * US), s) for s in store_ids)
         with open(out_pattern.format(i), "w", newline="") as handle:
@@ -267,17 +267,32 @@ class Gunicorn:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.base = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "DATABASE_URL": f"sqlite:///{db_path}", "REPORTS_DIR": reports_dir,
-               "STOREMON_BIND": f"127.0.0.1:{port}", "STOREMON_WEB_WORKERS": str(workers)}
-        for key in ("REPORT_WORKERS", "REPORT_START_DELAY", "GUNICORN_CMD_ARGS", "MAX_UPLOAD_BYTES",
-                    "REPORT_QUEUE_MAX", "STOREMON_API_TOKENS"):
+        env = {
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{db_path}",
+            "REPORTS_DIR": reports_dir,
+            "STOREMON_BIND": f"127.0.0.1:{port}",
+            "STOREMON_WEB_WORKERS": str(workers),
+        }
+        for key in (
+            "REPORT_WORKERS",
+            "REPORT_START_DELAY",
+            "GUNICORN_CMD_ARGS",
+            "MAX_UPLOAD_BYTES",
+            "REPORT_QUEUE_MAX",
+            "STOREMON_API_TOKENS",
+        ):
             env.pop(key, None)  # measure the shipped configuration ...
         env.update(settings)  # ... unless the phase says otherwise
         self.log_path = log_path
         self.log = open(log_path, "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -374,7 +389,7 @@ def http(db_path: str, reports_dir: str, runs: str, min_samples: str, min_report
         while len(latencies_ms) < int(min_samples) or reports < int(min_reports):
             if reports >= 50:
                 raise RuntimeError(f"only {len(latencies_ms)} samples after {reports} reports")
-            as_of = datetime.fromtimestamp((last_us - (reports + 1) * 60 * US) / US, tz=timezone.utc)
+            as_of = datetime.fromtimestamp((last_us - (reports + 1) * 60 * US) / US, tz=UTC)
             report_id = server.trigger(as_of.strftime("%Y-%m-%dT%H:%M:%SZ"))
             reports += 1
             while True:
@@ -429,11 +444,18 @@ def warm(db_path: str, reports_dir: str, hour_pattern: str) -> dict:
         worker_mb = max(server.worker_peak_mb())
     finally:
         server.stop()
-    return {"seconds": statistics.median(warm_s), "cold_s": cold_s, "warm_s": warm_s, "append_s": append_s,
-            "rows": summary.rows_read, "worker_peak_mb": worker_mb, "peak_mb": peak_mb()}
+    return {
+        "seconds": statistics.median(warm_s),
+        "cold_s": cold_s,
+        "warm_s": warm_s,
+        "append_s": append_s,
+        "rows": summary.rows_read,
+        "worker_peak_mb": worker_mb,
+        "peak_mb": peak_mb(),
+    }
 
 
-def wait_complete(server: "Gunicorn", report_id: str, limit_s: float = 600, poll_s: float = 0.05) -> None:
+def wait_complete(server: Gunicorn, report_id: str, limit_s: float = 600, poll_s: float = 0.05) -> None:
     started = time.perf_counter()
     while not server.poll(report_id):
         if time.perf_counter() - started > limit_s:
@@ -455,7 +477,7 @@ def triggers(db_path: str, reports_dir: str, count: str) -> dict:
         with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
             last_us = conn.execute("SELECT max(last_poll_us) FROM stores").fetchone()[0]
         conn.close()
-        as_of = datetime.fromtimestamp((last_us - 3600 * US) / US, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        as_of = datetime.fromtimestamp((last_us - 3600 * US) / US, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         ids: list[str] = []
         errors: list[str] = []
         barrier = threading.Barrier(int(count))
@@ -478,15 +500,23 @@ def triggers(db_path: str, reports_dir: str, count: str) -> dict:
         for report_id in ids:
             wait_complete(server, report_id)
         all_s = time.perf_counter() - started
-        with sqlite3.connect(f"file:{Path(db_path).with_name(Path(db_path).stem + '.jobs' + Path(db_path).suffix)}?mode=ro",
-                             uri=True) as conn:
+        with sqlite3.connect(
+            f"file:{Path(db_path).with_name(Path(db_path).stem + '.jobs' + Path(db_path).suffix)}?mode=ro", uri=True
+        ) as conn:
             computed = conn.execute(  # the 50 asked with as_of; the first report had none
-                "SELECT count(*) FROM reports WHERE reuse_of IS NULL AND as_of_us IS NOT NULL").fetchone()[0]
+                "SELECT count(*) FROM reports WHERE reuse_of IS NULL AND as_of_us IS NOT NULL"
+            ).fetchone()[0]
         conn.close()
     finally:
         server.stop()
-    return {"seconds": all_s, "one_s": one_s, "ratio": all_s / one_s, "computed": computed,
-            "triggers": len(ids), "peak_mb": peak_mb()}
+    return {
+        "seconds": all_s,
+        "one_s": one_s,
+        "ratio": all_s / one_s,
+        "computed": computed,
+        "triggers": len(ids),
+        "peak_mb": peak_mb(),
+    }
 
 
 def upload(db_path: str, reports_dir: str, status_csv: str, size_mb: str) -> dict:
@@ -510,8 +540,12 @@ def upload(db_path: str, reports_dir: str, status_csv: str, size_mb: str) -> dic
         started = time.perf_counter()
         with open(body_path, "rb") as handle:
             status, _, answer = server.request(
-                "POST", "/ingest/status", data=handle,
-                headers={"Content-Type": "text/csv", "Content-Length": str(size)}, timeout=3600)
+                "POST",
+                "/ingest/status",
+                data=handle,
+                headers={"Content-Type": "text/csv", "Content-Length": str(size)},
+                timeout=3600,
+            )
         seconds = time.perf_counter() - started
         if status != 200:
             raise RuntimeError(f"upload: {status} {answer[:300]!r}")
@@ -520,13 +554,21 @@ def upload(db_path: str, reports_dir: str, status_csv: str, size_mb: str) -> dic
     finally:
         server.stop()
         body_path.unlink(missing_ok=True)
-    return {"seconds": seconds, "bytes": size, "rows_read": summary["rows_read"],
-            "rows_stored": summary["rows_stored"], "worker_peak_mb": worker_mb, "peak_mb": peak_mb()}
+    return {
+        "seconds": seconds,
+        "bytes": size,
+        "rows_read": summary["rows_read"],
+        "rows_stored": summary["rows_stored"],
+        "worker_peak_mb": worker_mb,
+        "peak_mb": peak_mb(),
+    }
+
+
 def dashboard(db_path: str, reports_dir: str, stores: str) -> dict:
-    """The dashboard on real gunicorn (the default settings: one worker process): ``GET /stores/<id>/timeline`` and the store
-    page for ``stores`` random stores, one request at a time; then a report, and its report page
-    (14,000 rows): the first two requests (each worker parses the CSV once), then pages sorted,
-    filtered and paged differently (parsed frame cached)."""
+    """The dashboard on real gunicorn (the default settings: one worker process):
+    ``GET /stores/<id>/timeline`` and the store page for ``stores`` random stores, one request at
+    a time; then a report, and its report page (14,000 rows): the first two requests (each worker
+    parses the CSV once), then pages sorted, filtered and paged differently (parsed frame cached)."""
     from urllib.parse import quote
 
     with sqlite3.connect(db_path) as conn:
@@ -554,8 +596,10 @@ def dashboard(db_path: str, reports_dir: str, stores: str) -> dict:
         first_ms = [timed(f"/reports/{report_id}") for _ in range(2)]
         columns = ["store_id", "uptime_last_week", "downtime_last_day", "uptime_share_week", "downtime_last_hour"]
         report_ms = [
-            timed(f"/reports/{report_id}?sort={columns[k % 5]}&order={'desc' if k % 2 else 'asc'}"
-                  f"&page={1 + 37 * k % 280}" + ("&q=12" if k % 3 == 0 else ""))
+            timed(
+                f"/reports/{report_id}?sort={columns[k % 5]}&order={'desc' if k % 2 else 'asc'}"
+                f"&page={1 + 37 * k % 280}" + ("&q=12" if k % 3 == 0 else "")
+            )
             for k in range(30)
         ]
     finally:
@@ -580,6 +624,7 @@ def dashboard(db_path: str, reports_dir: str, stores: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+
 
 def pg_admin(action: str, server_url: str, name: str) -> dict:
     """Create or drop database ``name`` on the PostgreSQL server of ``server_url``."""
@@ -626,8 +671,9 @@ def main(argv: list[str]) -> int:
         return 2
     signal.signal(signal.SIGTERM, _terminate)
     # Logs to stderr (create_app keeps a configured root logger), stdout is for the result.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     result = PHASES[argv[0]](*argv[1:])
     print(RESULT_PREFIX + json.dumps(result), flush=True)
     return 0

@@ -1,7 +1,7 @@
 """Write docs/configuration.md from the settings table (storemon/config.py, SETTINGS).
 
-    .venv/bin/python scripts/configuration_doc.py           # (re)write the page
-    .venv/bin/python scripts/configuration_doc.py --check   # fail if the committed one is stale
+.venv/bin/python scripts/configuration_doc.py           # (re)write the page
+.venv/bin/python scripts/configuration_doc.py --check   # fail if the committed one is stale
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ def main(argv: list[str]) -> int:
     text = document()
     if "--check" in argv:
         if OUT.read_text(encoding="utf-8") != text:
-            print(f"{OUT.relative_to(ROOT)} is stale: run .venv/bin/python scripts/configuration_doc.py", file=sys.stderr)
+            print(
+                f"{OUT.relative_to(ROOT)} is stale: run .venv/bin/python scripts/configuration_doc.py", file=sys.stderr
+            )
             return 1
         return 0
     OUT.write_text(text, encoding="utf-8")

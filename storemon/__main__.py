@@ -21,8 +21,16 @@ def serve_command():
     The server's settings come from the environment: STOREMON_BIND, STOREMON_WEB_WORKERS and
     the others of docs/configuration.md.
     """
-    command = [sys.executable, "-m", "gunicorn", "-c", str(PROJECT_ROOT / "gunicorn.conf.py"),
-               "--chdir", str(PROJECT_ROOT), "wsgi:app"]
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        str(PROJECT_ROOT / "gunicorn.conf.py"),
+        "--chdir",
+        str(PROJECT_ROOT),
+        "wsgi:app",
+    ]
     os.execv(command[0], command)
 
 
@@ -32,9 +40,13 @@ def main() -> None:
         installed = version("storemon")
     except PackageNotFoundError:  # run from a checkout without `pip install -e .`
         installed = "unknown"
-    group = FlaskGroup(create_app=lambda: create_app(), add_default_commands=False, add_version_option=False,
-                       help="storemon: how often were stores offline while they should have been open.\n\n"
-                            "Settings come from the environment (docs/configuration.md).")
+    group = FlaskGroup(
+        create_app=lambda: create_app(),
+        add_default_commands=False,
+        add_version_option=False,
+        help="storemon: how often were stores offline while they should have been open.\n\n"
+        "Settings come from the environment (docs/configuration.md).",
+    )
     group.params = [p for p in group.params if p.name not in ("app", "env_file", "debug")]  # the app is this one
     click.version_option(installed, "--version", prog_name="storemon", message="%(prog)s %(version)s")(group)
     group.add_command(serve_command)

@@ -18,9 +18,9 @@ from . import formats, jobs, metrics, storage
 from .compute import REPORT_COLUMNS
 from .extensions import db
 from .ingest import IngestBusy, IngestReadOnly, ingest_file
-from .parse import KINDS, IngestError
 from .models import BusinessHours, Poll, RecentPoll, Report, Store, StoreTimezone
 from .openapi import describe, json_response, query, ref
+from .parse import KINDS, IngestError
 from .schemas import AS_OF, REPORT_ID
 from .security import CHALLENGES
 from .times import format_datetime, format_instant, parse_instant
@@ -60,8 +60,9 @@ def http_error(exc: HTTPException):
 def unexpected_error(exc: Exception):
     if isinstance(exc, HTTPException):
         return http_error(exc)
-    if isinstance(exc, storage.DatabaseReadOnly) or (isinstance(exc, SQLAlchemyError)
-                                                      and storage.is_read_only_error(exc)):
+    if isinstance(exc, storage.DatabaseReadOnly) or (
+        isinstance(exc, SQLAlchemyError) and storage.is_read_only_error(exc)
+    ):
         log.error("write refused: the database is read-only (%s)", str(exc).splitlines()[0])
         return http_error(ApiError(503, "the database is read-only: nothing can be stored; see /health", 60))
     if isinstance(exc, SQLAlchemyError) and storage.is_locked_error(exc):
@@ -80,20 +81,31 @@ def _reason(code: int) -> str:
 
 AS_OF_QUERY = query("as_of", AS_OF, "the report's `now` (instead of the JSON body's `as_of`)")
 _TO_REPORT = {
-    "GetReport": {"operationId": "get_report", "parameters": {"path.report_id": "$response.body#/report_id"},
-                  "description": "Poll the report until its CSV arrives"},
-    "GetReportByQuery": {"operationId": "get_report_by_query",
-                         "parameters": {"query.report_id": "$response.body#/report_id"},
-                         "description": "The same, with the id in the query"},
+    "GetReport": {
+        "operationId": "get_report",
+        "parameters": {"path.report_id": "$response.body#/report_id"},
+        "description": "Poll the report until its CSV arrives",
+    },
+    "GetReportByQuery": {
+        "operationId": "get_report_by_query",
+        "parameters": {"query.report_id": "$response.body#/report_id"},
+        "description": "The same, with the id in the query",
+    },
 }
 
 
 @bp.route("/trigger_report", methods=["POST", "GET"])
 @describe(
-    summary="Start a report", errors=(400, 429, 503), params=(AS_OF_QUERY,),
-    body={"required": False, "content": {
-        "application/json": {"schema": ref("TriggerBody"), "example": {"as_of": "2023-01-25T12:00:00Z"}},
-        "application/x-www-form-urlencoded": {"schema": ref("TriggerBody")}}},
+    summary="Start a report",
+    errors=(400, 429, 503),
+    params=(AS_OF_QUERY,),
+    body={
+        "required": False,
+        "content": {
+            "application/json": {"schema": ref("TriggerBody"), "example": {"as_of": "2023-01-25T12:00:00Z"}},
+            "application/x-www-form-urlencoded": {"schema": ref("TriggerBody")},
+        },
+    },
     responses={200: json_response("ReportId", "The new report's id: poll it with get_report", links=_TO_REPORT)},
 )
 def trigger_report():
@@ -120,9 +132,12 @@ def trigger_report():
             raise BadRequest(f"as_of: {exc}") from exc
     app = current_app._get_current_object()
     if jobs.queue_full(app) and not _trigger_limiter().allow(_client()):
-        raise ApiError(429, f"too many triggers: the report queue is full and this client sent "
-                            f"{TRIGGER_BURST} in the last {TRIGGER_WINDOW_S:g} s; try again later",
-                       int(TRIGGER_WINDOW_S))
+        raise ApiError(
+            429,
+            f"too many triggers: the report queue is full and this client sent "
+            f"{TRIGGER_BURST} in the last {TRIGGER_WINDOW_S:g} s; try again later",
+            int(TRIGGER_WINDOW_S),
+        )
     try:
         report_id = jobs.submit_report(app, as_of_us)
     except jobs.QueueFull as exc:
@@ -185,30 +200,45 @@ FORMAT = {"type": "string", "enum": list(formats.FORMATS), "example": "xlsx"}
 @describe(
     summary="A report: progress, its rows (CSV, Excel, JSON or Parquet), or why it failed",
     errors=(400, 404, 406, 410),
-    params=(query("report_id", REPORT_ID, "the id trigger_report gave", required=True),
-            query("format", FORMAT, "the complete report's format (wins over `Accept`)")),
+    params=(
+        query("report_id", REPORT_ID, "the id trigger_report gave", required=True),
+        query("format", FORMAT, "the complete report's format (wins over `Accept`)"),
+    ),
     path_schemas={"report_id": REPORT_ID},
     operation_ids={("/get_report", "GET"): "get_report_by_query"},
-    responses={200: {
-        "description": "Complete: the report as an attachment (`X-Report-Status: Complete`), in the format "
-                       "`?format=` names, else the best one `Accept` takes, else CSV. Still queued or computing: "
-                       "`{\"status\": \"Running\", ...}`; failed: `{\"status\": \"Failed\", ...}`.",
-        "headers": {
-            "X-Report-Status": {"schema": {"type": "string", "enum": ["Complete"]},
-                                "description": "`Complete` on the report (absent on the Running and Failed answers)"},
-            "X-Report-Now": {"schema": {"type": "string"}, "description": "the report's `now` (on the report)"},
-            "X-Report-Warning": {"schema": {"type": "string"},
-                                 "description": "on the report when `now` is over a day after the latest poll"},
-            "Content-Disposition": {"schema": {"type": "string"},
-                                    "description": "on the report: `attachment; filename=report_<id>.<format>`"},
-        },
-        "content": {
-            "text/csv": {"schema": {"type": "string"}, "example": _CSV_HEADER + "\n"
-                         "00017c6a-7a77-4a95-bb2d-40647868aff6,60.0,20.5,120.25,0.0,3.5,11.75\n"},
-            "application/json": {"schema": {"oneOf": [ref("ReportRunning"), ref("ReportFailed"), ref("ReportRows")]}},
-            formats.XLSX.media_type: {"schema": {"type": "string", "format": "binary"}},
-            formats.PARQUET.media_type: {"schema": {"type": "string", "format": "binary"}},
-        }}},
+    responses={
+        200: {
+            "description": "Complete: the report as an attachment (`X-Report-Status: Complete`), in the format "
+            "`?format=` names, else the best one `Accept` takes, else CSV. Still queued or computing: "
+            '`{"status": "Running", ...}`; failed: `{"status": "Failed", ...}`.',
+            "headers": {
+                "X-Report-Status": {
+                    "schema": {"type": "string", "enum": ["Complete"]},
+                    "description": "`Complete` on the report (absent on the Running and Failed answers)",
+                },
+                "X-Report-Now": {"schema": {"type": "string"}, "description": "the report's `now` (on the report)"},
+                "X-Report-Warning": {
+                    "schema": {"type": "string"},
+                    "description": "on the report when `now` is over a day after the latest poll",
+                },
+                "Content-Disposition": {
+                    "schema": {"type": "string"},
+                    "description": "on the report: `attachment; filename=report_<id>.<format>`",
+                },
+            },
+            "content": {
+                "text/csv": {
+                    "schema": {"type": "string"},
+                    "example": _CSV_HEADER + "\n00017c6a-7a77-4a95-bb2d-40647868aff6,60.0,20.5,120.25,0.0,3.5,11.75\n",
+                },
+                "application/json": {
+                    "schema": {"oneOf": [ref("ReportRunning"), ref("ReportFailed"), ref("ReportRows")]}
+                },
+                formats.XLSX.media_type: {"schema": {"type": "string", "format": "binary"}},
+                formats.PARQUET.media_type: {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
 )
 def get_report(report_id: str | None = None):
     """``Running`` with progress, the CSV when complete, or ``Failed`` with the error."""
@@ -226,9 +256,12 @@ def get_report(report_id: str | None = None):
         raise NotFound(f"no report with id {report_id}")
     report = jobs.resolve(asked)  # a reused report answers with the one that computed it
     if report is None or report.status == jobs.EXPIRED or asked.status == jobs.EXPIRED:
-        raise ApiError(410, f"report {report_id} has expired and was deleted (reports are kept "
-                            f"{current_app.config['REPORT_RETENTION_DAYS']:g} days, at most "
-                            f"{current_app.config['REPORT_KEEP']} of them); trigger a new one")
+        raise ApiError(
+            410,
+            f"report {report_id} has expired and was deleted (reports are kept "
+            f"{current_app.config['REPORT_RETENTION_DAYS']:g} days, at most "
+            f"{current_app.config['REPORT_KEEP']} of them); trigger a new one",
+        )
     app = current_app._get_current_object()
     if report.status in (jobs.QUEUED, jobs.RUNNING):
         jobs.reap_if_orphaned(app, report)
@@ -292,19 +325,34 @@ _CSV_BODY = {"type": "string", "format": "binary"}
 
 @bp.post("/ingest/<kind>")
 @describe(
-    summary="Upload one feed file", tags=("ingest",), errors=(400, 404, 413, 503),
-    path_schemas={"kind": {"type": "string", "enum": ["status", "hours", "timezones"],
-                           "description": "the feed: polls, business hours or time zones"}},
-    params=(query("strict", _FLAG, "`1`, `true` or `yes`: refuse the file if any row is unreadable"),
-            query("force", _FLAG, "`1`, `true` or `yes`: apply content the ledger says was already stored")),
-    body={"required": True, "description": "The CSV, as a multipart upload in a field named `file` or as the "
-                                           "request body; streamed to disk, at most `MAX_UPLOAD_BYTES` (1 GiB)",
-          "content": {
-              "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
-                                                 "properties": {"file": _CSV_BODY}}},
-              "text/csv": {"schema": _CSV_BODY, "example": "store_id,status,timestamp_utc\n8419537941919820732,"
-                                                            "active,2023-01-22 12:09:39.388884 UTC\n"},
-          }},
+    summary="Upload one feed file",
+    tags=("ingest",),
+    errors=(400, 404, 413, 503),
+    path_schemas={
+        "kind": {
+            "type": "string",
+            "enum": ["status", "hours", "timezones"],
+            "description": "the feed: polls, business hours or time zones",
+        }
+    },
+    params=(
+        query("strict", _FLAG, "`1`, `true` or `yes`: refuse the file if any row is unreadable"),
+        query("force", _FLAG, "`1`, `true` or `yes`: apply content the ledger says was already stored"),
+    ),
+    body={
+        "required": True,
+        "description": "The CSV, as a multipart upload in a field named `file` or as the "
+        "request body; streamed to disk, at most `MAX_UPLOAD_BYTES` (1 GiB)",
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "required": ["file"], "properties": {"file": _CSV_BODY}}
+            },
+            "text/csv": {
+                "schema": _CSV_BODY,
+                "example": "store_id,status,timestamp_utc\n8419537941919820732,active,2023-01-22 12:09:39.388884 UTC\n",
+            },
+        },
+    },
     responses={200: json_response("FileSummary", "What came of the file (outcome `stored` or `unchanged`)")},
 )
 def ingest(kind: str):
@@ -322,9 +370,17 @@ def ingest(kind: str):
         raise ApiError(exc.code, str(exc)) from exc
     try:
         summary = ingest_file(
-            db.engine, kind, upload.path, strict=_flag("strict"), force=_flag("force"),
-            chunk_rows=config["INGEST_CHUNK_ROWS"], source="http", name=upload.name, scan=upload.scan,
-            max_line_bytes=config["MAX_LINE_BYTES"], wait_seconds=config["INGEST_WAIT_SECONDS"],
+            db.engine,
+            kind,
+            upload.path,
+            strict=_flag("strict"),
+            force=_flag("force"),
+            chunk_rows=config["INGEST_CHUNK_ROWS"],
+            source="http",
+            name=upload.name,
+            scan=upload.scan,
+            max_line_bytes=config["MAX_LINE_BYTES"],
+            wait_seconds=config["INGEST_WAIT_SECONDS"],
         )
     except IngestError as exc:
         raise BadRequest(str(exc)) from exc
@@ -344,9 +400,13 @@ MAX_OFFSET = 2**63 - 1  # the largest the databases take (a larger one was a 500
 
 @bp.get("/ingests")
 @describe(
-    summary="The ingest ledger, newest first", tags=("ingest",), errors=(400,),
-    params=(query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
-            query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0})),
+    summary="The ingest ledger, newest first",
+    tags=("ingest",),
+    errors=(400,),
+    params=(
+        query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+        query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}),
+    ),
     responses={200: json_response("Ledger", "Every file offered over HTTP or the command line, and what came of it")},
 )
 def ingests():
@@ -378,9 +438,13 @@ def _int_arg(name: str, default: int, low: int, high: int | None) -> int:
 
 @bp.get("/health")
 @describe(
-    summary="Is the database reachable and writable; what it holds", tags=("operations",), security=[],
-    responses={200: json_response("Health", "`ok`, or `degraded` (read-only: writes answer 503)"),
-               503: json_response("Health", "`error`: the database cannot be reached")},
+    summary="Is the database reachable and writable; what it holds",
+    tags=("operations",),
+    security=[],
+    responses={
+        200: json_response("Health", "`ok`, or `degraded` (read-only: writes answer 503)"),
+        503: json_response("Health", "`error`: the database cannot be reached"),
+    },
 )
 def health():
     """Database reachable and writable, and how much it holds: stores with polls / business
@@ -393,8 +457,10 @@ def health():
         "stores_with_polls": select(func.count()).select_from(Store),
         "stores_with_hours": select(func.count(func.distinct(BusinessHours.store_id))),
         "stores_with_timezone": select(func.count()).select_from(StoreTimezone),
-        "polls": select(select(func.count()).select_from(Poll).scalar_subquery()
-                        + select(func.count()).select_from(RecentPoll).scalar_subquery()),
+        "polls": select(
+            select(func.count()).select_from(Poll).scalar_subquery()
+            + select(func.count()).select_from(RecentPoll).scalar_subquery()
+        ),
         "reports": select(func.count()).select_from(Report),
     }
     try:

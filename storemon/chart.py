@@ -102,8 +102,12 @@ def week_chart(t: Timeline) -> Chart:
     last_day = pd.Timestamp(now, unit="us", tz="UTC").tz_convert(t.timezone).normalize()
     days = pd.date_range(first_day.tz_localize(None), last_day.tz_localize(None), freq="D")
     # Local midnights as UTC microseconds, one more than rows (the end of the last row).
-    bounds = pd.DatetimeIndex(list(days) + [days[-1] + pd.Timedelta(days=1)]).tz_localize(
-        t.timezone, ambiguous=True, nonexistent="shift_forward").as_unit("us").asi8
+    bounds = (
+        pd.DatetimeIndex(list(days) + [days[-1] + pd.Timedelta(days=1)])
+        .tz_localize(t.timezone, ambiguous=True, nonexistent="shift_forward")
+        .as_unit("us")
+        .asi8
+    )
 
     left, right = LABEL_WIDTH, WIDTH - RIGHT_PAD
     span = right - left
@@ -132,15 +136,32 @@ def week_chart(t: Timeline) -> Chart:
         chart.rows.append(Row(y=y, label=day.strftime("%a %d %b"), line_y=y + BAND_TOP + BAND_HEIGHT))
     for iv in t.intervals:
         for i, x0, x1 in pieces(iv.start_us, iv.end_us):
-            chart.bands.append(Box(x0, TOP + i * ROW_HEIGHT + BAND_TOP, x1 - x0, BAND_HEIGHT,
-                                   f"business hours {iv.local_start} to {iv.local_end}"))
+            chart.bands.append(
+                Box(
+                    x0,
+                    TOP + i * ROW_HEIGHT + BAND_TOP,
+                    x1 - x0,
+                    BAND_HEIGHT,
+                    f"business hours {iv.local_start} to {iv.local_end}",
+                )
+            )
     for k, seg in enumerate(t.segments):
         for i, x0, x1 in pieces(seg.start_us, seg.end_us):
             word = "up" if seg.active else "down"
-            chart.segments.append(SegmentBox(
-                x0, TOP + i * ROW_HEIGHT + BAND_TOP, max(x1 - x0, 0.5), BAND_HEIGHT,
-                f"{word} {format_instant_us(seg.start_us)} to {format_instant_us(seg.end_us)} by the poll at {format_instant_us(seg.poll_us)}",
-                active=seg.active, index=k, start=format_instant_us(seg.start_us), end=format_instant_us(seg.end_us)))
+            chart.segments.append(
+                SegmentBox(
+                    x0,
+                    TOP + i * ROW_HEIGHT + BAND_TOP,
+                    max(x1 - x0, 0.5),
+                    BAND_HEIGHT,
+                    f"{word} {format_instant_us(seg.start_us)} to {format_instant_us(seg.end_us)} "
+                    f"by the poll at {format_instant_us(seg.poll_us)}",
+                    active=seg.active,
+                    index=k,
+                    start=format_instant_us(seg.start_us),
+                    end=format_instant_us(seg.end_us),
+                )
+            )
     for p in t.polls:
         i = row_of(p.ts_us)
         if i is None:  # a counted poll from before the first row: drawn at the row's start
@@ -149,8 +170,15 @@ def week_chart(t: Timeline) -> Chart:
             x = x_of(i, p.ts_us)
         status = "active" if p.active else "inactive"
         counted = "counted" if p.counted else f"not counted: {p.reason}"
-        chart.marks.append(Mark(x, TOP + i * ROW_HEIGHT + MARK_Y, p.active, p.counted,
-                                f"poll {format_instant_us(p.ts_us)} {status}, {counted}"))
+        chart.marks.append(
+            Mark(
+                x,
+                TOP + i * ROW_HEIGHT + MARK_Y,
+                p.active,
+                p.counted,
+                f"poll {format_instant_us(p.ts_us)} {status}, {counted}",
+            )
+        )
     labels = {"week": "week starts", "day": "day starts", "hour": "hour starts"}
     for name, (start, _end) in t.windows.items():
         i = row_of(start)
@@ -165,8 +193,15 @@ def week_chart(t: Timeline) -> Chart:
 
 def _edge(i: int, x: float, label: str, anchor: str) -> Edge:
     y = TOP + i * ROW_HEIGHT
-    return Edge(x=x, y1=y + 2, y2=y + BAND_TOP + BAND_HEIGHT + 4, label=label,
-                label_x=x + (3 if anchor == "start" else -3), label_y=y + BAND_TOP + BAND_HEIGHT + 13, anchor=anchor)
+    return Edge(
+        x=x,
+        y1=y + 2,
+        y2=y + BAND_TOP + BAND_HEIGHT + 4,
+        label=label,
+        label_x=x + (3 if anchor == "start" else -3),
+        label_y=y + BAND_TOP + BAND_HEIGHT + 13,
+        anchor=anchor,
+    )
 
 
 # --- the report page's histogram -------------------------------------------------------------
@@ -211,7 +246,16 @@ def histogram_chart(bins: list[dict]) -> Histogram:
     bars = []
     for k, b in enumerate(bins):
         height = max(plot * b["height"] / 100, 1.0)
-        bars.append(Bar(x=round(HIST_PAD + k * (width + HIST_GAP), 2), y=round(base - height, 2), width=round(width, 2),
-                        height=round(height, 2), count=b["count"], label=b["label"],
-                        count_y=round(base - height - 4, 2), label_y=HIST_HEIGHT - 6))
+        bars.append(
+            Bar(
+                x=round(HIST_PAD + k * (width + HIST_GAP), 2),
+                y=round(base - height, 2),
+                width=round(width, 2),
+                height=round(height, 2),
+                count=b["count"],
+                label=b["label"],
+                count_y=round(base - height - 4, 2),
+                label_y=HIST_HEIGHT - 6,
+            )
+        )
     return Histogram(width=HIST_WIDTH, height=HIST_HEIGHT, base_y=base, bars=bars)

@@ -48,15 +48,33 @@ def _progress_factory():
 
 @click.command("ingest")
 @click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False))
-@click.option("--status", "status", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="A store-status (polls) CSV. Repeatable.")
-@click.option("--hours", "hours", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="A business-hours CSV. Repeatable.")
-@click.option("--timezones", "timezones", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="A time-zones CSV. Repeatable.")
+@click.option(
+    "--status",
+    "status",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A store-status (polls) CSV. Repeatable.",
+)
+@click.option(
+    "--hours",
+    "hours",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A business-hours CSV. Repeatable.",
+)
+@click.option(
+    "--timezones",
+    "timezones",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A time-zones CSV. Repeatable.",
+)
 @click.option("--strict", is_flag=True, help="Refuse a whole file if any row is unreadable.")
-@click.option("--force", is_flag=True,
-              help="Apply files again even if the ingest ledger shows their content was already ingested.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Apply files again even if the ingest ledger shows their content was already ingested.",
+)
 @with_appcontext
 def ingest_command(folder, status, hours, timezones, strict, force):
     """Load the CSV feeds in FOLDER and/or the files named by options (one transaction per file).
@@ -119,11 +137,20 @@ def ingests_command(limit):
 @click.option("--stores", default=14_000, show_default=True, type=click.IntRange(min=1), help="Number of stores.")
 @click.option("--days", default=8, show_default=True, type=click.IntRange(min=1), help="Days of polls.")
 @click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same files).")
-@click.option("--out", "out", default=str(DEFAULT_DEMO_DIR), show_default=True, type=click.Path(file_okay=False),
-              help="Folder to write store_status.csv, menu_hours.csv and timezones.csv into.")
-@click.option("--if-changed", is_flag=True,
-              help="Keep OUT when it already holds demo data made with these parameters. When they differ, "
-                   "regenerate it and empty the database it was made for, so two demos never mix.")
+@click.option(
+    "--out",
+    "out",
+    default=str(DEFAULT_DEMO_DIR),
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder to write store_status.csv, menu_hours.csv and timezones.csv into.",
+)
+@click.option(
+    "--if-changed",
+    is_flag=True,
+    help="Keep OUT when it already holds demo data made with these parameters. When they differ, "
+    "regenerate it and empty the database it was made for, so two demos never mix.",
+)
 @with_appcontext
 def demo_data_command(stores, days, seed, out, if_changed):
     """Generate demo CSVs shaped like the real feeds (and record their parameters in demo.json)."""
@@ -152,8 +179,13 @@ def demo_data_command(stores, days, seed, out, if_changed):
 
 
 @click.command("reset")
-@click.option("--demo-dir", default=str(DEFAULT_DEMO_DIR), show_default=True, type=click.Path(file_okay=False),
-              help="The demo data folder to remove (only if `demo-data` made it: it holds demo.json).")
+@click.option(
+    "--demo-dir",
+    default=str(DEFAULT_DEMO_DIR),
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="The demo data folder to remove (only if `demo-data` made it: it holds demo.json).",
+)
 @click.confirmation_option(prompt="Remove the database, the report files and the demo data?")
 @with_appcontext
 def reset_command(demo_dir):
@@ -165,8 +197,11 @@ def reset_command(demo_dir):
     from .demo import STAMP_NAME
 
     click.echo(f"removed the database: {storage.remove_database()}")
-    reports = sorted(path for path in Path(current_app.config["REPORTS_DIR"]).glob("report_*.*")
-                     if path.suffix.lstrip(".") in formats.FORMATS)
+    reports = sorted(
+        path
+        for path in Path(current_app.config["REPORTS_DIR"]).glob("report_*.*")
+        if path.suffix.lstrip(".") in formats.FORMATS
+    )
     for path in reports:
         path.unlink()
     click.echo(f"removed {len(reports)} report file(s) from {current_app.config['REPORTS_DIR']}")
@@ -179,12 +214,26 @@ def reset_command(demo_dir):
 
 
 @click.command("report")
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
-              help="File to write; its extension picks the format (.csv, .xlsx, .json, .parquet; else CSV).")
-@click.option("--format", "fmt", default=None, type=click.Choice(list(formats.FORMATS), case_sensitive=False),
-              help="The format, whatever the file's extension.")
-@click.option("--as-of", "as_of", default=None,
-              help="Report as of this UTC instant (polls after it are ignored); default: the latest poll.")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="File to write; its extension picks the format (.csv, .xlsx, .json, .parquet; else CSV).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    default=None,
+    type=click.Choice(list(formats.FORMATS), case_sensitive=False),
+    help="The format, whatever the file's extension.",
+)
+@click.option(
+    "--as-of",
+    "as_of",
+    default=None,
+    help="Report as of this UTC instant (polls after it are ignored); default: the latest poll.",
+)
 @with_appcontext
 def report_command(out, fmt, as_of):
     """Compute the uptime/downtime report synchronously and write it (CSV unless asked otherwise)."""
@@ -202,10 +251,14 @@ def report_command(out, fmt, as_of):
         path = write_csv(result.frame, out)
     else:
         with tempfile.TemporaryDirectory(dir=Path(out).resolve().parent) as folder:
-            about = formats.About(report_id=None, now=format_instant(result.now_us), rows=result.store_count,
-                                  as_of=format_instant(as_of_us) if as_of_us is not None else None,
-                                  data_version=result.data_version,
-                                  generated_at=format_instant(time.time_ns() // 1000))
+            about = formats.About(
+                report_id=None,
+                now=format_instant(result.now_us),
+                rows=result.store_count,
+                as_of=format_instant(as_of_us) if as_of_us is not None else None,
+                data_version=result.data_version,
+                generated_at=format_instant(time.time_ns() // 1000),
+            )
             path = formats.convert(write_csv(result.frame, Path(folder) / "report.csv"), chosen, out, about)
     click.echo(
         f"wrote {result.store_count:,} stores to {path}{'' if chosen is formats.CSV else ' as ' + chosen.name} "
@@ -218,8 +271,12 @@ def report_command(out, fmt, as_of):
 
 @click.command("explain")
 @click.argument("store_id")
-@click.option("--as-of", "as_of", default=None,
-              help="Explain the store as of this UTC instant (as the report would); default: the latest poll.")
+@click.option(
+    "--as-of",
+    "as_of",
+    default=None,
+    help="Explain the store as of this UTC instant (as the report would); default: the latest poll.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the timeline JSON (as GET /stores/<id>/timeline).")
 @with_appcontext
 def explain_command(store_id, as_of, as_json):

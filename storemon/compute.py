@@ -138,7 +138,7 @@ class Schedule:
         return len(self.zones)
 
     @classmethod
-    def build(cls, n_stores: int, hours: pd.DataFrame, zone_of_store: pd.Series | None = None) -> "Schedule":
+    def build(cls, n_stores: int, hours: pd.DataFrame, zone_of_store: pd.Series | None = None) -> Schedule:
         """From an hours frame (store, day, start_s, end_s) and zone names indexed by store code."""
         zones = np.full(n_stores, DEFAULT_TIMEZONE, dtype=object)
         if zone_of_store is not None and len(zone_of_store):
@@ -252,7 +252,7 @@ def business_intervals(schedule: Schedule, stores: np.ndarray, from_us: int, to_
         for k, zone in enumerate(zone_names):
             at = zone_code == k
             converted = localize(np.concatenate([wall_start[at], wall_end[at]]), zone)
-            start[at], end[at] = converted[: at.sum()], converted[at.sum():]
+            start[at], end[at] = converted[: at.sum()], converted[at.sum() :]
         keep = (end > start) & (end > lo_edge) & (start < hi_edge)
         store, start, end = store[keep], np.maximum(start[keep], lo_edge), np.minimum(end[keep], hi_edge)
     else:
@@ -385,11 +385,25 @@ def compute_report(
     store_ids = np.asarray(store_ids, dtype=object)
     n = len(store_ids)
     counted = count_polls(
-        polls, schedule, n, now_us, complete_from_us=complete_from_us, first_poll_us=first_poll_us,
-        fetch_older=fetch_older, progress=progress, intervals=intervals,
+        polls,
+        schedule,
+        n,
+        now_us,
+        complete_from_us=complete_from_us,
+        first_poll_us=first_poll_us,
+        fetch_older=fetch_older,
+        progress=progress,
+        intervals=intervals,
     )
-    result = _measure(counted.store, counted.ts, counted.active, counted.intervals,
-                      axis_span=(counted.earliest, now_us), n=n, now_us=now_us)
+    result = _measure(
+        counted.store,
+        counted.ts,
+        counted.active,
+        counted.intervals,
+        axis_span=(counted.earliest, now_us),
+        n=n,
+        now_us=now_us,
+    )
     _tell(progress, 0.95, "formatting")
     return report_frame(store_ids, result, exact_seconds)
 
@@ -463,7 +477,9 @@ def count_polls(
     return CountedPolls(store=store, ts=ts, active=active, intervals=intervals, earliest=earliest)
 
 
-def report_frame(store_ids, result: dict[str, tuple[np.ndarray, np.ndarray]], exact_seconds: bool = False) -> pd.DataFrame:
+def report_frame(
+    store_ids, result: dict[str, tuple[np.ndarray, np.ndarray]], exact_seconds: bool = False
+) -> pd.DataFrame:
     """The report's rows from :func:`_measure`'s half-microseconds: minutes for the hour, hours
     for the day and week, rounded to 2 decimals (``numpy.round``); sorted by store_id."""
     frame = pd.DataFrame({"store_id": np.asarray(store_ids, dtype=object)})
@@ -652,10 +668,18 @@ def explain_store(
     """
     # Long for its docstring: it is compute_report's steps for one store, in their order.
     first = None if first_poll_us is None else np.array([first_poll_us], dtype=np.int64)
-    counted = count_polls(polls, schedule, 1, now_us, complete_from_us=complete_from_us,
-                          first_poll_us=first, fetch_older=fetch_older)
-    result = _measure(counted.store, counted.ts, counted.active, counted.intervals,
-                      axis_span=(counted.earliest, now_us), n=1, now_us=now_us)
+    counted = count_polls(
+        polls, schedule, 1, now_us, complete_from_us=complete_from_us, first_poll_us=first, fetch_older=fetch_older
+    )
+    result = _measure(
+        counted.store,
+        counted.ts,
+        counted.active,
+        counted.intervals,
+        axis_span=(counted.earliest, now_us),
+        n=1,
+        now_us=now_us,
+    )
     figures = report_frame([store_id], result).iloc[0].to_dict()
 
     week_start = now_us - WEEK_US
@@ -738,4 +762,3 @@ def report_from_frames(
     zone_of_store = pd.Series(zones["timezone_str"].to_numpy(), index=code[zones["store_id"].astype(str)].to_numpy())
     schedule = Schedule.build(len(store_ids), hours_frame, zone_of_store)
     return compute_report(store_ids, frame, schedule, now_us, exact_seconds=exact_seconds)
-

@@ -65,57 +65,192 @@ GROUPS = {
 }
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("DATABASE_URL", None, str, "SQLAlchemy URL of the data: SQLite or "
-            "`postgresql+psycopg://user:password@host:5432/db`", "data", shown="`sqlite:///instance/storemon.db`"),
-    Setting("JOBS_DATABASE_URL", None, str, "where report job state lives: on SQLite a file of its own beside the "
-            "data (a long ingest, which holds SQLite's write lock, never blocks a trigger); else the data's database",
-            "data", shown="`storemon.jobs.db` beside a SQLite database; else `DATABASE_URL`"),
-    Setting("REPORTS_DIR", str(PROJECT_ROOT / "reports"), str, "folder of finished reports (every format)", "data",
-            shown="`reports/`"),
+    Setting(
+        "DATABASE_URL",
+        None,
+        str,
+        "SQLAlchemy URL of the data: SQLite or `postgresql+psycopg://user:password@host:5432/db`",
+        "data",
+        shown="`sqlite:///instance/storemon.db`",
+    ),
+    Setting(
+        "JOBS_DATABASE_URL",
+        None,
+        str,
+        "where report job state lives: on SQLite a file of its own beside the "
+        "data (a long ingest, which holds SQLite's write lock, never blocks a trigger); else the data's database",
+        "data",
+        shown="`storemon.jobs.db` beside a SQLite database; else `DATABASE_URL`",
+    ),
+    Setting(
+        "REPORTS_DIR",
+        str(PROJECT_ROOT / "reports"),
+        str,
+        "folder of finished reports (every format)",
+        "data",
+        shown="`reports/`",
+    ),
     Setting("UPLOAD_DIR", None, str, "folder of uploads being received", "data", shown="`instance/uploads/`"),
-    Setting("STOREMON_API_TOKENS", "", str, "comma-separated API tokens, each at least 16 characters; unset: no "
-            "tokens, and then only loopback addresses are served", "security"),
-    Setting("STOREMON_ALLOWED_HOSTS", "", str, "host names a server without tokens answers to besides loopback "
-            "ones (comma-separated)", "security"),
-    Setting("STOREMON_ALLOW_OPEN", "", str, "`1`: serve a non-loopback address without tokens, any `Host`",
-            "security"),
-    Setting("MAX_UPLOAD_BYTES", 1 << 30, int, "largest request body (bytes); larger ones get `413`", "limits",
-            minimum=1, shown="1,073,741,824 (1 GiB)"),
-    Setting("MAX_LINE_BYTES", 1 << 20, int, "longest CSV record (bytes; a quoted field over several lines is one "
-            "record); a longer one makes the file unreadable", "limits", minimum=1024, shown="1,048,576 (1 MiB)"),
-    Setting("INGEST_WAIT_SECONDS", 30.0, float, "an ingest waits this long for the one before it; then `503` "
-            "(HTTP) or exit 75 (command line)", "ingest", minimum=0),
-    Setting("INGEST_CHUNK_ROWS", 250_000, int, "rows the CSV reader parses at a time (an ingest's memory "
-            "follows it)", "ingest", minimum=1),
-    Setting("SQLITE_BUSY_TIMEOUT_MS", 30_000, int, "SQLite waits this long (ms) for a lock before "
-            "\"database is locked\"", "ingest", minimum=0),
+    Setting(
+        "STOREMON_API_TOKENS",
+        "",
+        str,
+        "comma-separated API tokens, each at least 16 characters; unset: no "
+        "tokens, and then only loopback addresses are served",
+        "security",
+    ),
+    Setting(
+        "STOREMON_ALLOWED_HOSTS",
+        "",
+        str,
+        "host names a server without tokens answers to besides loopback ones (comma-separated)",
+        "security",
+    ),
+    Setting("STOREMON_ALLOW_OPEN", "", str, "`1`: serve a non-loopback address without tokens, any `Host`", "security"),
+    Setting(
+        "MAX_UPLOAD_BYTES",
+        1 << 30,
+        int,
+        "largest request body (bytes); larger ones get `413`",
+        "limits",
+        minimum=1,
+        shown="1,073,741,824 (1 GiB)",
+    ),
+    Setting(
+        "MAX_LINE_BYTES",
+        1 << 20,
+        int,
+        "longest CSV record (bytes; a quoted field over several lines is one "
+        "record); a longer one makes the file unreadable",
+        "limits",
+        minimum=1024,
+        shown="1,048,576 (1 MiB)",
+    ),
+    Setting(
+        "INGEST_WAIT_SECONDS",
+        30.0,
+        float,
+        "an ingest waits this long for the one before it; then `503` (HTTP) or exit 75 (command line)",
+        "ingest",
+        minimum=0,
+    ),
+    Setting(
+        "INGEST_CHUNK_ROWS",
+        250_000,
+        int,
+        "rows the CSV reader parses at a time (an ingest's memory follows it)",
+        "ingest",
+        minimum=1,
+    ),
+    Setting(
+        "SQLITE_BUSY_TIMEOUT_MS",
+        30_000,
+        int,
+        'SQLite waits this long (ms) for a lock before "database is locked"',
+        "ingest",
+        minimum=0,
+    ),
     Setting("REPORT_WORKERS", 2, int, "threads that compute reports in one serving process", "reports", minimum=1),
-    Setting("REPORT_QUEUE_MAX", 8, int, "distinct reports waiting or running at once (all processes); then `503`",
-            "reports", minimum=1),
-    Setting("REPORT_RETENTION_DAYS", 7.0, float, "finished reports are deleted after this many days (then `410`)",
-            "reports", minimum=0),
+    Setting(
+        "REPORT_QUEUE_MAX",
+        8,
+        int,
+        "distinct reports waiting or running at once (all processes); then `503`",
+        "reports",
+        minimum=1,
+    ),
+    Setting(
+        "REPORT_RETENTION_DAYS",
+        7.0,
+        float,
+        "finished reports are deleted after this many days (then `410`)",
+        "reports",
+        minimum=0,
+    ),
     Setting("REPORT_KEEP", 200, int, "... and beyond this many (the oldest first)", "reports", minimum=1),
-    Setting("REPORT_BATCH_STORES", 10_000, int, "a report is computed this many stores at a time: its memory "
-            "follows this, not the number of stores", "reports", minimum=1),
-    Setting("REPORT_CACHE_POLLS", 6_000_000, int, "a serving process keeps what its last report read when that "
-            "is at most this many polls (about 20 bytes each), and the next report reads only what changed; "
-            "`0`: keep nothing", "reports", minimum=0),
-    Setting("STOREMON_BIND", "127.0.0.1:8000", str, "where gunicorn listens: HOST:PORT, [IPv6]:PORT, "
-            "unix:PATH or fd://N", "server"),
-    Setting("STOREMON_WEB_WORKERS", 1, int, "serving processes; report jobs run in a thread pool inside each "
-            "(one process is the design: its report cache is whole)", "server", minimum=1),
-    Setting("STOREMON_WEB_THREADS", 8, int, "threads per process that run requests whose head has arrived",
-            "server", minimum=1),
-    Setting("STOREMON_WEB_CONNECTIONS", 1000, int, "connections one process holds open at most; more wait in "
-            "the listen queue", "server", minimum=10),
-    Setting("STOREMON_HEADER_TIMEOUT", 10.0, float, "seconds a client has to send a whole request head; then "
-            "`408` and closed", "server", minimum=0.5),
-    Setting("STOREMON_CLIENT_TIMEOUT", 30.0, float, "seconds a request thread waits for a client that stalls "
-            "in a body or a response; then the connection is closed", "server", minimum=1.0),
-    Setting("PROMETHEUS_MULTIPROC_DIR", None, str, "where the serving processes keep the `/metrics` counters "
-            "(emptied at start)", "server", shown="a fresh temporary folder per server"),
-    Setting("REPORT_START_DELAY", 0.0, float, "seconds a report job waits after claiming its report, so a "
-            "test can see it running (0 in real use)", "testing", minimum=0),
+    Setting(
+        "REPORT_BATCH_STORES",
+        10_000,
+        int,
+        "a report is computed this many stores at a time: its memory follows this, not the number of stores",
+        "reports",
+        minimum=1,
+    ),
+    Setting(
+        "REPORT_CACHE_POLLS",
+        6_000_000,
+        int,
+        "a serving process keeps what its last report read when that "
+        "is at most this many polls (about 20 bytes each), and the next report reads only what changed; "
+        "`0`: keep nothing",
+        "reports",
+        minimum=0,
+    ),
+    Setting(
+        "STOREMON_BIND",
+        "127.0.0.1:8000",
+        str,
+        "where gunicorn listens: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N",
+        "server",
+    ),
+    Setting(
+        "STOREMON_WEB_WORKERS",
+        1,
+        int,
+        "serving processes; report jobs run in a thread pool inside each "
+        "(one process is the design: its report cache is whole)",
+        "server",
+        minimum=1,
+    ),
+    Setting(
+        "STOREMON_WEB_THREADS",
+        8,
+        int,
+        "threads per process that run requests whose head has arrived",
+        "server",
+        minimum=1,
+    ),
+    Setting(
+        "STOREMON_WEB_CONNECTIONS",
+        1000,
+        int,
+        "connections one process holds open at most; more wait in the listen queue",
+        "server",
+        minimum=10,
+    ),
+    Setting(
+        "STOREMON_HEADER_TIMEOUT",
+        10.0,
+        float,
+        "seconds a client has to send a whole request head; then `408` and closed",
+        "server",
+        minimum=0.5,
+    ),
+    Setting(
+        "STOREMON_CLIENT_TIMEOUT",
+        30.0,
+        float,
+        "seconds a request thread waits for a client that stalls "
+        "in a body or a response; then the connection is closed",
+        "server",
+        minimum=1.0,
+    ),
+    Setting(
+        "PROMETHEUS_MULTIPROC_DIR",
+        None,
+        str,
+        "where the serving processes keep the `/metrics` counters (emptied at start)",
+        "server",
+        shown="a fresh temporary folder per server",
+    ),
+    Setting(
+        "REPORT_START_DELAY",
+        0.0,
+        float,
+        "seconds a report job waits after claiming its report, so a test can see it running (0 in real use)",
+        "testing",
+        minimum=0,
+    ),
 )
 BY_NAME = {setting.name: setting for setting in SETTINGS}
 SERVER_SETTINGS = tuple(s.name for s in SETTINGS if s.group == "server")
@@ -181,11 +316,15 @@ def tokens(config) -> list[str]:
     for number, item in enumerate(items, 1):
         where = f"STOREMON_API_TOKENS: item {number} of {len(items)}"
         if not item:
-            raise ConfigError(f"{where} is empty or only whitespace (tokens are separated by commas; "
-                              "leave the setting unset for no tokens)")
+            raise ConfigError(
+                f"{where} is empty or only whitespace (tokens are separated by commas; "
+                "leave the setting unset for no tokens)"
+            )
         if len(item) < MIN_TOKEN_LENGTH:
-            raise ConfigError(f"{where} has {len(item)} characters; a token needs at least {MIN_TOKEN_LENGTH} "
-                              "(python3 -c 'import secrets; print(secrets.token_urlsafe(24))' makes one)")
+            raise ConfigError(
+                f"{where} has {len(item)} characters; a token needs at least {MIN_TOKEN_LENGTH} "
+                "(python3 -c 'import secrets; print(secrets.token_urlsafe(24))' makes one)"
+            )
         if not item.replace(" ", "").isprintable():
             raise ConfigError(f"{where} holds a control character (it could not be sent in a header)")
     return items
@@ -201,8 +340,9 @@ def server_settings(environ) -> dict:
         if not text:
             settings[name] = setting.default
         elif not text.strip():
-            raise ConfigError(f"{name}={text!r} is only whitespace: give a value or unset it "
-                              f"(default {setting.shown_default})")
+            raise ConfigError(
+                f"{name}={text!r} is only whitespace: give a value or unset it (default {setting.shown_default})"
+            )
         else:
             settings[name] = text.strip() if setting.type is str else _convert(setting, text)
     check_bind_address(settings["STOREMON_BIND"])
@@ -226,8 +366,13 @@ def document() -> str:
     for group, title in GROUPS.items():
         lines += ["", f"## {title}", "", "| setting | default | meaning |", "|---|---|---|"]
         for s in (s for s in SETTINGS if s.group == group):
-            shown = s.shown_default if s.shown_default.startswith("`") or s.shown_default == "unset" \
-                else f"`{s.shown_default}`" if s.shown is None else s.shown_default
+            shown = (
+                s.shown_default
+                if s.shown_default.startswith("`") or s.shown_default == "unset"
+                else f"`{s.shown_default}`"
+                if s.shown is None
+                else s.shown_default
+            )
             at_least = f" (at least {s.minimum:g})" if s.minimum not in (None, 0, 1) else ""
             lines.append(f"| `{s.name}` | {shown} | {s.help}{at_least} |")
     return "\n".join(lines) + "\n"
@@ -256,4 +401,3 @@ def check_bind_address(bind: str) -> None:
             problem = "an IPv6 address goes in brackets: [::1]:8000"
     if problem:
         raise ConfigError(f"STOREMON_BIND={bind!r}: {problem}")
-

@@ -95,8 +95,15 @@ def recent_ingests(limit: int = 10) -> list[dict]:
     with db.engine.connect() as conn:
         rows = storage.ledger_list(conn, limit=limit)
     return [
-        {"at": format_datetime(r["finished_at"]), "kind": r["kind"], "file": r["file_name"], "source": r["source"],
-         "rows": f"{r['rows_read']:,}", "stored": f"{r['rows_stored']:,}", "outcome": r["outcome"]}
+        {
+            "at": format_datetime(r["finished_at"]),
+            "kind": r["kind"],
+            "file": r["file_name"],
+            "source": r["source"],
+            "rows": f"{r['rows_read']:,}",
+            "stored": f"{r['rows_stored']:,}",
+            "outcome": r["outcome"],
+        }
         for r in rows
     ]
 
@@ -121,10 +128,17 @@ def recent_reports(limit: int = RECENT_REPORTS) -> list[ReportLine]:
         duration = None
         if r.started_at is not None and r.finished_at is not None:
             duration = f"{(r.finished_at - r.started_at).total_seconds():.2f} s"
-        lines.append(ReportLine(
-            id=r.id, created=format_datetime(r.created_at, seconds=True), now=format_instant_us(r.now_us) if r.now_us is not None else None,
-            status=r.status, stage=r.stage, duration=duration, rows=r.store_count,
-        ))
+        lines.append(
+            ReportLine(
+                id=r.id,
+                created=format_datetime(r.created_at, seconds=True),
+                now=format_instant_us(r.now_us) if r.now_us is not None else None,
+                status=r.status,
+                stage=r.stage,
+                duration=duration,
+                rows=r.store_count,
+            )
+        )
     return lines
 
 
@@ -207,9 +221,13 @@ def summarise(frame: pd.DataFrame) -> ReportSummary:
         for k, c in enumerate(counts)
     ]
     return ReportSummary(
-        stores=len(frame), business_hours=round(float(up + down), 2), uptime_hours=round(float(up), 2),
-        downtime_hours=round(float(down), 2), uptime_share=round(float(up / (up + down)), 4) if up + down else None,
-        unobserved=int(frame[SHARE].isna().sum()), histogram=histogram,
+        stores=len(frame),
+        business_hours=round(float(up + down), 2),
+        uptime_hours=round(float(up), 2),
+        downtime_hours=round(float(down), 2),
+        uptime_share=round(float(up / (up + down)), 4) if up + down else None,
+        unobserved=int(frame[SHARE].isna().sum()),
+        histogram=histogram,
     )
 
 
@@ -242,11 +260,10 @@ def table_page(frame: pd.DataFrame, sort: str, order: str, q: str, page: int, si
     if sort == "store_id":
         view = view.sort_values("store_id", ascending=order == "asc", kind="stable")
     else:
-        view = view.sort_values([sort, "store_id"], ascending=[order == "asc", True], kind="stable",
-                                na_position="last")
+        view = view.sort_values([sort, "store_id"], ascending=[order == "asc", True], kind="stable", na_position="last")
     pages = max(math.ceil(len(view) / size), 1)
     page = min(max(page, 1), pages)
-    rows = view.iloc[(page - 1) * size: page * size]
+    rows = view.iloc[(page - 1) * size : page * size]
     records = []
     for rec in rows.to_dict("records"):
         rec[SHARE] = None if pd.isna(rec[SHARE]) else f"{100 * rec[SHARE]:.1f} %"
@@ -274,20 +291,36 @@ def report_page(report_id: str):
         page = int(request.args.get("page", "1"))
     except ValueError as exc:
         raise BadRequest("page must be a number") from exc
-    table = table_page(frame, request.args.get("sort", "store_id"), request.args.get("order", "asc"),
-                       request.args.get("q", "").strip(), page)
+    table = table_page(
+        frame,
+        request.args.get("sort", "store_id"),
+        request.args.get("order", "asc"),
+        request.args.get("q", "").strip(),
+        page,
+    )
     summary = summarise(frame)
     return render_template(
-        "report.html", report_id=report_id, report=report, now=format_instant_us(report.now_us), summary=summary,
-        histogram=histogram_chart(summary.histogram), table=table, columns=TABLE_COLUMNS, titles=COLUMN_TITLES,
+        "report.html",
+        report_id=report_id,
+        report=report,
+        now=format_instant_us(report.now_us),
+        summary=summary,
+        histogram=histogram_chart(summary.histogram),
+        table=table,
+        columns=TABLE_COLUMNS,
+        titles=COLUMN_TITLES,
     )
 
 
 def _expired(report_id: str):
     config = current_app.config
-    return render_template("not_found.html", what=(
-        f"Report {report_id} has expired and was deleted (reports are kept {config['REPORT_RETENTION_DAYS']:g} "
-        f"days, at most {config['REPORT_KEEP']} of them); run a new one from the overview.")), 410
+    return render_template(
+        "not_found.html",
+        what=(
+            f"Report {report_id} has expired and was deleted (reports are kept {config['REPORT_RETENTION_DAYS']:g} "
+            f"days, at most {config['REPORT_KEEP']} of them); run a new one from the overview."
+        ),
+    ), 410
 
 
 # --- a store ---------------------------------------------------------------------------------
@@ -303,9 +336,12 @@ def _timeline(store_id: str):
 
 
 TIMELINE = dict(
-    summary="One store's week, explained", tags=("stores",), errors=(400, 404),
-    responses={200: json_response("Timeline", "Business intervals, polls, the segments each poll speaks for, "
-                                              "the six figures")},
+    summary="One store's week, explained",
+    tags=("stores",),
+    errors=(400, 404),
+    responses={
+        200: json_response("Timeline", "Business intervals, polls, the segments each poll speaks for, the six figures")
+    },
 )
 AS_OF_PARAM = query("as_of", AS_OF, "the report's `now`")
 
@@ -326,9 +362,13 @@ def _timeline_json(store_id: str):
 
 
 @bp.get("/store/timeline")
-@describe(**TIMELINE, params=(
-    query("store_id", {"type": "string", "example": "007"}, "the opaque store id, any characters", required=True),
-    AS_OF_PARAM))
+@describe(
+    **TIMELINE,
+    params=(
+        query("store_id", {"type": "string", "example": "007"}, "the opaque store id, any characters", required=True),
+        AS_OF_PARAM,
+    ),
+)
 def store_timeline_by_query():
     """The store's timeline as JSON (404 JSON for a store the report has no row for). The id is a
     query parameter, so every id is reachable; the dashboard's links use this form."""
@@ -336,9 +376,17 @@ def store_timeline_by_query():
 
 
 @bp.get("/stores/<path:store_id>/timeline")
-@describe(**TIMELINE, params=(AS_OF_PARAM,),
-          path_schemas={"store_id": {"type": "string", "example": "007",
-                                     "description": "the opaque store id (percent-encoded; it may hold `/`)"}})
+@describe(
+    **TIMELINE,
+    params=(AS_OF_PARAM,),
+    path_schemas={
+        "store_id": {
+            "type": "string",
+            "example": "007",
+            "description": "the opaque store id (percent-encoded; it may hold `/`)",
+        }
+    },
+)
 def store_timeline(store_id: str):
     """The store's timeline as JSON (404 JSON for a store the report has no row for). An id in
     the path cannot start with `/`, end in `/timeline` or be a `.`/`..` segment: for any id,
@@ -363,5 +411,12 @@ def _store_page(store_id: str):
         timeline, as_of = _timeline(store_id)
     except (UnknownStoreError, NoPollsError) as exc:
         return render_template("not_found.html", what=str(exc)), 404
-    return render_template("store.html", t=timeline, data=timeline.to_dict(), chart=week_chart(timeline),
-                           as_of=as_of, columns=REPORT_COLUMNS[1:], titles=COLUMN_TITLES)
+    return render_template(
+        "store.html",
+        t=timeline,
+        data=timeline.to_dict(),
+        chart=week_chart(timeline),
+        as_of=as_of,
+        columns=REPORT_COLUMNS[1:],
+        titles=COLUMN_TITLES,
+    )

@@ -29,7 +29,7 @@ import json
 import sys
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +37,9 @@ import pandas as pd
 
 __all__ = ["DemoSummary", "generate_demo_data", "DEFAULT_END", "read_stamp", "write_stamp", "is_complete"]
 
-DEFAULT_END = datetime(2023, 1, 25, 18, 13, 22, 479220, tzinfo=timezone.utc)
+DEFAULT_END = datetime(2023, 1, 25, 18, 13, 22, 479220, tzinfo=UTC)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US_PER_S = 1_000_000
 _US_PER_HOUR = 3600 * _US_PER_S
 _US_PER_DAY = 86400 * _US_PER_S
@@ -81,20 +81,20 @@ _ZONES: tuple[tuple[str, float], ...] = (
 _CAT_NONE, _CAT_FULL, _CAT_STD, _CAT_SPLIT, _CAT_NIGHT, _CAT_LATE = range(6)
 _CAT_FRACTIONS = (0.07, 0.14, 0.56, 0.10, 0.08, 0.05)
 
-_NO_TZ_FRACTION = 0.04          # stores with no time-zone row
-_MOSTLY_DOWN_FRACTION = 0.005   # stores that are inactive most of the time
-_KEEP_BETA = (5.5, 2.5)         # per-store probability of an hourly poll being kept (mean 0.6875)
+_NO_TZ_FRACTION = 0.04  # stores with no time-zone row
+_MOSTLY_DOWN_FRACTION = 0.005  # stores that are inactive most of the time
+_KEEP_BETA = (5.5, 2.5)  # per-store probability of an hourly poll being kept (mean 0.6875)
 
 
 @dataclass
 class DemoSummary:
     out_dir: Path
     stores: int
-    polls: int          # rows written to store_status.csv
-    hours_rows: int     # rows written to menu_hours.csv
+    polls: int  # rows written to store_status.csv
+    hours_rows: int  # rows written to menu_hours.csv
     timezone_rows: int  # rows written to timezones.csv
-    start: datetime     # first poll instant (UTC, tz-aware)
-    end: datetime       # last poll instant (UTC, tz-aware)
+    start: datetime  # first poll instant (UTC, tz-aware)
+    end: datetime  # last poll instant (UTC, tz-aware)
 
 
 def read_stamp(out_dir) -> dict | None:
@@ -116,10 +116,11 @@ def is_complete(out_dir) -> bool:
 
 # --------------------------------------------------------------------------- helpers
 
+
 def _to_epoch_us(dt: datetime) -> int:
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    delta = dt.astimezone(timezone.utc) - _EPOCH
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt.astimezone(UTC) - _EPOCH
     return (delta.days * 86400 + delta.seconds) * _US_PER_S + delta.microseconds
 
 
@@ -165,11 +166,9 @@ def _make_store_ids(rng: np.random.Generator, n: int) -> np.ndarray:
         dup[first] = False
         nums[dup] = rng.integers(1, np.iinfo(np.int64).max, size=int(dup.sum()), dtype=np.int64)
     ids = nums.astype(str).astype(object)
-    specials = [
-        "007",
-        str(uuid.UUID(bytes=rng.bytes(16), version=4)),
-        str(uuid.UUID(bytes=rng.bytes(16), version=4)),
-    ][: n]
+    specials = ["007", str(uuid.UUID(bytes=rng.bytes(16), version=4)), str(uuid.UUID(bytes=rng.bytes(16), version=4))][
+        :n
+    ]
     pos = rng.choice(n, size=len(specials), replace=False)
     for p, s in zip(pos, specials):
         ids[p] = s
@@ -179,29 +178,28 @@ def _make_store_ids(rng: np.random.Generator, n: int) -> np.ndarray:
 def _hhmmss(seconds: np.ndarray) -> np.ndarray:
     """Format seconds-of-day as HH:MM:SS (via the few unique values)."""
     uniq, inv = np.unique(seconds, return_inverse=True)
-    txt = np.array(
-        [f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}" for s in uniq.tolist()],
-        dtype=object,
-    )
+    txt = np.array([f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}" for s in uniq.tolist()], dtype=object)
     return txt[inv.reshape(-1)]
 
 
 # --------------------------------------------------------------------------- polls
 
+
 def _simulate_polls(rng: np.random.Generator, n_stores: int, start_us: int, end_us: int):
     """Return (store_idx int32, active bool, ts_us int64), rows in rough time order."""
-    anchor = start_us - start_us % _US_PER_HOUR           # hour boundary at/before start
-    n_slots = int((end_us - anchor) // _US_PER_HOUR) + 2   # covers [anchor, end + 1h)
+    anchor = start_us - start_us % _US_PER_HOUR  # hour boundary at/before start
+    n_slots = int((end_us - anchor) // _US_PER_HOUR) + 2  # covers [anchor, end + 1h)
 
     # per-store poll phase within the hour, keep probability and outage dynamics
     phase = rng.integers(0, _US_PER_HOUR, size=n_stores, dtype=np.int64)
     p_keep = rng.beta(*_KEEP_BETA, size=n_stores)
-    p_keep[rng.random(n_stores) < 0.01] = 1.0             # a few perfectly polled stores
+    p_keep[rng.random(n_stores) < 0.01] = 1.0  # a few perfectly polled stores
 
-    steady = rng.random(n_stores) < 0.4                    # rarely any outage
-    p_down = np.where(steady, rng.uniform(0.001, 0.008, n_stores),
-                      rng.uniform(0.01, 0.06, n_stores))   # P(active -> inactive) per hour
-    p_up = rng.uniform(0.25, 0.7, n_stores)                # P(inactive -> active) per hour
+    steady = rng.random(n_stores) < 0.4  # rarely any outage
+    p_down = np.where(
+        steady, rng.uniform(0.001, 0.008, n_stores), rng.uniform(0.01, 0.06, n_stores)
+    )  # P(active -> inactive) per hour
+    p_up = rng.uniform(0.25, 0.7, n_stores)  # P(inactive -> active) per hour
     n_down = int(round(_MOSTLY_DOWN_FRACTION * n_stores))
     if n_stores >= 20:
         n_down = max(n_down, 1)
@@ -212,7 +210,7 @@ def _simulate_polls(rng: np.random.Generator, n_stores: int, start_us: int, end_
 
     # two-state Markov chain per store, vectorised over stores (loop over hours only)
     state_active = np.empty((n_stores, n_slots), dtype=bool)
-    cur = rng.random(n_stores) >= p_down / (p_down + p_up)   # stationary start
+    cur = rng.random(n_stores) >= p_down / (p_down + p_up)  # stationary start
     u = rng.random((n_slots, n_stores), dtype=np.float32)
     pd32, pu32 = p_down.astype(np.float32), p_up.astype(np.float32)
     for k in range(n_slots):
@@ -221,8 +219,7 @@ def _simulate_polls(rng: np.random.Generator, n_stores: int, start_us: int, end_
     del u
 
     # slot instants: anchor + k hours + phase + jitter (+-5 min, micro-second resolution)
-    jitter = rng.integers(-300 * _US_PER_S, 300 * _US_PER_S, size=(n_stores, n_slots),
-                          dtype=np.int64)
+    jitter = rng.integers(-300 * _US_PER_S, 300 * _US_PER_S, size=(n_stores, n_slots), dtype=np.int64)
     ts = jitter
     ts += phase[:, None]
     ts += (np.arange(n_slots, dtype=np.int64) * _US_PER_HOUR + anchor)[None, :]
@@ -248,24 +245,25 @@ def _simulate_polls(rng: np.random.Generator, n_stores: int, start_us: int, end_
     return store_idx[order], active[order], ts_us[order]
 
 
-def _write_polls(path: Path, ids: np.ndarray, store_idx: np.ndarray, active: np.ndarray,
-                 ts_us: np.ndarray, chunk: int = 65_536) -> None:
+def _write_polls(
+    path: Path, ids: np.ndarray, store_idx: np.ndarray, active: np.ndarray, ts_us: np.ndarray, chunk: int = 65_536
+) -> None:
     """Write store_status.csv by assembling fixed-width byte rows (NUL padded) in numpy
     and dropping the padding -- much faster than pandas/strftime for millions of rows."""
     # One function on purpose: the rows are assembled as bytes in one vectorised pass.
-    id_bytes = np.char.encode(ids.astype(str), "ascii")          # dtype S<w>, NUL padded
+    id_bytes = np.char.encode(ids.astype(str), "ascii")  # dtype S<w>, NUL padded
     id_w = id_bytes.dtype.itemsize
     id_mat = np.frombuffer(id_bytes.tobytes(), dtype=np.uint8).reshape(len(ids), id_w)
     status_mat = np.frombuffer(b"inactive" + b"active\0\0", dtype=np.uint8).reshape(2, 8)
 
     # column layout of one row
     c_id = 0
-    c_st = c_id + id_w + 1            # after ','
-    c_date = c_st + 8 + 1             # 'YYYY-MM-DD '
-    c_time = c_date + 11              # 'HH:MM:SS'
+    c_st = c_id + id_w + 1  # after ','
+    c_date = c_st + 8 + 1  # 'YYYY-MM-DD '
+    c_time = c_date + 11  # 'HH:MM:SS'
     c_dot = c_time + 8
-    c_frac = c_dot + 1                # 6 digits
-    c_utc = c_frac + 6                # ' UTC'
+    c_frac = c_dot + 1  # 6 digits
+    c_utc = c_frac + 6  # ' UTC'
     c_nl = c_utc + 4
     width = c_nl + 1
 
@@ -275,24 +273,22 @@ def _write_polls(path: Path, ids: np.ndarray, store_idx: np.ndarray, active: np.
     with open(path, "wb") as fh:
         fh.write(STATUS_HEADER.encode() + b"\n")
         for lo in range(0, len(ts_us), chunk):
-            t = ts_us[lo:lo + chunk]
-            s = store_idx[lo:lo + chunk]
+            t = ts_us[lo : lo + chunk]
+            s = store_idx[lo : lo + chunk]
             n = len(t)
             m = np.zeros((n, width), dtype=np.uint8)
-            m[:, c_id:c_id + id_w] = id_mat[s]
+            m[:, c_id : c_id + id_w] = id_mat[s]
             m[:, c_st - 1] = ord(",")
-            m[:, c_st:c_st + 8] = status_mat[active[lo:lo + chunk].astype(np.intp)]
+            m[:, c_st : c_st + 8] = status_mat[active[lo : lo + chunk].astype(np.intp)]
             m[:, c_date - 1] = ord(",")
 
             day = t // _US_PER_DAY
             tod = t - day * _US_PER_DAY
             uday, inv = np.unique(day, return_inverse=True)
-            dates = np.array(
-                [(str(np.datetime64(int(d), "D")) + " ").encode() for d in uday.tolist()],
-                dtype="S11",
-            )
-            m[:, c_date:c_date + 11] = np.frombuffer(dates.tobytes(), dtype=np.uint8) \
-                .reshape(len(uday), 11)[inv.reshape(-1)]
+            dates = np.array([(str(np.datetime64(int(d), "D")) + " ").encode() for d in uday.tolist()], dtype="S11")
+            m[:, c_date : c_date + 11] = np.frombuffer(dates.tobytes(), dtype=np.uint8).reshape(len(uday), 11)[
+                inv.reshape(-1)
+            ]
 
             secs = tod // _US_PER_S
             micro = tod - secs * _US_PER_S
@@ -309,9 +305,9 @@ def _write_polls(path: Path, ids: np.ndarray, store_idx: np.ndarray, active: np.
             # one digit (".0") so every row has the same shape for strptime-style parsers
             keep = np.logical_or.accumulate((digits != 0)[:, ::-1], axis=1)[:, ::-1]
             keep[:, 0] = True
-            m[:, c_frac:c_frac + 6] = np.where(keep, digits + zero, 0)
+            m[:, c_frac : c_frac + 6] = np.where(keep, digits + zero, 0)
             m[:, c_dot] = ord(".")
-            m[:, c_utc:c_utc + 4] = np.frombuffer(b" UTC", dtype=np.uint8)
+            m[:, c_utc : c_utc + 4] = np.frombuffer(b" UTC", dtype=np.uint8)
             m[:, c_nl] = ord("\n")
 
             flat = m.reshape(-1)
@@ -319,6 +315,7 @@ def _write_polls(path: Path, ids: np.ndarray, store_idx: np.ndarray, active: np.
 
 
 # --------------------------------------------------------------------------- business hours
+
 
 def _make_hours(rng: np.random.Generator, n: int) -> pd.DataFrame:
     """Business hours as (store_idx, day, start_s, end_s) rows."""
@@ -337,13 +334,15 @@ def _make_hours(rng: np.random.Generator, n: int) -> pd.DataFrame:
     # full days: 00:00:00-23:59:59 or 00:00:00-23:59:00
     full_end = pick([86399, 86340])
     # standard single interval, with weekend variants
-    std_open = pick([6 * H, 7 * H, 8 * H, 9 * H, 10 * H, 10 * H + 1800, 11 * H, 11 * H + 1800],
-                    [8, 5, 4, 10, 12, 4, 25, 4])
-    std_close = pick([20 * H, 20 * H + 1800, 21 * H, 21 * H + 1800, 22 * H, 22 * H + 1800,
-                      23 * H, 23 * H + 1800, 20 * H + 2700],
-                     [6, 4, 10, 5, 12, 3, 8, 3, 2])
-    late_weekend = rng.random(n) < 0.3    # Fri/Sat close an hour later (may pass midnight)
-    late_sunday = rng.random(n) < 0.3     # Sunday opens an hour later
+    std_open = pick(
+        [6 * H, 7 * H, 8 * H, 9 * H, 10 * H, 10 * H + 1800, 11 * H, 11 * H + 1800], [8, 5, 4, 10, 12, 4, 25, 4]
+    )
+    std_close = pick(
+        [20 * H, 20 * H + 1800, 21 * H, 21 * H + 1800, 22 * H, 22 * H + 1800, 23 * H, 23 * H + 1800, 20 * H + 2700],
+        [6, 4, 10, 5, 12, 3, 8, 3, 2],
+    )
+    late_weekend = rng.random(n) < 0.3  # Fri/Sat close an hour later (may pass midnight)
+    late_sunday = rng.random(n) < 0.3  # Sunday opens an hour later
     # lunch / dinner
     lunch_open = pick([11 * H, 11 * H + 1800])
     lunch_close = pick([14 * H, 14 * H + 1800, 15 * H])
@@ -383,7 +382,7 @@ def _make_hours(rng: np.random.Generator, n: int) -> pd.DataFrame:
     r = rng.random(n)
     one_day = has_rows & (r < 0.15)
     weekend = has_rows & (r >= 0.15) & (r < 0.20)
-    closed_day = np.where(rng.random(n) < 0.6, 0, 6)     # Monday or Sunday
+    closed_day = np.where(rng.random(n) < 0.6, 0, 6)  # Monday or Sunday
     valid[one_day, closed_day[one_day], :] = False
     valid[weekend, 5, :] = False
     valid[weekend, 6, :] = False
@@ -393,15 +392,13 @@ def _make_hours(rng: np.random.Generator, n: int) -> pd.DataFrame:
     store_rank = rng.permutation(n)
     order = np.lexsort((k_idx, rng.random(len(s_idx)), store_rank[s_idx]))
     s_idx, d_idx, k_idx = s_idx[order], d_idx[order], k_idx[order]
-    return pd.DataFrame({
-        "store_idx": s_idx,
-        "day": d_idx,
-        "start_s": start[s_idx, d_idx, k_idx],
-        "end_s": end[s_idx, d_idx, k_idx],
-    })
+    return pd.DataFrame(
+        {"store_idx": s_idx, "day": d_idx, "start_s": start[s_idx, d_idx, k_idx], "end_s": end[s_idx, d_idx, k_idx]}
+    )
 
 
 # --------------------------------------------------------------------------- time zones
+
 
 def _make_timezones(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Return (store_idx, zone names) for stores that have a time-zone row."""
@@ -418,15 +415,17 @@ def _make_timezones(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.nd
         zone[rng.choice(m, size=len(names), replace=False)] = np.arange(len(names))
     tz = names[zone]
     if m:
-        tz[int(rng.integers(m))] = UNKNOWN_ZONE   # exactly one unknown zone name
-    order = rng.permutation(m)                      # the real file is unordered
+        tz[int(rng.integers(m))] = UNKNOWN_ZONE  # exactly one unknown zone name
+    order = rng.permutation(m)  # the real file is unordered
     return with_tz[order], tz[order]
 
 
 # --------------------------------------------------------------------------- public API
 
-def generate_demo_data(out_dir, stores: int = 14000, days: int = 8, seed: int = 0,
-                       end: datetime | None = None) -> DemoSummary:
+
+def generate_demo_data(
+    out_dir, stores: int = 14000, days: int = 8, seed: int = 0, end: datetime | None = None
+) -> DemoSummary:
     """Generate a demo data set (store_status.csv, menu_hours.csv, timezones.csv) in
     ``out_dir``.  Polls cover ``[end - days, end]``; ``end`` defaults to
     2023-01-25 18:13:22.479220 UTC (naive datetimes are taken as UTC)."""
@@ -447,16 +446,19 @@ def generate_demo_data(out_dir, stores: int = 14000, days: int = 8, seed: int = 
     # time zones
     tz_idx, tz_names = _make_timezones(rng, stores)
     pd.DataFrame({"store_id": ids[tz_idx], "timezone_str": tz_names}).to_csv(
-        out / "timezones.csv", index=False, lineterminator="\n")
+        out / "timezones.csv", index=False, lineterminator="\n"
+    )
 
     # business hours
     hours = _make_hours(rng, stores)
-    pd.DataFrame({
-        "store_id": ids[hours["store_idx"].to_numpy()],
-        "day": hours["day"].to_numpy(),
-        "start_time_local": _hhmmss(hours["start_s"].to_numpy()),
-        "end_time_local": _hhmmss(hours["end_s"].to_numpy()),
-    }).to_csv(out / "menu_hours.csv", index=False, lineterminator="\n")
+    pd.DataFrame(
+        {
+            "store_id": ids[hours["store_idx"].to_numpy()],
+            "day": hours["day"].to_numpy(),
+            "start_time_local": _hhmmss(hours["start_s"].to_numpy()),
+            "end_time_local": _hhmmss(hours["end_s"].to_numpy()),
+        }
+    ).to_csv(out / "menu_hours.csv", index=False, lineterminator="\n")
 
     # polls
     store_idx, active, ts_us = _simulate_polls(rng, stores, start_us, end_us)
@@ -478,21 +480,21 @@ def generate_demo_data(out_dir, stores: int = 14000, days: int = 8, seed: int = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m storemon.demo",
-                                 description="Generate storemon demo/benchmark CSVs.")
+    ap = argparse.ArgumentParser(prog="python -m storemon.demo", description="Generate storemon demo/benchmark CSVs.")
     ap.add_argument("out_dir")
     ap.add_argument("--stores", type=int, default=14000)
     ap.add_argument("--days", type=float, default=8)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--end", default=None,
-                    help="last poll instant (ISO 8601, UTC if naive); default %s" % DEFAULT_END)
+    ap.add_argument("--end", default=None, help=f"last poll instant (ISO 8601, UTC if naive); default {DEFAULT_END}")
     a = ap.parse_args(argv)
     end = None
     if a.end:
         end = datetime.fromisoformat(a.end.replace(" UTC", "").replace("Z", "+00:00"))
     s = generate_demo_data(a.out_dir, stores=a.stores, days=a.days, seed=a.seed, end=end)
-    print(f"{s.out_dir}: {s.stores} stores, {s.polls} polls ({s.start} .. {s.end}), "
-          f"{s.hours_rows} business-hours rows, {s.timezone_rows} time-zone rows")
+    print(
+        f"{s.out_dir}: {s.stores} stores, {s.polls} polls ({s.start} .. {s.end}), "
+        f"{s.hours_rows} business-hours rows, {s.timezone_rows} time-zone rows"
+    )
     return 0
 
 

@@ -114,7 +114,10 @@ class Timeline:
         return {
             "store_id": self.store_id,
             "now": format_instant_us(self.now_us),
-            "windows": {name: {"start": format_instant_us(a), "end": format_instant_us(b)} for name, (a, b) in self.windows.items()},
+            "windows": {
+                name: {"start": format_instant_us(a), "end": format_instant_us(b)}
+                for name, (a, b) in self.windows.items()
+            },
             "timezone": self.timezone,
             "timezone_source": self.timezone_source,
             "timezone_given": self.timezone_given,
@@ -123,18 +126,33 @@ class Timeline:
                 for d, a, b in self.hours_rows
             ],
             "business_intervals": [
-                {"start": format_instant_us(i.start_us), "end": format_instant_us(i.end_us),
-                 "local_start": i.local_start, "local_end": i.local_end}
+                {
+                    "start": format_instant_us(i.start_us),
+                    "end": format_instant_us(i.end_us),
+                    "local_start": i.local_start,
+                    "local_end": i.local_end,
+                }
                 for i in self.intervals
             ],
             "polls": [
-                {"timestamp": format_instant_us(p.ts_us), "status": _status(p.active), "counted": p.counted,
-                 "reason": p.reason, "in_week": p.in_week}
+                {
+                    "timestamp": format_instant_us(p.ts_us),
+                    "status": _status(p.active),
+                    "counted": p.counted,
+                    "reason": p.reason,
+                    "in_week": p.in_week,
+                }
                 for p in self.polls
             ],
             "segments": [
-                {"start": format_instant_us(s.start_us), "end": format_instant_us(s.end_us), "active": s.active,
-                 "status": _status(s.active), "poll": format_instant_us(s.poll_us), "seconds": s.seconds}
+                {
+                    "start": format_instant_us(s.start_us),
+                    "end": format_instant_us(s.end_us),
+                    "active": s.active,
+                    "status": _status(s.active),
+                    "poll": format_instant_us(s.poll_us),
+                    "seconds": s.seconds,
+                }
                 for s in self.segments
             ],
             "figures": {c: self.figures[c] for c in REPORT_COLUMNS[1:]},
@@ -143,24 +161,44 @@ class Timeline:
 
     def to_text(self) -> str:
         """The ``flask explain`` output: the same facts, as readable text."""
-        zone = self.timezone if self.timezone_source == "given" else (
-            f"{self.timezone} ({self.timezone_source}" + (f": {self.timezone_given!r})" if self.timezone_given else ")"))
-        lines = [f"store {self.store_id}", f"now       {format_instant_us(self.now_us)}", f"time zone {zone}", "windows"]
-        lines += [f"  {name:<5} {format_instant_us(a)} .. {format_instant_us(b)}" for name, (a, b) in self.windows.items()]
+        zone = (
+            self.timezone
+            if self.timezone_source == "given"
+            else (
+                f"{self.timezone} ({self.timezone_source}"
+                + (f": {self.timezone_given!r})" if self.timezone_given else ")")
+            )
+        )
+        lines = [
+            f"store {self.store_id}",
+            f"now       {format_instant_us(self.now_us)}",
+            f"time zone {zone}",
+            "windows",
+        ]
+        lines += [
+            f"  {name:<5} {format_instant_us(a)} .. {format_instant_us(b)}" for name, (a, b) in self.windows.items()
+        ]
         lines.append("business hours (as stored, local)")
         lines += [f"  {DAY_NAMES[d]:<9} {clock(a)}-{clock(b)}" for d, a, b in self.hours_rows] or ["  none: open 24x7"]
         lines.append("business intervals in the week (UTC | local)")
-        lines += [f"  {format_instant_us(i.start_us)} .. {format_instant_us(i.end_us)} | {i.local_start} .. {i.local_end}"
-                  for i in self.intervals]
+        lines += [
+            f"  {format_instant_us(i.start_us)} .. {format_instant_us(i.end_us)} | {i.local_start} .. {i.local_end}"
+            for i in self.intervals
+        ]
         counted = sum(p.counted for p in self.polls)
         lines.append(f"polls ({len(self.polls)}, {counted} counted)")
         for p in self.polls:
             where = "" if p.in_week else " (before the week)"
-            lines.append(f"  {format_instant_us(p.ts_us)} {_status(p.active):<8} "
-                         f"{'counted' if p.counted else 'not counted: ' + p.reason}{where}")
+            lines.append(
+                f"  {format_instant_us(p.ts_us)} {_status(p.active):<8} "
+                f"{'counted' if p.counted else 'not counted: ' + p.reason}{where}"
+            )
         lines.append(f"segments inside business hours ({len(self.segments)})")
-        lines += [f"  {format_instant_us(s.start_us)} .. {format_instant_us(s.end_us)} {'up  ' if s.active else 'down'} "
-                  f"{s.hours:7.3f} h  by the poll at {format_instant_us(s.poll_us)}" for s in self.segments]
+        lines += [
+            f"  {format_instant_us(s.start_us)} .. {format_instant_us(s.end_us)} {'up  ' if s.active else 'down'} "
+            f"{s.hours:7.3f} h  by the poll at {format_instant_us(s.poll_us)}"
+            for s in self.segments
+        ]
         lines.append("figures (hour in minutes, day and week in hours)")
         lines += [f"  {c:<20} {self.figures[c]:.2f}" for c in REPORT_COLUMNS[1:]]
         if self.notes:
@@ -179,6 +217,7 @@ def load_timeline(engine: Engine, store_id: str, as_of_us: int | None = None) ->
     Raises :class:`UnknownStoreError` for a store the report would have no row for, and
     :class:`~storemon.reports.NoPollsError` when the database holds no polls.
     """
+    # One function on purpose: every read of one store happens inside one snapshot.
     with read_snapshot(engine) as conn:
         now_us = as_of_us if as_of_us is not None else storage.latest_poll_us(conn)
         if now_us is None:
@@ -198,20 +237,35 @@ def load_timeline(engine: Engine, store_id: str, as_of_us: int | None = None) ->
         def fetch_older(_codes: np.ndarray, from_us: int, to_us: int) -> pd.DataFrame:
             return storage.polls_of_stores(conn, np.array([key]), from_us, to_us).assign(store=0)
 
-        schedule = Schedule.build(1, hours.assign(store=0),
-                                  pd.Series([zone_given], index=[0]) if zone_given is not None else None)
-        found = explain_store(store_id, polls, schedule, now_us, complete_from_us=complete_from,
-                              first_poll_us=row["first_poll_us"], fetch_older=fetch_older)
+        schedule = Schedule.build(
+            1, hours.assign(store=0), pd.Series([zone_given], index=[0]) if zone_given is not None else None
+        )
+        found = explain_store(
+            store_id,
+            polls,
+            schedule,
+            now_us,
+            complete_from_us=complete_from,
+            first_poll_us=row["first_poll_us"],
+            fetch_older=fetch_older,
+        )
 
     zone = schedule.zones[0]
-    source = ("given" if zone_given is not None and is_known_timezone(zone_given)
-              else "default: missing" if zone_given is None else "default: unknown name")
+    source = (
+        "given"
+        if zone_given is not None and is_known_timezone(zone_given)
+        else "default: missing"
+        if zone_given is None
+        else "default: unknown name"
+    )
     no_rows = hours.empty
     week_start = now_us - WEEK_US
     intervals = [
         # A store open around the clock has one interval without real ends: show the week's.
         Interval(s, e, format_local(s, zone), format_local(e, zone))
-        for s, e in ((week_start, now_us) if no_rows else (int(a), int(b)) for a, b in zip(found.iv_start, found.iv_end))
+        for s, e in (
+            (week_start, now_us) if no_rows else (int(a), int(b)) for a, b in zip(found.iv_start, found.iv_end)
+        )
     ]
     timeline = Timeline(
         store_id=store_id,
@@ -222,10 +276,14 @@ def load_timeline(engine: Engine, store_id: str, as_of_us: int | None = None) ->
         timezone_given=zone_given,
         hours_rows=[tuple(int(v) for v in r) for r in hours[["day", "start_s", "end_s"]].itertuples(index=False)],
         intervals=intervals,
-        polls=[PollMark(int(t), bool(a), bool(c), bool(w)) for t, a, c, w in
-               zip(found.poll_ts, found.poll_active, found.poll_counted, found.poll_in_week)],
-        segments=[Segment(int(a), int(b), bool(s), int(p)) for a, b, s, p in
-                  zip(found.seg_start2, found.seg_end2, found.seg_active, found.seg_poll)],
+        polls=[
+            PollMark(int(t), bool(a), bool(c), bool(w))
+            for t, a, c, w in zip(found.poll_ts, found.poll_active, found.poll_counted, found.poll_in_week)
+        ],
+        segments=[
+            Segment(int(a), int(b), bool(s), int(p))
+            for a, b, s, p in zip(found.seg_start2, found.seg_end2, found.seg_active, found.seg_poll)
+        ],
         figures=found.figures,
     )
     timeline.notes = _notes(timeline, found.counted_polls, found.nearest_before_week)
@@ -240,8 +298,7 @@ def _notes(t: Timeline, counted_polls: int, nearest_before_week: int | None) -> 
     if t.timezone_source == "default: missing":
         notes.append(f"No time zone is stored for this store: {DEFAULT_TIMEZONE} is used.")
     elif t.timezone_source == "default: unknown name":
-        notes.append(f"The stored time zone {t.timezone_given!r} is not a known zone name: "
-                     f"{DEFAULT_TIMEZONE} is used.")
+        notes.append(f"The stored time zone {t.timezone_given!r} is not a known zone name: {DEFAULT_TIMEZONE} is used.")
     week_polls = [p for p in t.polls if p.in_week]
     if counted_polls == 0:
         notes.append(

@@ -29,9 +29,11 @@ import pandas as pd
 
 CHUNK_ROWS = 50_000  # report rows read from the CSV at a time
 ID_WIDTH_MAX = 40  # widest store_id column in the workbook, in characters
-RULES = ("Uptime and downtime of each store inside its business hours, the time between polls "
-         "filled by the nearest poll: last hour in minutes, last day and last week in hours, "
-         "2 decimals (docs/report-rules.md).")
+RULES = (
+    "Uptime and downtime of each store inside its business hours, the time between polls "
+    "filled by the nearest poll: last hour in minutes, last day and last week in hours, "
+    "2 decimals (docs/report-rules.md)."
+)
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,11 @@ def choose(asked: str | None, accept) -> Format:
         return CSV
     best = accept.best_match([f.media_type for f in FORMATS.values()])
     if best is None:
-        raise FormatError(406, "the Accept header takes none of the report's formats: "
-                               + ", ".join(f.media_type for f in FORMATS.values()))
+        raise FormatError(
+            406,
+            "the Accept header takes none of the report's formats: "
+            + ", ".join(f.media_type for f in FORMATS.values()),
+        )
     return next(f for f in FORMATS.values() if f.media_type == best)
 
 
@@ -97,16 +102,24 @@ class About:
     generated_at: str | None = None  # ISO 8601 UTC
 
     def items(self) -> list[tuple[str, object]]:
-        return [("report_id", self.report_id or ""), ("now", self.now), ("as_of", self.as_of or ""),
-                ("periods", self.periods), ("data version (ingest ledger id)", self.data_version),
-                ("rows", self.rows), ("generated at", self.generated_at or ""), ("rules", RULES)]
+        return [
+            ("report_id", self.report_id or ""),
+            ("now", self.now),
+            ("as_of", self.as_of or ""),
+            ("periods", self.periods),
+            ("data version (ingest ledger id)", self.data_version),
+            ("rows", self.rows),
+            ("generated at", self.generated_at or ""),
+            ("rules", RULES),
+        ]
 
 
 def read_chunks(csv_path: str | Path) -> Iterator[pd.DataFrame]:
     """The report CSV, :data:`CHUNK_ROWS` rows at a time: ``store_id`` text exactly as written,
     figures float64."""
-    with pd.read_csv(csv_path, dtype={"store_id": str}, keep_default_na=False, na_filter=False,
-                     chunksize=CHUNK_ROWS) as reader:
+    with pd.read_csv(
+        csv_path, dtype={"store_id": str}, keep_default_na=False, na_filter=False, chunksize=CHUNK_ROWS
+    ) as reader:
         for chunk in reader:
             figures = chunk.columns[1:]
             chunk[figures] = chunk[figures].astype("float64")
@@ -142,11 +155,16 @@ def _xlsx(csv_path: Path, out: Path, about: About) -> None:
 
     columns = columns_of(csv_path)
     id_width = max([len(columns[0])] + [int(c["store_id"].str.len().max()) for c in read_chunks(csv_path) if len(c)])
-    with xlsxwriter.Workbook(str(out), {"constant_memory": True, "strings_to_numbers": False,
-                                        "strings_to_formulas": False, "strings_to_urls": False}) as book:
+    with xlsxwriter.Workbook(
+        str(out),
+        {"constant_memory": True, "strings_to_numbers": False, "strings_to_formulas": False, "strings_to_urls": False},
+    ) as book:
         sheet = book.add_worksheet("report")
-        bold, text, figure = (book.add_format({"bold": True}), book.add_format({"num_format": "@"}),
-                              book.add_format({"num_format": "0.00"}))
+        bold, text, figure = (
+            book.add_format({"bold": True}),
+            book.add_format({"num_format": "@"}),
+            book.add_format({"num_format": "0.00"}),
+        )
         sheet.set_column(0, 0, min(id_width, ID_WIDTH_MAX) + 2, text)
         for col, name in enumerate(columns[1:], start=1):
             sheet.set_column(col, col, len(name) + 2, figure)
@@ -177,8 +195,10 @@ def _xlsx(csv_path: Path, out: Path, about: About) -> None:
 def _json(csv_path: Path, out: Path, about: About) -> None:
     columns = columns_of(csv_path)
     with open(out, "w", encoding="utf-8") as handle:
-        handle.write('{"report_id": %s, "now": %s, "columns": %s, "rows": ['
-                     % (json.dumps(about.report_id), json.dumps(about.now), json.dumps(columns)))
+        handle.write(
+            f'{{"report_id": {json.dumps(about.report_id)}, "now": {json.dumps(about.now)}, '
+            f'"columns": {json.dumps(columns)}, "rows": ['
+        )
         first = True
         for chunk in read_chunks(csv_path):
             if len(chunk) == 0:
@@ -194,9 +214,11 @@ def _parquet(csv_path: Path, out: Path, about: About) -> None:
     import pyarrow.parquet as pq
 
     columns = columns_of(csv_path)
-    schema = pa.schema([pa.field(columns[0], pa.string(), nullable=False)]
-                       + [pa.field(name, pa.float64(), nullable=False) for name in columns[1:]],
-                       metadata={"now": about.now, **({"report_id": about.report_id} if about.report_id else {})})
+    schema = pa.schema(
+        [pa.field(columns[0], pa.string(), nullable=False)]
+        + [pa.field(name, pa.float64(), nullable=False) for name in columns[1:]],
+        metadata={"now": about.now, **({"report_id": about.report_id} if about.report_id else {})},
+    )
     with pq.ParquetWriter(out, schema) as writer:
         for chunk in read_chunks(csv_path):
             writer.write_table(pa.Table.from_pandas(chunk, schema=schema, preserve_index=False))

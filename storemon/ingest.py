@@ -6,6 +6,9 @@ and bad rows, and have :mod:`storemon.storage` write them. A row that cannot be 
 and counted by reason; a file that lacks a required column is refused before anything is
 written. One file is one transaction: either all its valid rows are stored, or (error,
 ``strict`` refusal, crash) none are.
+
+The module passes 600 lines with what a file's outcome needs: its summary, and its line in the
+ledger, are written beside the pipeline that fills them.
 """
 
 from __future__ import annotations
@@ -25,12 +28,27 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from . import storage
+from .config import default
 from .parse import (
-    FILE_PATTERNS, HOURS, KINDS, MAX_COLUMNS, MAX_EXAMPLES, MAX_ZONE, NOT_UTF8, PARSERS, STATUS, TIMEZONES,
-    TOO_MANY_HOURS, BadRow, HoursLimit, IngestError, KnownIds, quote, resolve_columns,
+    FILE_PATTERNS,
+    HOURS,
+    KINDS,
+    MAX_COLUMNS,
+    MAX_EXAMPLES,
+    MAX_ZONE,
+    NOT_UTF8,
+    PARSERS,
+    STATUS,
+    TIMEZONES,
+    TOO_MANY_HOURS,
+    BadRow,
+    HoursLimit,
+    IngestError,
+    KnownIds,
+    quote,
+    resolve_columns,
 )
 from .scan import FileScan
-from .config import default
 from .times import DEFAULT_TIMEZONE, is_known_timezone
 
 log = logging.getLogger(__name__)
@@ -246,8 +264,8 @@ def _check_scan(scan: FileScan, name: str, max_line_bytes: int) -> None:
         raise IngestError(
             f"{name}: refused, the row starting on line {scan.long_line:,} is longer than {max_line_bytes:,} "
             "bytes: a quoted field runs on over the lines after it (is a quote left open?); nothing stored"
-            if scan.long_spans else
-            f"{name}: refused, line {scan.long_line:,} is longer than {max_line_bytes:,} bytes (no feed row is "
+            if scan.long_spans
+            else f"{name}: refused, line {scan.long_line:,} is longer than {max_line_bytes:,} bytes (no feed row is "
             "that long: is this the right file?); nothing stored"
         )
     if scan.stray_quote:
@@ -312,8 +330,18 @@ class _Load:
     itself until its chunk is done, and its own skipping of given rows misreads some quoting.)
     """
 
-    def __init__(self, kind, path: Path, name: str, header: pd.Index, mapping: dict[str, str], scan: FileScan,
-                 summary: FileSummary, strict: bool, chunk_rows: int):
+    def __init__(
+        self,
+        kind,
+        path: Path,
+        name: str,
+        header: pd.Index,
+        mapping: dict[str, str],
+        scan: FileScan,
+        summary: FileSummary,
+        strict: bool,
+        chunk_rows: int,
+    ):
         self.kind, self.path, self.name, self.header, self.scan = kind, path, name, header, scan
         self.summary, self.strict, self.chunk_rows = summary, strict, chunk_rows
         self.mapping = mapping
@@ -323,8 +351,9 @@ class _Load:
         self.known = KnownIds()
         self.hours_limit = HoursLimit() if kind == HOURS else None
         self.stores: set[str] = set()  # the hours' and zones' stores (the polls writer counts its own)
-        self.wide_text = {record: f"{fields:,} fields where the header has {scan.width:,}"
-                          for record, fields in scan.wide_examples}
+        self.wide_text = {
+            record: f"{fields:,} fields where the header has {scan.width:,}" for record, fields in scan.wide_examples
+        }
         self.plan = _ChunkPlan(scan, self.columns, chunk_rows)
         self.rows_done = 0
 
@@ -372,9 +401,17 @@ class _Load:
         header = self.header
         try:
             with pd.read_csv(
-                handle, header=None, names=range(self.columns) if self.columns > len(header) else None, dtype=str,
-                index_col=False, keep_default_na=False, na_filter=False, skip_blank_lines=False,
-                encoding="utf-8-sig", encoding_errors="surrogateescape", on_bad_lines="error",
+                handle,
+                header=None,
+                names=range(self.columns) if self.columns > len(header) else None,
+                dtype=str,
+                index_col=False,
+                keep_default_na=False,
+                na_filter=False,
+                skip_blank_lines=False,
+                encoding="utf-8-sig",
+                encoding_errors="surrogateescape",
+                on_bad_lines="error",
                 chunksize=self.chunk_rows,
             ) as reader:
                 while True:
@@ -478,16 +515,20 @@ def _read_ahead(items: Iterator, depth: int = 1) -> Iterator:
         thread.join()
 
 
-def _count_bad_rows(summary: FileSummary, chunk: pd.DataFrame, reasons: pd.Series, scan: FileScan,
-                    texts: dict[int, str]) -> None:
+def _count_bad_rows(
+    summary: FileSummary, chunk: pd.DataFrame, reasons: pd.Series, scan: FileScan, texts: dict[int, str]
+) -> None:
     """Count a chunk's bad rows by reason, and keep the :data:`MAX_EXAMPLES` first of the file
     (``texts``: what to show for some rows instead of their fields, which are shown up to the
     header's width)."""
     for reason, count in reasons.value_counts().items():
         summary.skipped[reason] = summary.skipped.get(reason, 0) + int(count)
     found = [
-        BadRow(line=scan.line_of(int(index)), reason=str(reason),
-               text=texts.get(int(index)) or quote(",".join(str(v) for v in chunk.loc[index].tolist()[: scan.width])))
+        BadRow(
+            line=scan.line_of(int(index)),
+            reason=str(reason),
+            text=texts.get(int(index)) or quote(",".join(str(v) for v in chunk.loc[index].tolist()[: scan.width])),
+        )
         for index, reason in reasons.sort_index().head(MAX_EXAMPLES).items()
     ]
     summary.examples = sorted(summary.examples + found, key=lambda bad: bad.line)[:MAX_EXAMPLES]
@@ -501,9 +542,16 @@ def _skip_note(summary: FileSummary) -> str | None:
 
 def _ledger_values(summary: FileSummary, outcome: str, started_at, message: str | None) -> dict:
     return dict(
-        kind=summary.kind, file_name=quote(Path(summary.path).name), size=summary.size,  # at most 255 characters
-        sha256=summary.sha256, rows_read=summary.rows_read, rows_stored=summary.rows_stored,
-        rows_skipped=summary.rows_skipped, outcome=outcome, message=message, source=summary.source,
+        kind=summary.kind,
+        file_name=quote(Path(summary.path).name),
+        size=summary.size,  # at most 255 characters
+        sha256=summary.sha256,
+        rows_read=summary.rows_read,
+        rows_stored=summary.rows_stored,
+        rows_skipped=summary.rows_skipped,
+        outcome=outcome,
+        message=message,
+        source=summary.source,
         started_at=started_at,
         polls_from_us=summary.polls_span[0] if outcome == "stored" and summary.polls_span else None,
         polls_to_us=summary.polls_span[1] if outcome == "stored" and summary.polls_span else None,
@@ -522,7 +570,9 @@ def _record_unchanged(engine, summary, before, started_at, started, wait_seconds
     summary.seconds = time.perf_counter() - started
     try:
         with storage.write_transaction(engine, wait_seconds) as conn:
-            summary.ledger_id = storage.ledger_add(conn, **_ledger_values(summary, "unchanged", started_at, summary.message))
+            summary.ledger_id = storage.ledger_add(
+                conn, **_ledger_values(summary, "unchanged", started_at, summary.message)
+            )
     except storage.DatabaseBusy:
         pass  # nothing was going to change; the ledger line is only a note
     return summary
@@ -533,7 +583,9 @@ def _record_failure(engine, summary, outcome, message, started_at, wait_seconds)
     summary.outcome = outcome
     try:
         with storage.write_transaction(engine, wait_seconds) as conn:
-            summary.ledger_id = storage.ledger_add(conn, **_ledger_values(summary, outcome, started_at, quote(message, 500)))
+            summary.ledger_id = storage.ledger_add(
+                conn, **_ledger_values(summary, outcome, started_at, quote(message, 500))
+            )
     except Exception:  # noqa: BLE001 -- the ledger must not hide the file's own error
         log.warning("could not record the %s ingest of %s in the ledger", outcome, quote(summary.path), exc_info=True)
 
@@ -590,8 +642,9 @@ def ingest_files(
         for path in plan[kind]:
             progress = progress_factory(kind, path) if progress_factory else None
             summary.files.append(
-                ingest_file(engine, kind, path, strict=strict, force=force, chunk_rows=chunk_rows,
-                            progress=progress, **options)
+                ingest_file(
+                    engine, kind, path, strict=strict, force=force, chunk_rows=chunk_rows, progress=progress, **options
+                )
             )
             if on_file:
                 on_file(summary.files[-1])

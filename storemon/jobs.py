@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from flask import Flask
@@ -67,7 +67,7 @@ _mine: set[str] = set()  # ids of the reports queued or running in this process
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def worker_name() -> str:
@@ -114,9 +114,12 @@ def report_file(app: Flask, report: Report, fmt: formats.Format) -> Path:
 def about(report: Report) -> formats.About:
     """What the report is, for the formats that carry it (the workbook's ``about`` sheet, ...)."""
     return formats.About(
-        report_id=report.id, now=format_instant(report.now_us), data_version=report.data_version,
+        report_id=report.id,
+        now=format_instant(report.now_us),
+        data_version=report.data_version,
         as_of=format_instant(report.as_of_us) if report.as_of_us is not None else None,
-        rows=report.store_count, generated_at=format_datetime(report.finished_at),
+        rows=report.store_count,
+        generated_at=format_datetime(report.finished_at),
     )
 
 
@@ -125,9 +128,7 @@ def executor(app: Flask) -> ThreadPoolExecutor:
     global _executor, _executor_pid
     with _lock:
         if _executor is None or _executor_pid != os.getpid():
-            _executor = ThreadPoolExecutor(
-                max_workers=app.config["REPORT_WORKERS"], thread_name_prefix="report"
-            )
+            _executor = ThreadPoolExecutor(max_workers=app.config["REPORT_WORKERS"], thread_name_prefix="report")
             _executor_pid = os.getpid()
         return _executor
 
@@ -157,10 +158,15 @@ def submit_report(app: Flask, as_of_us: int | None = None) -> str:
         same = None
         if now_us is not None:
             same = conn.execute(
-                select(Report.id).where(
-                    Report.now_us == now_us, Report.data_version == version, Report.reuse_of.is_(None),
+                select(Report.id)
+                .where(
+                    Report.now_us == now_us,
+                    Report.data_version == version,
+                    Report.reuse_of.is_(None),
                     Report.status.in_([QUEUED, RUNNING, COMPLETE]),
-                ).order_by(Report.created_at.desc()).limit(1)
+                )
+                .order_by(Report.created_at.desc())
+                .limit(1)
             ).scalar()
         if same is None:
             waiting = _waiting(conn)
@@ -171,9 +177,17 @@ def submit_report(app: Flask, as_of_us: int | None = None) -> str:
                 )
         conn.execute(
             Report.__table__.insert().values(
-                id=report_id, status=QUEUED if same is None else COMPLETE, created_at=_now(),
-                as_of_us=as_of_us, now_us=now_us, data_version=version, reuse_of=same,
-                progress=0.0, stage="queued" if same is None else "reused", attempts=0, worker=worker_name(),
+                id=report_id,
+                status=QUEUED if same is None else COMPLETE,
+                created_at=_now(),
+                as_of_us=as_of_us,
+                now_us=now_us,
+                data_version=version,
+                reuse_of=same,
+                progress=0.0,
+                stage="queued" if same is None else "reused",
+                attempts=0,
+                worker=worker_name(),
             )
         )
     if same is None:
@@ -225,7 +239,8 @@ def expire_reports(app: Flask) -> int:
                 report_path(app, report_id, fmt).unlink(missing_ok=True)
         for chunk in _chunks(ids):
             db.session.execute(
-                update(Report).where(Report.id.in_(chunk), Report.status.in_(finished))
+                update(Report)
+                .where(Report.id.in_(chunk), Report.status.in_(finished))
                 .values(status=EXPIRED, stage="expired", csv_gz=None)
                 .execution_options(synchronize_session=False)
             )
@@ -233,11 +248,15 @@ def expire_reports(app: Flask) -> int:
         log.info("expired %d report(s) (REPORT_RETENTION_DAYS=%s, REPORT_KEEP=%s)", len(ids), days, keep)
     gone = _beyond(computed & (Report.status == EXPIRED), keep, _now() - timedelta(days=days + TOMBSTONE_DAYS))
     kept = set(db.session.execute(select(Report.id).where(computed)).scalars()) - set(gone)
-    gone += [row.id for row in db.session.execute(select(Report.id, Report.reuse_of).where(reused))
-             if row.reuse_of not in kept]  # reused rows whose report is gone
+    gone += [
+        row.id
+        for row in db.session.execute(select(Report.id, Report.reuse_of).where(reused))
+        if row.reuse_of not in kept
+    ]  # reused rows whose report is gone
     gone = sorted(set(gone) | set(_beyond(reused, keep, None)))
-    live = set(db.session.execute(
-        select(Report.id).where(computed, Report.status.in_([QUEUED, RUNNING, COMPLETE]))).scalars())
+    live = set(
+        db.session.execute(select(Report.id).where(computed, Report.status.in_([QUEUED, RUNNING, COMPLETE]))).scalars()
+    )
     db.session.rollback()
     _remove_files_not_of(app, live)
     if gone:
@@ -252,23 +271,29 @@ def _remove_files_not_of(app: Flask, live: set[str]) -> None:
     ``live`` (queued, running or complete): expired by another process, perhaps on another
     host with its own REPORTS_DIR, or deleted."""
     for path in Path(app.config["REPORTS_DIR"]).glob("report_*.*"):
-        report_id, _, extension = path.name[len("report_"):].partition(".")
+        report_id, _, extension = path.name[len("report_") :].partition(".")
         if extension in formats.FORMATS and is_report_id(report_id) and report_id not in live:
             path.unlink(missing_ok=True)
 
 
 def _beyond(which, keep: int, cutoff: datetime | None) -> list[str]:
     """Ids of the rows matching ``which`` created before ``cutoff`` or beyond the ``keep`` newest."""
-    old = [] if cutoff is None else db.session.execute(
-        select(Report.id).where(which, Report.created_at < cutoff)).scalars().all()
-    beyond = db.session.execute(
-        select(Report.id).where(which).order_by(Report.created_at.desc()).offset(keep)).scalars().all()
+    old = (
+        []
+        if cutoff is None
+        else db.session.execute(select(Report.id).where(which, Report.created_at < cutoff)).scalars().all()
+    )
+    beyond = (
+        db.session.execute(select(Report.id).where(which).order_by(Report.created_at.desc()).offset(keep))
+        .scalars()
+        .all()
+    )
     return sorted(set(old) | set(beyond))
 
 
 def _chunks(ids: list[str], size: int = 500):
     for start in range(0, len(ids), size):
-        yield ids[start:start + size]
+        yield ids[start : start + size]
 
 
 def queue_full(app: Flask) -> bool:
@@ -305,14 +330,28 @@ def run_report(app: Flask, report_id: str) -> None:
             report = db.session.get(Report, report_id)
             now_us = report.now_us if report.now_us is not None else report.as_of_us
             db.session.rollback()  # end the read; the computation uses its own snapshot
-            result = build_report(db.engine, now_us, progress=_ProgressWriter(report_id),
-                                  on_now=_NowRecorder(report_id), cache=report_cache(app),
-                                  batch_stores=app.config["REPORT_BATCH_STORES"])
+            result = build_report(
+                db.engine,
+                now_us,
+                progress=_ProgressWriter(report_id),
+                on_now=_NowRecorder(report_id),
+                cache=report_cache(app),
+                batch_stores=app.config["REPORT_BATCH_STORES"],
+            )
             path = write_csv(result.frame, report_path(app, report_id))
-            _finish(report_id, status=COMPLETE, progress=1.0, stage="complete", now_us=result.now_us,
-                    latest_poll_us=result.latest_poll_us, warning=result.warning,
-                    data_version=result.data_version, store_count=result.store_count, file_name=path.name,
-                    csv_gz=gzip.compress(path.read_bytes(), compresslevel=1))  # 8 ms, not 33 (level 6), for 14,000 rows
+            _finish(
+                report_id,
+                status=COMPLETE,
+                progress=1.0,
+                stage="complete",
+                now_us=result.now_us,
+                latest_poll_us=result.latest_poll_us,
+                warning=result.warning,
+                data_version=result.data_version,
+                store_count=result.store_count,
+                file_name=path.name,
+                csv_gz=gzip.compress(path.read_bytes(), compresslevel=1),
+            )  # 8 ms, not 33 (level 6), for 14,000 rows
             metrics.report_finished(COMPLETE, time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 -- every failure must reach the reports table
             if isinstance(exc, EXPECTED_FAILURES):
@@ -399,8 +438,15 @@ def _claim(report_id: str) -> bool:
     result = db.session.execute(
         update(Report)
         .where(Report.id == report_id, Report.status == QUEUED)
-        .values(status=RUNNING, started_at=_now(), heartbeat_at=_now(), worker=worker_name(),
-                attempts=Report.attempts + 1, stage="starting", progress=0.0)
+        .values(
+            status=RUNNING,
+            started_at=_now(),
+            heartbeat_at=_now(),
+            worker=worker_name(),
+            attempts=Report.attempts + 1,
+            stage="starting",
+            progress=0.0,
+        )
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
@@ -427,8 +473,7 @@ class _NowRecorder:
         self.report_id = report_id
 
     def __call__(self, now_us: int, latest_poll_us: int) -> None:
-        _set(self.report_id, now_us=now_us, latest_poll_us=latest_poll_us,
-             warning=now_warning(now_us, latest_poll_us))
+        _set(self.report_id, now_us=now_us, latest_poll_us=latest_poll_us, warning=now_warning(now_us, latest_poll_us))
 
 
 class _ProgressWriter:
@@ -462,7 +507,7 @@ def _orphaned(report: Report, now: datetime) -> bool:
             return True
     beat = report.heartbeat_at or report.started_at or report.created_at
     if beat is not None and beat.tzinfo is None:
-        beat = beat.replace(tzinfo=timezone.utc)
+        beat = beat.replace(tzinfo=UTC)
     return beat is None or now - beat > STALE_AFTER
 
 
@@ -472,12 +517,19 @@ def _recover(app: Flask, report: Report) -> bool:
     db.session.rollback()  # end the read first: the UPDATE then takes the write lock directly
     reason = f"the process computing it ({worker}) stopped"
     if attempts >= MAX_ATTEMPTS:
-        values = dict(status=FAILED, stage="failed", finished_at=_now(),
-                      error=f"{reason}; gave up after {attempts} attempts")
+        values = dict(
+            status=FAILED, stage="failed", finished_at=_now(), error=f"{reason}; gave up after {attempts} attempts"
+        )
         requeue = False
     else:
-        values = dict(status=QUEUED, stage="queued", progress=0.0, worker=worker_name(),
-                      heartbeat_at=_now(), error=f"re-queued: {reason}")
+        values = dict(
+            status=QUEUED,
+            stage="queued",
+            progress=0.0,
+            worker=worker_name(),
+            heartbeat_at=_now(),
+            error=f"re-queued: {reason}",
+        )
         requeue = True
     result = db.session.execute(
         update(Report)

@@ -34,16 +34,23 @@ from .openapi import describe
 
 bp = Blueprint("metrics", __name__)
 
-HTTP_REQUESTS = Counter("storemon_http_requests_total", "HTTP requests answered, by Flask endpoint and status",
-                        ["endpoint", "status"])
-HTTP_LATENCY = Histogram("storemon_http_request_duration_seconds", "Time to answer a request, by Flask endpoint",
-                         ["endpoint"])
-POLLS_INGESTED = Counter("storemon_polls_ingested_total",
-                         "Rows of files uploaded over HTTP, by feed (status/hours/timezones) and outcome "
-                         "(stored/skipped)",
-                         ["kind", "outcome"])
-REPORT_DURATION = Histogram("storemon_report_duration_seconds", "Report jobs, from claim to outcome",
-                            ["outcome"], buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, float("inf")))
+HTTP_REQUESTS = Counter(
+    "storemon_http_requests_total", "HTTP requests answered, by Flask endpoint and status", ["endpoint", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "storemon_http_request_duration_seconds", "Time to answer a request, by Flask endpoint", ["endpoint"]
+)
+POLLS_INGESTED = Counter(
+    "storemon_polls_ingested_total",
+    "Rows of files uploaded over HTTP, by feed (status/hours/timezones) and outcome (stored/skipped)",
+    ["kind", "outcome"],
+)
+REPORT_DURATION = Histogram(
+    "storemon_report_duration_seconds",
+    "Report jobs, from claim to outcome",
+    ["outcome"],
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, float("inf")),
+)
 REPORT_STATES = ("queued", "running", "complete", "failed", "expired")
 
 
@@ -107,11 +114,18 @@ def exposition() -> bytes:
 
 
 @bp.get("/metrics")
-@describe(summary="Prometheus metrics", tags=("operations",),
-          responses={200: {"description": "Metrics in the Prometheus text format: HTTP requests "
-                                          "by endpoint and status with latency, rows ingested by feed and outcome, "
-                                          "report durations, reports by state",
-                           "content": {"text/plain": {"schema": {"type": "string"}}}}})
+@describe(
+    summary="Prometheus metrics",
+    tags=("operations",),
+    responses={
+        200: {
+            "description": "Metrics in the Prometheus text format: HTTP requests "
+            "by endpoint and status with latency, rows ingested by feed and outcome, "
+            "report durations, reports by state",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def metrics():
     """Prometheus metrics of this server (all its workers)."""
     return Response(exposition(), content_type=CONTENT_TYPE_LATEST)

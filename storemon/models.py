@@ -166,7 +166,4 @@ class Report(db.Model):
     # web process on another host, without the REPORTS_DIR it was written to, can hand it out.
     csv_gz: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
-    __table_args__ = (
-        Index("ix_reports_status", "status"),
-        Index("ix_reports_now_version", "now_us", "data_version"),
-    )
+    __table_args__ = (Index("ix_reports_status", "status"), Index("ix_reports_now_version", "now_us", "data_version"))

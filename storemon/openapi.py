@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
@@ -36,25 +36,38 @@ SWAGGER_UI_FILES = frozenset({"swagger-ui-bundle.js", "swagger-ui.css", "favicon
 
 # Routes deliberately left out of the document: the dashboard's HTML pages (for a browser, not
 # an API client) and static files.
-UNDOCUMENTED = {"dashboard.overview", "dashboard.report_page", "dashboard.store_page",
-                "dashboard.store_page_by_path", "static",
-                "dashboard.static", "docs.static"}
+UNDOCUMENTED = {
+    "dashboard.overview",
+    "dashboard.report_page",
+    "dashboard.store_page",
+    "dashboard.store_page_by_path",
+    "static",
+    "dashboard.static",
+    "docs.static",
+}
 
 # Error answers, one JSON shape for all (components/responses).
 ERRORS = {
-    400: ("BadRequest", "Bad input: missing or malformed parameter, unreadable as_of, a refused file, "
-                        "an incomplete upload."),
+    400: (
+        "BadRequest",
+        "Bad input: missing or malformed parameter, unreadable as_of, a refused file, an incomplete upload.",
+    ),
     401: ("Unauthorized", "No or wrong API token (only when the server has `STOREMON_API_TOKENS`)."),
     403: ("Forbidden", "A cross-site write (any mode), or, without API tokens, a `Host` that is not this machine."),
     404: ("NotFound", "Unknown report, feed, store or route."),
     410: ("Gone", "The report expired and was deleted; trigger a new one."),
     406: ("NotAcceptable", "The `Accept` header takes none of the report's formats."),
     413: ("PayloadTooLarge", "The upload is larger than `MAX_UPLOAD_BYTES`."),
-    429: ("TooManyRequests", "The report queue is full and this client triggered too often; try again after "
-                             "`Retry-After` seconds."),
+    429: (
+        "TooManyRequests",
+        "The report queue is full and this client triggered too often; try again after `Retry-After` seconds.",
+    ),
     500: ("InternalError", "A bug: the details are in the server log, not in the answer."),
-    503: ("ServiceUnavailable", "Busy (another ingest holds the database, the report queue is full) or read-only; "
-                                "try again after `Retry-After` seconds."),
+    503: (
+        "ServiceUnavailable",
+        "Busy (another ingest holds the database, the report queue is full) or read-only; "
+        "try again after `Retry-After` seconds.",
+    ),
 }
 TAGS = {  # in the order /docs shows them
     "reports": "Trigger a report, then poll it until its CSV arrives",
@@ -63,14 +76,25 @@ TAGS = {  # in the order /docs shows them
     "operations": "Health and Prometheus metrics",
     "documentation": "This document and its interactive page",
 }
-SECURITY_NOTE = ("Required only when the server is started with `STOREMON_API_TOKENS` (comma-separated tokens); "
-                 "otherwise every call is open to this machine only.")
+SECURITY_NOTE = (
+    "Required only when the server is started with `STOREMON_API_TOKENS` (comma-separated tokens); "
+    "otherwise every call is open to this machine only."
+)
 
 
-def describe(*, summary: str, responses: dict, errors: tuple[int, ...] = (), params: tuple[dict, ...] = (),
-             path_schemas: dict | None = None, body: dict | None = None, security: list | None = None,
-             operation_ids: dict | None = None,
-             tags: tuple[str, ...] = ("reports",), description: str | None = None) -> Callable:
+def describe(
+    *,
+    summary: str,
+    responses: dict,
+    errors: tuple[int, ...] = (),
+    params: tuple[dict, ...] = (),
+    path_schemas: dict | None = None,
+    body: dict | None = None,
+    security: list | None = None,
+    operation_ids: dict | None = None,
+    tags: tuple[str, ...] = ("reports",),
+    description: str | None = None,
+) -> Callable:
     """Attach an OpenAPI operation to a view (for every method and rule it serves).
 
     ``responses``: status -> response object (schemas as component names via :func:`json_response`);
@@ -80,12 +104,21 @@ def describe(*, summary: str, responses: dict, errors: tuple[int, ...] = (), par
     ``operation_ids``: ``{(rule, method): id}`` where the default (the view's name, with the
     method appended for a second method) does not fit.
     """
+
     def wrap(view):
         text = description or inspect.cleandoc(view.__doc__ or "").replace("``", "`")  # reST -> Markdown
-        view.__openapi__ = dict(summary=summary, description=text,
-                                responses=responses, errors=errors, params=params, body=body,
-                                path_schemas=path_schemas or {},
-                                security=security, operation_ids=operation_ids or {}, tags=tags)
+        view.__openapi__ = dict(
+            summary=summary,
+            description=text,
+            responses=responses,
+            errors=errors,
+            params=params,
+            body=body,
+            path_schemas=path_schemas or {},
+            security=security,
+            operation_ids=operation_ids or {},
+            tags=tags,
+        )
         return view
 
     return wrap
@@ -105,10 +138,15 @@ def query(name: str, schema: dict, description: str = "", required: bool = False
 
 
 COMPONENT_SCHEMAS = {
-    "Error": schemas.ErrorSchema, "TriggerBody": schemas.TriggerBodySchema, "ReportId": schemas.ReportIdSchema,
-    "ReportRunning": schemas.ReportRunningSchema, "ReportFailed": schemas.ReportFailedSchema,
+    "Error": schemas.ErrorSchema,
+    "TriggerBody": schemas.TriggerBodySchema,
+    "ReportId": schemas.ReportIdSchema,
+    "ReportRunning": schemas.ReportRunningSchema,
+    "ReportFailed": schemas.ReportFailedSchema,
     "ReportRows": schemas.ReportRowsSchema,
-    "FileSummary": schemas.FileSummarySchema, "Ledger": schemas.LedgerSchema, "Health": schemas.HealthSchema,
+    "FileSummary": schemas.FileSummarySchema,
+    "Ledger": schemas.LedgerSchema,
+    "Health": schemas.HealthSchema,
     "Timeline": schemas.TimelineSchema,
 }
 _RULE_ARG = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
@@ -117,27 +155,45 @@ _RULE_ARG = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 def build_spec(app: Flask) -> dict:
     """The OpenAPI document of ``app``'s routes (built once per app)."""
     spec = APISpec(
-        title="storemon", version="1", openapi_version="3.0.3", plugins=[MarshmallowPlugin()],
-        info={"description": (
-            "How often were restaurant stores offline while they should have been open? Ingest the feeds "
-            "(`/ingest/...`), trigger a report, poll it until its CSV arrives. Every call and rule is explained "
-            "in docs/interfaces.md and docs/report-rules.md of the repository.\n\n"
-            "Authentication: " + SECURITY_NOTE)},
+        title="storemon",
+        version="1",
+        openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+        info={
+            "description": (
+                "How often were restaurant stores offline while they should have been open? Ingest the feeds "
+                "(`/ingest/...`), trigger a report, poll it until its CSV arrives. Every call and rule is explained "
+                "in docs/interfaces.md and docs/report-rules.md of the repository.\n\n"
+                "Authentication: " + SECURITY_NOTE
+            )
+        },
     )
     for name, schema in COMPONENT_SCHEMAS.items():
         spec.components.schema(name, schema=schema)
     for code, (name, text) in ERRORS.items():
         response = json_response("Error", text)
         if code == 401:
-            response["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True,
-                                                        "description": "`Bearer` and `Basic` challenges"}}
+            response["headers"] = {
+                "WWW-Authenticate": {
+                    "schema": {"type": "string"},
+                    "required": True,
+                    "description": "`Bearer` and `Basic` challenges",
+                }
+            }
         if code in (429, 503):
-            response["headers"] = {"Retry-After": {"schema": {"type": "string"},
-                                                   "description": "seconds to wait before trying again"}}
+            response["headers"] = {
+                "Retry-After": {"schema": {"type": "string"}, "description": "seconds to wait before trying again"}
+            }
         spec.components.response(name, response)
     spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "description": SECURITY_NOTE})
-    spec.components.security_scheme("basicAuth", {"type": "http", "scheme": "basic", "description":
-                                                  "The API token as the password (any user name). " + SECURITY_NOTE})
+    spec.components.security_scheme(
+        "basicAuth",
+        {
+            "type": "http",
+            "scheme": "basic",
+            "description": "The API token as the password (any user name). " + SECURITY_NOTE,
+        },
+    )
     spec.options["security"] = [{"bearerAuth": []}, {"basicAuth": []}]
     for name, text in TAGS.items():
         spec.tag({"name": name, "description": text})
@@ -156,15 +212,23 @@ def build_spec(app: Flask) -> dict:
 def _operation(op: dict, rule, method: str, first: bool) -> dict:
     name = rule.endpoint.rsplit(".", 1)[-1]
     operation_id = op["operation_ids"].get((rule.rule, method), name if first else f"{name}_{method.lower()}")
-    params = [{"name": arg, "in": "path", "required": True, "schema": op["path_schemas"].get(arg, {"type": "string"})}
-              for arg in sorted(rule.arguments)]
+    params = [
+        {"name": arg, "in": "path", "required": True, "schema": op["path_schemas"].get(arg, {"type": "string"})}
+        for arg in sorted(rule.arguments)
+    ]
     params += [p for p in op["params"] if p["name"] not in rule.arguments]
     responses = {str(code): response for code, response in op["responses"].items()}
     codes = set(op["errors"]) | {403, 500} | (set() if op["security"] == [] else {401})
     for code in sorted(codes):
         responses[str(code)] = {"$ref": f"#/components/responses/{ERRORS[code][0]}"}
-    operation = {"operationId": operation_id, "summary": op["summary"], "description": op["description"],
-                 "tags": list(op["tags"]), "parameters": params, "responses": dict(sorted(responses.items()))}
+    operation = {
+        "operationId": operation_id,
+        "summary": op["summary"],
+        "description": op["description"],
+        "tags": list(op["tags"]),
+        "parameters": params,
+        "responses": dict(sorted(responses.items())),
+    }
     if op["body"] is not None and method != "GET":
         operation["requestBody"] = op["body"]
     if op["security"] is not None:
@@ -180,9 +244,13 @@ def spec_for(app: Flask) -> dict:
 
 
 @bp.get("/openapi.json")
-@describe(summary="This document (OpenAPI 3.0)", tags=("documentation",),
-          responses={200: {"description": "The OpenAPI document",
-                           "content": {"application/json": {"schema": {"type": "object"}}}}})
+@describe(
+    summary="This document (OpenAPI 3.0)",
+    tags=("documentation",),
+    responses={
+        200: {"description": "The OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}
+    },
+)
 def openapi_json():
     """The OpenAPI document of this API, generated from the code."""
     return jsonify(spec_for(current_app._get_current_object()))
@@ -197,8 +265,11 @@ def swagger_ui_file(filename: str):
 
 
 @bp.get("/docs")
-@describe(summary="Interactive documentation (Swagger UI)", tags=("documentation",),
-          responses={200: {"description": "An HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}})
+@describe(
+    summary="Interactive documentation (Swagger UI)",
+    tags=("documentation",),
+    responses={200: {"description": "An HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}},
+)
 def docs():
     """Swagger UI for this document: try every call from the browser (served locally, no CDN)."""
     response = make_response(render_template("docs.html"))

@@ -39,21 +39,14 @@ FILE_PATTERNS: dict[str, tuple[str, ...]] = {
 
 # Required columns per feed: our name -> the header names accepted for it (case-insensitive).
 COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
-    STATUS: {
-        "store_id": ("store_id",),
-        "status": ("status",),
-        "timestamp_utc": ("timestamp_utc",),
-    },
+    STATUS: {"store_id": ("store_id",), "status": ("status",), "timestamp_utc": ("timestamp_utc",)},
     HOURS: {
         "store_id": ("store_id",),
         "day": ("dayofweek", "day", "day_of_week"),
         "start_time_local": ("start_time_local",),
         "end_time_local": ("end_time_local",),
     },
-    TIMEZONES: {
-        "store_id": ("store_id",),
-        "timezone_str": ("timezone_str",),
-    },
+    TIMEZONES: {"store_id": ("store_id",), "timezone_str": ("timezone_str",)},
 }
 
 MAX_EXAMPLES = 5  # bad rows quoted (with line numbers) per file
@@ -189,8 +182,11 @@ def store_id_failures(ids: pd.Series, known: KnownIds | None = None, factorized=
     # per id only if it finds one -- then each suspect gets its reason.
     control = _CONTROL_RE.search("".join(texts)) is not None
     suspects = [
-        i for i, t in enumerate(texts)
-        if len(t) > MAX_STORE_ID or t.startswith(UNSAFE_ID_START) or not t.strip()
+        i
+        for i, t in enumerate(texts)
+        if len(t) > MAX_STORE_ID
+        or t.startswith(UNSAFE_ID_START)
+        or not t.strip()
         or (control and _CONTROL_RE.search(t))
     ]
     checks = {}

@@ -18,8 +18,8 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from . import snapshot, storage
-from .config import default
 from .compute import US_PER_DAY, WEEK_US, Progress, compute_report
+from .config import default
 from .snapshot import ReportCache
 from .times import format_instant
 
@@ -162,8 +162,11 @@ def _build(conn, as_of_us, progress, on_now, cache: ReportCache | None, batch_st
         mine = in_report[at]
         if mine.any():
             stages = _within(progress, at.start / len(keys), at.stop / len(keys))
-            frames.append(_compute_batch(conn, batch, keys[at][mine], ids[at][mine], first_poll[at][mine],
-                                         complete_from, now_us, stages))
+            frames.append(
+                _compute_batch(
+                    conn, batch, keys[at][mine], ids[at][mine], first_poll[at][mine], complete_from, now_us, stages
+                )
+            )
         if keeping:
             held += batch.polls
             expected = held * len(keys) / max(at.stop, 1)  # the stores so far tell the total
@@ -176,10 +179,14 @@ def _build(conn, as_of_us, progress, on_now, cache: ReportCache | None, batch_st
         cache.keep(url, batches)
     if progress:
         progress(0.95, "formatting")
-    frame = frames[0] if len(frames) == 1 else (
-        pd.concat(frames, ignore_index=True).sort_values("store_id", kind="stable").reset_index(drop=True))
-    return ReportResult(frame=frame, now_us=now_us, store_count=len(frame), latest_poll_us=latest_us,
-                        data_version=version)
+    frame = (
+        frames[0]
+        if len(frames) == 1
+        else (pd.concat(frames, ignore_index=True).sort_values("store_id", kind="stable").reset_index(drop=True))
+    )
+    return ReportResult(
+        frame=frame, now_us=now_us, store_count=len(frame), latest_poll_us=latest_us, data_version=version
+    )
 
 
 def _within(progress: Progress | None, start: float, stop: float) -> Progress | None:
@@ -190,8 +197,9 @@ def _within(progress: Progress | None, start: float, stop: float) -> Progress | 
     return lambda fraction, stage: progress(0.02 + 0.93 * (start + (stop - start) * fraction), stage)
 
 
-def _compute_batch(conn, batch, report_keys, store_ids, first_poll_us, complete_from, now_us,
-                   progress: Progress | None = None) -> pd.DataFrame:
+def _compute_batch(
+    conn, batch, report_keys, store_ids, first_poll_us, complete_from, now_us, progress: Progress | None = None
+) -> pd.DataFrame:
     """One batch's rows (sorted by store_id); codes are positions in ``report_keys``."""
     polls, schedule, intervals = snapshot.report_inputs(batch, report_keys, complete_from, now_us)
 
@@ -200,9 +208,17 @@ def _compute_batch(conn, batch, report_keys, store_ids, first_poll_us, complete_
         older["store"] = np.searchsorted(report_keys, older["store_key"].to_numpy(np.int64))
         return older
 
-    return compute_report(store_ids, polls, schedule, now_us, complete_from_us=complete_from,
-                          first_poll_us=first_poll_us, fetch_older=fetch_older, intervals=intervals,
-                          progress=progress)
+    return compute_report(
+        store_ids,
+        polls,
+        schedule,
+        now_us,
+        complete_from_us=complete_from,
+        first_poll_us=first_poll_us,
+        fetch_older=fetch_older,
+        intervals=intervals,
+        progress=progress,
+    )
 
 
 def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:

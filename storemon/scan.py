@@ -12,6 +12,7 @@ import numpy as np
 
 from .parse import MAX_COLUMNS, MAX_EXAMPLES
 
+
 @dataclass
 class FileScan:
     """What one pass over a file's bytes tells before it is parsed.
@@ -58,7 +59,7 @@ class FileScan:
     _lookup: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def of_file(cls, path: str | Path, max_line: int, block: int = 1 << 20) -> "FileScan":
+    def of_file(cls, path: str | Path, max_line: int, block: int = 1 << 20) -> FileScan:
         scanner = Scanner(max_line)
         with open(path, "rb") as handle:
             while data := handle.read(block):
@@ -71,8 +72,10 @@ class FileScan:
         if not self.multiline:
             return record + 1
         if "lines" not in self._lookup:
-            self._lookup["lines"] = (np.array([r for r, _ in self.multiline]),
-                                     np.cumsum([0] + [e for _, e in self.multiline]))
+            self._lookup["lines"] = (
+                np.array([r for r, _ in self.multiline]),
+                np.cumsum([0] + [e for _, e in self.multiline]),
+            )
         spanning, extra = self._lookup["lines"]
         return record + 1 + int(extra[np.searchsorted(spanning, record)])
 
@@ -82,7 +85,7 @@ class FileScan:
         for start, records, bits in self.wide_bits:
             lo, hi = max(start, first), min(start + records, first + count)
             if lo < hi:
-                mask[lo - first:hi - first] = np.unpackbits(bits, count=records).astype(bool)[lo - start:hi - start]
+                mask[lo - first : hi - first] = np.unpackbits(bits, count=records).astype(bool)[lo - start : hi - start]
         return mask
 
 
@@ -124,7 +127,7 @@ class Scanner:
             pieces = bytes(self.pending[:whole])
             del self.pending[:whole]
             for at in range(0, whole, SCAN_PIECE):
-                self._step(pieces[at:at + SCAN_PIECE])
+                self._step(pieces[at : at + SCAN_PIECE])
 
     def finish(self) -> FileScan:
         if self.pending:
@@ -199,12 +202,13 @@ class Scanner:
         if self.current > self.max_line and not scan.long_line:
             scan.long_line, scan.long_spans = self.start_line, scan.lines >= self.start_line
 
-    def _stray(self, arr: np.ndarray, quotes: np.ndarray, line_breaks: np.ndarray, lines_before: int,
-               tail: bytes) -> bool:
+    def _stray(
+        self, arr: np.ndarray, quotes: np.ndarray, line_breaks: np.ndarray, lines_before: int, tail: bytes
+    ) -> bool:
         """Whether a quote that opens a quoted field (as a count of quotes has it) follows
         something other than a separator, a line break or a closing quote (a doubled quote);
         if so, note its line."""
-        opening = quotes[self.quoted::2]
+        opening = quotes[self.quoted :: 2]
         if not len(opening):
             return False
         before = arr[np.maximum(opening - 1, 0)]
@@ -219,8 +223,9 @@ class Scanner:
         self.scan.stray_quote = lines_before + int(np.searchsorted(line_breaks, at)) + 1
         return True
 
-    def _records(self, size: int, at: np.ndarray, ends: np.ndarray, found: np.ndarray, breaks: np.ndarray,
-                 lines_before: int) -> None:
+    def _records(
+        self, size: int, at: np.ndarray, ends: np.ndarray, found: np.ndarray, breaks: np.ndarray, lines_before: int
+    ) -> None:
         """Count the records that end in this piece of ``size`` bytes. ``at``: its separators
         outside quotes, ``ends``: the indices of those that end a record; ``found``: every
         separator, ``breaks``: which of them are line breaks."""
@@ -235,8 +240,11 @@ class Scanner:
             last_line = lines_before + np.searchsorted(found[breaks], end_at, side="right")
         if int(lengths.max()) > self.max_line + 1:
             k = int(np.argmax(lengths > self.max_line + 1))
-            start = self.start_line if k == 0 else (
-                int(last_line[k - 1]) + 1 if last_line is not None else lines_before + k + 1)
+            start = (
+                self.start_line
+                if k == 0
+                else (int(last_line[k - 1]) + 1 if last_line is not None else lines_before + k + 1)
+            )
             scan.long_line = start
             scan.long_spans = last_line is not None and int(last_line[k]) > start
             return

@@ -12,12 +12,19 @@ from marshmallow import INCLUDE, Schema, fields, validate
 
 from .parse import KINDS
 
-REPORT_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$", "example": "4f0c2b9d6a1e43b2a7c5d8e9f0a1b2c3",
-             "description": "32 lowercase hex characters (128 random bits), from `trigger_report`"}
-AS_OF = {"type": "string", "example": "2023-01-25T12:00:00Z",
-         "description": "The report's `now` (polls after it are ignored): ISO 8601 or the feed's "
-                        "`2023-01-25 12:09:39.388884 UTC`, from 2000-01-01 to one day after the current time. "
-                        "Absent: the latest poll."}
+REPORT_ID = {
+    "type": "string",
+    "pattern": "^[0-9a-f]{32}$",
+    "example": "4f0c2b9d6a1e43b2a7c5d8e9f0a1b2c3",
+    "description": "32 lowercase hex characters (128 random bits), from `trigger_report`",
+}
+AS_OF = {
+    "type": "string",
+    "example": "2023-01-25T12:00:00Z",
+    "description": "The report's `now` (polls after it are ignored): ISO 8601 or the feed's "
+    "`2023-01-25 12:09:39.388884 UTC`, from 2000-01-01 to one day after the current time. "
+    "Absent: the latest poll.",
+}
 
 
 def _ts(description: str, **kw) -> fields.String:
@@ -47,8 +54,9 @@ class ReportIdSchema(Schema):
 
 class _ReportState(Schema):
     report_id = fields.String(required=True, metadata=REPORT_ID)
-    now = _ts("the report's `now` (null until the job has fixed it, when no as_of was given)",
-              required=True, allow_none=True)
+    now = _ts(
+        "the report's `now` (null until the job has fixed it, when no as_of was given)", required=True, allow_none=True
+    )
     warning = fields.String(metadata={"description": "present when `now` is over a day after the latest poll"})
 
 
@@ -57,8 +65,14 @@ class ReportRunningSchema(_ReportState):
 
     status = fields.String(required=True, validate=validate.OneOf(["Running"]))
     state = fields.String(required=True, validate=validate.OneOf(["queued", "running"]))
-    stage = fields.String(required=True, allow_none=True, metadata={
-        "description": "`queued`, `starting`, `read`, `business hours`, `look-back`, `interpolation` or `formatting`"})
+    stage = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "`queued`, `starting`, `read`, `business hours`, `look-back`, `interpolation` "
+            "or `formatting`"
+        },
+    )
     progress = fields.Float(required=True, allow_none=True, metadata={"description": "0..1"})
     created_at = _ts("when it was triggered", required=True, allow_none=True)
     started_at = _ts("when a job claimed it (null while queued)", required=True, allow_none=True)
@@ -68,8 +82,9 @@ class ReportFailedSchema(_ReportState):
     """A report that could not be computed, with the reason."""
 
     status = fields.String(required=True, validate=validate.OneOf(["Failed"]))
-    error = fields.String(required=True, allow_none=True,
-                          metadata={"example": "NoPollsError: no polls in the database yet"})
+    error = fields.String(
+        required=True, allow_none=True, metadata={"example": "NoPollsError: no polls in the database yet"}
+    )
 
 
 class ReportRowsSchema(Schema):
@@ -77,13 +92,27 @@ class ReportRowsSchema(Schema):
 
     report_id = fields.String(required=True, metadata={**REPORT_ID, "description": "the report that computed the rows"})
     now = _ts("the report's `now`", required=True)
-    columns = fields.List(fields.String(), required=True,
-                          metadata={"description": "`store_id` and the six figures, in the CSV's order"})
-    rows = fields.List(fields.Dict(keys=fields.String()), required=True,
-                       metadata={"description": "one object per store: `store_id` a string, figures numbers",
-                                 "example": [{"store_id": "007", "uptime_last_hour": 60.0, "uptime_last_day": 20.5,
-                                              "uptime_last_week": 120.25, "downtime_last_hour": 0.0,
-                                              "downtime_last_day": 3.5, "downtime_last_week": 11.75}]})
+    columns = fields.List(
+        fields.String(), required=True, metadata={"description": "`store_id` and the six figures, in the CSV's order"}
+    )
+    rows = fields.List(
+        fields.Dict(keys=fields.String()),
+        required=True,
+        metadata={
+            "description": "one object per store: `store_id` a string, figures numbers",
+            "example": [
+                {
+                    "store_id": "007",
+                    "uptime_last_hour": 60.0,
+                    "uptime_last_day": 20.5,
+                    "uptime_last_week": 120.25,
+                    "downtime_last_hour": 0.0,
+                    "downtime_last_day": 3.5,
+                    "downtime_last_week": 11.75,
+                }
+            ],
+        },
+    )
 
 
 class SkippedRowSchema(Schema):
@@ -102,8 +131,12 @@ class FileSummarySchema(Schema):
     rows_changed = fields.Integer(required=True, allow_none=True)
     rows_skipped = fields.Integer(required=True)
     stores = fields.Integer(required=True)
-    skipped = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True,
-                          metadata={"description": "rows skipped, by reason"})
+    skipped = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(),
+        required=True,
+        metadata={"description": "rows skipped, by reason"},
+    )
     examples = fields.List(fields.Nested(SkippedRowSchema), required=True)
     warnings = fields.List(fields.String(), required=True)
     seconds = fields.Float(required=True)
@@ -127,10 +160,16 @@ class LedgerRowSchema(Schema):
     outcome = fields.String(required=True, validate=validate.OneOf(["stored", "unchanged", "refused", "failed"]))
     message = fields.String(required=True, allow_none=True)
     source = fields.String(required=True, validate=validate.OneOf(["cli", "http"]))
-    polls_from_us = fields.Integer(required=True, allow_none=True, metadata={
-        "description": "a stored status file: its earliest poll instant (UTC microseconds); else null"})
-    polls_to_us = fields.Integer(required=True, allow_none=True, metadata={
-        "description": "a stored status file: its latest poll instant (UTC microseconds); else null"})
+    polls_from_us = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "a stored status file: its earliest poll instant (UTC microseconds); else null"},
+    )
+    polls_to_us = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "a stored status file: its latest poll instant (UTC microseconds); else null"},
+    )
     started_at = _ts("", required=True, allow_none=True)
     finished_at = _ts("", required=True, allow_none=True)
 
@@ -193,8 +232,12 @@ class TimelineSchema(Schema):
 
     store_id = fields.String(required=True)
     now = _ts("", required=True)
-    windows = fields.Dict(keys=fields.String(), values=fields.Nested(Interval), required=True,
-                          metadata={"description": "`hour`, `day`, `week`"})
+    windows = fields.Dict(
+        keys=fields.String(),
+        values=fields.Nested(Interval),
+        required=True,
+        metadata={"description": "`hour`, `day`, `week`"},
+    )
     timezone = fields.String(required=True)
     timezone_source = fields.String(required=True)
     timezone_given = fields.String(required=True, allow_none=True)
@@ -202,6 +245,10 @@ class TimelineSchema(Schema):
     business_intervals = fields.List(fields.Nested(BusinessInterval), required=True)
     polls = fields.List(fields.Nested(TimelinePoll), required=True)
     segments = fields.List(fields.Nested(Segment), required=True)
-    figures = fields.Dict(keys=fields.String(), values=fields.Float(), required=True,
-                          metadata={"description": "the report row's six figures, by column"})
+    figures = fields.Dict(
+        keys=fields.String(),
+        values=fields.Float(),
+        required=True,
+        metadata={"description": "the report row's six figures, by column"},
+    )
     notes = fields.List(fields.String(), required=True)

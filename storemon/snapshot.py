@@ -103,8 +103,7 @@ def _counted(store, ts, intervals, n, from_us, horizon_us) -> np.ndarray:
     return in_business(store, ts, clip_intervals(intervals, lo, hi), Axis(lo, hi, n))
 
 
-def build(conn, keys: np.ndarray, lo: int, hi: int, version: int, from_us: int, to_us: int,
-          horizon_us: int) -> Batch:
+def build(conn, keys: np.ndarray, lo: int, hi: int, version: int, from_us: int, to_us: int, horizon_us: int) -> Batch:
     """Read one batch from the database (inside the caller's read snapshot)."""
     keys = np.asarray(keys, dtype=np.int64)
     if not len(keys):
@@ -115,16 +114,26 @@ def build(conn, keys: np.ndarray, lo: int, hi: int, version: int, from_us: int, 
     schedule = _schedule(conn, keys, lo, hi)
     intervals = business_intervals(schedule, np.arange(len(keys)), from_us, horizon_us)
     return Batch(
-        lo=lo, hi=hi, version=version, fingerprint=storage.ledger_fingerprint(conn, version) if version else None,
-        from_us=from_us, to_us=to_us, horizon_us=horizon_us, keys=keys, store=store, ts=ts,
+        lo=lo,
+        hi=hi,
+        version=version,
+        fingerprint=storage.ledger_fingerprint(conn, version) if version else None,
+        from_us=from_us,
+        to_us=to_us,
+        horizon_us=horizon_us,
+        keys=keys,
+        store=store,
+        ts=ts,
         active=polls["active"].to_numpy(bool),
         counted=_counted(store, ts, intervals, len(keys), from_us, horizon_us),
-        schedule=schedule, intervals=intervals,
+        schedule=schedule,
+        intervals=intervals,
     )
 
 
-def refresh(batch: Batch, conn, keys: np.ndarray, version: int, changes: pd.DataFrame,
-            keep_from_us: int) -> Batch | None:
+def refresh(
+    batch: Batch, conn, keys: np.ndarray, version: int, changes: pd.DataFrame, keep_from_us: int
+) -> Batch | None:
     """``batch`` brought up to data version ``version`` (the caller's snapshot), reading only
     what the ledger rows ``changes`` (stored since ``batch.version``) say changed; None when it
     must be rebuilt instead (see the module docstring). ``keys``: the batch range's store keys
@@ -154,8 +163,11 @@ def refresh(batch: Batch, conn, keys: np.ndarray, version: int, changes: pd.Data
     n = len(keys)
 
     # The spans written since, merged where they overlap, each read again for this batch.
-    ranges = sorted((max(int(a), batch.from_us), int(b)) for a, b in
-                    zip(spans["polls_from_us"], spans["polls_to_us"]) if int(b) >= batch.from_us)
+    ranges = sorted(
+        (max(int(a), batch.from_us), int(b))
+        for a, b in zip(spans["polls_from_us"], spans["polls_to_us"])
+        if int(b) >= batch.from_us
+    )
     merged: list[list[int]] = []
     for a, b in ranges:
         if merged and a <= merged[-1][1]:
@@ -187,9 +199,19 @@ def refresh(batch: Batch, conn, keys: np.ndarray, version: int, changes: pd.Data
         keep = ts >= keep_from_us
         store, ts, active, counted = store[keep], ts[keep], active[keep], counted[keep]
         from_us = keep_from_us
-    return replace(batch, version=version, fingerprint=storage.ledger_fingerprint(conn, version) if version else None,
-                   from_us=from_us, keys=keys, store=store, ts=ts, active=active, counted=counted,
-                   schedule=schedule, intervals=intervals)
+    return replace(
+        batch,
+        version=version,
+        fingerprint=storage.ledger_fingerprint(conn, version) if version else None,
+        from_us=from_us,
+        keys=keys,
+        store=store,
+        ts=ts,
+        active=active,
+        counted=counted,
+        schedule=schedule,
+        intervals=intervals,
+    )
 
 
 def report_inputs(batch: Batch, report_keys: np.ndarray, complete_from_us: int, now_us: int):
@@ -204,14 +226,18 @@ def report_inputs(batch: Batch, report_keys: np.ndarray, complete_from_us: int, 
     mine = code >= 0
     if not mine.all():
         at, code = at[mine], code[mine]
-    polls = pd.DataFrame({"store": code, "ts_us": batch.ts[at], "active": batch.active[at], "counted": batch.counted[at]})
+    polls = pd.DataFrame(
+        {"store": code, "ts_us": batch.ts[at], "active": batch.active[at], "counted": batch.counted[at]}
+    )
     s = batch.schedule
     h_code = code_of_local[s.store]
     rows = h_code >= 0
-    schedule = Schedule(store=h_code[rows], day=s.day[rows], start_s=s.start_s[rows], end_s=s.end_s[rows],
-                        zones=s.zones[local])
-    iv_store, iv_start, iv_end = clip_intervals(batch.intervals, complete_from_us - 3 * US_PER_DAY,
-                                                now_us + 3 * US_PER_DAY)
+    schedule = Schedule(
+        store=h_code[rows], day=s.day[rows], start_s=s.start_s[rows], end_s=s.end_s[rows], zones=s.zones[local]
+    )
+    iv_store, iv_start, iv_end = clip_intervals(
+        batch.intervals, complete_from_us - 3 * US_PER_DAY, now_us + 3 * US_PER_DAY
+    )
     iv_code = code_of_local[iv_store]
     ok = iv_code >= 0
     return polls, schedule, (iv_code[ok], iv_start[ok], iv_end[ok])

@@ -20,7 +20,7 @@ meets those integers only here:
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,7 @@ DEFAULT_TIMEZONE = "America/Chicago"
 # about unknown names) and the report (which replaces them by the default) always agree.
 KNOWN_TIMEZONES: frozenset[str] = frozenset(pytz.all_timezones)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def is_known_timezone(name: str) -> bool:
@@ -42,7 +42,7 @@ def is_known_timezone(name: str) -> bool:
 def format_utc(value: datetime) -> str:
     """An aware datetime -> ISO 8601 in UTC ending in ``Z`` (fractional seconds only when there
     are any). Raises ``OverflowError`` for one outside the years 1..9999 in UTC."""
-    text = value.astimezone(timezone.utc).replace(tzinfo=None).isoformat()
+    text = value.astimezone(UTC).replace(tzinfo=None).isoformat()
     return f"{text}Z"
 
 
@@ -66,7 +66,7 @@ def format_datetime(value: datetime | None, *, seconds: bool = False) -> str | N
     without the fraction); None stays None."""
     if value is None:
         return None
-    value = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    value = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     return format_utc(value.replace(microsecond=0) if seconds else value)
 
 
@@ -84,7 +84,7 @@ def read_iso(text: str) -> datetime | None:
         value = datetime.fromisoformat(cleaned)
     except ValueError:
         return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 _TIME_PATTERN = r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$"
@@ -165,7 +165,7 @@ def parse_instant(text: str) -> int:
         raise ValueError(
             f"cannot read {text!r} as an instant; use e.g. 2023-01-25T12:00:00Z or 2023-01-25 12:00:00 UTC"
         )
-    latest = (datetime.now(timezone.utc) + LATEST_POLL_AHEAD.to_pytimedelta()).replace(microsecond=0)
+    latest = (datetime.now(UTC) + LATEST_POLL_AHEAD.to_pytimedelta()).replace(microsecond=0)
     try:
         shown = f"{text!r} ({format_utc(instant)})"
     except OverflowError:  # e.g. year 1 with a positive offset: no UTC date to show

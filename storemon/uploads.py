@@ -32,8 +32,8 @@ from werkzeug.formparser import FormDataParser
 from werkzeug.http import parse_options_header
 
 from .parse import quote
-from .scan import FileScan, Scanner
 from .processes import process_alive
+from .scan import FileScan, Scanner
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,9 @@ def receive_csv(request: Request, folder: str | Path, max_bytes: int, max_line: 
     if mimetype in CSV_TYPES:
         return _receive_plain(body, announced, folder, max_line)
     raise UploadError(
-        400, "send the CSV as a multipart upload in a field named 'file' (curl -F file=@f.csv) "
-        "or as a text/csv body (curl -H 'Content-Type: text/csv' --data-binary @f.csv)"
+        400,
+        "send the CSV as a multipart upload in a field named 'file' (curl -F file=@f.csv) "
+        "or as a text/csv body (curl -H 'Content-Type: text/csv' --data-binary @f.csv)",
     )
 
 
@@ -163,15 +164,19 @@ def _receive_multipart(body: _Counted, options: dict, announced: int | None, fol
 
     keep = None
     try:
-        parser = FormDataParser(stream_factory=factory, max_form_memory_size=FORM_FIELD_BYTES, silent=False,
-                                max_form_parts=MAX_FORM_PARTS)
+        parser = FormDataParser(
+            stream_factory=factory, max_form_memory_size=FORM_FIELD_BYTES, silent=False, max_form_parts=MAX_FORM_PARTS
+        )
         try:
             _, _, files = parser.parse(body, "multipart/form-data", announced, options)
         except UploadError:
             raise
         except RequestEntityTooLarge as exc:
-            raise UploadError(413, f"multipart upload: a form field other than 'file' is over "
-                                   f"{FORM_FIELD_BYTES // 1024} KiB, or the form has over {MAX_FORM_PARTS} parts") from exc
+            raise UploadError(
+                413,
+                f"multipart upload: a form field other than 'file' is over "
+                f"{FORM_FIELD_BYTES // 1024} KiB, or the form has over {MAX_FORM_PARTS} parts",
+            ) from exc
         except HTTPException as exc:
             raise _incomplete(body, announced, exc) from exc
         except ValueError as exc:  # werkzeug: the body ended inside a part, before the closing boundary
@@ -182,7 +187,9 @@ def _receive_multipart(body: _Counted, options: dict, announced: int | None, fol
         upload = files.get("file")
         if upload is None:
             named = ", ".join(sorted(files.keys())) or "none"
-            raise UploadError(400, f"multipart upload: put the CSV in a field named 'file' (file fields sent: {quote(named, 100)})")
+            raise UploadError(
+                400, f"multipart upload: put the CSV in a field named 'file' (file fields sent: {quote(named, 100)})"
+            )
         keep = next(s for s in sinks if s is upload.stream)
         keep.handle.close()
         name = quote(os.path.basename((upload.filename or "upload.csv").replace("\\", "/")), 100) or "upload.csv"
@@ -197,8 +204,9 @@ def _receive_multipart(body: _Counted, options: dict, announced: int | None, fol
 def _check_length(body: _Counted, announced: int | None) -> None:
     if announced is not None and body.count < announced:
         raise UploadError(
-            400, f"upload incomplete: received {body.count:,} of the {announced:,} bytes announced "
-            "by Content-Length; nothing stored"
+            400,
+            f"upload incomplete: received {body.count:,} of the {announced:,} bytes announced "
+            "by Content-Length; nothing stored",
         )
 
 

@@ -78,13 +78,17 @@ SWEEP_SECONDS = 0.25
 
 def _answer(status: str, message: str) -> bytes:
     body = b'{"error": "%s", "message": "%s"}' % (status.split(" ", 1)[1].encode(), message.encode())
-    return (b"HTTP/1.1 %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (status.encode(), len(body), body))
+    return b"HTTP/1.1 %s\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        status.encode(),
+        len(body),
+        body,
+    )
 
 
 REQUEST_TIMEOUT = _answer("408 Request Timeout", "the request head did not arrive in time")
-HEAD_TOO_LARGE = _answer("431 Request Header Fields Too Large",
-                         f"the request head is larger than {MAX_HEAD_BYTES} bytes")
+HEAD_TOO_LARGE = _answer(
+    "431 Request Header Fields Too Large", f"the request head is larger than {MAX_HEAD_BYTES} bytes"
+)
 LINE_TOO_LONG = _answer("414 URI Too Long", "the request line is too long")
 
 
@@ -138,15 +142,24 @@ class HeadFirstWorker(ThreadWorker):
                 pass
         if soft != resource.RLIM_INFINITY and soft < wanted:
             fitted = max(soft - SPARE_FILES, self.cfg.threads + 1)
-            self.log.warning("open files limited to %d: serving at most %d connections, not %d",
-                             soft, fitted, self.worker_connections)
+            self.log.warning(
+                "open files limited to %d: serving at most %d connections, not %d",
+                soft,
+                fitted,
+                self.worker_connections,
+            )
             self.worker_connections = fitted
             self.max_keepalived = fitted - self.cfg.threads
 
     def _reads_heads(self, conn) -> bool:
         cfg = self.cfg
-        return not (cfg.is_ssl or conn.is_http2 or getattr(cfg, "protocol", "http") != "http"
-                    or cfg.proxy_protocol != "off" or negotiation.prior_knowledge_allowed(cfg, conn.client))
+        return not (
+            cfg.is_ssl
+            or conn.is_http2
+            or getattr(cfg, "protocol", "http") != "http"
+            or cfg.proxy_protocol != "off"
+            or negotiation.prior_knowledge_allowed(cfg, conn.client)
+        )
 
     # -- accepting and reading heads (event loop) ------------------------------------------------
 
@@ -236,8 +249,13 @@ class HeadFirstWorker(ThreadWorker):
     def finish_request(self, conn, fs):
         """A thread is done with a connection: one that is to be closed lingers in the loop
         rather than in gunicorn's blocking graceful close."""
-        if (isinstance(conn, Connection) and self._reads_heads(conn) and not fs.cancelled()
-                and fs.exception() is None and fs.result() is False):
+        if (
+            isinstance(conn, Connection)
+            and self._reads_heads(conn)
+            and not fs.cancelled()
+            and fs.exception() is None
+            and fs.result() is False
+        ):
             self._linger(conn)
             return
         super().finish_request(conn, fs)
@@ -295,17 +313,24 @@ class HeadFirstWorker(ThreadWorker):
         if now - self.last_summary >= 60:
             self.last_summary = now
             if any(self.refused.values()):
-                self.log.warning("slow or oversized requests closed in the last minute: %d without a whole head "
-                                 "within %g s, %d too large", self.refused["timed out"], self.head_timeout,
-                                 self.refused["too large"])
+                self.log.warning(
+                    "slow or oversized requests closed in the last minute: %d without a whole head "
+                    "within %g s, %d too large",
+                    self.refused["timed out"],
+                    self.head_timeout,
+                    self.refused["too large"],
+                )
                 self.refused = dict.fromkeys(self.refused, 0)
 
     def handle_request(self, req, conn):
         try:
             return super().handle_request(req, conn)
         except TimeoutError:
-            self.log.info("closed a connection from %s: no progress for %g s", conn.client[0] if conn.client else "?",
-                          self.io_timeout)
+            self.log.info(
+                "closed a connection from %s: no progress for %g s",
+                conn.client[0] if conn.client else "?",
+                self.io_timeout,
+            )
             raise StopIteration() from None  # gunicorn's handle() closes the connection
 
 

@@ -8,7 +8,7 @@ version, and what changed since a version: :mod:`storemon.snapshot`).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 from sqlalchemy import insert, select
@@ -19,7 +19,7 @@ from .sql import frame, placeholders
 
 def _utcnow() -> datetime:
     """Now, as an aware UTC datetime (the ledger's times)."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def ledger_find(conn, kind: str, sha256: str) -> dict | None:

@@ -24,14 +24,11 @@ RECENT_POLLS_PER_STORE = 12  # polls_recent holds up to this many polls per stor
 RECENT_POLLS_MIN = 50_000  # ... or this many, whichever is more
 
 POLL_CONFLICT = (
-    "ON CONFLICT (store_key, ts_us) DO UPDATE SET active = excluded.active "
-    "WHERE polls.active <> excluded.active"
+    "ON CONFLICT (store_key, ts_us) DO UPDATE SET active = excluded.active WHERE polls.active <> excluded.active"
 )
 
 # The polls of one part of packed_polls, as rows: the marks are filled by _unpack_parameters.
-UNPACK_POLLS = (
-    "SELECT value >> ? AS store_key, ((value >> 1) & ?) + ? AS ts_us, value & 1 AS active FROM json_each(?)"
-)
+UNPACK_POLLS = "SELECT value >> ? AS store_key, ((value >> 1) & ?) + ? AS ts_us, value & 1 AS active FROM json_each(?)"
 
 
 def packed_polls(store_key: np.ndarray, ts_us: np.ndarray, active: np.ndarray):
@@ -63,8 +60,9 @@ def _unpack_parameters(store_key: np.ndarray, ts_us: np.ndarray, active: np.ndar
             yield shift + 1, (1 << shift) - 1, base, json_ints(packed)
 
 
-def insert_polls(conn, store_key: np.ndarray, ts_us: np.ndarray, active: np.ndarray, conflict: str,
-                 table: str = "polls") -> int:
+def insert_polls(
+    conn, store_key: np.ndarray, ts_us: np.ndarray, active: np.ndarray, conflict: str, table: str = "polls"
+) -> int:
     """``INSERT INTO table ... {conflict}`` of many polls at once; returns the rows changed.
 
     SQLite: the rows travel as one JSON array of packed integers (:func:`packed_polls`) per
@@ -108,17 +106,23 @@ def update_polls(conn, store_key: np.ndarray, ts_us: np.ndarray, active: np.ndar
     given = f"({UNPACK_POLLS}) AS given"
     changed = 0
     for params in _unpack_parameters(store_key, ts_us, active):
-        changed += max(conn.exec_driver_sql(
-            f"UPDATE polls_recent SET active = given.active FROM {given} WHERE polls_recent.store_key = "
-            "given.store_key AND polls_recent.ts_us = given.ts_us AND polls_recent.active <> given.active",
-            params,
-        ).rowcount, 0)
-        changed += max(conn.exec_driver_sql(
-            f"INSERT INTO polls (store_key, ts_us, active) SELECT store_key, ts_us, active FROM {given} "
-            "WHERE NOT EXISTS (SELECT 1 FROM polls_recent r WHERE r.store_key = given.store_key "
-            f"AND r.ts_us = given.ts_us) {POLL_CONFLICT}",
-            params,
-        ).rowcount, 0)
+        changed += max(
+            conn.exec_driver_sql(
+                f"UPDATE polls_recent SET active = given.active FROM {given} WHERE polls_recent.store_key = "
+                "given.store_key AND polls_recent.ts_us = given.ts_us AND polls_recent.active <> given.active",
+                params,
+            ).rowcount,
+            0,
+        )
+        changed += max(
+            conn.exec_driver_sql(
+                f"INSERT INTO polls (store_key, ts_us, active) SELECT store_key, ts_us, active FROM {given} "
+                "WHERE NOT EXISTS (SELECT 1 FROM polls_recent r WHERE r.store_key = given.store_key "
+                f"AND r.ts_us = given.ts_us) {POLL_CONFLICT}",
+                params,
+            ).rowcount,
+            0,
+        )
     return changed
 
 

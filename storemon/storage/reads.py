@@ -65,11 +65,13 @@ def report_stores(conn, now_us: int) -> pd.DataFrame:
 def all_stores(conn) -> pd.DataFrame:
     """Every store: store_key, store_id, first_poll_us, sorted by store_key."""
     rows = fetch_all(conn, "SELECT store_key, store_id, first_poll_us FROM stores ORDER BY store_key")
-    return pd.DataFrame({  # column by column: DataFrame.from_records costs more than the read
-        "store_key": np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
-        "store_id": np.array([r[1] for r in rows], dtype=object),
-        "first_poll_us": np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows)),
-    })
+    return pd.DataFrame(
+        {  # column by column: DataFrame.from_records costs more than the read
+            "store_key": np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
+            "store_id": np.array([r[1] for r in rows], dtype=object),
+            "first_poll_us": np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows)),
+        }
+    )
 
 
 def polls_between(conn, from_us: int, to_us: int, keys: tuple[int, int] | None = None) -> pd.DataFrame:
@@ -111,8 +113,9 @@ def polls_between(conn, from_us: int, to_us: int, keys: tuple[int, int] | None =
     return polls
 
 
-def _add_recent_polls(conn, keys_out: np.ndarray, packed: np.ndarray, params: tuple,
-                      key_range: bool) -> tuple[np.ndarray, np.ndarray]:
+def _add_recent_polls(
+    conn, keys_out: np.ndarray, packed: np.ndarray, params: tuple, key_range: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`polls_between`'s polls from ``polls`` with those of ``polls_recent`` (SQLite), each
     after its store's polls: one range read (it holds a few polls per store), packed as there.
     ``params``: polls_between's (from, from, to[, low key, high key])."""
@@ -208,8 +211,7 @@ def zones_by_key(conn, keys: tuple[int, int] | None = None) -> pd.DataFrame:
 def store_row(conn, store_id: str) -> dict | None:
     """The ``stores`` row of one store id (store_key, store_id, first_poll_us, last_poll_us)."""
     row = conn.exec_driver_sql(
-        "SELECT store_key, store_id, first_poll_us, last_poll_us FROM stores "
-        f"WHERE store_id = {placeholders(conn, 1)}",
+        f"SELECT store_key, store_id, first_poll_us, last_poll_us FROM stores WHERE store_id = {placeholders(conn, 1)}",
         (store_id,),
     ).first()
     return dict(row._mapping) if row is not None else None

@@ -224,8 +224,14 @@ class StoreKeys:
             return
         grow = size - len(self.first)
         low, high = np.iinfo(np.int64).min, np.iinfo(np.int64).max
-        for name, fill in (("first", high), ("last", low), ("db_first", high), ("db_last", low),
-                           ("stored_last", low), ("file_last", low)):
+        for name, fill in (
+            ("first", high),
+            ("last", low),
+            ("db_first", high),
+            ("db_last", low),
+            ("stored_last", low),
+            ("file_last", low),
+        ):
             setattr(self, name, np.concatenate([getattr(self, name), np.full(grow, fill, dtype=np.int64)]))
         self.seen = np.concatenate([self.seen, np.zeros(grow, dtype=bool)])
 
@@ -254,8 +260,12 @@ class StoreKeys:
             f"INSERT INTO stores (store_id, first_poll_us, last_poll_us) VALUES ({placeholders(conn, 3)})",
             list(zip(store_ids.tolist(), first.tolist(), last.tolist())),
         )
-        added = frame(conn, f"SELECT store_id, store_key FROM stores WHERE store_key > {placeholders(conn, 1)}",
-                      ["store_id", "store_key"], (top,))
+        added = frame(
+            conn,
+            f"SELECT store_id, store_key FROM stores WHERE store_key > {placeholders(conn, 1)}",
+            ["store_id", "store_key"],
+            (top,),
+        )
         self.ids = self.ids.append(pd.Index(added["store_id"].astype(object)))
         self.key_of = np.concatenate([self.key_of, added["store_key"].to_numpy(np.int64)])
         self._grow()
@@ -409,12 +419,7 @@ class HoursWriter(FeedWriter):
         conn.exec_driver_sql(
             f"INSERT INTO business_hours (store_id, day, start_s, end_s) VALUES ({placeholders(conn, 4)})",
             list(
-                zip(
-                    rows["store_id"].tolist(),
-                    rows["day"].tolist(),
-                    rows["start_s"].tolist(),
-                    rows["end_s"].tolist(),
-                )
+                zip(rows["store_id"].tolist(), rows["day"].tolist(), rows["start_s"].tolist(), rows["end_s"].tolist())
             ),
         )
         return None
