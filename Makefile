@@ -10,7 +10,7 @@ DEMO_DAYS   ?= 8
 # Non-empty when DEMO_STORES or DEMO_DAYS was given (command line or environment).
 DEMO_GIVEN  := $(filter-out file,$(origin DEMO_STORES) $(origin DEMO_DAYS))
 
-.PHONY: venv run serve test test-all ingest demo-data reset bench clean
+.PHONY: venv run serve test test-all lint ingest demo-data reset bench clean
 
 # The venv is rebuilt whenever requirements.txt or pyproject.toml changes. The project itself is
 # installed editable: the `storemon` command is then in .venv/bin.
@@ -61,6 +61,11 @@ reset: venv
 ## test: install if needed, run the test suite
 test: venv
 	$(BIN)/python -m pytest
+
+## lint: ruff -- the lint rules and the format of pyproject.toml, checked (nothing is rewritten)
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 ## test-all: the suite against SQLite and a throwaway PostgreSQL server, browser, newman and LibreOffice tests included (what CI runs)
 test-all: venv

@@ -58,8 +58,9 @@ def test_every_module_has_its_layer_on_the_page():
 
 def test_imports_only_point_down_the_layers():
     layer = layers()
-    upward = [f"{a} ({layer[a]}) -> {b} ({layer[b]})" for a, deps in imports().items() for b in deps
-              if layer[b] > layer[a]]
+    upward = [
+        f"{a} ({layer[a]}) -> {b} ({layer[b]})" for a, deps in imports().items() for b in deps if layer[b] > layer[a]
+    ]
     assert upward == []
 
 
@@ -71,7 +72,7 @@ def test_no_modules_import_each_other_in_a_circle():
         state[node] = 1
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                pytest.fail("circle: " + " -> ".join(trail[trail.index(nxt):] + [node, nxt]))
+                pytest.fail("circle: " + " -> ".join(trail[trail.index(nxt) :] + [node, nxt]))
             if not state.get(nxt):
                 visit(nxt, trail + [node])
         state[node] = 2
@@ -82,11 +83,13 @@ def test_no_modules_import_each_other_in_a_circle():
 
 
 def test_every_path_the_page_names_exists():
-    named = set(re.findall(r"`((?:storemon/|bench/|scripts/|tests/|docs/)?[\w./-]+\.(?:py|md|sh)|[\w-]+/)`",
-                           ARCHITECTURE))
+    named = set(
+        re.findall(r"`((?:storemon/|bench/|scripts/|tests/|docs/)?[\w./-]+\.(?:py|md|sh)|[\w-]+/)`", ARCHITECTURE)
+    )
     assert len(named) > 20
-    missing = [name for name in sorted(named)
-               if not any(candidate.exists() for candidate in (ROOT / name, PACKAGE / name))]
+    missing = [
+        name for name in sorted(named) if not any(candidate.exists() for candidate in (ROOT / name, PACKAGE / name))
+    ]
     assert missing == []
 
 
@@ -96,8 +99,9 @@ def test_every_route_is_described_in_interfaces(app):
     for rule in app.url_map.iter_rules():
         if rule.endpoint in ("static", "dashboard.static", "docs.static"):
             continue
-        literal = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: "<id>" if m.group(1).endswith("id") else f"<{m.group(1)}>",
-                         rule.rule)
+        literal = re.sub(
+            r"<(?:\w+:)?(\w+)>", lambda m: "<id>" if m.group(1).endswith("id") else f"<{m.group(1)}>", rule.rule
+        )
         literal = literal.replace("/ingest/<kind>", "/ingest/status")
         if f"`{literal}" not in headings and f"{literal}`" not in headings and f" {literal}" not in headings:
             undescribed.append(rule.rule)

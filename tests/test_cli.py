@@ -18,7 +18,7 @@ from test_server import free_port
 STOREMON = Path(sys.executable).parent / "storemon"
 FEEDS = {
     "store_status.csv": "store_id,status,timestamp_utc\n007,active,2023-01-23 10:14:00 UTC\n"
-                        "007,inactive,2023-01-23 11:15:00 UTC\n8419537941919820732,active,2023-01-23 12:00:00 UTC\n",
+    "007,inactive,2023-01-23 11:15:00 UTC\n8419537941919820732,active,2023-01-23 12:00:00 UTC\n",
     "menu_hours.csv": "store_id,day,start_time_local,end_time_local\n007,0,09:00,12:00\n",
     "timezones.csv": "store_id,timezone_str\n007,UTC\n",
 }
@@ -33,8 +33,12 @@ def user(tmp_path):
     for name, text in FEEDS.items():
         (tmp_path / "feeds").mkdir(exist_ok=True)
         (tmp_path / "feeds" / name).write_text(text)
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'storemon.db'}",
-           "REPORTS_DIR": str(tmp_path / "reports"), "UPLOAD_DIR": str(tmp_path / "uploads")}
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'storemon.db'}",
+        "REPORTS_DIR": str(tmp_path / "reports"),
+        "UPLOAD_DIR": str(tmp_path / "uploads"),
+    }
     return tmp_path, env
 
 
@@ -69,8 +73,14 @@ def test_storemon_serve_serves_the_database_as_it_is(user):
     folder, env = user
     assert run(user, "ingest", "feeds").returncode == 0
     port = free_port()
-    server = subprocess.Popen([str(STOREMON), "serve"], cwd=folder, env={**env, "STOREMON_BIND": f"127.0.0.1:{port}"},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [str(STOREMON), "serve"],
+        cwd=folder,
+        env={**env, "STOREMON_BIND": f"127.0.0.1:{port}"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline, health = time.monotonic() + 60, None
         while health is None:

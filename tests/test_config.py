@@ -39,12 +39,20 @@ def test_every_app_setting_is_read_from_the_environment(setting):
 
 
 # The web server's settings are checked by gunicorn.conf.py (tests/test_server_limits.py).
-@pytest.mark.parametrize("setting", [s for s in SETTINGS if s.type is not str and s.minimum and s.name not in
-                                     SERVER_SETTINGS], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "setting",
+    [s for s in SETTINGS if s.type is not str and s.minimum and s.name not in SERVER_SETTINGS],
+    ids=lambda s: s.name,
+)
 def test_a_number_below_its_minimum_stops_the_app_with_one_line(tmp_path, setting):
     with pytest.raises(ConfigError) as caught:
-        create_app({setting.name: setting.minimum - 1, "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
-                    "REPORTS_DIR": str(tmp_path / "r")})
+        create_app(
+            {
+                setting.name: setting.minimum - 1,
+                "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+                "REPORTS_DIR": str(tmp_path / "r"),
+            }
+        )
     assert caught.value.message == f"{setting.name}={setting.minimum - 1!r}: must be at least {setting.minimum}"
     assert "\n" not in caught.value.message
 

@@ -20,18 +20,43 @@ from storemon import jobs
 from storemon.formats import CSV, FORMATS, JSON, PARQUET, XLSX, About, FormatError, choose, convert, from_extension
 from storemon.reports import write_csv
 
-HOSTILE_IDS = ["007", "8419537941919820732", "0000000000000000001", " leading space", "trailing space ",
-               "a,b", 'say "hi"', "ünïcødé-店", "1e5", "=1+1", "-3", "TRUE", "2023-01-25", "12.50"]
-ABOUT = About(report_id="ab" * 16, now="2023-01-25T18:13:22.479220Z", data_version=3, rows=None,
-              generated_at="2026-11-30T12:00:00Z")
+HOSTILE_IDS = [
+    "007",
+    "8419537941919820732",
+    "0000000000000000001",
+    " leading space",
+    "trailing space ",
+    "a,b",
+    'say "hi"',
+    "ünïcødé-店",
+    "1e5",
+    "=1+1",
+    "-3",
+    "TRUE",
+    "2023-01-25",
+    "12.50",
+]
+ABOUT = About(
+    report_id="ab" * 16,
+    now="2023-01-25T18:13:22.479220Z",
+    data_version=3,
+    rows=None,
+    generated_at="2026-11-30T12:00:00Z",
+)
 
 
 def report(ids: list[str], seed: int = 1) -> pd.DataFrame:
     """A report frame as the engine makes it: figures rounded to 2 decimals, sorted by store_id."""
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame({"store_id": pd.Series(ids, dtype=object)})
-    for name, top in (("uptime_last_hour", 60), ("uptime_last_day", 24), ("uptime_last_week", 168),
-                      ("downtime_last_hour", 60), ("downtime_last_day", 24), ("downtime_last_week", 168)):
+    for name, top in (
+        ("uptime_last_hour", 60),
+        ("uptime_last_day", 24),
+        ("uptime_last_week", 168),
+        ("downtime_last_hour", 60),
+        ("downtime_last_day", 24),
+        ("downtime_last_week", 168),
+    ):
         frame[name] = np.round(rng.uniform(0, top, len(ids)), 2)
     return frame.sort_values("store_id", kind="stable").reset_index(drop=True)
 
@@ -94,9 +119,21 @@ def test_libreoffice_opens_the_workbook_and_saves_every_id_back_exactly(tmp_path
         pytest.skip("no LibreOffice (run scripts/with-libreoffice.sh make test to include this test)")
     path = write_csv(report(HOSTILE_IDS), tmp_path / "report.csv")
     convert(path, XLSX, tmp_path / "report.xlsx", ABOUT)
-    subprocess.run([SOFFICE, f"-env:UserInstallation=file://{tmp_path / 'profile'}", "--headless", "--convert-to",
-                    "csv:Text - txt - csv (StarCalc):44,34,76,1", "--outdir", str(tmp_path / "out"),
-                    str(tmp_path / "report.xlsx")], check=True, capture_output=True, timeout=180)
+    subprocess.run(
+        [
+            SOFFICE,
+            f"-env:UserInstallation=file://{tmp_path / 'profile'}",
+            "--headless",
+            "--convert-to",
+            "csv:Text - txt - csv (StarCalc):44,34,76,1",
+            "--outdir",
+            str(tmp_path / "out"),
+            str(tmp_path / "report.xlsx"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
     assert csv_rows(tmp_path / "out" / "report.csv") == csv_rows(path)
 
 
@@ -155,17 +192,20 @@ class Accept:
         return self.parsed.best_match(offered)
 
 
-@pytest.mark.parametrize(("asked", "accept", "expected"), [
-    (None, "", "csv"),
-    (None, "*/*", "csv"),
-    (None, "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "csv"),  # a browser
-    (None, "application/json", "json"),
-    (None, "application/vnd.apache.parquet", "parquet"),
-    (None, "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "xlsx"),
-    (None, "text/csv;q=0.5, application/json", "json"),
-    ("xlsx", "application/json", "xlsx"),  # ?format= wins
-    ("JSON", "", "json"),
-])
+@pytest.mark.parametrize(
+    ("asked", "accept", "expected"),
+    [
+        (None, "", "csv"),
+        (None, "*/*", "csv"),
+        (None, "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "csv"),  # a browser
+        (None, "application/json", "json"),
+        (None, "application/vnd.apache.parquet", "parquet"),
+        (None, "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "xlsx"),
+        (None, "text/csv;q=0.5, application/json", "json"),
+        ("xlsx", "application/json", "xlsx"),  # ?format= wins
+        ("JSON", "", "json"),
+    ],
+)
 def test_the_format_comes_from_the_query_then_the_accept_header(asked, accept, expected):
     assert choose(asked, Accept(accept)).name == expected
 
@@ -178,8 +218,9 @@ def test_a_format_nobody_offers_is_400_or_406(asked, accept, code):
 
 
 def test_the_file_name_picks_the_format():
-    assert [from_extension(name).name for name in ("r.xlsx", "R.XLSX", "r.json", "r.parquet", "r.csv", "r.txt", "r")] == [
-        "xlsx", "xlsx", "json", "parquet", "csv", "csv", "csv"]
+    assert [
+        from_extension(name).name for name in ("r.xlsx", "R.XLSX", "r.json", "r.parquet", "r.csv", "r.txt", "r")
+    ] == ["xlsx", "xlsx", "json", "parquet", "csv", "csv", "csv"]
 
 
 # --- over HTTP (GET /get_report), both databases -------------------------------------------------
@@ -278,8 +319,12 @@ def test_the_command_line_writes_the_format_of_the_file_name_or_of_format(runner
     result = runner.invoke(args=["report", "--out", str(tmp_path / "r.csv")])
     assert result.exit_code == 0, result.output
     expected = rows_of("csv", (tmp_path / "r.csv").read_bytes())
-    for name, options, fmt in (("r.xlsx", [], "xlsx"), ("r.parquet", [], "parquet"),
-                               ("r.out", ["--format", "json"], "json"), ("r.xlsx", ["--format", "csv"], "csv")):
+    for name, options, fmt in (
+        ("r.xlsx", [], "xlsx"),
+        ("r.parquet", [], "parquet"),
+        ("r.out", ["--format", "json"], "json"),
+        ("r.xlsx", ["--format", "csv"], "csv"),
+    ):
         (tmp_path / name).unlink(missing_ok=True)
         result = runner.invoke(args=["report", "--out", str(tmp_path / name), *options])
         assert result.exit_code == 0, result.output
@@ -293,10 +338,25 @@ def test_the_command_line_writes_the_format_of_the_file_name_or_of_format(runner
 def test_the_dashboard_offers_every_format_on_the_report_page_and_the_recent_reports(client, complete):
     for page, where in ((f"/reports/{complete}", 'id="report-downloads"'), ("/", 'id="recent-reports"')):
         html = client.get(page).get_data(as_text=True)
-        section = html[html.index(where):]
+        section = html[html.index(where) :]
         links = dict(re.findall(r'href="([^"]+)" download data-format="(\w+)"', section)[:4])
         assert sorted(links.values()) == sorted(FORMATS)
         for href, fmt in links.items():
             response = client.get(href.replace("&amp;", "&"), buffered=True)
             assert response.status_code == 200 and response.mimetype == FORMATS[fmt].media_type
             assert f"report_{complete}.{fmt}" in response.headers["Content-Disposition"]
+
+
+def test_every_format_of_a_demo_report_equals_its_csv(engine, tmp_path):
+    from storemon.demo import generate_demo_data
+    from storemon.ingest import ingest_files
+    from storemon.reports import build_report
+
+    generate_demo_data(tmp_path / "feeds", stores=300, days=8, seed=5)
+    ingest_files(engine, tmp_path / "feeds")
+    path = write_csv(build_report(engine).frame, tmp_path / "report.csv")
+    expected = csv_rows(path)
+    assert len(expected) == 301
+    for fmt in ("xlsx", "json", "parquet"):
+        out = convert(path, FORMATS[fmt], tmp_path / f"report.{fmt}", ABOUT)
+        assert rows_of(fmt, out.read_bytes()) == expected, fmt

@@ -15,7 +15,6 @@ from storemon.ingest import ingest_file
 from storemon.models import Report
 
 
-
 def ingest_text(engine, kind: str, text: str, folder):
     path = folder / f"{kind}.csv"
     path.write_text(text)
@@ -58,8 +57,13 @@ def test_a_trigger_on_a_read_only_database_is_503_with_retry_after(tmp_path, cap
     with writable.app_context():
         ingest_text(db.engine, "status", STATUS, tmp_path)
         storage.dispose_all()
-    app = create_app({**settings, "DATABASE_URL": f"sqlite:///file:{data}?mode=ro&uri=true",
-                      "JOBS_DATABASE_URL": f"sqlite:///file:{state}?mode=ro&uri=true"})
+    app = create_app(
+        {
+            **settings,
+            "DATABASE_URL": f"sqlite:///file:{data}?mode=ro&uri=true",
+            "JOBS_DATABASE_URL": f"sqlite:///file:{state}?mode=ro&uri=true",
+        }
+    )
     client = app.test_client()
     for response in (client.post("/trigger_report"), client.get("/trigger_report?as_of=2023-01-23T12:00:00Z")):
         assert response.status_code == 503 and response.is_json
@@ -110,7 +114,14 @@ def test_triggers_are_limited_per_client_once_the_queue_is_full(app, client, loa
 def test_the_trigger_limiter_counts_a_sliding_window():
     limiter = TriggerLimiter(burst=2, window_s=10, max_clients=2)
     assert [limiter.allow("a", now=t) for t in (0, 1, 2, 9.9, 10.0, 11.0, 11.5)] == [
-        True, True, False, False, True, True, False]
+        True,
+        True,
+        False,
+        False,
+        True,
+        True,
+        False,
+    ]
     assert limiter.allow("b", now=12) and limiter.allow("c", now=12)
     assert list(limiter.hits) == ["b", "c"]  # the least recent client is forgotten
 

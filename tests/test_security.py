@@ -54,8 +54,12 @@ def test_own_pages_and_clients_without_origin_still_write(app, loaded, credentia
     if credentials:
         app.config["STOREMON_API_TOKENS"] = TOKEN
     client = app.test_client()
-    for same in ({"Origin": "http://localhost"}, {"Sec-Fetch-Site": "same-origin"},
-                 {"Referer": "http://localhost/reports"}, {}):
+    for same in (
+        {"Origin": "http://localhost"},
+        {"Sec-Fetch-Site": "same-origin"},
+        {"Referer": "http://localhost/reports"},
+        {},
+    ):
         assert client.post("/trigger_report", headers={**credentials, **same}).status_code == 200, same
     response = client.post("/ingest/timezones", data=TIMEZONES, content_type="text/csv", headers=credentials)
     assert response.status_code == 200
