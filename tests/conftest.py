@@ -1,51 +1,23 @@
-"""Shared fixtures: a fresh app on its own SQLite file per test, its client and CLI runner."""
+"""Shared fixtures: a fresh app on its own SQLite file per test (and on PostgreSQL), its client,
+CLI runner and engine, the small sample loaded, report jobs held at a stage. Plain helpers are in
+helpers.py."""
 
 from __future__ import annotations
 
-import os
-import secrets
 import sys
 import threading
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import make_url
 
-TESTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TESTS))  # helpers such as bruteforce.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # helpers.py and bruteforce.py
+
+from helpers import STATUS, postgres_database, wait_for_jobs, write_csv  # noqa: E402
 
 from storemon import create_app  # noqa: E402
 from storemon import storage  # noqa: E402
 from storemon.extensions import db  # noqa: E402
-
-# The public 2023 sample of the real feeds, kept in the repository so its tests always run.
-REAL_SAMPLE = TESTS / "data" / "real-2023-sample"
-
-
-POSTGRES_URL = os.environ.get("STOREMON_TEST_POSTGRES_URL")
-
-
-@contextmanager
-def postgres_database():
-    """A fresh, empty PostgreSQL database on the test server; dropped afterwards."""
-    if not POSTGRES_URL:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the PostgreSQL tests: STOREMON_TEST_POSTGRES_URL is unset (.ci/run sets it)")
-        pytest.skip("no PostgreSQL server: run `make test-all` (scripts/with-postgres.sh) to include these")
-    import psycopg
-
-    server = make_url(POSTGRES_URL)
-    admin = server.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"storemon_test_{secrets.token_hex(6)}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+from storemon.ingest import ingest_files  # noqa: E402
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -64,27 +36,11 @@ def app(database_url, tmp_path):
                       "UPLOAD_DIR": str(tmp_path / "uploads")})
     yield app
     try:
-        _wait_for_jobs()
+        wait_for_jobs()
     finally:
         with app.app_context():
             db.session.remove()
             storage.dispose_all()
-
-
-def _wait_for_jobs(timeout: float = 60) -> None:
-    """Let report jobs a test started (and did not wait for) finish before its database goes;
-    fails the test when some are still running after `timeout` seconds."""
-    from storemon import jobs
-
-    deadline = time.monotonic() + timeout
-    while True:
-        with jobs._lock:
-            running = sorted(jobs._mine)
-        if not running:
-            return
-        if time.monotonic() >= deadline:
-            pytest.fail(f"report jobs still running {timeout:g} s after the test: {', '.join(running)}")
-        time.sleep(0.02)
 
 
 class Hold:
@@ -146,6 +102,13 @@ def engine(app):
         return db.engine
 
 
-def write_csv(path: Path, text: str) -> Path:
-    path.write_text(text.lstrip("\n"), encoding="utf-8")
-    return path
+@pytest.fixture
+def loaded(engine, tmp_path):
+    """helpers.STATUS, 007's Monday hours and its zone, ingested: now is 2023-01-23 12:00 UTC."""
+    feeds = tmp_path / "feeds"
+    feeds.mkdir()
+    write_csv(feeds / "store_status.csv", STATUS)
+    write_csv(feeds / "menu_hours.csv", "store_id,day,start_time_local,end_time_local\n007,0,09:00,12:00\n")
+    write_csv(feeds / "timezones.csv", "store_id,timezone_str\n007,UTC\n")
+    ingest_files(engine, feeds)
+    return engine

@@ -8,52 +8,18 @@ import os
 import socket
 import subprocess
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
-from conftest import write_csv
+from helpers import EXPECTED, STATUS, wait_for, write_csv
 from sqlalchemy import inspect as sa_inspect
 
 from storemon import jobs, storage
 from storemon.extensions import db
-from storemon.ingest import ingest_file, ingest_files
+from storemon.ingest import ingest_file
 from storemon.models import Report
 from storemon.reports import build_report, write_csv as write_report
-
-STATUS = (
-    "store_id,status,timestamp_utc\n"
-    "007,active,2023-01-23 10:14:00 UTC\n"
-    "007,inactive,2023-01-23 11:15:00 UTC\n"
-    "9204962793113048005,active,2023-01-23 12:00:00 UTC\n"
-)
-EXPECTED = (
-    "store_id,uptime_last_hour,uptime_last_day,uptime_last_week,downtime_last_hour,downtime_last_day,downtime_last_week\n"
-    "007,0.00,1.74,1.74,60.00,1.26,1.26\n"
-    "9204962793113048005,60.00,24.00,168.00,0.00,0.00,0.00\n"
-)
-
-
-@pytest.fixture
-def loaded(engine, tmp_path):
-    feeds = tmp_path / "feeds"
-    feeds.mkdir()
-    write_csv(feeds / "store_status.csv", STATUS)
-    write_csv(feeds / "menu_hours.csv", "store_id,day,start_time_local,end_time_local\n007,0,09:00,12:00\n")
-    write_csv(feeds / "timezones.csv", "store_id,timezone_str\n007,UTC\n")
-    ingest_files(engine, feeds)
-    return engine
-
-
-def wait_for(client, report_id, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        response = client.get(f"/get_report?report_id={report_id}", buffered=True)
-        if response.mimetype == "text/csv" or response.get_json().get("status") == "Failed":
-            return response
-        time.sleep(0.02)
-    raise AssertionError(f"report {report_id} did not finish in {timeout} s")
 
 
 def test_trigger_then_poll_to_the_csv(client, loaded):

@@ -22,8 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from test_dashboard import HOSTILE_IDS
-from test_server import ROOT, Server
+from helpers import HOSTILE_IDS, ROOT, Server
 
 from storemon import create_app, storage
 from storemon.demo import generate_demo_data
@@ -85,8 +84,8 @@ def browser(tmp_path):
 @pytest.fixture
 def site(tmp_path):
     """50 demo stores plus ones with awkward ids, in SQLite, served by real gunicorn whose report
-    jobs wait until a /get_report has answered "Running" (test_postman's gated_app; the gate
-    file is ``tmp_path / "gate"``)."""
+    jobs wait until a /get_report has answered "Running" (helpers.gated_app; the gate file is
+    ``tmp_path / "gate"``)."""
     generate_demo_data(tmp_path / "feeds", stores=50, days=8, seed=11)
     odd = tmp_path / "odd.csv"
     with open(odd, "w", newline="") as out:
@@ -104,7 +103,7 @@ def site(tmp_path):
     env = {"DATABASE_URL": database, "REPORTS_DIR": str(tmp_path / "reports"),
            "STOREMON_TEST_GATE": str(tmp_path / "gate"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))}
-    server = Server(env, workers=2, app="test_postman:gated_app()")
+    server = Server(env, workers=2, app="helpers:gated_app()")
     try:
         yield server, expected
     finally:

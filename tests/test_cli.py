@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_server import free_port
+from helpers import free_port
 
 STOREMON = Path(sys.executable).parent / "storemon"
 FEEDS = {

@@ -6,19 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from bruteforce import brute_force_report, business_time
+from helpers import frames, random_stores
 
 from storemon.compute import REPORT_COLUMNS, localize, report_from_frames
 
 HOUR, DAY, WEEK = 3600, 86400, 7 * 86400
-
-
-def frames(polls=(), hours=(), zones=()):
-    """Feed-shaped frames from tuples: polls (id, status, ts), hours (id, day, start, end), zones (id, tz)."""
-    return (
-        pd.DataFrame(list(polls), columns=["store_id", "status", "timestamp_utc"]),
-        pd.DataFrame(list(hours), columns=["store_id", "day", "start_time_local", "end_time_local"]),
-        pd.DataFrame(list(zones), columns=["store_id", "timezone_str"]),
-    )
 
 
 def seconds_row(polls=(), hours=(), zones=(), now=None, store="s"):
@@ -256,41 +248,6 @@ def test_business_hours_follow_dst(zone, spring, autumn):
 
 
 # --- against the brute force -----------------------------------------------------------------
-
-ZONES = [
-    "America/New_York", "America/Chicago", "America/Los_Angeles", "America/Denver", "Asia/Kolkata",
-    "Asia/Kathmandu", "Australia/Adelaide", "Australia/Lord_Howe", "Europe/London", "UTC",
-    "America/Anchorage", "Mars/Olympus_Mons", None,
-]
-TIMES = ["00:00", "02:00", "02:30", "01:30", "09:00", "11:15", "17:00", "22:00", "23:59:59", "24:00:00"]
-
-
-def random_stores(rng, n, now):
-    """Random stores: all kinds of hours, zones, sparse and dense polls, polls after now."""
-    polls, hours, zones = [], [], []
-    now_s = pd.Timestamp(now).value // 10**9
-    for i in range(n):
-        sid = f"{i:03d}"
-        zone = ZONES[rng.integers(len(ZONES))]
-        if zone is not None:
-            zones.append((sid, zone))
-        kind = rng.integers(5)
-        if kind > 0:  # kind 0: no rows, 24x7
-            for day in range(7):
-                for _ in range(rng.integers(0, 3)):  # 0 rows: closed that day
-                    start = TIMES[rng.integers(len(TIMES) - 2)]
-                    end = TIMES[rng.integers(len(TIMES))] if rng.random() < 0.6 else start
-                    if rng.random() < 0.3:
-                        start = f"{rng.integers(24):02d}:{rng.integers(60):02d}"
-                    hours.append((sid, day, start, end))
-        count = int(rng.choice([0, 1, 3, 30, 200]))
-        span = int(rng.choice([2, 9, 30])) * DAY
-        instants = now_s - rng.integers(-DAY // 2, span, size=count)  # some after now
-        instants -= instants % 2  # even seconds: midpoints fall on whole seconds
-        status = np.where(rng.random(count) < 0.7, "active", "inactive")
-        for t, s in zip(instants, status):
-            polls.append((sid, s, pd.Timestamp(int(t), unit="s")))
-    return frames(polls, hours, zones)
 
 
 @pytest.mark.parametrize(

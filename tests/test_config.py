@@ -4,14 +4,13 @@ and documented in docs/configuration.md exactly as the table says."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from storemon import create_app
 from storemon.config import BY_NAME, SERVER_SETTINGS, SETTINGS, ConfigError, default, document, from_environment
 
-ROOT = Path(__file__).resolve().parent.parent
 # What the code reads from app.config or the environment, wherever it is read.
 READ = re.compile(r"""(?:config|environ)(?:\.get)?[\[(]\s*["']([A-Z][A-Z0-9_]+)["']""")
 NOT_SETTINGS = {"SQLALCHEMY_DATABASE_URI", "SQLALCHEMY_BINDS", "SQLALCHEMY_TRACK_MODIFICATIONS", "TESTING", "CI"}

@@ -11,23 +11,19 @@ import urllib.parse
 
 import pandas as pd
 import pytest
+from helpers import HAND_HOURS, HAND_ROWS, HAND_STATUS, HAND_ZONES, HOSTILE_IDS
 from markupsafe import escape
-from test_server import HAND_HOURS, HAND_ROWS, HAND_STATUS, HAND_ZONES
 
 from storemon import dashboard
 from storemon.demo import generate_demo_data
 from storemon.ingest import ingest_file, ingest_files
 
 ODD_ID = 'a/b <x>"&%20'
-# Ids the ingest accepts that a path-built link would resolve to another page: dot segments,
-# a scheme-relative "//host", URL delimiters, a backslash (a "/" to browsers), the timeline
-# suffix. "b", "evil.com" and "x" exist too, so a link that lands on the wrong store shows it.
-HOSTILE_IDS = ["a/../b", "..", ".", "//evil.com", "/lead", "x/timeline", "a?b=1", "a#b", "50%", "100%25",
-               "a b", "a+b", "a&b=c", "a\\b", "\\\\evil.com", "./b", "b", "evil.com", "x"]
 
 
 @pytest.fixture
-def loaded(engine, tmp_path):
+def demo_loaded(engine, tmp_path):
+    """120 demo stores and one with an odd id, ingested."""
     generate_demo_data(tmp_path / "feeds", stores=120, days=8, seed=9)
     ingest_files(engine, tmp_path / "feeds")
     (tmp_path / "odd.csv").write_text('store_id,status,timestamp_utc\n"a/b <x>""&%20",active,2023-01-25 10:00:00 UTC\n')
@@ -71,7 +67,7 @@ def sorted_ids(rows: list[dict], column: str, order: str) -> list[str]:
     return [i for _, i in valued] + sorted(r["store_id"] for r in rows if value(r) is None)
 
 
-def test_overview(client, loaded):
+def test_overview(client, demo_loaded):
     page = client.get("/").get_data(as_text=True)
     assert '<span class="value" id="count-stores">121</span>' in page
     assert '<span class="value small" id="latest-poll">2023-01-25T18:13:22.479220Z</span>' in page
@@ -88,15 +84,15 @@ def test_overview(client, loaded):
             assert answer.status_code == 200 and len(answer.data) > 1000
 
 
-def test_report_page_sorts_filters_and_pages_on_the_server(client, loaded, tmp_path):
+def test_report_page_sorts_filters_and_pages_on_the_server(client, demo_loaded, tmp_path):
     # Two stores open only Monday 09:00-10:00 and polled on Wednesday: no business time observed.
     (tmp_path / "closed-status.csv").write_text("store_id,status,timestamp_utc\n"
                                                 "closed-2,active,2023-01-25 12:00:00 UTC\n"
                                                 "closed-1,active,2023-01-25 12:00:00 UTC\n")
     (tmp_path / "closed-hours.csv").write_text("store_id,day,start_time_local,end_time_local\n"
                                                "closed-1,0,09:00,10:00\nclosed-2,0,09:00,10:00\n")
-    ingest_file(loaded, "status", tmp_path / "closed-status.csv")
-    ingest_file(loaded, "hours", tmp_path / "closed-hours.csv")
+    ingest_file(demo_loaded, "status", tmp_path / "closed-status.csv")
+    ingest_file(demo_loaded, "hours", tmp_path / "closed-hours.csv")
     report_id, frame = run_report(client)
     base = f"/reports/{report_id}"
     page = client.get(base).get_data(as_text=True)
@@ -161,7 +157,7 @@ def test_report_summary_of_the_five_hand_computed_stores(client, engine, tmp_pat
     assert [int(c) for c in re.findall(r'<g class="bin" data-count="(\d+)">', page)] == [0, 0, 0, 0, 0, 1, 1, 0, 0, 2]
 
 
-def test_report_frames_cache_warm_equals_cold(client, loaded):
+def test_report_frames_cache_warm_equals_cold(client, demo_loaded):
     report_id, _ = run_report(client)
     dashboard.report_frames.frames.clear()
     cold = client.get(f"/reports/{report_id}?sort=downtime_last_day&order=desc").get_data(as_text=True)
@@ -174,7 +170,7 @@ def test_report_frames_cache_warm_equals_cold(client, loaded):
     assert list(small.frames) == ["b", "c"]
 
 
-def test_store_page(client, loaded):
+def test_store_page(client, demo_loaded):
     page = client.get("/stores/" + urllib.parse.quote(ODD_ID, safe="/"))
     assert page.status_code == 200
     text = page.get_data(as_text=True)
@@ -229,7 +225,7 @@ def test_week_chart_layout(engine, tmp_path):
     assert [(m.counted, m.active) for m in chart.marks] == [(True, True), (True, False)]
 
 
-def test_report_page_of_a_reused_report_and_of_a_csv_kept_only_in_the_database(app, client, loaded):
+def test_report_page_of_a_reused_report_and_of_a_csv_kept_only_in_the_database(app, client, demo_loaded):
     """A second trigger with nothing new names the first report (``reuse_of``): its page is the
     first one's. A report whose file is gone (written on another host) is read from ``csv_gz``;
     a reused report whose original expired is a 410 page, not a 500."""
@@ -276,14 +272,14 @@ def test_report_page_of_a_reused_report_and_of_a_csv_kept_only_in_the_database(a
 
 
 @pytest.fixture
-def hostile(loaded, tmp_path):
+def hostile(demo_loaded, tmp_path):
     with open(tmp_path / "hostile.csv", "w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(["store_id", "status", "timestamp_utc"])
         writer.writerows([store_id, "active", "2023-01-25 10:00:00 UTC"] for store_id in HOSTILE_IDS)
-    summary = ingest_file(loaded, "status", tmp_path / "hostile.csv")
+    summary = ingest_file(demo_loaded, "status", tmp_path / "hostile.csv")
     assert summary.rows_stored == len(HOSTILE_IDS) and summary.rows_skipped == 0
-    return loaded
+    return demo_loaded
 
 
 def test_every_store_link_reaches_exactly_that_store(client, hostile):

@@ -5,13 +5,11 @@ on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
 from bruteforce import brute_force_report, report_csv
-from test_compute import random_stores
+from helpers import fetch_report, random_stores
 
 
 def feed_texts(polls: pd.DataFrame, hours: pd.DataFrame, zones: pd.DataFrame) -> dict[str, str]:
@@ -22,18 +20,6 @@ def feed_texts(polls: pd.DataFrame, hours: pd.DataFrame, zones: pd.DataFrame) ->
         "hours": hours.rename(columns={"day": "dayOfWeek"}).to_csv(index=False),
         "status": stamped.to_csv(index=False),
     }
-
-
-def fetch_report(client, as_of: str, timeout: float = 60) -> str:
-    report_id = client.post("/trigger_report", json={"as_of": as_of}).get_json()["report_id"]
-    deadline = time.monotonic() + timeout
-    while True:
-        response = client.get(f"/get_report/{report_id}", buffered=True)
-        if response.mimetype == "text/csv":
-            return response.get_data(as_text=True)
-        assert response.get_json()["status"] == "Running", response.get_json()
-        assert time.monotonic() < deadline, f"report {report_id} not complete after {timeout:g} s"
-        time.sleep(0.02)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-from test_api import loaded, wait_for  # noqa: F401  (fixture)
+from helpers import wait_for
 
 from storemon import jobs
 from storemon.formats import CSV, FORMATS, JSON, PARQUET, XLSX, About, FormatError, choose, convert, from_extension

@@ -3,33 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from conftest import REAL_SAMPLE, write_csv
+from helpers import REAL_SAMPLE, polls, snapshot, table, write_csv
 
 from storemon import storage
 from storemon.ingest import find_files, ingest_file, ingest_files
 from storemon.parse import IngestError
-
-
-def table(engine, sql):
-    with engine.connect() as conn:
-        return conn.exec_driver_sql(sql).all()
-
-
-def polls(engine):
-    return table(
-        engine,
-        f"SELECT s.store_id, p.ts_us, p.active FROM {storage.ALL_POLLS} p JOIN stores s USING (store_key) "
-        "ORDER BY s.store_id, p.ts_us",
-    )
-
-
-def snapshot(engine):
-    return {
-        "polls": polls(engine),
-        "stores": table(engine, "SELECT store_id, first_poll_us, last_poll_us FROM stores ORDER BY store_id"),
-        "hours": table(engine, "SELECT store_id, day, start_s, end_s FROM business_hours ORDER BY 1, 2, 3, 4"),
-        "zones": table(engine, "SELECT store_id, timezone_str FROM store_timezones ORDER BY 1"),
-    }
 
 
 def test_real_sample_ingests_with_the_right_counts(engine):

@@ -15,8 +15,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import write_csv
-from test_ingest import polls, snapshot, table
+from helpers import polls, snapshot, table, write_csv
 
 from storemon import ingest, parse
 from storemon import scan as scan_module

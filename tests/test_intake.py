@@ -16,8 +16,7 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_csv
-from test_api import STATUS, loaded, wait_for  # noqa: F401  (fixture)
+from helpers import STATUS, hours, polls, wait_for, write_csv
 
 from storemon import storage
 from storemon import create_app, jobs, storage
@@ -29,18 +28,6 @@ from storemon.reports import write_csv as write_report
 from storemon.uploads import sweep_stale
 
 HEADER = "store_id,status,timestamp_utc\n"
-
-
-def polls(engine):
-    with engine.connect() as conn:
-        return conn.exec_driver_sql(
-            f"SELECT s.store_id, p.ts_us, p.active FROM {storage.ALL_POLLS} p JOIN stores s USING (store_key) ORDER BY 1, 2"
-        ).all()
-
-
-def hours(engine):
-    with engine.connect() as conn:
-        return conn.exec_driver_sql("SELECT store_id, day, start_s, end_s FROM business_hours ORDER BY 1, 2").all()
 
 
 # --- 2. only the timestamp forms of the feed ---------------------------------------------------

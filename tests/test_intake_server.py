@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import socket
 import subprocess
 import sys
 
 import pytest
-from test_server import ROOT, Server, free_port
+from helpers import ROOT, Server, free_port, start_and_wait
 
 pytestmark = pytest.mark.slow
 
@@ -85,11 +84,6 @@ def test_streamed_bodies_past_the_limit_get_413(server):
     status, _, answer = server.request("POST", "/ingest/status", data=big, content_type="text/csv")
     assert status == 413 and json.loads(answer)["error"] == "Request Entity Too Large"
     assert stored(server) == (0, [])
-
-
-def start_and_wait(env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout)
 
 
 def test_an_open_bind_without_tokens_is_refused(tmp_path):

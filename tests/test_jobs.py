@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from test_api import STATUS, loaded, wait_for  # noqa: F401  (fixture)
+from helpers import STATUS, as_of, wait_for
 
 from storemon import create_app, jobs, storage
 from storemon.api import TRIGGER_BURST, TRIGGER_WINDOW_S, TriggerLimiter
@@ -87,10 +87,6 @@ def gate(monkeypatch):
     monkeypatch.setattr(jobs, "build_report", gated)
     yield opened
     opened.set()
-
-
-def as_of(hour: int, minute: int = 0) -> dict:
-    return {"as_of": f"2023-01-23T{hour:02d}:{minute:02d}:00Z"}
 
 
 def test_triggers_are_limited_per_client_once_the_queue_is_full(app, client, loaded, gate):

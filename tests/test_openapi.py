@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from test_server import ROOT, Server
+from helpers import ROOT, Server, wait_for_jobs
 
 from storemon import create_app, storage
 from storemon.demo import generate_demo_data
@@ -113,9 +113,7 @@ def test_what_the_fuzzer_found_is_a_400_now(sqlite_app):
     assert huge.status_code == 400 and "offset must be between 0 and" in huge.get_json()["message"]
     last = client.get(f"/ingests?offset={2**63 - 1}")
     assert last.status_code == 200 and last.get_json()["ingests"] == []
-    from conftest import _wait_for_jobs
-
-    _wait_for_jobs()
+    wait_for_jobs()
 
 
 def test_docs_are_served_from_the_package(sqlite_app):
@@ -164,9 +162,7 @@ def test_metrics_count_requests_ingests_and_reports(sqlite_app, tmp_path):
     body = b"store_id,status,timestamp_utc\ns1,active,2023-01-25 12:00:00 UTC\ns2,active,bad\n"
     assert client.post("/ingest/status", data=body, content_type="text/csv").status_code == 200
     report_id = client.post("/trigger_report").get_json()["report_id"]
-    from conftest import _wait_for_jobs
-
-    _wait_for_jobs()
+    wait_for_jobs()
     with client.get(f"/get_report/{report_id}") as csv:
         assert csv.headers["X-Report-Status"] == "Complete"
     scrape = client.get("/metrics")

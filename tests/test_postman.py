@@ -11,11 +11,9 @@ import json
 import os
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
-from test_server import ROOT, Server
+from helpers import ROOT, Server
 
 from storemon import create_app, storage
 from storemon.demo import generate_demo_data
@@ -64,41 +62,6 @@ def newman_or_skip() -> str:
     return NEWMAN
 
 
-def gated_app():
-    """wsgi:app, whose report jobs wait before computing until a ``/get_report`` has answered
-    "Running" (in any worker: the gate is the file named by ``STOREMON_TEST_GATE``). So a
-    client polling a report it just triggered sees "Running" first, however fast or slow it is."""
-    import wsgi
-    from flask import request
-
-    from storemon import jobs
-
-    gate = Path(os.environ["STOREMON_TEST_GATE"])
-    build = jobs.build_report
-
-    def gated(*args, **kwargs):
-        deadline = time.monotonic() + 120
-        while not gate.exists():
-            if time.monotonic() > deadline:
-                raise RuntimeError("no /get_report answered Running within 120 s")
-            time.sleep(0.02)
-        return build(*args, **kwargs)
-
-    jobs.build_report = gated
-
-    @wsgi.app.after_request
-    def open_gate(response):
-        # The Running answer is small JSON; a report (a file, or streamed) is not read here.
-        if request.endpoint == "api.get_report" and response.is_json and not response.direct_passthrough \
-                and not response.is_streamed:
-            body = response.get_json(silent=True)
-            if isinstance(body, dict) and body.get("status") == "Running":
-                gate.touch()
-        return response
-
-    return wsgi.app
-
-
 @pytest.mark.slow
 def test_newman_runs_the_collection_without_failures(tmp_path, capsys):
     newman = newman_or_skip()
@@ -114,7 +77,7 @@ def test_newman_runs_the_collection_without_failures(tmp_path, capsys):
            "UPLOAD_DIR": str(tmp_path / "uploads"), "STOREMON_API_TOKENS": "p0stman-0123456789",
            "STOREMON_TEST_GATE": str(tmp_path / "gate"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))}
-    server = Server(env, workers=2, app="test_postman:gated_app()")
+    server = Server(env, workers=2, app="helpers:gated_app()")
     try:
         report = tmp_path / "newman.json"
         result = subprocess.run(

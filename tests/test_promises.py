@@ -4,35 +4,16 @@ each by what it promises."""
 from __future__ import annotations
 
 import shutil
-import time
+from contextlib import nullcontext
 
 import pytest
-from conftest import postgres_database, write_csv
+from helpers import fetch_report, postgres_database, upload, write_csv
 
 from storemon import create_app, storage
 from storemon.extensions import db
 
 HEADER = ("store_id,uptime_last_hour,uptime_last_day,uptime_last_week,"
           "downtime_last_hour,downtime_last_day,downtime_last_week")
-
-
-def upload(client, kind: str, text: str | bytes) -> dict:
-    answer = client.post(f"/ingest/{kind}", data=text, content_type="text/csv")
-    assert answer.status_code == 200, answer.get_json()
-    return answer.get_json()
-
-
-def report(client, as_of: str | None = None, timeout: float = 60) -> str:
-    """A report triggered and fetched over HTTP: its CSV text."""
-    report_id = client.post("/trigger_report", json={"as_of": as_of} if as_of else None).get_json()["report_id"]
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = client.get(f"/get_report/{report_id}", buffered=True)
-        if answer.mimetype == "text/csv":
-            return answer.get_data(as_text=True)
-        assert answer.get_json()["status"] == "Running", answer.get_json()
-        assert time.monotonic() < deadline, f"report {report_id} not complete after {timeout:g} s"
-        time.sleep(0.02)
 
 
 # --- docs/report-rules.md: rounding ----------------------------------------------------------
@@ -49,7 +30,7 @@ b,inactive,2023-01-23 11:59:45 UTC
 c,active,2023-01-23 11:45:00 UTC
 c,inactive,2023-01-23 12:00:00 UTC
 """)
-    assert report(client).splitlines() == [
+    assert fetch_report(client).splitlines() == [
         HEADER,
         # Midpoint 11:59:52.5: down 7.5 s = 0.125 min -> 0.12 (not 0.13); up 59.875 min -> 59.88.
         "a,59.88,24.00,168.00,0.12,0.00,0.00",
@@ -132,7 +113,7 @@ def test_within_one_time_zone_file_the_later_row_for_a_store_wins(client):
     # Monday 09:00-10:00 in Kolkata (UTC+5:30) is 03:30-04:30 UTC: the poll at 04:00 counts, and
     # the store is up that hour, inside the day and week before now (Monday 12:00 UTC). In New
     # York it would be 14:00-15:00 UTC, and the poll (Sunday 23:00 there) would not count: zeros.
-    assert report(client).splitlines()[1:] == [
+    assert fetch_report(client).splitlines()[1:] == [
         "clock,60.00,24.00,168.00,0.00,0.00,0.00",
         "s,0.00,1.00,1.00,0.00,0.00,0.00",
     ]
@@ -146,7 +127,7 @@ def test_within_one_time_zone_file_the_later_row_for_a_store_wins(client):
 def test_health_answers_503_when_the_database_cannot_be_reached(tmp_path, kind, caplog):
     folder = tmp_path / "gone"
     folder.mkdir()
-    with postgres_database() if kind == "postgresql" else _nothing() as url:
+    with postgres_database() if kind == "postgresql" else nullcontext() as url:
         url = url or f"sqlite:///{folder / 'storemon.db'}"
         app = create_app({"TESTING": True, "DATABASE_URL": url, "REPORTS_DIR": str(tmp_path / "reports"),
                           "UPLOAD_DIR": str(tmp_path / "uploads")})
@@ -167,14 +148,6 @@ def test_health_answers_503_when_the_database_cannot_be_reached(tmp_path, kind, 
             with app.app_context():
                 db.session.remove()
                 storage.dispose_all()
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _drop(url: str) -> None:

@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from bruteforce import brute_force_report
-from conftest import REAL_SAMPLE, write_csv
-from test_compute import random_stores
+from helpers import REAL_SAMPLE, postgres_database, random_stores, write_csv
 
 from storemon.compute import REPORT_COLUMNS, report_from_frames
 from storemon.times import to_us
@@ -182,8 +181,6 @@ def test_real_sample_figures_are_the_brute_force_ones(runner, engine, tmp_path):
 
 def test_sqlite_and_postgresql_produce_identical_reports(tmp_path):
     """The same feeds in both databases give byte-identical CSVs (and the same ingest counts)."""
-    from conftest import postgres_database
-
     from storemon import create_app, storage
     from storemon.demo import generate_demo_data
     from storemon.extensions import db

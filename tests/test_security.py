@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 
 import pytest
-from test_api import loaded  # noqa: F401  (fixture)
 
 from storemon.extensions import db
 from storemon.models import IngestRecord, Report, StoreTimezone

@@ -6,17 +6,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import pytest
-from conftest import postgres_database
+from helpers import HAND_HOURS, HAND_ROWS, HAND_STATUS, HAND_ZONES, ROOT, Server, postgres_database
 
 from storemon import create_app, storage
 from storemon.demo import generate_demo_data
@@ -24,104 +20,7 @@ from storemon.extensions import db
 from storemon.ingest import ingest_files
 from storemon.models import Report
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """gunicorn -c gunicorn.conf.py wsgi:app (or another app), in its own process group."""
-
-    def __init__(self, env: dict, workers: int = 2, app: str = "wsgi:app"):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        host = env.get("STOREMON_BIND_HOST", "127.0.0.1")
-        self.env = {**os.environ, **env, "STOREMON_BIND": f"{host}:{self.port}",
-                    "STOREMON_WEB_WORKERS": str(workers)}
-        self.upload_dir = Path(env.get("UPLOAD_DIR", ROOT / "instance" / "uploads"))
-        self.log = open(Path(env["REPORTS_DIR"]).parent / f"gunicorn-{self.port}.log", "w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", app],
-            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if self.get("/health")[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"gunicorn did not start; see {self.log.name}")
-
-    def request(self, method: str, path: str, data: bytes | None = None, content_type: str | None = None):
-        req = urllib.request.Request(self.base + path, data=data, method=method)
-        if content_type:
-            req.add_header("Content-Type", content_type)
-        try:
-            with urllib.request.urlopen(req, timeout=30) as response:
-                return response.status, dict(response.headers), response.read()
-        except urllib.error.HTTPError as err:
-            return err.code, dict(err.headers), err.read()
-
-    def get(self, path):
-        return self.request("GET", path)
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            self.process.wait(timeout=30)
-        self.log.close()
-
-
-# Five small stores beside the demo's, whose report rows are worked out by hand. now is the
-# latest poll: hand-1's, Wednesday 2023-01-25 19:00:00 UTC (the demo's polls end before).
-HAND_STATUS = """store_id,status,timestamp_utc
-hand-1,active,2023-01-25 19:00:00 UTC
-hand-2,active,2023-01-25 17:14:00 UTC
-hand-2,inactive,2023-01-25 18:15:00 UTC
-hand-3,active,2023-01-25 18:59:50 UTC
-hand-3,inactive,2023-01-25 18:59:55 UTC
-hand-4,active,2023-01-19 15:00:00 UTC
-hand-4,inactive,2023-01-25 06:00:00 UTC
-hand-5,active,2023-01-25 12:00:00 UTC
-"""
-HAND_HOURS = """store_id,day,start_time_local,end_time_local
-hand-2,2,16:00,19:00
-hand-4,1,22:00,02:00
-hand-4,3,09:00,17:00
-hand-5,0,09:00,10:00
-"""
-HAND_ZONES = """store_id,timezone_str
-hand-2,UTC
-hand-4,America/New_York
-hand-5,UTC
-"""
-HAND_ROWS = [
-    # Open 24x7 (no hours), one active poll at now: up throughout. 60 min, 24 h, 168 h.
-    "hand-1,60.00,24.00,168.00,0.00,0.00,0.00",
-    # The worked example of docs/report-rules.md on Wednesday 16:00-19:00 UTC: midpoint 17:44:30;
-    # 16:00-17:44:30 up = 104.5 min = 1.7417 h, 17:44:30-19:00 down = 75.5 min = 1.2583 h; the
-    # hour 18:00-19:00 all down. Last Wednesday's 16:00-19:00 ends as the week starts (19:00).
-    "hand-2,0.00,1.74,1.74,60.00,1.26,1.26",
-    # 24x7, midpoint 18:59:52.5: down 7.5 s = 0.125 min -> 0.12 (a tie: to the even digit), up
-    # 3592.5 s = 59.875 min -> 59.88 (even); the day: 86392.5 s = 23.998 h -> 24.00, 7.5 s ->
-    # 0.00; the week: 604792.5 s = 167.998 h -> 168.00.
-    "hand-3,59.88,24.00,168.00,0.12,0.00,0.00",
-    # New York (UTC-5): Tuesday 22:00-02:00 is Wednesday 03:00-07:00 UTC, Thursday 09:00-17:00
-    # is 14:00-22:00 UTC. Polls Thu 19th 15:00 (active) and Wed 25th 06:00 (inactive), both
-    # inside; midpoint Sun 22nd 10:30. Thursday 19th: 8 h up; Wednesday 25th 03:00-07:00: 4 h
-    # down (in the day too); the hour, Wed 13:00-14:00 local, is closed. The Wednesday 18th
-    # night (03:00-07:00 UTC) is before the week (from 18th 19:00).
-    "hand-4,0.00,0.00,8.00,0.00,4.00,4.00",
-    # Open Monday 09:00-10:00 UTC, polled only on Wednesday: no counted poll, every figure 0.
-    "hand-5,0.00,0.00,0.00,0.00,0.00,0.00",
-]
 
 
 @pytest.fixture(scope="module")

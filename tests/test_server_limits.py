@@ -17,8 +17,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from test_intake_server import start_and_wait
-from test_server import ROOT, Server, free_port
+from helpers import ROOT, Server, free_port, start_and_wait
 
 from storemon import create_app, storage
 from storemon.config import BY_NAME, SERVER_SETTINGS, ConfigError, server_settings

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from test_compute import random_stores
+from helpers import random_stores
 
 from storemon import storage
 from storemon.times import to_us

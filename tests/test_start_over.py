@@ -8,7 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import write_csv
+from helpers import ROOT, write_csv
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
@@ -16,7 +16,6 @@ from storemon import storage
 from storemon.extensions import db
 from storemon.models import Poll, Store
 
-ROOT = Path(__file__).resolve().parent.parent
 FEED_NAMES = ["menu_hours.csv", "store_status.csv", "timezones.csv"]
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from bruteforce import brute_force_report, counted_polls
-from conftest import write_csv
+from helpers import write_csv
 
 from storemon.compute import REPORT_COLUMNS, Schedule, explain_store
 from storemon.times import to_us

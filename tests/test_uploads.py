@@ -5,7 +5,7 @@ Uploads over a real socket (cut bodies, a 50 MB multipart file) are in test_inta
 from __future__ import annotations
 
 import pytest
-from conftest import REAL_SAMPLE
+from helpers import REAL_SAMPLE
 
 from storemon.uploads import FORM_FIELD_BYTES, MAX_FORM_PARTS
 
