@@ -1,25 +1,22 @@
-"""The HTTP API (docs/interfaces.md) with the Flask test client, and report jobs."""
+"""The HTTP API (storemon/api.py, docs/interfaces.md) with the Flask test client, on both databases:
+triggering and fetching reports, uploads, as_of, the trigger limit, /health and read-only databases."""
 
 from __future__ import annotations
 
 import io
-import logging
-import os
-import socket
-import subprocess
+import shutil
 import threading
+from contextlib import nullcontext
 from datetime import datetime, timedelta, timezone
 
-import pandas as pd
 import pytest
-from helpers import EXPECTED, STATUS, wait_for, write_csv
-from sqlalchemy import inspect as sa_inspect
+from helpers import EXPECTED, STATUS, as_of, postgres_database, wait_for
 
-from storemon import jobs, storage
+from storemon import create_app, jobs, storage
+from storemon.api import TRIGGER_BURST, TRIGGER_WINDOW_S, TriggerLimiter
 from storemon.extensions import db
 from storemon.ingest import ingest_file
 from storemon.models import Report
-from storemon.reports import build_report, write_csv as write_report
 
 
 def test_trigger_then_poll_to_the_csv(client, loaded):
@@ -115,18 +112,17 @@ def test_a_failed_report_says_why(client):
     assert "no polls in the database yet" in body["error"]
 
 
-def test_report_state_and_file(app, client, loaded):
+def test_a_complete_report_is_served_from_the_database_when_the_file_is_elsewhere(app, client, loaded):
     report_id = client.post("/trigger_report").get_json()["report_id"]
     wait_for(client, report_id)
-    with app.app_context():
-        report = db.session.get(Report, report_id)
-        assert (report.status, report.store_count, report.attempts, report.progress) == ("complete", 2, 1, 1.0)
-        assert report.now_us == 1674475200000000 and report.finished_at >= report.started_at
-    files = sorted(p.name for p in jobs.report_path(app, report_id).parent.iterdir())
-    assert files == [f"report_{report_id}.csv"]  # no temp file left behind
+    jobs.report_path(app, report_id).unlink()  # as on a host that did not compute it
+    response = client.get(f"/get_report/{report_id}", buffered=True)
+    assert response.status_code == 200 and response.headers["X-Report-Status"] == "Complete"
+    assert response.headers["Content-Disposition"] == f"attachment; filename=report_{report_id}.csv"
+    assert response.get_data(as_text=True) == EXPECTED
 
 
-# --- ingestion over HTTP ---------------------------------------------------------------------
+# --- ingestion over HTTP --------------------------------------------------------------------------
 
 
 def test_ingest_upload_multipart_and_text_csv(client, engine):
@@ -155,122 +151,7 @@ def test_ingest_upload_errors(client):
     assert response.status_code == 400 and "line 5: bad timestamp" in response.get_json()["message"]
 
 
-# --- orphaned reports ------------------------------------------------------------------------
-
-
-def dead_pid() -> int:
-    process = subprocess.Popen(["true"])
-    process.wait()
-    return process.pid
-
-
-def orphan(app, status="running", attempts=1) -> str:
-    report_id = jobs.new_report_id()
-    with app.app_context():
-        now = datetime.now(timezone.utc)
-        db.session.add(Report(id=report_id, status=status, created_at=now, started_at=now, heartbeat_at=now,
-                              progress=0.4, stage="interpolation", attempts=attempts,
-                              worker=f"{socket.gethostname()}:{dead_pid()}"))
-        db.session.commit()
-    return report_id
-
-
-def test_a_report_whose_process_died_is_rerun_when_polled(app, client, loaded):
-    report_id = orphan(app)
-    assert wait_for(client, report_id).get_data(as_text=True) == EXPECTED
-    with app.app_context():
-        assert db.session.get(Report, report_id).attempts == 2
-
-
-def test_a_report_whose_process_died_twice_is_failed_with_a_reason(app, client, loaded):
-    report_id = orphan(app, attempts=2)
-    body = client.get(f"/get_report/{report_id}").get_json()
-    assert body["status"] == "Failed"
-    assert "stopped; gave up after 2 attempts" in body["error"]
-
-
-def running_report(app, worker: str, beat_seconds_ago: float) -> str:
-    report_id = jobs.new_report_id()
-    with app.app_context():
-        beat = datetime.now(timezone.utc) - timedelta(seconds=beat_seconds_ago)
-        db.session.add(Report(id=report_id, status="running", created_at=beat, started_at=beat, heartbeat_at=beat,
-                              progress=0.1, attempts=1, worker=worker))
-        db.session.commit()
-    return report_id
-
-
-def test_start_up_recovers_orphans_but_not_live_reports(app, client, loaded):
-    dead = orphan(app, status="queued", attempts=0)
-    # Another live process (our parent) with a fresh heartbeat: left alone.
-    live = running_report(app, f"{socket.gethostname()}:{os.getppid()}:feedbeef", beat_seconds_ago=1)
-    assert jobs.recover_reports(app) == 1
-    assert wait_for(client, dead).mimetype == "text/csv"
-    assert client.get(f"/get_report/{live}").get_json()["status"] == "Running"
-
-
-@pytest.mark.parametrize(
-    "worker",
-    [
-        lambda: f"{socket.gethostname()}:{os.getppid()}:feedbeef",  # alive, but silent for too long
-        lambda: f"{socket.gethostname()}:{os.getpid()}:0ldt0ken",  # our pid, an earlier process's token
-        lambda: jobs.worker_name(),  # ours, but no thread here has it
-        lambda: "other-host:12:abcd1234",  # another host, silent for too long
-    ],
-)
-def test_reports_whose_owner_is_gone_are_recovered(app, client, loaded, worker):
-    stale = jobs.STALE_AFTER.total_seconds() + 5
-    quiet = running_report(app, worker(), beat_seconds_ago=stale if "feedbeef" in worker() or "other" in worker() else 1)
-    assert wait_for(client, quiet).get_data(as_text=True) == EXPECTED
-
-
-def test_a_complete_report_is_served_from_the_database_when_the_file_is_elsewhere(app, client, loaded):
-    report_id = client.post("/trigger_report").get_json()["report_id"]
-    wait_for(client, report_id)
-    jobs.report_path(app, report_id).unlink()  # as on a host that did not compute it
-    response = client.get(f"/get_report/{report_id}", buffered=True)
-    assert response.status_code == 200 and response.headers["X-Report-Status"] == "Complete"
-    assert response.headers["Content-Disposition"] == f"attachment; filename=report_{report_id}.csv"
-    assert response.get_data(as_text=True) == EXPECTED
-
-
-# --- consistency under a concurrent ingest ---------------------------------------------------
-
-
-def test_a_report_reads_one_snapshot_while_an_ingest_commits(app, loaded, tmp_path, monkeypatch):
-    """An ingest commits between the report's reads: no lock error, and the report is the one
-    of the database before the ingest."""
-    before = build_report(loaded).frame
-    newer = write_csv(tmp_path / "later.csv", "store_id,status,timestamp_utc\n007,active,2023-01-23 11:50:00 UTC\nnew,active,2023-01-23 11:00:00 UTC\n")
-    real_hours = storage.hours_by_key
-    ingested = {}
-
-    def hours_with_an_ingest_in_between(conn, keys=None):
-        def other_writer():
-            with app.app_context():
-                ingested["summary"] = ingest_file(db.engine, "status", newer)
-
-        thread = threading.Thread(target=other_writer)
-        thread.start()
-        thread.join(timeout=60)
-        return real_hours(conn, keys)
-
-    monkeypatch.setattr(storage, "hours_by_key", hours_with_an_ingest_in_between)
-    during = build_report(loaded).frame
-    assert ingested["summary"].rows_changed == 2  # the ingest did commit, while the report read
-    pd.testing.assert_frame_equal(during, before)
-    monkeypatch.undo()
-    after = build_report(loaded).frame
-    assert "new" in after["store_id"].tolist() and not after.equals(before)
-
-
-def test_report_files_are_written_atomically(tmp_path):
-    frame = pd.DataFrame({"store_id": ["1"], "uptime_last_hour": [1.0]})
-    path = write_report(frame, tmp_path / "r.csv")
-    assert path.read_text() == "store_id,uptime_last_hour\n1,1.00\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]
-
-
-# --- as_of: the accepted range, the `now` used, a warning when it is far after the data ------
+# --- as_of: the accepted range, the `now` used, a warning when it is far after the data -----------
 
 
 @pytest.mark.parametrize("as_of", ["2030-01-01T00:00:00Z", "1999-12-31", "9999-12-31 23:59:59 UTC",
@@ -336,31 +217,6 @@ def test_the_running_answer_shows_now_and_warning_once_known(app, client, loaded
     assert (body["status"], body["now"], body["warning"]) == ("Running", "2023-03-01T00:00:00Z", "far")
 
 
-def test_an_as_of_before_every_poll_fails_clearly_with_one_log_line(client, loaded, caplog):
-    caplog.set_level("INFO")
-    report_id = client.post("/trigger_report", json={"as_of": "2023-01-01T00:00:00Z"}).get_json()["report_id"]
-    body = wait_for(client, report_id).get_json()
-    assert body["status"] == "Failed" and body["now"] == "2023-01-01T00:00:00Z"
-    assert body["error"] == (
-        "NoPollsError: no poll at or before 2023-01-01T00:00:00Z; the earliest poll is at 2023-01-23T10:14:00Z"
-    )
-    records = [r for r in caplog.records if r.name == "storemon.jobs" and r.levelno >= logging.WARNING]
-    assert len(records) == 1
-    assert records[0].exc_info is None and report_id in records[0].getMessage()
-    assert "\n" not in records[0].getMessage()
-
-
-def test_an_unexpected_report_failure_still_logs_its_traceback(client, loaded, caplog, monkeypatch):
-    def broken(*args, **kwargs):
-        raise RuntimeError("kaboom")
-
-    monkeypatch.setattr(jobs, "build_report", broken)
-    report_id = client.post("/trigger_report").get_json()["report_id"]
-    assert wait_for(client, report_id).get_json()["error"] == "RuntimeError: kaboom"
-    records = [r for r in caplog.records if r.name == "storemon.jobs" and r.levelno >= logging.WARNING]
-    assert len(records) == 1 and records[0].exc_info is not None
-
-
 def test_json_timestamps_are_iso_8601_utc_with_z(client, loaded, hold):
     before = datetime.now(timezone.utc)
     report_id = client.post("/trigger_report").get_json()["report_id"]
@@ -375,25 +231,150 @@ def test_json_timestamps_are_iso_8601_utc_with_z(client, loaded, hold):
     wait_for(client, report_id)
 
 
-def test_an_older_reports_table_gains_the_new_columns(app, client, loaded, database_url):
-    """A database created before `latest_poll_us`/`warning` existed is upgraded at start-up."""
-    with app.app_context():
-        with db.engines["jobs"].begin() as conn:
-            conn.exec_driver_sql("ALTER TABLE reports DROP COLUMN warning")
-            conn.exec_driver_sql("ALTER TABLE reports DROP COLUMN latest_poll_us")
-        storage.dispose_all()
-    from storemon import create_app
+# --- the trigger: a full queue, the per-client limit ----------------------------------------------
 
-    again = create_app({"TESTING": True, "DATABASE_URL": database_url, "REPORTS_DIR": app.config["REPORTS_DIR"]})
-    again.config["REPORT_START_DELAY"] = 0
-    try:
-        with again.app_context():
-            columns = {c["name"] for c in sa_inspect(db.engines["jobs"]).get_columns("reports")}
-            assert {"latest_poll_us", "warning"} <= columns
-        test_client = again.test_client()
-        report_id = test_client.post("/trigger_report", json={"as_of": "2023-03-01T00:00:00Z"}).get_json()["report_id"]
-        assert "X-Report-Warning" in wait_for(test_client, report_id).headers
-    finally:
-        with again.app_context():
-            db.session.remove()
-            storage.dispose_all()
+
+@pytest.fixture
+def gate(monkeypatch):
+    """Report jobs wait at their start until the test sets this event (fails the test after 60 s)."""
+    opened = threading.Event()
+    build = jobs.build_report
+
+    def gated(*args, **kwargs):
+        assert opened.wait(60), "the test never opened the gate"
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "build_report", gated)
+    yield opened
+    opened.set()
+
+
+def test_triggers_are_limited_per_client_once_the_queue_is_full(app, client, loaded, gate):
+    app.config["REPORT_QUEUE_MAX"] = 1
+    first = client.post("/trigger_report", json=as_of(12)).get_json()["report_id"]
+    for _ in range(TRIGGER_BURST):  # the queue is full: these count (reusing the running report)
+        assert client.post("/trigger_report", json=as_of(12)).status_code == 200
+    limited = client.post("/trigger_report", json=as_of(12))
+    assert limited.status_code == 429 and limited.is_json
+    assert limited.headers["Retry-After"] == str(int(TRIGGER_WINDOW_S))
+    assert "the report queue is full" in limited.get_json()["message"]
+    other = app.test_client()
+    other.environ_base["REMOTE_ADDR"] = "127.0.0.2"  # another client is not limited by this one
+    assert other.post("/trigger_report", json=as_of(12)).status_code == 200
+    assert other.post("/trigger_report", json=as_of(11)).status_code == 503  # a distinct report: no room
+    gate.set()
+    assert wait_for(client, first).mimetype == "text/csv"
+    assert client.post("/trigger_report", json=as_of(11)).status_code == 200  # room again: not limited
+
+
+def test_the_trigger_limiter_counts_a_sliding_window():
+    limiter = TriggerLimiter(burst=2, window_s=10, max_clients=2)
+    assert [limiter.allow("a", now=t) for t in (0, 1, 2, 9.9, 10.0, 11.0, 11.5)] == [
+        True,
+        True,
+        False,
+        False,
+        True,
+        True,
+        False,
+    ]
+    assert limiter.allow("b", now=12) and limiter.allow("c", now=12)
+    assert list(limiter.hits) == ["b", "c"]  # the least recent client is forgotten
+
+
+# --- /health, headers, read-only and unreachable databases ----------------------------------------
+
+
+def test_head_does_not_create_a_report(app, client, loaded):
+    assert client.head("/trigger_report").status_code == 200
+    with app.app_context():
+        assert db.session.execute(db.select(db.func.count()).select_from(Report)).scalar_one() == 0
+
+
+def test_no_worker_header(client):
+    assert "X-Storemon-Worker" not in client.get("/health").headers
+
+
+def test_read_only_database_is_degraded_and_writes_get_503(tmp_path):
+    path = tmp_path / "storemon.db"
+    settings = {"REPORTS_DIR": str(tmp_path / "reports"), "UPLOAD_DIR": str(tmp_path / "up"),
+                "JOBS_DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}"}
+    writable = create_app({**settings, "DATABASE_URL": f"sqlite:///{path}"})
+    assert writable.test_client().get("/health").get_json()["status"] == "ok"
+    with writable.app_context():
+        storage.dispose_all()
+    app = create_app({**settings, "DATABASE_URL": f"sqlite:///file:{path}?mode=ro&uri=true"})
+    client = app.test_client()
+    health = client.get("/health")
+    assert health.status_code == 200
+    assert health.get_json()["status"] == "degraded" and "read-only" in health.get_json()["message"]
+    response = client.post("/ingest/status", data=STATUS, content_type="text/csv")
+    assert response.status_code == 503 and "read-only" in response.get_json()["message"]
+    assert response.headers["Retry-After"]
+
+
+def ingest_text(engine, kind: str, text: str, folder):
+    path = folder / f"{kind}.csv"
+    path.write_text(text)
+    return ingest_file(engine, kind, path)
+
+
+def test_a_trigger_on_a_read_only_database_is_503_with_retry_after(tmp_path, caplog):
+    data, state = tmp_path / "storemon.db", tmp_path / "jobs.db"
+    settings = {"REPORTS_DIR": str(tmp_path / "reports"), "UPLOAD_DIR": str(tmp_path / "up")}
+    writable = create_app({**settings, "DATABASE_URL": f"sqlite:///{data}", "JOBS_DATABASE_URL": f"sqlite:///{state}"})
+    with writable.app_context():
+        ingest_text(db.engine, "status", STATUS, tmp_path)
+        storage.dispose_all()
+    app = create_app(
+        {
+            **settings,
+            "DATABASE_URL": f"sqlite:///file:{data}?mode=ro&uri=true",
+            "JOBS_DATABASE_URL": f"sqlite:///file:{state}?mode=ro&uri=true",
+        }
+    )
+    client = app.test_client()
+    for response in (client.post("/trigger_report"), client.get("/trigger_report?as_of=2023-01-23T12:00:00Z")):
+        assert response.status_code == 503 and response.is_json
+        assert "read-only" in response.get_json()["message"]
+        assert int(response.headers["Retry-After"]) > 0
+    assert "Traceback" not in caplog.text
+    with app.app_context():
+        storage.dispose_all()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_health_answers_503_when_the_database_cannot_be_reached(tmp_path, kind, caplog):
+    folder = tmp_path / "gone"
+    folder.mkdir()
+    with postgres_database() if kind == "postgresql" else nullcontext() as url:
+        url = url or f"sqlite:///{folder / 'storemon.db'}"
+        app = create_app({"TESTING": True, "DATABASE_URL": url, "REPORTS_DIR": str(tmp_path / "reports"),
+                          "UPLOAD_DIR": str(tmp_path / "uploads")})
+        client = app.test_client()
+        try:
+            assert client.get("/health").get_json()["status"] == "ok"
+            if kind == "sqlite":
+                shutil.rmtree(folder)  # the folder of the database (and of its jobs database) vanished
+            else:
+                _drop(url)  # the server no longer has the database
+            with app.app_context():
+                storage.dispose_all()  # no connection left open from before
+            answer = client.get("/health")
+            assert answer.status_code == 503
+            body = answer.get_json()
+            assert (body["status"], body["database"]) == ("error", "unreachable") and body["message"]
+        finally:
+            with app.app_context():
+                db.session.remove()
+                storage.dispose_all()
+
+
+def _drop(url: str) -> None:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url)
+    admin = target.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{target.database}" WITH (FORCE)')

@@ -38,7 +38,7 @@ def row_of(rep, sid):
     return r.iloc[0]
 
 
-# --------------------------------------------------------------------------- 1. worked example
+# --- worked example -------------------------------------------------------------------------------
 
 def test_spec_worked_example():
     # 2023-01-23 is a Monday.
@@ -64,7 +64,7 @@ def test_tie_goes_to_later_poll():
     assert r["uptime_last_hour"] == 3599 and r["downtime_last_hour"] == 1
 
 
-# --------------------------------------------------------------------------- 2. defaults
+# --- defaults -------------------------------------------------------------------------------------
 
 def test_no_hours_rows_is_24x7_and_no_counted_poll_is_zero():
     now = U(2023, 1, 25, 12, 0)
@@ -126,7 +126,7 @@ def test_overnight_and_multiple_rows():
     assert r["uptime_last_week"] + r["downtime_last_week"] == (24 + 4 + 2) * 3600
 
 
-# --------------------------------------------------------------------------- 3. DST
+# --- DST ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sunday", [U(2023, 3, 12), U(2023, 11, 5)])  # spring / autumn, US
 def test_dst_days_are_8h_local(sunday):

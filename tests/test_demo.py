@@ -131,3 +131,8 @@ def test_demo_data_command(tmp_path):
     assert result.exit_code == 0, result.output
     assert "for 20 stores to" in result.output
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["demo.json", "menu_hours.csv", "store_status.csv", "timezones.csv"]
+
+
+def test_demo_data_refuses_zero_stores(runner, tmp_path):
+    result = runner.invoke(args=["demo-data", "--stores", "0", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "--stores" in result.output and result.exception.__class__ is SystemExit

@@ -1,25 +1,23 @@
 """Report jobs (storemon/jobs.py) with the Flask test client, on both databases: the stages a
-running report reports, the jobs table kept bounded, and triggers limited when the queue is full."""
+running report reports, its state and file, reports whose process died, failures and their log
+lines, identical reports computed once, the queue bound, and the jobs table kept bounded."""
 
 from __future__ import annotations
 
+import gzip
+import logging
+import os
+import socket
+import subprocess
 import threading
+from datetime import datetime, timedelta, timezone
 
 import pytest
-from helpers import STATUS, as_of, wait_for
+from helpers import EXPECTED, STATUS, STATUS_HEADER, as_of, wait_for
 
-from storemon import create_app, jobs, storage
-from storemon.api import TRIGGER_BURST, TRIGGER_WINDOW_S, TriggerLimiter
+from storemon import jobs
 from storemon.extensions import db
-from storemon.ingest import ingest_file
 from storemon.models import Report
-
-
-def ingest_text(engine, kind: str, text: str, folder):
-    path = folder / f"{kind}.csv"
-    path.write_text(text)
-    return ingest_file(engine, kind, path)
-
 
 ENGINE_STAGES = ["business hours", "look-back", "interpolation", "formatting"]  # per batch
 
@@ -50,76 +48,176 @@ def test_a_report_goes_through_every_documented_stage(app, client, loaded, monke
     assert progress == sorted(progress) and 0 < progress[0] and progress[-1] < 1
 
 
-def test_a_trigger_on_a_read_only_database_is_503_with_retry_after(tmp_path, caplog):
-    data, state = tmp_path / "storemon.db", tmp_path / "jobs.db"
-    settings = {"REPORTS_DIR": str(tmp_path / "reports"), "UPLOAD_DIR": str(tmp_path / "up")}
-    writable = create_app({**settings, "DATABASE_URL": f"sqlite:///{data}", "JOBS_DATABASE_URL": f"sqlite:///{state}"})
-    with writable.app_context():
-        ingest_text(db.engine, "status", STATUS, tmp_path)
-        storage.dispose_all()
-    app = create_app(
-        {
-            **settings,
-            "DATABASE_URL": f"sqlite:///file:{data}?mode=ro&uri=true",
-            "JOBS_DATABASE_URL": f"sqlite:///file:{state}?mode=ro&uri=true",
-        }
-    )
-    client = app.test_client()
-    for response in (client.post("/trigger_report"), client.get("/trigger_report?as_of=2023-01-23T12:00:00Z")):
-        assert response.status_code == 503 and response.is_json
-        assert "read-only" in response.get_json()["message"]
-        assert int(response.headers["Retry-After"]) > 0
-    assert "Traceback" not in caplog.text
+def test_report_state_and_file(app, client, loaded):
+    report_id = client.post("/trigger_report").get_json()["report_id"]
+    wait_for(client, report_id)
     with app.app_context():
-        storage.dispose_all()
+        report = db.session.get(Report, report_id)
+        assert (report.status, report.store_count, report.attempts, report.progress) == ("complete", 2, 1, 1.0)
+        assert report.now_us == 1674475200000000 and report.finished_at >= report.started_at
+    files = sorted(p.name for p in jobs.report_path(app, report_id).parent.iterdir())
+    assert files == [f"report_{report_id}.csv"]  # no temp file left behind
 
 
-@pytest.fixture
-def gate(monkeypatch):
-    """Report jobs wait at their start until the test sets this event (fails the test after 60 s)."""
-    opened = threading.Event()
-    build = jobs.build_report
-
-    def gated(*args, **kwargs):
-        assert opened.wait(60), "the test never opened the gate"
-        return build(*args, **kwargs)
-
-    monkeypatch.setattr(jobs, "build_report", gated)
-    yield opened
-    opened.set()
+def dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
 
 
-def test_triggers_are_limited_per_client_once_the_queue_is_full(app, client, loaded, gate):
-    app.config["REPORT_QUEUE_MAX"] = 1
-    first = client.post("/trigger_report", json=as_of(12)).get_json()["report_id"]
-    for _ in range(TRIGGER_BURST):  # the queue is full: these count (reusing the running report)
-        assert client.post("/trigger_report", json=as_of(12)).status_code == 200
-    limited = client.post("/trigger_report", json=as_of(12))
-    assert limited.status_code == 429 and limited.is_json
-    assert limited.headers["Retry-After"] == str(int(TRIGGER_WINDOW_S))
-    assert "the report queue is full" in limited.get_json()["message"]
-    other = app.test_client()
-    other.environ_base["REMOTE_ADDR"] = "127.0.0.2"  # another client is not limited by this one
-    assert other.post("/trigger_report", json=as_of(12)).status_code == 200
-    assert other.post("/trigger_report", json=as_of(11)).status_code == 503  # a distinct report: no room
-    gate.set()
-    assert wait_for(client, first).mimetype == "text/csv"
-    assert client.post("/trigger_report", json=as_of(11)).status_code == 200  # room again: not limited
+def orphan(app, status="running", attempts=1) -> str:
+    report_id = jobs.new_report_id()
+    with app.app_context():
+        now = datetime.now(timezone.utc)
+        db.session.add(
+            Report(
+                id=report_id,
+                status=status,
+                created_at=now,
+                started_at=now,
+                heartbeat_at=now,
+                progress=0.4,
+                stage="interpolation",
+                attempts=attempts,
+                worker=f"{socket.gethostname()}:{dead_pid()}",
+            )
+        )
+        db.session.commit()
+    return report_id
 
 
-def test_the_trigger_limiter_counts_a_sliding_window():
-    limiter = TriggerLimiter(burst=2, window_s=10, max_clients=2)
-    assert [limiter.allow("a", now=t) for t in (0, 1, 2, 9.9, 10.0, 11.0, 11.5)] == [
-        True,
-        True,
-        False,
-        False,
-        True,
-        True,
-        False,
-    ]
-    assert limiter.allow("b", now=12) and limiter.allow("c", now=12)
-    assert list(limiter.hits) == ["b", "c"]  # the least recent client is forgotten
+def test_a_report_whose_process_died_is_rerun_when_polled(app, client, loaded):
+    report_id = orphan(app)
+    assert wait_for(client, report_id).get_data(as_text=True) == EXPECTED
+    with app.app_context():
+        assert db.session.get(Report, report_id).attempts == 2
+
+
+def test_a_report_whose_process_died_twice_is_failed_with_a_reason(app, client, loaded):
+    report_id = orphan(app, attempts=2)
+    body = client.get(f"/get_report/{report_id}").get_json()
+    assert body["status"] == "Failed"
+    assert "stopped; gave up after 2 attempts" in body["error"]
+
+
+def running_report(app, worker: str, beat_seconds_ago: float) -> str:
+    report_id = jobs.new_report_id()
+    with app.app_context():
+        beat = datetime.now(timezone.utc) - timedelta(seconds=beat_seconds_ago)
+        db.session.add(
+            Report(
+                id=report_id,
+                status="running",
+                created_at=beat,
+                started_at=beat,
+                heartbeat_at=beat,
+                progress=0.1,
+                attempts=1,
+                worker=worker,
+            )
+        )
+        db.session.commit()
+    return report_id
+
+
+def test_start_up_recovers_orphans_but_not_live_reports(app, client, loaded):
+    dead = orphan(app, status="queued", attempts=0)
+    # Another live process (our parent) with a fresh heartbeat: left alone.
+    live = running_report(app, f"{socket.gethostname()}:{os.getppid()}:feedbeef", beat_seconds_ago=1)
+    assert jobs.recover_reports(app) == 1
+    assert wait_for(client, dead).mimetype == "text/csv"
+    assert client.get(f"/get_report/{live}").get_json()["status"] == "Running"
+
+
+@pytest.mark.parametrize(
+    "worker",
+    [
+        lambda: f"{socket.gethostname()}:{os.getppid()}:feedbeef",  # alive, but silent for too long
+        lambda: f"{socket.gethostname()}:{os.getpid()}:0ldt0ken",  # our pid, an earlier process's token
+        lambda: jobs.worker_name(),  # ours, but no thread here has it
+        lambda: "other-host:12:abcd1234",  # another host, silent for too long
+    ],
+)
+def test_reports_whose_owner_is_gone_are_recovered(app, client, loaded, worker):
+    stale = jobs.STALE_AFTER.total_seconds() + 5
+    quiet = running_report(
+        app, worker(), beat_seconds_ago=stale if "feedbeef" in worker() or "other" in worker() else 1
+    )
+    assert wait_for(client, quiet).get_data(as_text=True) == EXPECTED
+
+
+def test_an_as_of_before_every_poll_fails_clearly_with_one_log_line(client, loaded, caplog):
+    caplog.set_level("INFO")
+    report_id = client.post("/trigger_report", json={"as_of": "2023-01-01T00:00:00Z"}).get_json()["report_id"]
+    body = wait_for(client, report_id).get_json()
+    assert body["status"] == "Failed" and body["now"] == "2023-01-01T00:00:00Z"
+    assert body["error"] == (
+        "NoPollsError: no poll at or before 2023-01-01T00:00:00Z; the earliest poll is at 2023-01-23T10:14:00Z"
+    )
+    records = [r for r in caplog.records if r.name == "storemon.jobs" and r.levelno >= logging.WARNING]
+    assert len(records) == 1
+    assert records[0].exc_info is None and report_id in records[0].getMessage()
+    assert "\n" not in records[0].getMessage()
+
+
+def test_an_unexpected_report_failure_still_logs_its_traceback(client, loaded, caplog, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(jobs, "build_report", broken)
+    report_id = client.post("/trigger_report").get_json()["report_id"]
+    assert wait_for(client, report_id).get_json()["error"] == "RuntimeError: kaboom"
+    records = [r for r in caplog.records if r.name == "storemon.jobs" and r.levelno >= logging.WARNING]
+    assert len(records) == 1 and records[0].exc_info is not None
+
+
+def test_identical_reports_are_computed_once(app, client, loaded, tmp_path):
+    first = client.post("/trigger_report").get_json()["report_id"]
+    second = client.post("/trigger_report").get_json()["report_id"]
+    assert first != second
+    one, two = wait_for(client, first), wait_for(client, second)
+    assert one.data == two.data
+    assert two.headers["Content-Disposition"] == f"attachment; filename=report_{second}.csv"
+    with app.app_context():
+        assert db.session.get(Report, second).reuse_of == first
+        kept = db.session.get(Report, first)
+        assert gzip.decompress(kept.csv_gz) == one.data  # the database copy, compressed
+        assert len(kept.csv_gz) < len(one.data)
+    # New data: a new computation.
+    client.post("/ingest/status", data=STATUS_HEADER + "new,active,2023-01-23 11:00:00 UTC\n", content_type="text/csv")
+    third = client.post("/trigger_report").get_json()["report_id"]
+    assert b"new," in wait_for(client, third).data
+    with app.app_context():
+        assert db.session.get(Report, third).reuse_of is None
+
+
+def test_the_queue_of_distinct_reports_is_bounded(app, client, loaded):
+    app.config.update(REPORT_QUEUE_MAX=1, REPORT_START_DELAY=2)
+    first = client.post("/trigger_report", json={"as_of": "2023-01-23T12:00:00Z"})
+    assert first.status_code == 200
+    assert client.post("/trigger_report", json={"as_of": "2023-01-23T12:00:00Z"}).status_code == 200  # same: reused
+    full = client.post("/trigger_report", json={"as_of": "2023-01-23T11:00:00Z"})
+    assert full.status_code == 503 and full.headers["Retry-After"] == "10"
+    assert "REPORT_QUEUE_MAX" in full.get_json()["message"]
+    wait_for(client, first.get_json()["report_id"])
+    assert client.post("/trigger_report", json={"as_of": "2023-01-23T11:00:00Z"}).status_code == 200
+
+
+def test_old_reports_expire_with_a_clear_410(app, client, loaded):
+    app.config["REPORT_KEEP"] = 1
+    old = client.post("/trigger_report", json={"as_of": "2023-01-23T11:00:00Z"}).get_json()["report_id"]
+    wait_for(client, old)
+    new = client.post("/trigger_report", json={"as_of": "2023-01-23T12:00:00Z"}).get_json()["report_id"]
+    wait_for(client, new)
+    client.post("/trigger_report", json={"as_of": "2023-01-23T12:00:00Z"})  # a trigger sweeps
+    gone = client.get(f"/get_report/{old}")
+    assert gone.status_code == 410 and "expired" in gone.get_json()["message"]
+    assert not jobs.report_path(app, old).exists()
+    assert client.get(f"/get_report/{new}", buffered=True).status_code == 200
+    app.config["REPORT_RETENTION_DAYS"] = 0
+    with app.app_context():
+        assert jobs.expire_reports(app) >= 1
+    assert client.get(f"/get_report/{new}").status_code == 410
 
 
 def rows(app) -> dict[str, int]:

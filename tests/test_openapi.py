@@ -100,9 +100,9 @@ def test_every_route_is_described(sqlite_app):
         "description": "the feed: polls, business hours or time zones"}}
 
 
-def test_what_the_fuzzer_found_is_a_400_now(sqlite_app):
-    """Before: a JSON body that is not an object (or a non-string as_of) was silently ignored and
-    a report started; an offset past SQLite's integers was a 500."""
+def test_a_body_that_is_no_object_a_non_string_as_of_and_an_offset_past_64_bits_are_400(sqlite_app):
+    """What schemathesis tried: a trigger's JSON body must be an object, its as_of a string (or
+    null: no as_of); an offset must fit SQLite's integers."""
     client = sqlite_app.test_client()
     for body in ([], 5, "2023-01-25T12:00:00Z", {"as_of": {}}, {"as_of": 5}):
         response = client.post("/trigger_report", json=body)

@@ -1,17 +1,25 @@
-"""The report read from the database (storemon.reports) and `flask report`."""
+"""The report (storemon/reports.py): read from the database and equal to the one computed in
+memory and to the brute force (tests/bruteforce.py), on SQLite and PostgreSQL; `flask report`;
+the CSV it writes; and reports of feeds uploaded over HTTP, against the brute force and figures
+worked out by hand."""
 
 from __future__ import annotations
+
+import csv
+import threading
 
 import numpy as np
 import pandas as pd
 import pytest
-from bruteforce import brute_force_report
-from helpers import REAL_SAMPLE, postgres_database, random_stores, write_csv
+from bruteforce import brute_force_report, report_csv
+from helpers import REAL_SAMPLE, fetch_report, postgres_database, random_stores, upload, write_csv
 
+from storemon import storage
 from storemon.compute import REPORT_COLUMNS, report_from_frames
+from storemon.extensions import db
 from storemon.times import to_us
-from storemon.ingest import ingest_files
-from storemon.reports import build_report
+from storemon.ingest import ingest_file, ingest_files
+from storemon.reports import build_report, write_csv as write_report
 
 HEADER = ",".join(REPORT_COLUMNS)
 
@@ -219,3 +227,113 @@ def test_report_figures_are_written_as_pandas_writes_them(tmp_path):
         written = write_report(frame, tmp_path / "r.csv").read_text().splitlines()[1:]
         expected = frame.iloc[:, 1:].to_csv(header=False, index=False, float_format="%.2f", lineterminator="\n")
         assert [line.split(",", 1)[1] for line in written] == expected.splitlines()
+
+
+# --- the CSV written ------------------------------------------------------------------------------
+
+
+def test_a_report_reads_one_snapshot_while_an_ingest_commits(app, loaded, tmp_path, monkeypatch):
+    """An ingest commits between the report's reads: no lock error, and the report is the one
+    of the database before the ingest."""
+    before = build_report(loaded).frame
+    newer = write_csv(tmp_path / "later.csv", "store_id,status,timestamp_utc\n007,active,2023-01-23 11:50:00 UTC\nnew,active,2023-01-23 11:00:00 UTC\n")
+    real_hours = storage.hours_by_key
+    ingested = {}
+
+    def hours_with_an_ingest_in_between(conn, keys=None):
+        def other_writer():
+            with app.app_context():
+                ingested["summary"] = ingest_file(db.engine, "status", newer)
+
+        thread = threading.Thread(target=other_writer)
+        thread.start()
+        thread.join(timeout=60)
+        return real_hours(conn, keys)
+
+    monkeypatch.setattr(storage, "hours_by_key", hours_with_an_ingest_in_between)
+    during = build_report(loaded).frame
+    assert ingested["summary"].rows_changed == 2  # the ingest did commit, while the report read
+    pd.testing.assert_frame_equal(during, before)
+    monkeypatch.undo()
+    after = build_report(loaded).frame
+    assert "new" in after["store_id"].tolist() and not after.equals(before)
+
+
+def test_report_files_are_written_atomically(tmp_path):
+    frame = pd.DataFrame({"store_id": ["1"], "uptime_last_hour": [1.0]})
+    path = write_report(frame, tmp_path / "r.csv")
+    assert path.read_text() == "store_id,uptime_last_hour\n1,1.00\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]
+
+
+def test_every_store_id_round_trips_through_the_report_csv(tmp_path):
+    ids = ['plain', 'with,comma', 'with "quotes"', 'cr\rinside', 'lf\ninside', 'crlf\r\nboth', ' lead', 'trail ', '007', 'ünï']
+    frame = pd.DataFrame({"store_id": ids, **{c: [1.5] * len(ids) for c in (
+        "uptime_last_hour", "uptime_last_day", "uptime_last_week", "downtime_last_hour", "downtime_last_day",
+        "downtime_last_week")}})
+    path = write_report(frame, tmp_path / "r.csv")
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert [r[0] for r in rows[1:]] == ids and all(r[1:] == ["1.50"] * 6 for r in rows[1:])
+    back = pd.read_csv(path, dtype={"store_id": str}, keep_default_na=False)
+    assert back["store_id"].tolist() == ids
+
+
+# --- over HTTP: feeds uploaded, a report triggered and fetched ------------------------------------
+
+
+def feed_texts(polls: pd.DataFrame, hours: pd.DataFrame, zones: pd.DataFrame) -> dict[str, str]:
+    """The three feeds as CSV text, shaped like the real ones."""
+    stamped = polls.assign(timestamp_utc=pd.to_datetime(polls["timestamp_utc"]).dt.strftime("%Y-%m-%d %H:%M:%S UTC"))
+    return {
+        "timezones": zones.to_csv(index=False),
+        "hours": hours.rename(columns={"day": "dayOfWeek"}).to_csv(index=False),
+        "status": stamped.to_csv(index=False),
+    }
+
+
+@pytest.mark.parametrize(
+    "seed,now",
+    [
+        (21, "2023-03-13 05:00:00Z"),  # the week holds the US spring change
+        (22, "2023-11-06 09:30:00Z"),  # the US autumn change
+    ],
+)
+def test_uploaded_feeds_give_the_brute_force_report(client, runner, tmp_path, seed, now):
+    polls, hours, zones = random_stores(np.random.default_rng(seed), 40, now)
+    polls = polls.drop_duplicates(["store_id", "timestamp_utc"], keep="last")
+    for kind, text in feed_texts(polls, hours, zones).items():
+        answer = client.post(f"/ingest/{kind}", data=text, content_type="text/csv")
+        assert answer.status_code == 200 and answer.get_json()["rows_skipped"] == 0, answer.get_json()
+    expected = report_csv(brute_force_report(polls, hours, zones, pd.Timestamp(now).to_pydatetime()))
+    assert len(expected.splitlines()) > 25  # stores with a poll at or before now, and the header
+    as_of = pd.Timestamp(now).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert fetch_report(client, as_of) == expected
+    out = tmp_path / "report.csv"
+    result = runner.invoke(args=["report", "--out", str(out), "--as-of", as_of])
+    assert result.exit_code == 0, result.output
+    assert out.read_text() == expected
+
+
+def test_a_rounding_tie_goes_to_the_even_digit(client):
+    """docs/report-rules.md: every figure is rounded to 2 decimals, numpy.round: a tie goes to
+    the even digit. Open 24x7, now = 12:00:00 (the latest poll)."""
+    upload(client, "status", """store_id,status,timestamp_utc
+a,active,2023-01-23 11:59:50 UTC
+a,inactive,2023-01-23 11:59:55 UTC
+b,active,2023-01-23 11:59:00 UTC
+b,inactive,2023-01-23 11:59:45 UTC
+c,active,2023-01-23 11:45:00 UTC
+c,inactive,2023-01-23 12:00:00 UTC
+""")
+    assert fetch_report(client).splitlines() == [
+        HEADER,
+        # Midpoint 11:59:52.5: down 7.5 s = 0.125 min -> 0.12 (not 0.13); up 59.875 min -> 59.88.
+        "a,59.88,24.00,168.00,0.12,0.00,0.00",
+        # Midpoint 11:59:22.5: down 37.5 s = 0.625 min -> 0.62 (not 0.63); up 59.375 min -> 59.38;
+        # the day: 37.5 s = 0.0104 h -> 0.01, 86362.5 s = 23.9896 h -> 23.99 (167.99 the week).
+        "b,59.38,23.99,167.99,0.62,0.01,0.01",
+        # Midpoint 11:52:30: down 7.5 min = 0.125 h -> 0.12 in the day and the week; up
+        # 23.875 h -> 23.88 and 167.875 h -> 167.88; the hour: 52.50 up, 7.50 down.
+        "c,52.50,23.88,167.88,7.50,0.12,0.12",
+    ]

@@ -1,11 +1,14 @@
-"""Who may call storemon (storemon/security.py), with the Flask test client on both databases:
-cross-site writes are refused in every mode, whatever credentials the request carries."""
+"""Who may call storemon (storemon/security.py), with the Flask test client on both databases: API
+tokens (Bearer, or a Basic password), cross-site writes refused in every mode whatever credentials
+the request carries, the Host check; and, against a real gunicorn, open binds refused without
+tokens."""
 
 from __future__ import annotations
 
 import base64
 
 import pytest
+from helpers import STATUS, STATUS_HEADER, Server, free_port, start_and_wait
 
 from storemon.extensions import db
 from storemon.models import IngestRecord, Report, StoreTimezone
@@ -70,3 +73,91 @@ def test_a_cross_site_request_without_a_token_is_403_not_401(app, loaded):
     app.config["STOREMON_API_TOKENS"] = TOKEN
     response = app.test_client().post("/trigger_report", headers={"Sec-Fetch-Site": "cross-site"})
     assert response.status_code == 403
+
+
+@pytest.fixture
+def secured(app):
+    app.config["STOREMON_API_TOKENS"] = "s3cret-one-0123456, s3cret-two-0123456"
+    return app.test_client()
+
+
+def basic(password: str, user: str = "") -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def test_api_tokens(secured, loaded):
+    for call in (
+        secured.post("/trigger_report"),
+        secured.get("/ingests"),
+        secured.get("/get_report/" + "0" * 32),
+        secured.post("/ingest/status", data=STATUS, content_type="text/csv"),
+        secured.post("/trigger_report", headers={"Authorization": "Bearer wrong"}),
+        secured.post("/trigger_report", headers=basic("wrong")),
+    ):
+        assert call.status_code == 401
+        assert call.get_json()["error"] == "Unauthorized"
+        assert call.headers.getlist("WWW-Authenticate") == [
+            'Bearer realm="storemon"',
+            'Basic realm="storemon", charset="UTF-8"',
+        ]
+    assert secured.get("/health").status_code == 200  # open, for load balancers
+    assert secured.post("/trigger_report", headers={"Authorization": "Bearer s3cret-two-0123456"}).status_code == 200
+    assert secured.get("/ingests", headers=basic("s3cret-one-0123456")).status_code == 200  # curl -u :token
+    assert secured.get("/ingests", headers=basic("s3cret-one-0123456", user="anyone")).status_code == 200
+
+
+def test_without_tokens_other_sites_cannot_write(client, loaded):
+    csv_body = STATUS_HEADER + "x,active,2023-01-23 12:00:00 UTC\n"
+    for headers in (
+        {"Origin": "https://evil.example"},
+        {"Referer": "https://evil.example/page"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Origin": "http://localhost:9999"},
+    ):
+        response = client.post("/ingest/status", data=csv_body, content_type="text/plain", headers=headers)
+        assert response.status_code == 403, headers
+        assert "cross-site request refused" in response.get_json()["message"]
+        assert client.get("/trigger_report", headers=headers).status_code == 403  # GET creates a report
+    assert client.get("/ingests", headers={"Origin": "https://evil.example"}).status_code == 200  # reads: CORS applies
+    assert client.post("/trigger_report", headers={"Origin": "http://localhost"}).status_code == 200  # own page
+    assert client.post("/trigger_report", headers={"Sec-Fetch-Site": "same-origin"}).status_code == 200
+    assert client.post("/trigger_report").status_code == 200  # curl
+    # DNS rebinding: a name that is not this machine's.
+    assert client.get("/ingests", headers={"Host": "evil.example:8000"}).status_code == 403
+    assert client.get("/ingests", headers={"Host": "127.0.0.1:8000"}).status_code == 200
+    assert client.get("/ingests", headers={"Host": "[::1]:8000"}).status_code == 200
+
+
+# --- a real gunicorn: open binds ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_an_open_bind_without_tokens_is_refused(tmp_path):
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+        "REPORTS_DIR": str(tmp_path / "r"),
+        "STOREMON_BIND": f"0.0.0.0:{free_port()}",
+    }
+    result = start_and_wait(env)
+    assert result.returncode != 0
+    assert "refusing to serve on 0.0.0.0" in result.stderr and "STOREMON_API_TOKENS" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_open_binds_with_tokens_or_allow_open_start(tmp_path):
+    for extra in ({"STOREMON_API_TOKENS": "t0ken-0123456789ab"}, {"STOREMON_ALLOW_OPEN": "1"}):
+        server = Server(
+            {
+                "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+                "REPORTS_DIR": str(tmp_path / "r"),
+                "STOREMON_BIND_HOST": "0.0.0.0",
+                **extra,
+            },
+            workers=1,
+        )
+        try:
+            assert server.get("/health")[0] == 200
+        finally:
+            server.stop()

@@ -1,6 +1,7 @@
-"""The server's own settings and limits against a real gunicorn on 127.0.0.1: slow clients (idle
-connections, request heads trickled a byte at a time), settings that stop the server with one
-line, token lists that hold no usable token, and credentials kept out of the logs."""
+"""The server's own settings and limits against a real gunicorn on 127.0.0.1 (gunicorn.conf.py,
+storemon/webserver.py): slow clients (idle connections, request heads trickled a byte at a time),
+settings that stop the server with one line, one instance's control socket kept from another's,
+token lists that hold no usable token, and credentials kept out of the logs."""
 
 from __future__ import annotations
 
@@ -227,6 +228,27 @@ def test_empty_server_settings_are_the_defaults():
     assert defaults["STOREMON_BIND"] == "127.0.0.1:8000" and defaults["STOREMON_WEB_WORKERS"] == 1
     assert server_settings({"STOREMON_BIND": " [::1]:8001 ", "STOREMON_HEADER_TIMEOUT": "2.5"}) == {
         **defaults, "STOREMON_BIND": "[::1]:8001", "STOREMON_HEADER_TIMEOUT": 2.5}
+
+
+def test_impossible_settings_stop_the_server_with_one_line(tmp_path):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "REPORTS_DIR": str(tmp_path / "r"),
+           "STOREMON_BIND": f"127.0.0.1:{free_port()}", "REPORT_WORKERS": "0"}
+    result = start_and_wait(env)
+    assert result.returncode != 0
+    assert "configuration error: REPORT_WORKERS='0': must be at least 1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_two_instances_on_one_host_do_not_share_a_control_socket(tmp_path):
+    first = Server({"DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}", "REPORTS_DIR": str(tmp_path / "a")}, workers=1)
+    second = Server({"DATABASE_URL": f"sqlite:///{tmp_path / 'b.db'}", "REPORTS_DIR": str(tmp_path / "b")}, workers=1)
+    try:
+        first.stop()
+        assert second.get("/health")[0] == 200
+        log = (tmp_path / f"gunicorn-{second.port}.log").read_text()
+        assert "control" not in log.lower()
+    finally:
+        second.stop()
 
 
 # --- API tokens -------------------------------------------------------------------------------------

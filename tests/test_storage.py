@@ -1,16 +1,24 @@
-"""New polls land in ``polls_recent`` and are folded into ``polls`` (storemon/storage/, SQLite).
+"""Storage (storemon/storage/): polls in ``polls_recent`` folded into ``polls``, polls packed for
+SQLite, distinct keys counted, the schema created by processes starting at once and upgraded at
+start-up.
 
-Whatever the mix of files -- an hour of new polls, overwrites of keys in either table, a key
-repeated across the chunks of one file, a file too big for ``polls_recent`` -- the database must
-hold exactly what a plain "the later row for a key wins" dictionary holds, each key in one table
-only, and every reader (polls_between, polls_of_stores, latest_poll_at_or_before) must see both.
+New polls land in ``polls_recent`` and are folded into ``polls`` (SQLite). Whatever the mix of
+files -- an hour of new polls, overwrites of keys in either table, a key repeated across the
+chunks of one file, a file too big for ``polls_recent`` -- the database must hold exactly what a
+plain "the later row for a key wins" dictionary holds, each key in one table only, and every
+reader (polls_between, polls_of_stores, latest_poll_at_or_before) must see both.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import ROOT, wait_for
+from sqlalchemy import inspect as sa_inspect
 
 from storemon import create_app, storage
 from storemon.extensions import db
@@ -200,3 +208,67 @@ def test_polls_packed_for_sqlite_come_back_exactly(key_bits, span_us):
     assert storage.insert_polls(conn, keys, ts, active, "") == 2000
     got = sorted(conn.db.execute("SELECT store_key, ts_us, active FROM polls").fetchall())
     assert got == sorted(zip(keys.tolist(), ts.tolist(), active.astype(int).tolist()))
+
+
+def test_distinct_keys_are_exact_then_bounded(monkeypatch):
+    from storemon.storage import DistinctKeys
+
+    t0 = 1_700_000_000_000_000
+    keys = DistinctKeys()
+    for start in (0, 3, 3, 10):  # overlapping chunks: 0-5, 3-8 twice, 10-15
+        keys.add(np.full(5, 7), np.arange(start, start + 5) * 1_000_000 + t0)
+    assert keys.count() == 13 and keys.exact
+    far = DistinctKeys()  # timestamps too far apart to pack: the exact complex fallback
+    far.add(np.array([1]), np.array([1_000_000_000_000_000]))
+    far.add(np.array([1, 2]), np.array([1_000_000_000_000_000, 1_700_000_000_000_000]))
+    assert far.count() == 2 and not far.packed
+    monkeypatch.setattr(DistinctKeys, "EXACT_UP_TO", 6)
+    ordered = DistinctKeys()  # chunks in time order: no key kept is needed, the count stays exact
+    for start in (0, 10, 20):
+        ordered.add(np.full(5, 7), np.arange(start, start + 5) * 1_000_000 + t0, overlaps=False)
+    assert ordered.exact and ordered.count() == 15 and ordered.dropped
+    bounded = DistinctKeys()
+    for start in (0, 10, 0):
+        bounded.add(np.full(5, 7), np.arange(start, start + 5) * 1_000_000 + t0)
+    assert not bounded.exact and bounded.count() == 15  # the last chunk counted again, memory freed
+    assert len(bounded.seen) == 0
+
+
+# --- the schema ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_processes_starting_at_once_on_a_new_database_all_start(tmp_path):
+    """gunicorn's workers create the schema at the same moment: none may die of 'database is locked'."""
+    for trial in range(3):
+        folder = tmp_path / f"t{trial}"
+        settings = {"DATABASE_URL": f"sqlite:///{folder / 's.db'}", "REPORTS_DIR": str(folder / "r"),
+                    "UPLOAD_DIR": str(folder / "u")}
+        code = f"from storemon import create_app; create_app({settings!r})"
+        starts = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+                  for _ in range(4)]
+        for process in starts:
+            _, err = process.communicate(timeout=120)
+            assert process.returncode == 0, err[-2000:]
+
+
+def test_an_older_reports_table_gains_the_new_columns(app, client, loaded, database_url):
+    """A jobs database whose reports table lacks `latest_poll_us` and `warning` gains them at start-up."""
+    with app.app_context():
+        with db.engines["jobs"].begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE reports DROP COLUMN warning")
+            conn.exec_driver_sql("ALTER TABLE reports DROP COLUMN latest_poll_us")
+        storage.dispose_all()
+    again = create_app({"TESTING": True, "DATABASE_URL": database_url, "REPORTS_DIR": app.config["REPORTS_DIR"]})
+    again.config["REPORT_START_DELAY"] = 0
+    try:
+        with again.app_context():
+            columns = {c["name"] for c in sa_inspect(db.engines["jobs"]).get_columns("reports")}
+            assert {"latest_poll_us", "warning"} <= columns
+        test_client = again.test_client()
+        report_id = test_client.post("/trigger_report", json={"as_of": "2023-03-01T00:00:00Z"}).get_json()["report_id"]
+        assert "X-Report-Warning" in wait_for(test_client, report_id).headers
+    finally:
+        with again.app_context():
+            db.session.remove()
+            storage.dispose_all()
