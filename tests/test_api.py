@@ -41,6 +41,7 @@ def test_trigger_then_poll_to_the_csv(client, loaded):
         lambda c: c.get("/trigger_report?as_of=2023-01-23%2011:00:00%20UTC"),
         lambda c: c.post("/trigger_report", data={"as_of": "2023-01-23T11:00:00+00:00"}),
     ],
+    ids=["json", "query", "form"],
 )
 def test_as_of_from_json_query_or_form(client, loaded, call):
     report_id = call(client).get_json()["report_id"]
@@ -48,20 +49,24 @@ def test_as_of_from_json_query_or_form(client, loaded, call):
     assert body.splitlines()[1:] == ["007,60.00,2.00,3.00,0.00,0.00,0.00"]
 
 
-def test_bad_requests_get_json_errors(client, loaded):
-    for url, code in [
-        ("/get_report", 400),
-        ("/get_report?report_id=", 400),
-        ("/get_report?report_id=abc", 400),
-        ("/get_report?report_id=../../etc/passwd", 400),
-        ("/get_report/..%2F..%2Fetc%2Fpasswd", 404),  # never reaches the view: no such route
-        ("/get_report/" + "A" * 32, 400),
-        ("/get_report/" + "0" * 32, 404),
-        ("/no/such/page", 404),
-    ]:
-        response = client.get(url)
-        assert response.status_code == code, url
-        assert response.is_json and set(response.get_json()) == {"error", "message"}, url
+@pytest.mark.parametrize("url, code", [
+    ("/get_report", 400),
+    ("/get_report?report_id=", 400),
+    ("/get_report?report_id=abc", 400),
+    ("/get_report?report_id=../../etc/passwd", 400),
+    ("/get_report/..%2F..%2Fetc%2Fpasswd", 404),  # never reaches the view: no such route
+    ("/get_report/" + "A" * 32, 400),
+    ("/get_report/" + "0" * 32, 404),
+    ("/no/such/page", 404),
+], ids=["no id", "an empty id", "a short id", "a path as id", "an encoded path", "an upper-case id", "an unknown id",
+        "no such page"])
+def test_bad_addresses_get_json_errors(client, loaded, url, code):
+    response = client.get(url)
+    assert response.status_code == code, url
+    assert response.is_json and set(response.get_json()) == {"error", "message"}, url
+
+
+def test_bad_trigger_requests_get_json_errors(client, loaded):
     response = client.delete("/trigger_report")
     assert response.status_code == 405 and response.is_json
     assert "POST" in response.headers["Allow"]

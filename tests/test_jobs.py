@@ -137,6 +137,7 @@ def test_start_up_recovers_orphans_but_not_live_reports(app, client, loaded):
         lambda: jobs.worker_name(),  # ours, but no thread here has it
         lambda: "other-host:12:abcd1234",  # another host, silent for too long
     ],
+    ids=["alive but silent", "our pid with an earlier token", "ours but no thread has it", "another host, silent"],
 )
 def test_reports_whose_owner_is_gone_are_recovered(app, client, loaded, worker):
     stale = jobs.STALE_AFTER.total_seconds() + 5

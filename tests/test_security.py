@@ -85,45 +85,63 @@ def basic(password: str, user: str = "") -> dict:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-def test_api_tokens(secured, loaded):
-    for call in (
-        secured.post("/trigger_report"),
-        secured.get("/ingests"),
-        secured.get("/get_report/" + "0" * 32),
-        secured.post("/ingest/status", data=STATUS, content_type="text/csv"),
-        secured.post("/trigger_report", headers={"Authorization": "Bearer wrong"}),
-        secured.post("/trigger_report", headers=basic("wrong")),
-    ):
-        assert call.status_code == 401
-        assert call.get_json()["error"] == "Unauthorized"
-        assert call.headers.getlist("WWW-Authenticate") == [
-            'Bearer realm="storemon"',
-            'Basic realm="storemon", charset="UTF-8"',
-        ]
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.post("/trigger_report"),
+        lambda c: c.get("/ingests"),
+        lambda c: c.get("/get_report/" + "0" * 32),
+        lambda c: c.post("/ingest/status", data=STATUS, content_type="text/csv"),
+        lambda c: c.post("/trigger_report", headers={"Authorization": "Bearer wrong"}),
+        lambda c: c.post("/trigger_report", headers=basic("wrong")),
+    ],
+    ids=["trigger", "ingests", "get_report", "ingest", "a wrong bearer token", "a wrong basic password"],
+)
+def test_with_api_tokens_a_call_without_a_valid_one_is_401_with_both_challenges(secured, loaded, call):
+    response = call(secured)
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "Unauthorized"
+    assert response.headers.getlist("WWW-Authenticate") == [
+        'Bearer realm="storemon"',
+        'Basic realm="storemon", charset="UTF-8"',
+    ]
+
+
+def test_with_api_tokens_health_is_open_and_each_token_is_let_in_as_bearer_or_basic_password(secured, loaded):
     assert secured.get("/health").status_code == 200  # open, for load balancers
     assert secured.post("/trigger_report", headers={"Authorization": "Bearer s3cret-two-0123456"}).status_code == 200
     assert secured.get("/ingests", headers=basic("s3cret-one-0123456")).status_code == 200  # curl -u :token
     assert secured.get("/ingests", headers=basic("s3cret-one-0123456", user="anyone")).status_code == 200
 
 
-def test_without_tokens_other_sites_cannot_write(client, loaded):
-    csv_body = STATUS_HEADER + "x,active,2023-01-23 12:00:00 UTC\n"
-    for headers in (
+@pytest.mark.parametrize(
+    "headers",
+    [
         {"Origin": "https://evil.example"},
         {"Referer": "https://evil.example/page"},
         {"Origin": "null"},
         {"Sec-Fetch-Site": "cross-site"},
         {"Origin": "http://localhost:9999"},
-    ):
-        response = client.post("/ingest/status", data=csv_body, content_type="text/plain", headers=headers)
-        assert response.status_code == 403, headers
-        assert "cross-site request refused" in response.get_json()["message"]
-        assert client.get("/trigger_report", headers=headers).status_code == 403  # GET creates a report
+    ],
+    ids=lambda h: "=".join(next(iter(h.items()))),
+)
+def test_without_tokens_other_sites_cannot_write(client, loaded, headers):
+    csv_body = STATUS_HEADER + "x,active,2023-01-23 12:00:00 UTC\n"
+    response = client.post("/ingest/status", data=csv_body, content_type="text/plain", headers=headers)
+    assert response.status_code == 403, headers
+    assert "cross-site request refused" in response.get_json()["message"]
+    assert client.get("/trigger_report", headers=headers).status_code == 403  # GET creates a report
+
+
+def test_without_tokens_own_pages_and_clients_without_origin_still_write(client, loaded):
     assert client.get("/ingests", headers={"Origin": "https://evil.example"}).status_code == 200  # reads: CORS applies
     assert client.post("/trigger_report", headers={"Origin": "http://localhost"}).status_code == 200  # own page
     assert client.post("/trigger_report", headers={"Sec-Fetch-Site": "same-origin"}).status_code == 200
     assert client.post("/trigger_report").status_code == 200  # curl
-    # DNS rebinding: a name that is not this machine's.
+
+
+def test_a_host_name_that_is_not_this_machines_is_refused(client, loaded):
+    """DNS rebinding: a page of another site whose name now points here."""
     assert client.get("/ingests", headers={"Host": "evil.example:8000"}).status_code == 403
     assert client.get("/ingests", headers={"Host": "127.0.0.1:8000"}).status_code == 200
     assert client.get("/ingests", headers={"Host": "[::1]:8000"}).status_code == 200
@@ -146,18 +164,22 @@ def test_an_open_bind_without_tokens_is_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_open_binds_with_tokens_or_allow_open_start(tmp_path):
-    for extra in ({"STOREMON_API_TOKENS": "t0ken-0123456789ab"}, {"STOREMON_ALLOW_OPEN": "1"}):
-        server = Server(
-            {
-                "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
-                "REPORTS_DIR": str(tmp_path / "r"),
-                "STOREMON_BIND_HOST": "0.0.0.0",
-                **extra,
-            },
-            workers=1,
-        )
-        try:
-            assert server.get("/health")[0] == 200
-        finally:
-            server.stop()
+@pytest.mark.parametrize(
+    "extra",
+    [{"STOREMON_API_TOKENS": "t0ken-0123456789ab"}, {"STOREMON_ALLOW_OPEN": "1"}],
+    ids=["with tokens", "with STOREMON_ALLOW_OPEN"],
+)
+def test_open_binds_with_tokens_or_allow_open_start(tmp_path, extra):
+    server = Server(
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+            "REPORTS_DIR": str(tmp_path / "r"),
+            "STOREMON_BIND_HOST": "0.0.0.0",
+            **extra,
+        },
+        workers=1,
+    )
+    try:
+        assert server.get("/health")[0] == 200
+    finally:
+        server.stop()

@@ -71,14 +71,17 @@ def test_a_form_of_too_many_parts_is_413(client):
     assert f"over {MAX_FORM_PARTS} parts" in response.get_json()["message"]
 
 
-def test_upload_limit(app, client):
+@pytest.mark.parametrize("multipart", [False, True], ids=["a text/csv body", "a multipart form"])
+def test_an_upload_over_its_limit_is_413_and_leaves_no_ledger_entry(app, client, multipart):
     app.config["MAX_UPLOAD_BYTES"] = 100
     body = STATUS_HEADER + "a,active,2023-01-23 12:00:00 UTC\n" * 5
-    for response in (client.post("/ingest/status", data=body, content_type="text/csv"),
-                     client.post("/ingest/status", data={"file": (io.BytesIO(body.encode()), "s.csv")},
-                                 content_type="multipart/form-data")):
-        assert response.status_code == 413
-        assert "limit is 100 bytes" in response.get_json()["message"]
+    if multipart:
+        response = client.post("/ingest/status", data={"file": (io.BytesIO(body.encode()), "s.csv")},
+                               content_type="multipart/form-data")
+    else:
+        response = client.post("/ingest/status", data=body, content_type="text/csv")
+    assert response.status_code == 413
+    assert "limit is 100 bytes" in response.get_json()["message"]
     assert client.get("/ingests").get_json()["ingests"] == []
 
 
