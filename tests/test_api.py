@@ -296,8 +296,16 @@ def test_head_does_not_create_a_report(app, client, loaded):
         assert db.session.execute(db.select(db.func.count()).select_from(Report)).scalar_one() == 0
 
 
-def test_no_worker_header(client):
-    assert "X-Storemon-Worker" not in client.get("/health").headers
+def test_no_answer_names_the_process_that_runs_a_report(app, client, loaded):
+    report_id = client.post("/trigger_report").get_json()["report_id"]
+    wait_for(client, report_id)
+    with app.app_context():
+        worker = db.session.get(Report, report_id).worker  # host:pid:token
+    host, pid, token = worker.split(":")
+    for path in ("/health", f"/get_report/{report_id}", "/ingests", "/"):
+        answer = client.get(path, buffered=True)
+        text = " ".join(f"{k}: {v}" for k, v in answer.headers.items()) + answer.get_data(as_text=True)
+        assert f"{pid}:{token}" not in text and f"{host}:{pid}" not in text, path
 
 
 def test_read_only_database_is_degraded_and_writes_get_503(tmp_path):

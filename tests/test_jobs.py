@@ -192,14 +192,16 @@ def test_identical_reports_are_computed_once(app, client, loaded, tmp_path):
         assert db.session.get(Report, third).reuse_of is None
 
 
-def test_the_queue_of_distinct_reports_is_bounded(app, client, loaded):
-    app.config.update(REPORT_QUEUE_MAX=1, REPORT_START_DELAY=2)
+def test_the_queue_of_distinct_reports_is_bounded(app, client, loaded, hold):
+    app.config.update(REPORT_QUEUE_MAX=1)
     first = client.post("/trigger_report", json={"as_of": "2023-01-23T12:00:00Z"})
     assert first.status_code == 200
+    assert hold.reached.wait(60), "the first report never started"  # it is running: the queue is full
     assert client.post("/trigger_report", json={"as_of": "2023-01-23T12:00:00Z"}).status_code == 200  # same: reused
     full = client.post("/trigger_report", json={"as_of": "2023-01-23T11:00:00Z"})
     assert full.status_code == 503 and full.headers["Retry-After"] == "10"
     assert "REPORT_QUEUE_MAX" in full.get_json()["message"]
+    hold.release()
     wait_for(client, first.get_json()["report_id"])
     assert client.post("/trigger_report", json={"as_of": "2023-01-23T11:00:00Z"}).status_code == 200
 

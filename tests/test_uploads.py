@@ -97,8 +97,11 @@ def test_stale_upload_files_are_swept_at_start_up(tmp_path):
 
 
 def test_uploads_leave_no_file_behind(app, client):
-    client.post("/ingest/status", data=STATUS, content_type="text/csv")
-    client.post("/ingest/status", data={"other": (io.BytesIO(STATUS.encode()), "s.csv")}, content_type="multipart/form-data")
+    stored = client.post("/ingest/status", data=STATUS, content_type="text/csv")
+    assert stored.status_code == 200 and stored.get_json()["outcome"] == "stored"
+    refused = client.post("/ingest/status", data={"other": (io.BytesIO(STATUS.encode()), "s.csv")},
+                          content_type="multipart/form-data")
+    assert refused.status_code == 400 and "a field named 'file'" in refused.get_json()["message"]
     assert list(Path(app.config["UPLOAD_DIR"]).glob("*")) == []
 
 
