@@ -57,28 +57,40 @@ Everything is held as int64 microseconds since the Unix epoch (UTC).
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["brute_force_report", "business_time", "counted_polls", "report_csv", "local_to_utc",
-           "business_intervals_utc", "resolve_zone"]
+__all__ = [
+    "brute_force_report",
+    "business_time",
+    "counted_polls",
+    "report_csv",
+    "local_to_utc",
+    "business_intervals_utc",
+    "resolve_zone",
+]
 
 DEFAULT_TZ = "America/Chicago"
-UTC = timezone.utc
+UTC = UTC
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 US = 1_000_000  # microseconds per second
 HOUR_S, DAY_S, WEEK_S = 3600, 86400, 7 * 86400
 COLUMNS = [
     "store_id",
-    "uptime_last_hour", "uptime_last_day", "uptime_last_week",
-    "downtime_last_hour", "downtime_last_day", "downtime_last_week",
+    "uptime_last_hour",
+    "uptime_last_day",
+    "uptime_last_week",
+    "downtime_last_hour",
+    "downtime_last_day",
+    "downtime_last_week",
 ]
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def _to_us(dt: datetime) -> int:
     """Aware datetime -> int microseconds since the epoch."""
@@ -155,8 +167,9 @@ def local_to_utc(naive: datetime, zi: ZoneInfo) -> int:
     return hi_s * US
 
 
-def business_intervals_utc(rows: list[tuple[int, str, str]] | None, zi: ZoneInfo,
-                           first_day: date, last_day: date) -> list[tuple[int, int]] | None:
+def business_intervals_utc(
+    rows: list[tuple[int, str, str]] | None, zi: ZoneInfo, first_day: date, last_day: date
+) -> list[tuple[int, int]] | None:
     """UTC [start, end) microsecond intervals for local days first_day..last_day.
 
     ``rows`` are (weekday, start_time_local, end_time_local).  ``None`` (no rows
@@ -200,17 +213,21 @@ def _in_business(t_us: np.ndarray, intervals: list[tuple[int, int]] | None) -> n
 
 # --------------------------------------------------------------------------- report
 
-def brute_force_report(polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.DataFrame,
-                       now: datetime) -> pd.DataFrame:
+
+def brute_force_report(
+    polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.DataFrame, now: datetime
+) -> pd.DataFrame:
     """Brute-force report (docs/report-rules.md); all figures in seconds, unrounded (see module doc)."""
     now_us = _now_us(now)
 
     # ---- polls at or before now, per store (duplicate (store, ts): last row wins)
-    p = pd.DataFrame({
-        "store_id": polls["store_id"].astype(str).to_numpy(),
-        "t": _series_to_us(polls["timestamp_utc"]) if len(polls) else np.array([], np.int64),
-        "active": polls["status"].astype(str).str.strip().str.lower().eq("active").to_numpy(),
-    })
+    p = pd.DataFrame(
+        {
+            "store_id": polls["store_id"].astype(str).to_numpy(),
+            "t": _series_to_us(polls["timestamp_utc"]) if len(polls) else np.array([], np.int64),
+            "active": polls["status"].astype(str).str.strip().str.lower().eq("active").to_numpy(),
+        }
+    )
     p = p[p["t"] <= now_us]
     p = p.drop_duplicates(subset=["store_id", "t"], keep="last")
 
@@ -218,8 +235,9 @@ def brute_force_report(polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.D
     day_col = next((c for c in ("day", "dayOfWeek", "day_of_week") if c in hours.columns), None)
     rows_by_store: dict[str, list] = {}
     if day_col is not None:
-        for sid, day, st, en in zip(hours["store_id"].astype(str), hours[day_col],
-                                    hours["start_time_local"], hours["end_time_local"]):
+        for sid, day, st, en in zip(
+            hours["store_id"].astype(str), hours[day_col], hours["start_time_local"], hours["end_time_local"]
+        ):
             rows_by_store.setdefault(sid, []).append((int(day), st, en))
 
     # ---- time zones (later row wins)
@@ -260,7 +278,7 @@ def brute_force_report(polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.D
 
         # nearest counted poll per sample; exact tie -> the later poll
         nxt = np.searchsorted(pt, samples, side="left")  # first poll with time >= sample
-        prv = nxt - 1                                     # last poll with time < sample
+        prv = nxt - 1  # last poll with time < sample
         nxt_c = np.minimum(nxt, len(pt) - 1)
         prv_c = np.maximum(prv, 0)
         d_next = np.where(nxt < len(pt), pt[nxt_c] - samples, np.iinfo(np.int64).max)
@@ -283,8 +301,8 @@ def brute_force_report(polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.D
 
 # --------------------------------------------------------------------------- business time alone
 
-def business_time(polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.DataFrame,
-                  now: datetime) -> pd.DataFrame:
+
+def business_time(polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.DataFrame, now: datetime) -> pd.DataFrame:
     """Per store with a poll at or before ``now``: its business seconds in the last hour, day and
     week (``business_hour``, ``business_day``, ``business_week``, counted on the same one-second
     samples as :func:`brute_force_report`, statuses ignored) and ``counted_polls``, how many of
@@ -299,47 +317,63 @@ def business_time(polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.DataFr
     out = []
     for sid, g in sorted(p.groupby("store_id", sort=False), key=lambda kv: kv[0]):
         mine = hours[hours["store_id"].astype(str) == sid]
-        rows = [(int(d), st, en) for d, st, en in zip(mine[day_col], mine["start_time_local"],
-                                                      mine["end_time_local"])] if day_col else []
-        zone = timezones[timezones["store_id"].astype(str) == sid]["timezone_str"] if "timezone_str" in timezones else []
+        rows = (
+            [(int(d), st, en) for d, st, en in zip(mine[day_col], mine["start_time_local"], mine["end_time_local"])]
+            if day_col
+            else []
+        )
+        zone = (
+            timezones[timezones["store_id"].astype(str) == sid]["timezone_str"] if "timezone_str" in timezones else []
+        )
         zi = resolve_zone(zone.iloc[-1] if len(zone) else None)
         earliest = min(int(g["t"].min()), now_us - WEEK_S * US)
-        intervals = business_intervals_utc(rows, zi, _from_us(earliest).date() - timedelta(days=2),
-                                           _from_us(now_us).date() + timedelta(days=2))
+        intervals = business_intervals_utc(
+            rows, zi, _from_us(earliest).date() - timedelta(days=2), _from_us(now_us).date() + timedelta(days=2)
+        )
         biz = _in_business(samples, intervals)
-        out.append({
-            "store_id": sid,
-            "business_hour": int(np.count_nonzero(biz[:HOUR_S])),
-            "business_day": int(np.count_nonzero(biz[:DAY_S])),
-            "business_week": int(np.count_nonzero(biz)),
-            "counted_polls": int(np.count_nonzero(_in_business(g["t"].to_numpy(np.int64), intervals))),
-        })
-    return pd.DataFrame(out, columns=["store_id", "business_hour", "business_day", "business_week",
-                                      "counted_polls"])
+        out.append(
+            {
+                "store_id": sid,
+                "business_hour": int(np.count_nonzero(biz[:HOUR_S])),
+                "business_day": int(np.count_nonzero(biz[:DAY_S])),
+                "business_week": int(np.count_nonzero(biz)),
+                "counted_polls": int(np.count_nonzero(_in_business(g["t"].to_numpy(np.int64), intervals))),
+            }
+        )
+    return pd.DataFrame(out, columns=["store_id", "business_hour", "business_day", "business_week", "counted_polls"])
 
 
-
-def counted_polls(polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.DataFrame,
-                  now: datetime) -> pd.DataFrame:
+def counted_polls(polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.DataFrame, now: datetime) -> pd.DataFrame:
     """The counted polls (at or before ``now``, inside the store's business hours) of every
     store: ``store_id``, ``t`` (UTC microseconds), ``active``; sorted by store then time."""
     now_us = _now_us(now)
-    p = pd.DataFrame({
-        "store_id": polls["store_id"].astype(str).to_numpy(),
-        "t": _series_to_us(polls["timestamp_utc"]) if len(polls) else np.array([], np.int64),
-        "active": polls["status"].astype(str).str.strip().str.lower().eq("active").to_numpy(),
-    })
+    p = pd.DataFrame(
+        {
+            "store_id": polls["store_id"].astype(str).to_numpy(),
+            "t": _series_to_us(polls["timestamp_utc"]) if len(polls) else np.array([], np.int64),
+            "active": polls["status"].astype(str).str.strip().str.lower().eq("active").to_numpy(),
+        }
+    )
     p = p[p["t"] <= now_us].drop_duplicates(subset=["store_id", "t"], keep="last")
     day_col = next((c for c in ("day", "dayOfWeek", "day_of_week") if c in hours.columns), None)
     kept = []
     for sid, g in sorted(p.groupby("store_id", sort=False), key=lambda kv: kv[0]):
         mine = hours[hours["store_id"].astype(str) == sid]
-        rows = [(int(d), st, en) for d, st, en in zip(mine[day_col], mine["start_time_local"],
-                                                      mine["end_time_local"])] if day_col else []
-        zone = timezones[timezones["store_id"].astype(str) == sid]["timezone_str"] if "timezone_str" in timezones else []
+        rows = (
+            [(int(d), st, en) for d, st, en in zip(mine[day_col], mine["start_time_local"], mine["end_time_local"])]
+            if day_col
+            else []
+        )
+        zone = (
+            timezones[timezones["store_id"].astype(str) == sid]["timezone_str"] if "timezone_str" in timezones else []
+        )
         zi = resolve_zone(zone.iloc[-1] if len(zone) else None)
-        intervals = business_intervals_utc(rows, zi, _from_us(int(g["t"].min())).date() - timedelta(days=2),
-                                           _from_us(now_us).date() + timedelta(days=2))
+        intervals = business_intervals_utc(
+            rows,
+            zi,
+            _from_us(int(g["t"].min())).date() - timedelta(days=2),
+            _from_us(now_us).date() + timedelta(days=2),
+        )
         kept.append(g[_in_business(g["t"].to_numpy(np.int64), intervals)].sort_values("t"))
     if not kept:
         return p.iloc[:0].reset_index(drop=True)
@@ -347,6 +381,7 @@ def counted_polls(polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.DataFr
 
 
 # --------------------------------------------------------------------------- the report's text
+
 
 def report_csv(brute: pd.DataFrame) -> str:
     """The report CSV that :func:`brute_force_report`'s seconds make under docs/report-rules.md:

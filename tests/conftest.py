@@ -14,8 +14,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # helpers.py and brute
 
 from helpers import STATUS, postgres_database, wait_for_jobs, write_csv  # noqa: E402
 
-from storemon import create_app  # noqa: E402
-from storemon import storage  # noqa: E402
+from storemon import (
+    create_app,  # noqa: E402
+    storage,  # noqa: E402
+)
 from storemon.extensions import db  # noqa: E402
 from storemon.ingest import ingest_files  # noqa: E402
 
@@ -32,8 +34,14 @@ def database_url(request, tmp_path):
 
 @pytest.fixture
 def app(database_url, tmp_path):
-    app = create_app({"TESTING": True, "DATABASE_URL": database_url, "REPORTS_DIR": str(tmp_path / "reports"),
-                      "UPLOAD_DIR": str(tmp_path / "uploads")})
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATABASE_URL": database_url,
+            "REPORTS_DIR": str(tmp_path / "reports"),
+            "UPLOAD_DIR": str(tmp_path / "uploads"),
+        }
+    )
     yield app
     try:
         wait_for_jobs()

@@ -149,8 +149,27 @@ HAND_ROWS = [
 # Ids the ingest accepts that a path-built link would resolve to another page: dot segments,
 # a scheme-relative "//host", URL delimiters, a backslash (a "/" to browsers), the timeline
 # suffix. "b", "evil.com" and "x" exist too, so a link that lands on the wrong store shows it.
-HOSTILE_IDS = ["a/../b", "..", ".", "//evil.com", "/lead", "x/timeline", "a?b=1", "a#b", "50%", "100%25",
-               "a b", "a+b", "a&b=c", "a\\b", "\\\\evil.com", "./b", "b", "evil.com", "x"]
+HOSTILE_IDS = [
+    "a/../b",
+    "..",
+    ".",
+    "//evil.com",
+    "/lead",
+    "x/timeline",
+    "a?b=1",
+    "a#b",
+    "50%",
+    "100%25",
+    "a b",
+    "a+b",
+    "a&b=c",
+    "a\\b",
+    "\\\\evil.com",
+    "./b",
+    "b",
+    "evil.com",
+    "x",
+]
 
 
 def write_csv(path: Path, text: str) -> Path:
@@ -169,9 +188,19 @@ def frames(polls=(), hours=(), zones=()):
 
 DAY = 86_400
 RANDOM_ZONES = [
-    "America/New_York", "America/Chicago", "America/Los_Angeles", "America/Denver", "Asia/Kolkata",
-    "Asia/Kathmandu", "Australia/Adelaide", "Australia/Lord_Howe", "Europe/London", "UTC",
-    "America/Anchorage", "Mars/Olympus_Mons", None,
+    "America/New_York",
+    "America/Chicago",
+    "America/Los_Angeles",
+    "America/Denver",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Australia/Adelaide",
+    "Australia/Lord_Howe",
+    "Europe/London",
+    "UTC",
+    "America/Anchorage",
+    "Mars/Olympus_Mons",
+    None,
 ]
 RANDOM_TIMES = ["00:00", "02:00", "02:30", "01:30", "09:00", "11:15", "17:00", "22:00", "23:59:59", "24:00:00"]
 
@@ -275,13 +304,16 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         host = env.get("STOREMON_BIND_HOST", "127.0.0.1")
-        self.env = {**os.environ, **env, "STOREMON_BIND": f"{host}:{self.port}",
-                    "STOREMON_WEB_WORKERS": str(workers)}
+        self.env = {**os.environ, **env, "STOREMON_BIND": f"{host}:{self.port}", "STOREMON_WEB_WORKERS": str(workers)}
         self.upload_dir = Path(env.get("UPLOAD_DIR", ROOT / "instance" / "uploads"))
         self.log = open(Path(env["REPORTS_DIR"]).parent / f"gunicorn-{self.port}.log", "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", app],
-            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -315,8 +347,14 @@ class Server:
 
 def start_and_wait(env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
     """gunicorn started with these settings and waited for: for settings that must stop it."""
-    return subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def gated_app():
@@ -345,8 +383,12 @@ def gated_app():
     @wsgi.app.after_request
     def open_gate(response):
         # The Running answer is small JSON; a report (a file, or streamed) is not read here.
-        if request.endpoint == "api.get_report" and response.is_json and not response.direct_passthrough \
-                and not response.is_streamed:
+        if (
+            request.endpoint == "api.get_report"
+            and response.is_json
+            and not response.direct_passthrough
+            and not response.is_streamed
+        ):
             body = response.get_json(silent=True)
             if isinstance(body, dict) and body.get("status") == "Running":
                 gate.touch()

@@ -7,7 +7,7 @@ import io
 import shutil
 import threading
 from contextlib import nullcontext
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from helpers import EXPECTED, STATUS, as_of, postgres_database, wait_for
@@ -49,17 +49,29 @@ def test_as_of_from_json_query_or_form(client, loaded, call):
     assert body.splitlines()[1:] == ["007,60.00,2.00,3.00,0.00,0.00,0.00"]
 
 
-@pytest.mark.parametrize("url, code", [
-    ("/get_report", 400),
-    ("/get_report?report_id=", 400),
-    ("/get_report?report_id=abc", 400),
-    ("/get_report?report_id=../../etc/passwd", 400),
-    ("/get_report/..%2F..%2Fetc%2Fpasswd", 404),  # never reaches the view: no such route
-    ("/get_report/" + "A" * 32, 400),
-    ("/get_report/" + "0" * 32, 404),
-    ("/no/such/page", 404),
-], ids=["no id", "an empty id", "a short id", "a path as id", "an encoded path", "an upper-case id", "an unknown id",
-        "no such page"])
+@pytest.mark.parametrize(
+    "url, code",
+    [
+        ("/get_report", 400),
+        ("/get_report?report_id=", 400),
+        ("/get_report?report_id=abc", 400),
+        ("/get_report?report_id=../../etc/passwd", 400),
+        ("/get_report/..%2F..%2Fetc%2Fpasswd", 404),  # never reaches the view: no such route
+        ("/get_report/" + "A" * 32, 400),
+        ("/get_report/" + "0" * 32, 404),
+        ("/no/such/page", 404),
+    ],
+    ids=[
+        "no id",
+        "an empty id",
+        "a short id",
+        "a path as id",
+        "an encoded path",
+        "an upper-case id",
+        "an unknown id",
+        "no such page",
+    ],
+)
 def test_bad_addresses_get_json_errors(client, loaded, url, code):
     response = client.get(url)
     assert response.status_code == code, url
@@ -91,21 +103,26 @@ def parse_z(text: str) -> datetime:
     assert text.endswith("Z"), text
     value = datetime.fromisoformat(text[:-1])
     assert value.tzinfo is None, text  # no offset besides the Z
-    return value.replace(tzinfo=timezone.utc)
+    return value.replace(tzinfo=UTC)
 
 
 def test_running_reports_show_their_stage_progress_and_start(client, loaded, hold):
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     report_id = client.post("/trigger_report").get_json()["report_id"]
     assert hold.reached.wait(30), "the report never reached the interpolation stage"
     body = client.get(f"/get_report/{report_id}").get_json()
     assert body == {
-        "status": "Running", "report_id": report_id, "state": "running", "stage": "interpolation",
+        "status": "Running",
+        "report_id": report_id,
+        "state": "running",
+        "stage": "interpolation",
         "progress": round(hold.fraction, 3),  # what the job reported at this stage
-        "created_at": body["created_at"], "started_at": body["started_at"], "now": "2023-01-23T12:00:00Z",
+        "created_at": body["created_at"],
+        "started_at": body["started_at"],
+        "now": "2023-01-23T12:00:00Z",
     }
     assert 0.02 < body["progress"] < 0.95  # past reading the data, before formatting
-    assert before <= parse_z(body["created_at"]) <= parse_z(body["started_at"]) <= datetime.now(timezone.utc)
+    assert before <= parse_z(body["created_at"]) <= parse_z(body["started_at"]) <= datetime.now(UTC)
     hold.release()
     assert wait_for(client, report_id).get_data(as_text=True) == EXPECTED
 
@@ -132,13 +149,16 @@ def test_a_complete_report_is_served_from_the_database_when_the_file_is_elsewher
 
 def test_ingest_upload_multipart_and_text_csv(client, engine):
     response = client.post(
-        "/ingest/status", data={"file": (io.BytesIO(STATUS.encode()), "store_status.csv")},
+        "/ingest/status",
+        data={"file": (io.BytesIO(STATUS.encode()), "store_status.csv")},
         content_type="multipart/form-data",
     )
     assert response.status_code == 200
     body = response.get_json()
     assert (body["rows_read"], body["rows_stored"], body["rows_changed"], body["file"]) == (3, 3, 3, "store_status.csv")
-    response = client.post("/ingest/timezones", data="store_id,timezone_str\n007,Nowhere/Land\n", content_type="text/csv")
+    response = client.post(
+        "/ingest/timezones", data="store_id,timezone_str\n007,Nowhere/Land\n", content_type="text/csv"
+    )
     assert response.status_code == 200
     assert response.get_json()["warnings"] == ["1 unknown time zone name(s), reported as America/Chicago: Nowhere/Land"]
     again = client.post("/ingest/status", data=STATUS, content_type="text/csv").get_json()
@@ -159,8 +179,9 @@ def test_ingest_upload_errors(client):
 # --- as_of: the accepted range, the `now` used, a warning when it is far after the data -----------
 
 
-@pytest.mark.parametrize("as_of", ["2030-01-01T00:00:00Z", "1999-12-31", "9999-12-31 23:59:59 UTC",
-                                   "0001-01-01T00:00:00+05:00"])
+@pytest.mark.parametrize(
+    "as_of", ["2030-01-01T00:00:00Z", "1999-12-31", "9999-12-31 23:59:59 UTC", "0001-01-01T00:00:00+05:00"]
+)
 def test_an_as_of_outside_the_accepted_range_says_so_with_the_range(client, loaded, as_of):
     response = client.post("/trigger_report", json={"as_of": as_of})
     assert response.status_code == 400
@@ -168,7 +189,7 @@ def test_an_as_of_outside_the_accepted_range_says_so_with_the_range(client, load
     assert "cannot read" not in message
     assert "outside the accepted range" in message
     assert "from 2000-01-01T00:00:00Z to one day after the current time" in message
-    latest = (datetime.now(timezone.utc) + timedelta(days=1)).strftime("%Y-%m-%d")
+    latest = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d")
     assert f"({latest}T" in message  # the upper bound, spelled out
 
 
@@ -199,7 +220,11 @@ def test_an_as_of_long_after_the_last_poll_warns(app, client, loaded, hold):
     assert queued_or_running["status"] == "Running" and queued_or_running["now"] == "2023-03-01T00:00:00Z"
     assert hold.reached.wait(30), "the report never reached the interpolation stage"
     running = client.get(f"/get_report/{report_id}").get_json()
-    assert (running["status"], running["now"], running["warning"]) == ("Running", "2023-03-01T00:00:00Z", expected_warning)
+    assert (running["status"], running["now"], running["warning"]) == (
+        "Running",
+        "2023-03-01T00:00:00Z",
+        expected_warning,
+    )
     hold.release()
     done = wait_for(client, report_id)
     assert done.headers["X-Report-Now"] == "2023-03-01T00:00:00Z"
@@ -213,25 +238,38 @@ def test_an_as_of_long_after_the_last_poll_warns(app, client, loaded, hold):
 def test_the_running_answer_shows_now_and_warning_once_known(app, client, loaded):
     report_id = jobs.new_report_id()
     with app.app_context():
-        now = datetime.now(timezone.utc)
-        db.session.add(Report(id=report_id, status="running", created_at=now, started_at=now, heartbeat_at=now,
-                              progress=0.3, stage="interpolation", attempts=1, worker="other-host:1:abcd1234",
-                              now_us=1677628800000000, latest_poll_us=1674475200000000, warning="far"))
+        now = datetime.now(UTC)
+        db.session.add(
+            Report(
+                id=report_id,
+                status="running",
+                created_at=now,
+                started_at=now,
+                heartbeat_at=now,
+                progress=0.3,
+                stage="interpolation",
+                attempts=1,
+                worker="other-host:1:abcd1234",
+                now_us=1677628800000000,
+                latest_poll_us=1674475200000000,
+                warning="far",
+            )
+        )
         db.session.commit()
     body = client.get(f"/get_report/{report_id}").get_json()
     assert (body["status"], body["now"], body["warning"]) == ("Running", "2023-03-01T00:00:00Z", "far")
 
 
 def test_json_timestamps_are_iso_8601_utc_with_z(client, loaded, hold):
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     report_id = client.post("/trigger_report").get_json()["report_id"]
     assert hold.reached.wait(30), "the report never reached the interpolation stage"
     body = client.get(f"/get_report/{report_id}").get_json()
     assert body["status"] == "Running"
-    assert parse_z(body["now"]) == datetime(2023, 1, 23, 12, tzinfo=timezone.utc)
+    assert parse_z(body["now"]) == datetime(2023, 1, 23, 12, tzinfo=UTC)
     # In UTC: the instants lie between the trigger and now.
     created, started = parse_z(body["created_at"]), parse_z(body["started_at"])
-    assert before <= created <= started <= datetime.now(timezone.utc)
+    assert before <= created <= started <= datetime.now(UTC)
     hold.release()
     wait_for(client, report_id)
 
@@ -310,8 +348,11 @@ def test_no_answer_names_the_process_that_runs_a_report(app, client, loaded):
 
 def test_read_only_database_is_degraded_and_writes_get_503(tmp_path):
     path = tmp_path / "storemon.db"
-    settings = {"REPORTS_DIR": str(tmp_path / "reports"), "UPLOAD_DIR": str(tmp_path / "up"),
-                "JOBS_DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}"}
+    settings = {
+        "REPORTS_DIR": str(tmp_path / "reports"),
+        "UPLOAD_DIR": str(tmp_path / "up"),
+        "JOBS_DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
+    }
     writable = create_app({**settings, "DATABASE_URL": f"sqlite:///{path}"})
     assert writable.test_client().get("/health").get_json()["status"] == "ok"
     with writable.app_context():
@@ -362,8 +403,14 @@ def test_health_answers_503_when_the_database_cannot_be_reached(tmp_path, kind, 
     folder.mkdir()
     with postgres_database() if kind == "postgresql" else nullcontext() as url:
         url = url or f"sqlite:///{folder / 'storemon.db'}"
-        app = create_app({"TESTING": True, "DATABASE_URL": url, "REPORTS_DIR": str(tmp_path / "reports"),
-                          "UPLOAD_DIR": str(tmp_path / "uploads")})
+        app = create_app(
+            {
+                "TESTING": True,
+                "DATABASE_URL": url,
+                "REPORTS_DIR": str(tmp_path / "reports"),
+                "UPLOAD_DIR": str(tmp_path / "uploads"),
+            }
+        )
         client = app.test_client()
         try:
             assert client.get("/health").get_json()["status"] == "ok"

@@ -39,9 +39,18 @@ ODD_ID = 'a/b <x>"&%20'  # an opaque id with a slash, markup, a quote and a perc
 STORES = str(51 + len(HOSTILE_IDS))  # the demo's 50, ODD_ID and HOSTILE_IDS
 # Flags that work as root on a machine without network: no sandbox, no background traffic
 # (without those, Chromium's own connections are refused by the closed network).
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--hide-scrollbars")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+)
 
 
 def unavailable(reason: str):
@@ -91,7 +100,9 @@ def site(tmp_path):
     with open(odd, "w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(["store_id", "status", "timestamp_utc"])
-        writer.writerows([[ODD_ID, "active", "2023-01-25 10:00:00 UTC"], [ODD_ID, "inactive", "2023-01-25 16:00:00 UTC"]])
+        writer.writerows(
+            [[ODD_ID, "active", "2023-01-25 10:00:00 UTC"], [ODD_ID, "inactive", "2023-01-25 16:00:00 UTC"]]
+        )
         writer.writerows([store_id, "active", "2023-01-25 11:00:00 UTC"] for store_id in HOSTILE_IDS)
     database = f"sqlite:///{tmp_path / 'storemon.db'}"
     app = create_app({"DATABASE_URL": database, "REPORTS_DIR": str(tmp_path / "expected")})
@@ -100,9 +111,12 @@ def site(tmp_path):
         ingest_file(db.engine, "status", odd)
         expected = write_csv(build_report(db.engine).frame, tmp_path / "expected.csv").read_bytes()
         storage.dispose_all()
-    env = {"DATABASE_URL": database, "REPORTS_DIR": str(tmp_path / "reports"),
-           "STOREMON_TEST_GATE": str(tmp_path / "gate"),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))}
+    env = {
+        "DATABASE_URL": database,
+        "REPORTS_DIR": str(tmp_path / "reports"),
+        "STOREMON_TEST_GATE": str(tmp_path / "gate"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")])),
+    }
     server = Server(env, workers=2, app="helpers:gated_app()")
     try:
         yield server, expected
@@ -123,8 +137,11 @@ def wait_for(condition, timeout=60.0, what="condition"):
 def csp_refusals(driver) -> list[str]:
     """The console messages since the last call that say the Content-Security-Policy refused
     something (the log is drained by reading it)."""
-    return [e["message"] for e in driver.get_log("browser")
-            if "Content Security Policy" in e["message"] or "Refused to" in e["message"]]
+    return [
+        e["message"]
+        for e in driver.get_log("browser")
+        if "Content Security Policy" in e["message"] or "Refused to" in e["message"]
+    ]
 
 
 def screenshot(driver, path: Path, capsys, width: int = 1280) -> Path:
@@ -159,7 +176,8 @@ def test_dashboard_in_a_real_browser(browser, site, tmp_path, capsys):
         "  document.getElementById('report-stage').textContent]); };"
         "var observer = new MutationObserver(record);"
         "['report-status', 'report-stage'].forEach(function (id) {"
-        "  observer.observe(document.getElementById(id), {childList: true, characterData: true, subtree: true}); });")
+        "  observer.observe(document.getElementById(id), {childList: true, characterData: true, subtree: true}); });"
+    )
     find(By.ID, "run-button").click()
 
     def complete():
@@ -171,8 +189,11 @@ def test_dashboard_in_a_real_browser(browser, site, tmp_path, capsys):
     statuses = [status for status, _ in shown]
     assert statuses[0] == "Starting" and statuses[-1] == "Complete", shown
     # Only the server's Running answer gives "Queued (n %)" or "Running (n %)" and a stage line.
-    answered = [(status, stage) for status, stage in shown
-                if status.split(" (")[0] in ("Queued", "Running") and status.endswith(" %)")]
+    answered = [
+        (status, stage)
+        for status, stage in shown
+        if status.split(" (")[0] in ("Queued", "Running") and status.endswith(" %)")
+    ]
     assert answered, shown
     assert {stage for _, stage in answered} & {"stage: queued", "stage: starting"}, shown
     assert find(By.ID, "report-bar").get_attribute("value") == "1"
@@ -187,8 +208,10 @@ def test_dashboard_in_a_real_browser(browser, site, tmp_path, capsys):
 
     # Run it again with nothing new: the new id reuses the first report, and its page is that one's.
     find(By.ID, "run-button").click()
-    wait_for(lambda: find(By.ID, "report-id").text not in ("", report_id) and complete(),
-             what="the second report to reach Complete")
+    wait_for(
+        lambda: find(By.ID, "report-id").text not in ("", report_id) and complete(),
+        what="the second report to reach Complete",
+    )
     reused_id = find(By.ID, "report-id").text
     find(By.ID, "report-open").click()
     wait_for(lambda: driver.find_elements(By.ID, "summary-stores"), what="the reused report's page")
@@ -241,7 +264,8 @@ def test_dashboard_in_a_real_browser(browser, site, tmp_path, capsys):
     marks = driver.find_elements(By.CSS_SELECTOR, "#week-chart .poll")
     assert len(marks) == len(timeline["polls"])
     assert len(driver.find_elements(By.CSS_SELECTOR, "#week-chart .poll.not-counted")) == sum(
-        not p["counted"] for p in timeline["polls"])
+        not p["counted"] for p in timeline["polls"]
+    )
     shots.append(screenshot(driver, tmp_path / "store.png", capsys))
     assert csp_refusals(driver) == []
     shots.append(screenshot(driver, tmp_path / "store-phone.png", capsys, width=390))
@@ -267,8 +291,13 @@ def test_every_store_link_reaches_that_store(browser, site):
     driver = browser
     driver.get(server.base + "/trigger_report")  # a GET trigger without Origin: allowed, creates one
     report_id = json.loads(driver.find_element(By.TAG_NAME, "pre").text)["report_id"]
-    wait_for(lambda: urllib.request.urlopen(f"{server.base}/get_report/{report_id}", timeout=30)
-             .headers.get("X-Report-Status") == "Complete", what="the report")
+    wait_for(
+        lambda: (
+            urllib.request.urlopen(f"{server.base}/get_report/{report_id}", timeout=30).headers.get("X-Report-Status")
+            == "Complete"
+        ),
+        what="the report",
+    )
     for store_id in HOSTILE_IDS:
         driver.get(f"{server.base}/reports/{report_id}?" + urllib.parse.urlencode({"q": store_id}))
         links = [a for a in driver.find_elements(By.CSS_SELECTOR, "a.store-link") if a.text == store_id]
@@ -315,8 +344,9 @@ def test_pages_cannot_be_framed_or_run_inline_script(browser, site):
             return "" if href in ("", "about:blank") else href
 
         where = wait_for(settled, timeout=30, what="the frame to load or be refused")
-        assert where.startswith("chrome-error:") and driver.find_elements(By.ID, "run-button") == [], \
+        assert where.startswith("chrome-error:") and driver.find_elements(By.ID, "run-button") == [], (
             f"the overview loaded inside another site's frame ({where})"
+        )
         driver.switch_to.default_content()
     finally:
         other.shutdown()
@@ -326,7 +356,8 @@ def test_pages_cannot_be_framed_or_run_inline_script(browser, site):
     driver.get(server.base + "/")
     ran = driver.execute_script(
         "var s = document.createElement('script'); s.textContent = 'window.inlineRan = true;';"
-        "document.body.appendChild(s); return window.inlineRan === true;")
+        "document.body.appendChild(s); return window.inlineRan === true;"
+    )
     assert ran is False
     assert any("script-src" in m for m in csp_refusals(driver))
 
@@ -346,11 +377,20 @@ def test_api_docs_in_a_real_browser(browser, site, tmp_path, capsys):
     screenshot(driver, tmp_path / "docs.png", capsys)
     # Try GET /health from the page, as a newcomer would ("Try it out" is on from the start).
     driver.find_element(By.CSS_SELECTOR, "#operations-operations-health .opblock-summary").click()
-    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#operations-operations-health .execute"),
-             what="the Execute button").pop().click()
-    status = wait_for(lambda: [e.text for e in driver.find_elements(
-        By.CSS_SELECTOR, "#operations-operations-health .live-responses-table tbody .response-col_status") if e.text],
-        what="the live response")
+    wait_for(
+        lambda: driver.find_elements(By.CSS_SELECTOR, "#operations-operations-health .execute"),
+        what="the Execute button",
+    ).pop().click()
+    status = wait_for(
+        lambda: [
+            e.text
+            for e in driver.find_elements(
+                By.CSS_SELECTOR, "#operations-operations-health .live-responses-table tbody .response-col_status"
+            )
+            if e.text
+        ],
+        what="the live response",
+    )
     assert status[0].startswith("200")
     screenshot(driver, tmp_path / "docs-try-it-out.png", capsys)
     assert csp_refusals(driver) == []

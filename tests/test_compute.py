@@ -185,8 +185,11 @@ def test_at_an_exact_midpoint_the_later_poll_speaks():
     polls = [("s", "active", "2023-01-23 10:00:00.000000"), ("s", "inactive", "2023-01-23 10:00:00.000001")]
     up_h, up_d, up_w, down_h, down_d, down_w = seconds_row(polls, now="2023-01-23 10:00:00.000001Z")
     assert (down_h, down_d, down_w) == (0.5e-6, 0.5e-6, 0.5e-6)
-    assert (up_h, up_d, up_w) == ((2 * HOUR * 10**6 - 1) / (2 * 10**6), (2 * DAY * 10**6 - 1) / (2 * 10**6),
-                                  (2 * WEEK * 10**6 - 1) / (2 * 10**6))
+    assert (up_h, up_d, up_w) == (
+        (2 * HOUR * 10**6 - 1) / (2 * 10**6),
+        (2 * DAY * 10**6 - 1) / (2 * 10**6),
+        (2 * WEEK * 10**6 - 1) / (2 * 10**6),
+    )
     # Polls on whole seconds, 2 s apart: the brute force (one sample a second) gives the sample
     # at the midpoint, 10:00:01, to the later poll; the engine agrees.
     polls = [("s", "active", "2023-01-23 10:00:00"), ("s", "inactive", "2023-01-23 10:00:02")]

@@ -86,11 +86,14 @@ def test_overview(client, demo_loaded):
 
 def test_report_page_sorts_filters_and_pages_on_the_server(client, demo_loaded, tmp_path):
     # Two stores open only Monday 09:00-10:00 and polled on Wednesday: no business time observed.
-    (tmp_path / "closed-status.csv").write_text("store_id,status,timestamp_utc\n"
-                                                "closed-2,active,2023-01-25 12:00:00 UTC\n"
-                                                "closed-1,active,2023-01-25 12:00:00 UTC\n")
-    (tmp_path / "closed-hours.csv").write_text("store_id,day,start_time_local,end_time_local\n"
-                                               "closed-1,0,09:00,10:00\nclosed-2,0,09:00,10:00\n")
+    (tmp_path / "closed-status.csv").write_text(
+        "store_id,status,timestamp_utc\n"
+        "closed-2,active,2023-01-25 12:00:00 UTC\n"
+        "closed-1,active,2023-01-25 12:00:00 UTC\n"
+    )
+    (tmp_path / "closed-hours.csv").write_text(
+        "store_id,day,start_time_local,end_time_local\nclosed-1,0,09:00,10:00\nclosed-2,0,09:00,10:00\n"
+    )
     ingest_file(demo_loaded, "status", tmp_path / "closed-status.csv")
     ingest_file(demo_loaded, "hours", tmp_path / "closed-hours.csv")
     report_id, frame = run_report(client)
@@ -108,7 +111,9 @@ def test_report_page_sorts_filters_and_pages_on_the_server(client, demo_loaded, 
     with client.get(f"/get_report/{report_id}") as answer:
         rows = list(csv.DictReader(io.StringIO(answer.get_data(as_text=True))))
     assert [r["store_id"] for r in rows if float(r["uptime_last_week"]) + float(r["downtime_last_week"]) == 0] == [
-        "closed-1", "closed-2"]
+        "closed-1",
+        "closed-2",
+    ]
     for column in dashboard.TABLE_COLUMNS:
         for order in ("asc", "desc"):
             shown = []
@@ -166,7 +171,7 @@ def test_report_frames_cache_warm_equals_cold(client, demo_loaded):
     assert warm == cold
     small = dashboard.ReportFrames(size=2)
     for key in "abc":
-        small.get(key, lambda: pd.DataFrame({"k": [key]}))
+        small.get(key, lambda key=key: pd.DataFrame({"k": [key]}))
     assert list(small.frames) == ["b", "c"]
 
 
@@ -179,7 +184,8 @@ def test_store_page(client, demo_loaded):
     # The chart draws every segment (one rect, or two over a local midnight) with its ends.
     drawn = re.findall(r'data-segment="(\d+)" data-start="([^"]+)" data-end="([^"]+)" data-active="(\w+)"', text)
     assert {(int(k), a, b, act) for k, a, b, act in drawn} == {
-        (k, s["start"], s["end"], "true" if s["active"] else "false") for k, s in enumerate(timeline["segments"])}
+        (k, s["start"], s["end"], "true" if s["active"] else "false") for k, s in enumerate(timeline["segments"])
+    }
     chart = re.search(r'<svg id="week-chart".*?</svg>', text, re.S).group(0)
     assert len(re.findall(r'class="poll ', chart)) == len(timeline["polls"])
     for note in timeline["notes"]:
@@ -192,21 +198,31 @@ def test_store_page(client, demo_loaded):
 def test_week_chart_layout(engine, tmp_path):
     """Rows are local days; a 09:00-17:00 band sits at 9/24..17/24 of the plot on every row."""
     from storemon.chart import LABEL_WIDTH, RIGHT_PAD, WIDTH, week_chart
-    from storemon.times import to_us
     from storemon.explain import load_timeline
+    from storemon.times import to_us
 
     (tmp_path / "tz.csv").write_text("store_id,timezone_str\nk,America/New_York\n")
-    (tmp_path / "hours.csv").write_text("store_id,day,start_time_local,end_time_local\n"
-                                        + "".join(f"k,{d},09:00,17:00\n" for d in range(7)))
-    (tmp_path / "polls.csv").write_text("store_id,status,timestamp_utc\nk,active,2023-01-24 15:00:00 UTC\n"
-                                        "k,inactive,2023-01-25 15:00:00 UTC\n")
+    (tmp_path / "hours.csv").write_text(
+        "store_id,day,start_time_local,end_time_local\n" + "".join(f"k,{d},09:00,17:00\n" for d in range(7))
+    )
+    (tmp_path / "polls.csv").write_text(
+        "store_id,status,timestamp_utc\nk,active,2023-01-24 15:00:00 UTC\nk,inactive,2023-01-25 15:00:00 UTC\n"
+    )
     for kind, name in (("timezones", "tz"), ("hours", "hours"), ("status", "polls")):
         ingest_file(engine, kind, tmp_path / f"{name}.csv")
     t = load_timeline(engine, "k", to_us("2023-01-25 18:00"))  # 13:00 in New York
     chart = week_chart(t)
     span = WIDTH - RIGHT_PAD - LABEL_WIDTH
-    assert [r.label for r in chart.rows] == ["Wed 18 Jan", "Thu 19 Jan", "Fri 20 Jan", "Sat 21 Jan", "Sun 22 Jan",
-                                             "Mon 23 Jan", "Tue 24 Jan", "Wed 25 Jan"]
+    assert [r.label for r in chart.rows] == [
+        "Wed 18 Jan",
+        "Thu 19 Jan",
+        "Fri 20 Jan",
+        "Sat 21 Jan",
+        "Sun 22 Jan",
+        "Mon 23 Jan",
+        "Tue 24 Jan",
+        "Wed 25 Jan",
+    ]
     full = [b for b in chart.bands if b.y == chart.rows[1].y + 14]  # Thursday: a whole band
     assert len(full) == 1
     assert full[0].x == pytest.approx(LABEL_WIDTH + span * 9 / 24)
@@ -221,7 +237,8 @@ def test_week_chart_layout(engine, tmp_path):
     # hours) -- so from 09:00 local -- to now.
     last = [s for s in chart.segments if s.y == chart.rows[-1].y + 14]
     assert [(round(s.x, 6), round(s.x + s.width, 6), s.active) for s in last] == [
-        (round(LABEL_WIDTH + span * 9 / 24, 6), round(LABEL_WIDTH + span * 13 / 24, 6), False)]
+        (round(LABEL_WIDTH + span * 9 / 24, 6), round(LABEL_WIDTH + span * 13 / 24, 6), False)
+    ]
     assert [(m.counted, m.active) for m in chart.marks] == [(True, True), (True, False)]
 
 
@@ -257,8 +274,12 @@ def test_report_page_of_a_reused_report_and_of_a_csv_kept_only_in_the_database(a
     for report_id in (first, again):
         answer = client.get(f"/reports/{report_id}?sort=uptime_last_week&order=desc")
         assert answer.status_code == 200, report_id
-        assert store_links(answer.get_data(as_text=True)) == frame.sort_values(
-            ["uptime_last_week", "store_id"], ascending=[False, True], kind="stable")["store_id"].tolist()[:50]
+        assert (
+            store_links(answer.get_data(as_text=True))
+            == frame.sort_values(["uptime_last_week", "store_id"], ascending=[False, True], kind="stable")[
+                "store_id"
+            ].tolist()[:50]
+        )
 
     # The original expired: the reused id has nothing left to show.
     with app.app_context():
@@ -289,8 +310,10 @@ def test_every_store_link_reaches_exactly_that_store(client, hostile):
     base = f"http://localhost/reports/{report_id}"
     for store_id in HOSTILE_IDS:
         page = client.get(base, query_string={"q": store_id}).get_data(as_text=True)
-        links = {html.unescape(text): html.unescape(href)
-                 for href, text in re.findall(r'<a class="store-link" href="([^"]*)">([^<]*)</a>', page)}
+        links = {
+            html.unescape(text): html.unescape(href)
+            for href, text in re.findall(r'<a class="store-link" href="([^"]*)">([^<]*)</a>', page)
+        }
         url = urllib.parse.urljoin(base, links[store_id])
         assert urllib.parse.urlsplit(url).netloc == "localhost", (store_id, url)
         store = client.get(url)
@@ -321,11 +344,29 @@ def test_every_answer_sends_the_browser_headers(app, client, hostile):
     """Pages cannot be framed (clickjacking), run only this server's scripts and styles, and no
     answer is content-sniffed -- HTML, JSON, CSV, static files, errors alike."""
     report_id, _ = run_report(client)
-    pages = ["/", f"/reports/{report_id}", "/store?store_id=a/../b", "/stores/b", "/docs",
-             f"/reports/{'0' * 32}", "/store?store_id=nope"]
-    others = ["/health", "/openapi.json", f"/get_report/{report_id}", "/store/timeline?store_id=b", "/static/dashboard.js",
-              "/static/dashboard.css", "/static/docs.js", "/docs/static/swagger-ui-bundle.js", "/no-such-page",
-              "/reports/not-an-id", "/store/timeline?store_id=nope", "/metrics"]
+    pages = [
+        "/",
+        f"/reports/{report_id}",
+        "/store?store_id=a/../b",
+        "/stores/b",
+        "/docs",
+        f"/reports/{'0' * 32}",
+        "/store?store_id=nope",
+    ]
+    others = [
+        "/health",
+        "/openapi.json",
+        f"/get_report/{report_id}",
+        "/store/timeline?store_id=b",
+        "/static/dashboard.js",
+        "/static/dashboard.css",
+        "/static/docs.js",
+        "/docs/static/swagger-ui-bundle.js",
+        "/no-such-page",
+        "/reports/not-an-id",
+        "/store/timeline?store_id=nope",
+        "/metrics",
+    ]
     for path in pages + others:
         with client.get(path) as answer:
             assert {k: answer.headers.get(k) for k in BROWSER_HEADERS} == BROWSER_HEADERS, path

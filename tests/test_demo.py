@@ -1,6 +1,6 @@
 """Tests for the demo / benchmark data generator (storemon.demo)."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +14,7 @@ HEADERS = {
     "menu_hours.csv": "store_id,day,start_time_local,end_time_local",
     "timezones.csv": "store_id,timezone_str",
 }
-DEFAULT_END = datetime(2023, 1, 25, 18, 13, 22, 479220, tzinfo=timezone.utc)
+DEFAULT_END = datetime(2023, 1, 25, 18, 13, 22, 479220, tzinfo=UTC)
 
 
 def _read(path):
@@ -23,7 +23,7 @@ def _read(path):
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "out"   # does not exist yet
+    out = tmp_path_factory.mktemp("demo") / "out"  # does not exist yet
     summary = generate_demo_data(out, stores=50, days=2, seed=1)
     return out, summary
 
@@ -52,12 +52,12 @@ def test_store_ids(small):
     out, s = small
     status = _read(out / "store_status.csv")
     ids = status["store_id"].drop_duplicates()
-    assert len(ids) == s.stores                      # every store polled, ids unique strings
+    assert len(ids) == s.stores  # every store polled, ids unique strings
     assert all(isinstance(i, str) and i for i in ids)
-    assert "007" in set(ids)                         # leading zeros kept
+    assert "007" in set(ids)  # leading zeros kept
     numeric = ids[ids.str.fullmatch(r"[1-9][0-9]*")]
     assert len(numeric) >= s.stores - 3
-    assert (numeric.str.len() >= 15).mean() > 0.9   # 19-digit-ish like the real feed
+    assert (numeric.str.len() >= 15).mean() > 0.9  # 19-digit-ish like the real feed
     assert ids.str.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").sum() >= 1
     # no duplicate poll keys
     assert not status.duplicated(["store_id", "timestamp_utc"]).any()
@@ -68,8 +68,7 @@ def test_polls(small):
     status = _read(out / "store_status.csv")
     assert set(status["status"]) == {"active", "inactive"}
     assert (status["status"] == "active").mean() > 0.5
-    assert status["timestamp_utc"].str.fullmatch(
-        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{1,6} UTC").all()
+    assert status["timestamp_utc"].str.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{1,6} UTC").all()
     ts = pd.to_datetime(status["timestamp_utc"].str.removesuffix(" UTC"), utc=True)
     assert not ts.isna().any()
     assert ts.max() == pd.Timestamp(s.end) == pd.Timestamp(DEFAULT_END)
@@ -91,12 +90,12 @@ def test_hours_and_timezones(small):
     assert set(hours["day"]) <= {str(d) for d in range(7)}
     for col in ("start_time_local", "end_time_local"):
         assert hours[col].str.fullmatch(r"\d\d:\d\d:\d\d").all()
-    assert set(hours["store_id"]) < ids                # some stores have no hours (24x7)
-    assert (hours["end_time_local"] < hours["start_time_local"]).any()   # overnight rows
-    assert hours.groupby(["store_id", "day"]).size().max() >= 2          # split days
+    assert set(hours["store_id"]) < ids  # some stores have no hours (24x7)
+    assert (hours["end_time_local"] < hours["start_time_local"]).any()  # overnight rows
+    assert hours.groupby(["store_id", "day"]).size().max() >= 2  # split days
 
     assert tz["store_id"].is_unique
-    assert set(tz["store_id"]) < ids                   # some stores have no time zone
+    assert set(tz["store_id"]) < ids  # some stores have no time zone
     assert (tz["timezone_str"] == "Mars/Olympus_Mons").sum() == 1
     assert tz["timezone_str"].str.startswith("America/").mean() > 0.8
 
@@ -104,17 +103,21 @@ def test_hours_and_timezones(small):
 def test_deterministic(tmp_path):
     a = generate_demo_data(tmp_path / "a", stores=30, days=1, seed=5)
     b = generate_demo_data(tmp_path / "b", stores=30, days=1, seed=5)
-    c = generate_demo_data(tmp_path / "c", stores=30, days=1, seed=6)
-    assert (a.polls, a.hours_rows, a.timezone_rows, a.start, a.end) == \
-        (b.polls, b.hours_rows, b.timezone_rows, b.start, b.end)
+    generate_demo_data(tmp_path / "c", stores=30, days=1, seed=6)
+    assert (a.polls, a.hours_rows, a.timezone_rows, a.start, a.end) == (
+        b.polls,
+        b.hours_rows,
+        b.timezone_rows,
+        b.start,
+        b.end,
+    )
     for name in FILES:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    assert (tmp_path / "a" / "store_status.csv").read_bytes() != \
-        (tmp_path / "c" / "store_status.csv").read_bytes()
+    assert (tmp_path / "a" / "store_status.csv").read_bytes() != (tmp_path / "c" / "store_status.csv").read_bytes()
 
 
 def test_custom_end(tmp_path):
-    end = datetime(2024, 3, 10, 8, 0, 0, tzinfo=timezone.utc)
+    end = datetime(2024, 3, 10, 8, 0, 0, tzinfo=UTC)
     s = generate_demo_data(tmp_path, stores=10, days=1, seed=0, end=end)
     assert s.end == end
     assert end - timedelta(days=1) <= s.start < end
@@ -127,10 +130,17 @@ def test_demo_data_command(tmp_path):
     from storemon import create_app
 
     app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "REPORTS_DIR": str(tmp_path / "r")})
-    result = app.test_cli_runner().invoke(args=["demo-data", "--stores", "20", "--days", "2", "--out", str(tmp_path / "d")])
+    result = app.test_cli_runner().invoke(
+        args=["demo-data", "--stores", "20", "--days", "2", "--out", str(tmp_path / "d")]
+    )
     assert result.exit_code == 0, result.output
     assert "for 20 stores to" in result.output
-    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["demo.json", "menu_hours.csv", "store_status.csv", "timezones.csv"]
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [
+        "demo.json",
+        "menu_hours.csv",
+        "store_status.csv",
+        "timezones.csv",
+    ]
 
 
 def test_demo_data_refuses_zero_stores(runner, tmp_path):

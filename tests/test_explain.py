@@ -17,11 +17,11 @@ from bruteforce import brute_force_report, counted_polls
 from helpers import write_csv
 
 from storemon.compute import REPORT_COLUMNS, Schedule, explain_store
-from storemon.times import to_us
 from storemon.demo import generate_demo_data
 from storemon.explain import load_timeline
 from storemon.ingest import ingest_file, ingest_files
 from storemon.reports import build_report
+from storemon.times import to_us
 
 NOW = "2023-01-25T18:13:22.479220Z"  # the demo generator's last poll
 ODD_ID = 'a/b <x>"&%20'
@@ -51,7 +51,10 @@ def test_explain_store_worked_example():
     assert (found.seg_end2 // 2).tolist() == [to_us("2023-01-23 10:44:30"), to_us("2023-01-23 12:00")]
     assert found.seg_active.tolist() == [True, False]
     assert found.seg_poll.tolist() == ts[:2]
-    assert (found.iv_start.tolist(), found.iv_end.tolist()) == ([to_us("2023-01-23 09:00")], [to_us("2023-01-23 12:00")])
+    assert (found.iv_start.tolist(), found.iv_end.tolist()) == (
+        [to_us("2023-01-23 09:00")],
+        [to_us("2023-01-23 12:00")],
+    )
 
 
 # --- the database: every store's figures are its report row ----------------------------------
@@ -60,7 +63,9 @@ def test_explain_store_worked_example():
 def special_stores(folder):
     """Stores for each note: no counted poll, only an old counted poll, 24x7 without a zone,
     an unknown zone, and an awkward id."""
-    write_csv(folder / "special_status.csv", f"""
+    write_csv(
+        folder / "special_status.csv",
+        f"""
 store_id,status,timestamp_utc
 closed-all,active,2023-01-24 03:00:00 UTC
 closed-all,inactive,2023-01-25 03:00:00 UTC
@@ -69,8 +74,11 @@ old-only,active,2023-01-24 03:00:00 UTC
 always,active,2023-01-25 10:00:00 UTC
 mars,inactive,2023-01-25 15:00:00 UTC
 "{ODD_ID.replace('"', '""')}",active,2023-01-25 10:00:00 UTC
-""")
-    write_csv(folder / "special_hours.csv", """
+""",
+    )
+    write_csv(
+        folder / "special_hours.csv",
+        """
 store_id,day,start_time_local,end_time_local
 closed-all,0,09:00,10:00
 old-only,0,09:00,17:00
@@ -79,8 +87,11 @@ old-only,2,09:00,17:00
 old-only,3,09:00,17:00
 old-only,4,09:00,17:00
 mars,2,08:00,20:00
-""")
-    write_csv(folder / "special_tz.csv", "store_id,timezone_str\nclosed-all,UTC\nold-only,UTC\nmars,Mars/Olympus_Mons\n")
+""",
+    )
+    write_csv(
+        folder / "special_tz.csv", "store_id,timezone_str\nclosed-all,UTC\nold-only,UTC\nmars,Mars/Olympus_Mons\n"
+    )
 
 
 @pytest.fixture
@@ -114,15 +125,18 @@ def test_timeline_figures_equal_the_report_row_for_every_store(demo, as_of):
 
 def demo_feeds(tmp_path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The feeds the `demo` fixture loaded, as frames (polls, hours, zones)."""
+
     def read(*paths):
         return pd.concat([pd.read_csv(p, dtype={"store_id": str}) for p in paths], ignore_index=True)
 
     feeds = tmp_path / "feeds"
     polls = read(feeds / "store_status.csv", tmp_path / "special_status.csv")
     polls["timestamp_utc"] = pd.to_datetime(polls["timestamp_utc"].str.removesuffix(" UTC"), format="ISO8601", utc=True)
-    return (polls,
-            read(feeds / "menu_hours.csv", tmp_path / "special_hours.csv"),
-            read(feeds / "timezones.csv", tmp_path / "special_tz.csv"))
+    return (
+        polls,
+        read(feeds / "menu_hours.csv", tmp_path / "special_hours.csv"),
+        read(feeds / "timezones.csv", tmp_path / "special_tz.csv"),
+    )
 
 
 _BRUTE: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}  # as_of -> (figures, counted polls): same demo each time
@@ -146,8 +160,10 @@ def test_timeline_figures_are_the_brute_force_ones_for_every_store(demo, tmp_pat
     now = pd.Timestamp(now_us, unit="us", tz="UTC").to_pydatetime()
     if as_of not in _BRUTE:
         polls, hours, zones = demo_feeds(tmp_path)
-        _BRUTE[as_of] = (brute_force_report(polls, hours, zones, now).set_index("store_id"),
-                         counted_polls(polls, hours, zones, now))
+        _BRUTE[as_of] = (
+            brute_force_report(polls, hours, zones, now).set_index("store_id"),
+            counted_polls(polls, hours, zones, now),
+        )
     brute, counted = _BRUTE[as_of]
     assert len(brute) > 150
     decided = undecided = 0
@@ -162,8 +178,14 @@ def test_timeline_figures_are_the_brute_force_ones_for_every_store(demo, tmp_pat
             unit = 60 if window == "hour" else 3600
             for kind, is_active in (("uptime", True), ("downtime", False)):
                 column = f"{kind}_last_{window}"
-                pieces = sum(max(0, min(s.end2, hi2) - max(s.start2, lo2))
-                             for s in timeline.segments if s.active == is_active) / 2_000_000
+                pieces = (
+                    sum(
+                        max(0, min(s.end2, hi2) - max(s.start2, lo2))
+                        for s in timeline.segments
+                        if s.active == is_active
+                    )
+                    / 2_000_000
+                )
                 seconds = expected[column]
                 assert abs(pieces - seconds) < max(margin, 1e-9), (store_id, column, pieces, seconds, margin)
                 low = np.round(max(seconds - margin, 0) / unit, 2)
@@ -186,44 +208,70 @@ def test_timeline_json(client, demo):
     assert t["windows"]["week"] == {"start": "2023-01-18T18:13:22.479220Z", "end": NOW}
     assert t["windows"]["hour"]["start"] == "2023-01-25T17:13:22.479220Z"
     assert (t["timezone"], t["timezone_source"]) == ("UTC", "given")
-    assert t["business_hours"] == [{"day": 0, "day_name": "Monday", "start_time_local": "09:00:00",
-                                    "end_time_local": "10:00:00"}]
-    assert t["business_intervals"] == [{"start": "2023-01-23T09:00:00.000000Z", "end": "2023-01-23T10:00:00.000000Z",
-                                        "local_start": "2023-01-23T09:00:00+00:00",
-                                        "local_end": "2023-01-23T10:00:00+00:00"}]
+    assert t["business_hours"] == [
+        {"day": 0, "day_name": "Monday", "start_time_local": "09:00:00", "end_time_local": "10:00:00"}
+    ]
+    assert t["business_intervals"] == [
+        {
+            "start": "2023-01-23T09:00:00.000000Z",
+            "end": "2023-01-23T10:00:00.000000Z",
+            "local_start": "2023-01-23T09:00:00+00:00",
+            "local_end": "2023-01-23T10:00:00+00:00",
+        }
+    ]
     assert [(p["timestamp"], p["status"], p["counted"], p["reason"]) for p in t["polls"]] == [
         ("2023-01-24T03:00:00.000000Z", "active", False, "outside business hours"),
         ("2023-01-25T03:00:00.000000Z", "inactive", False, "outside business hours"),
     ]
     assert t["segments"] == []
     assert t["figures"] == {c: 0.0 for c in REPORT_COLUMNS[1:]}
-    assert t["notes"] == ["No poll of this store falls inside its business hours (2 in the week, none counted, "
-                          "and none earlier): there is no status to interpolate, so every figure is 0."]
+    assert t["notes"] == [
+        "No poll of this store falls inside its business hours (2 in the week, none counted, "
+        "and none earlier): there is no status to interpolate, so every figure is 0."
+    ]
 
 
 def test_timeline_notes_for_the_special_cases(client, demo):
     old = client.get(url("old-only")).get_json()
     # The only counted poll is 13 days before the week: it speaks for the whole week (down).
-    assert old["polls"][0] == {"timestamp": "2023-01-05T12:00:00.000000Z", "status": "inactive", "counted": True,
-                               "reason": None, "in_week": False}
+    assert old["polls"][0] == {
+        "timestamp": "2023-01-05T12:00:00.000000Z",
+        "status": "inactive",
+        "counted": True,
+        "reason": None,
+        "in_week": False,
+    }
     assert old["figures"]["downtime_last_week"] == 40.0 and old["figures"]["uptime_last_week"] == 0.0
     assert old["segments"][0]["poll"] == "2023-01-05T12:00:00.000000Z"
-    assert old["notes"] == ["No poll in the week falls inside business hours: the whole week takes the status "
-                            "(inactive) of the nearest counted poll, at 2023-01-05T12:00:00.000000Z, 13.3 days "
-                            "before the week starts."]
+    assert old["notes"] == [
+        "No poll in the week falls inside business hours: the whole week takes the status "
+        "(inactive) of the nearest counted poll, at 2023-01-05T12:00:00.000000Z, 13.3 days "
+        "before the week starts."
+    ]
     always = client.get(url("always")).get_json()
     assert (always["timezone"], always["timezone_source"]) == ("America/Chicago", "default: missing")
-    assert always["notes"] == ["No business hours are stored for this store: it is open 24x7.",
-                               "No time zone is stored for this store: America/Chicago is used."]
-    assert always["business_intervals"] == [{"start": "2023-01-18T18:13:22.479220Z", "end": NOW,
-                                             "local_start": "2023-01-18T12:13:22.479220-06:00",
-                                             "local_end": "2023-01-25T12:13:22.479220-06:00"}]
+    assert always["notes"] == [
+        "No business hours are stored for this store: it is open 24x7.",
+        "No time zone is stored for this store: America/Chicago is used.",
+    ]
+    assert always["business_intervals"] == [
+        {
+            "start": "2023-01-18T18:13:22.479220Z",
+            "end": NOW,
+            "local_start": "2023-01-18T12:13:22.479220-06:00",
+            "local_end": "2023-01-25T12:13:22.479220-06:00",
+        }
+    ]
     assert always["figures"]["uptime_last_week"] == 168.0
     mars = client.get(url("mars")).get_json()
     assert (mars["timezone"], mars["timezone_source"], mars["timezone_given"]) == (
-        "America/Chicago", "default: unknown name", "Mars/Olympus_Mons")
-    assert mars["notes"] == ["The stored time zone 'Mars/Olympus_Mons' is not a known zone name: "
-                             "America/Chicago is used."]
+        "America/Chicago",
+        "default: unknown name",
+        "Mars/Olympus_Mons",
+    )
+    assert mars["notes"] == [
+        "The stored time zone 'Mars/Olympus_Mons' is not a known zone name: America/Chicago is used."
+    ]
     # Wednesday 08:00-20:00 Chicago = 14:00-02:00 UTC; the poll at 15:00 speaks for it all.
     assert mars["business_intervals"][-1]["local_start"] == "2023-01-25T08:00:00-06:00"
     assert mars["figures"]["downtime_last_day"] == 4.22  # 14:00 -> now 18:13:22 on Wednesday
@@ -236,9 +284,14 @@ def test_timeline_of_an_awkward_id_and_errors(client, demo):
     assert client.get(f"/stores/{urllib.parse.quote(ODD_ID, safe='/')}/timeline").get_json()["store_id"] == ODD_ID
     missing = client.get(url("no-such-store"))
     assert missing.status_code == 404
-    assert missing.get_json() == {"error": "Not Found", "message": "no store 'no-such-store' (no poll of it was ever ingested)"}
+    assert missing.get_json() == {
+        "error": "Not Found",
+        "message": "no store 'no-such-store' (no poll of it was ever ingested)",
+    }
     early = client.get(url("always", "2023-01-20T00:00:00Z"))
-    assert early.status_code == 404 and "no poll at or before 2023-01-20T00:00:00.000000Z" in early.get_json()["message"]
+    assert (
+        early.status_code == 404 and "no poll at or before 2023-01-20T00:00:00.000000Z" in early.get_json()["message"]
+    )
     bad = client.get(url("always", "yesterday"))
     assert bad.status_code == 400 and bad.get_json()["message"].startswith("as_of: cannot read 'yesterday'")
 
@@ -251,15 +304,23 @@ def test_timeline_with_as_of_matches_the_report_as_of(client, demo, tmp_path):
     # open hour is down. now = Tue 24th 12:00. Hour: 11:00-12:00, 60 min. Day: Mon 23rd
     # 12:00-17:00 and Tue 09:00-12:00, 5 + 3 = 8 h. Week from Tue 17th 12:00: 5 h that
     # Tuesday, 3 x 8 h Wed-Fri, 8 h Monday, 3 h Tuesday = 40 h.
-    expected = {"uptime_last_hour": 0.0, "uptime_last_day": 0.0, "uptime_last_week": 0.0,
-                "downtime_last_hour": 60.0, "downtime_last_day": 8.0, "downtime_last_week": 40.0}
+    expected = {
+        "uptime_last_hour": 0.0,
+        "uptime_last_day": 0.0,
+        "uptime_last_week": 0.0,
+        "downtime_last_hour": 60.0,
+        "downtime_last_day": 8.0,
+        "downtime_last_week": 40.0,
+    }
     assert t["figures"] == expected == report.loc["old-only"].to_dict()
     polls, hours, zones = (frame[frame["store_id"] == "old-only"] for frame in demo_feeds(tmp_path))
     brute = brute_force_report(polls, hours, zones, pd.Timestamp("2023-01-24 12:00Z").to_pydatetime()).iloc[0]
     assert {c: brute[c] / (60 if c.endswith("hour") else 3600) for c in expected} == expected
     # The poll at 03:00 on the 24th is before now: in the week, outside the hours.
     assert [(p["timestamp"], p["counted"], p["in_week"]) for p in t["polls"]] == [
-        ("2023-01-05T12:00:00.000000Z", True, False), ("2023-01-24T03:00:00.000000Z", False, True)]
+        ("2023-01-05T12:00:00.000000Z", True, False),
+        ("2023-01-24T03:00:00.000000Z", False, True),
+    ]
 
 
 def test_cli_explain(runner, demo):
@@ -279,15 +340,21 @@ def test_cli_explain(runner, demo):
 
 def test_timeline_ignores_other_stores_and_counts_polls_at_now(engine, tmp_path):
     """A poll exactly at now is in the week (shown) though it speaks for no time."""
-    write_csv(tmp_path / "s.csv", """
+    write_csv(
+        tmp_path / "s.csv",
+        """
 store_id,status,timestamp_utc
 x,active,2023-01-25 10:00:00 UTC
 x,inactive,2023-01-25 12:00:00 UTC
 y,active,2023-01-25 13:00:00 UTC
-""")
+""",
+    )
     ingest_file(engine, "status", tmp_path / "s.csv")
     t = load_timeline(engine, "x", to_us("2023-01-25 12:00"))
-    assert [(p.ts_us, p.counted) for p in t.polls] == [(to_us("2023-01-25 10:00"), True), (to_us("2023-01-25 12:00"), True)]
+    assert [(p.ts_us, p.counted) for p in t.polls] == [
+        (to_us("2023-01-25 10:00"), True),
+        (to_us("2023-01-25 12:00"), True),
+    ]
     assert [(s.start_us, s.end_us, s.active) for s in t.segments] == [
         (to_us("2023-01-18 12:00"), to_us("2023-01-25 11:00"), True),
         (to_us("2023-01-25 11:00"), to_us("2023-01-25 12:00"), False),

@@ -73,7 +73,7 @@ def stored(request, tmp_path):
 
 
 def as_text(value: float) -> str:
-    return "%.2f" % value
+    return f"{value:.2f}"
 
 
 def test_the_workbook_keeps_every_id_as_text_and_every_figure_as_a_number(stored, tmp_path):

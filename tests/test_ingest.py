@@ -124,8 +124,7 @@ store_id,dayOfWeek,start_time_local,end_time_local
 
 def test_strict_refuses_the_whole_file(engine, tmp_path):
     path = write_csv(
-        tmp_path / "s.csv",
-        "store_id,status,timestamp_utc\n1,active,2023-01-25 12:00:00 UTC\n2,active,bad\n",
+        tmp_path / "s.csv", "store_id,status,timestamp_utc\n1,active,2023-01-25 12:00:00 UTC\n2,active,bad\n"
     )
     with pytest.raises(IngestError, match="line 3: bad timestamp"):
         ingest_file(engine, "status", path, strict=True)
@@ -181,21 +180,32 @@ def test_hours_and_zones_given_for_a_store_replace_its_old_ones(engine, tmp_path
     ingest_file(
         engine,
         "hours",
-        write_csv(tmp_path / "h1.csv", "store_id,day,start_time_local,end_time_local\nA,0,09:00,17:00\nA,1,09:00,17:00\nB,0,10:00,11:00\n"),
+        write_csv(
+            tmp_path / "h1.csv",
+            "store_id,day,start_time_local,end_time_local\nA,0,09:00,17:00\nA,1,09:00,17:00\nB,0,10:00,11:00\n",
+        ),
     )
     ingest_file(
         engine,
         "hours",
-        write_csv(tmp_path / "h2.csv", "store_id,day_of_week,start_time_local,end_time_local\nA,5,08:00,12:00\nA,5,08:00,12:00\n"),
+        write_csv(
+            tmp_path / "h2.csv",
+            "store_id,day_of_week,start_time_local,end_time_local\nA,5,08:00,12:00\nA,5,08:00,12:00\n",
+        ),
     )
     assert table(engine, "SELECT store_id, day, start_s, end_s FROM business_hours ORDER BY 1, 2") == [
         ("A", 5, 8 * 3600, 12 * 3600),
         ("B", 0, 10 * 3600, 11 * 3600),
     ]
-    ingest_file(engine, "timezones", write_csv(tmp_path / "z1.csv", "store_id,timezone_str\nA,America/Denver\nB,Asia/Kolkata\n"))
+    ingest_file(
+        engine, "timezones", write_csv(tmp_path / "z1.csv", "store_id,timezone_str\nA,America/Denver\nB,Asia/Kolkata\n")
+    )
     z = ingest_file(engine, "timezones", write_csv(tmp_path / "z2.csv", "timezone_str,store_id\nAmerica/New_York,A\n"))
     assert z.rows_changed == 1
-    assert table(engine, "SELECT * FROM store_timezones ORDER BY 1") == [("A", "America/New_York"), ("B", "Asia/Kolkata")]
+    assert table(engine, "SELECT * FROM store_timezones ORDER BY 1") == [
+        ("A", "America/New_York"),
+        ("B", "Asia/Kolkata"),
+    ]
 
 
 def test_a_failure_in_the_middle_of_a_file_leaves_nothing_of_it(engine, tmp_path, monkeypatch):
@@ -223,7 +233,11 @@ def test_store_ids_come_back_byte_for_byte(engine, tmp_path):
     body = "".join(f"{s},active,2023-01-25 12:00:00 UTC\n" for s in ids)
     ingest_file(engine, "status", write_csv(tmp_path / "s.csv", "store_id,status,timestamp_utc\n" + body))
     ingest_file(engine, "timezones", write_csv(tmp_path / "z.csv", "store_id,timezone_str\n007,America/Denver\n"))
-    ingest_file(engine, "hours", write_csv(tmp_path / "h.csv", "store_id,day,start_time_local,end_time_local\n007,0,09:00,10:00\n"))
+    ingest_file(
+        engine,
+        "hours",
+        write_csv(tmp_path / "h.csv", "store_id,day,start_time_local,end_time_local\n007,0,09:00,10:00\n"),
+    )
     assert sorted(r[0] for r in polls(engine)) == sorted(ids)
     assert table(engine, "SELECT store_id FROM store_timezones") == [("007",)]
     assert table(engine, "SELECT store_id FROM business_hours") == [("007",)]
@@ -232,8 +246,7 @@ def test_store_ids_come_back_byte_for_byte(engine, tmp_path):
 def test_header_and_timestamp_variants(engine, tmp_path):
     path = tmp_path / "s.csv"
     path.write_bytes(
-        "\ufeffTimestamp_UTC, Status ,extra,STORE_ID\n".encode()
-        + b"2023-01-25 12:09:39.388884 UTC,active,x,1\n"
+        "\ufeffTimestamp_UTC, Status ,extra,STORE_ID\n".encode() + b"2023-01-25 12:09:39.388884 UTC,active,x,1\n"
         b"2023-01-25 12:09:39 UTC,active,x,2\n"
         b"2023-01-25 12:09:39.5 UTC,active,x,3\n"
         b"2023-01-25T12:09:39Z,ACTIVE,x,4\n"
@@ -250,7 +263,9 @@ def test_header_and_timestamp_variants(engine, tmp_path):
 
 def test_unknown_time_zones_are_warned_about(engine, tmp_path):
     z = ingest_file(
-        engine, "timezones", write_csv(tmp_path / "z.csv", "store_id,timezone_str\n1,Venus/Maxwell_Montes\n2,America/Chicago\n")
+        engine,
+        "timezones",
+        write_csv(tmp_path / "z.csv", "store_id,timezone_str\n1,Venus/Maxwell_Montes\n2,America/Chicago\n"),
     )
     assert z.rows_stored == 2
     assert z.warnings == ["1 unknown time zone name(s), reported as America/Chicago: Venus/Maxwell_Montes"]
@@ -284,13 +299,21 @@ def test_health_counts(client, engine, tmp_path):
         tmp_path / "store_status.csv",
         "store_id,status,timestamp_utc\n1,active,2023-01-25 12:00:00 UTC\n1,active,2023-01-25 13:00:00 UTC\n",
     )
-    write_csv(tmp_path / "menu_hours.csv", "store_id,day,start_time_local,end_time_local\n1,0,09:00,12:00\n2,1,09:00,12:00\n2,2,09:00,12:00\n")
+    write_csv(
+        tmp_path / "menu_hours.csv",
+        "store_id,day,start_time_local,end_time_local\n1,0,09:00,12:00\n2,1,09:00,12:00\n2,2,09:00,12:00\n",
+    )
     write_csv(tmp_path / "timezones.csv", "store_id,timezone_str\n2,UTC\n3,UTC\n4,Asia/Tokyo\n")
     ingest_files(engine, tmp_path)
     body = client.get("/health").get_json()
     assert body == {
-        "status": "ok", "database": "reachable", "stores_with_polls": 1, "stores_with_hours": 2,
-        "stores_with_timezone": 3, "polls": 2, "reports": 0,
+        "status": "ok",
+        "database": "reachable",
+        "stores_with_polls": 1,
+        "stores_with_hours": 2,
+        "stores_with_timezone": 3,
+        "polls": 2,
+        "reports": 0,
     }
 
 
@@ -320,9 +343,7 @@ def test_unknown_zone_names_are_listed_with_the_default_they_get(engine, tmp_pat
 
     path = write_csv(tmp_path / "tz.csv", f"store_id,timezone_str\n1,{UNKNOWN_ZONE}\n2,Nowhere/Land\n")
     warnings = ingest_file(engine, "timezones", path).warnings
-    assert warnings == [
-        "2 unknown time zone name(s), reported as America/Chicago: Mars/Olympus_Mons, Nowhere/Land"
-    ]
+    assert warnings == ["2 unknown time zone name(s), reported as America/Chicago: Mars/Olympus_Mons, Nowhere/Land"]
 
 
 def test_sentinel_and_out_of_range_timestamps_are_bad_rows(engine, tmp_path):
@@ -344,7 +365,10 @@ def test_sentinel_and_out_of_range_timestamps_are_bad_rows(engine, tmp_path):
 
 
 def test_now_and_today_are_bad_timestamps_not_the_wall_clock(engine, tmp_path):
-    path = write_csv(tmp_path / "s.csv", STATUS_HEADER + "a,active,now\nb,active,today\nc,active, NOW \nd,active,2023-01-25 12:00:00 UTC\n")
+    path = write_csv(
+        tmp_path / "s.csv",
+        STATUS_HEADER + "a,active,now\nb,active,today\nc,active, NOW \nd,active,2023-01-25 12:00:00 UTC\n",
+    )
     summary = ingest_file(engine, "status", path)
     assert summary.skipped == {"bad timestamp": 3}
     assert [r.store_id for r in polls(engine)] == ["d"]
@@ -353,14 +377,19 @@ def test_now_and_today_are_bad_timestamps_not_the_wall_clock(engine, tmp_path):
 
 
 def test_rows_with_too_many_fields_are_counted_with_their_lines(engine, tmp_path, client):
-    text = STATUS_HEADER + "a,active,2023-01-25 12:00:00 UTC\nb,active,2023-01-25 12:00:00 UTC,extra\nc,bogus,2023-01-25 12:00:00 UTC\nd,active,2023-01-25 13:00:00 UTC,x,y\n"
+    text = (
+        STATUS_HEADER
+        + "a,active,2023-01-25 12:00:00 UTC\nb,active,2023-01-25 12:00:00 UTC,extra\nc,bogus,2023-01-25 12:00:00 UTC\nd,active,2023-01-25 13:00:00 UTC,x,y\n"
+    )
     summary = ingest_file(engine, "status", write_csv(tmp_path / "s.csv", text))
     assert summary.skipped == {"too many fields": 2, "unknown status": 1}
     assert summary.rows_read == 4 and summary.rows_stored == 1
     lines = sorted((b.line, b.reason) for b in summary.examples)
     assert lines == [(3, "too many fields"), (4, "unknown status"), (5, "too many fields")]
     # The first data row too, and over HTTP: a summary, never a 500.
-    response = client.post("/ingest/status", data=STATUS_HEADER + "x,active,2023-01-25 12:00:00 UTC,1\n", content_type="text/csv")
+    response = client.post(
+        "/ingest/status", data=STATUS_HEADER + "x,active,2023-01-25 12:00:00 UTC,1\n", content_type="text/csv"
+    )
     assert response.status_code == 200 and response.get_json()["skipped"] == {"too many fields": 1}
 
 
@@ -378,12 +407,18 @@ def test_a_row_that_is_not_utf8_is_skipped_with_its_line(engine, tmp_path):
 
 
 def test_wide_rows_at_the_start_and_later_keep_true_line_numbers(engine, tmp_path):
-    text = (STATUS_HEADER + "w1,active,2023-01-25 12:00:00 UTC,x\nw2,active,2023-01-25 12:00:00 UTC,x,y\n"
-            "a,active,2023-01-25 12:00:00 UTC\nw3,active,2023-01-25 12:00:00 UTC,x\nb,bogus,2023-01-25 12:00:00 UTC\n")
+    text = (
+        STATUS_HEADER + "w1,active,2023-01-25 12:00:00 UTC,x\nw2,active,2023-01-25 12:00:00 UTC,x,y\n"
+        "a,active,2023-01-25 12:00:00 UTC\nw3,active,2023-01-25 12:00:00 UTC,x\nb,bogus,2023-01-25 12:00:00 UTC\n"
+    )
     summary = ingest_file(engine, "status", write_csv(tmp_path / "s.csv", text), chunk_rows=2)
     assert summary.skipped == {"too many fields": 3, "unknown status": 1}
     assert sorted((b.line, b.reason) for b in summary.examples) == [
-        (2, "too many fields"), (3, "too many fields"), (5, "too many fields"), (6, "unknown status")]
+        (2, "too many fields"),
+        (3, "too many fields"),
+        (5, "too many fields"),
+        (6, "unknown status"),
+    ]
     assert [r.store_id for r in polls(engine)] == ["a"]
 
 
@@ -407,9 +442,11 @@ def test_a_refused_header_is_quoted_short(client):
 
 
 def test_unsafe_store_ids_are_refused_at_ingest(engine, tmp_path):
-    bad = ["=HYPERLINK(\"http://x\")", "+1", "-2", "@SUM(A1)", "tab\tin", "nul\x00", "bell\x07"]
+    bad = ['=HYPERLINK("http://x")', "+1", "-2", "@SUM(A1)", "tab\tin", "nul\x00", "bell\x07"]
     rows = "".join(f'"{b.replace(chr(34), chr(34) * 2)}",active,2023-01-23 12:00:00 UTC\n' for b in bad)
-    summary = ingest_file(engine, "status", write_csv(tmp_path / "s.csv", STATUS_HEADER + rows + "ok=1,active,2023-01-23 12:00:00 UTC\n"))
+    summary = ingest_file(
+        engine, "status", write_csv(tmp_path / "s.csv", STATUS_HEADER + rows + "ok=1,active,2023-01-23 12:00:00 UTC\n")
+    )
     assert summary.skipped == {"unsafe store_id": len(bad)}
     assert [r.store_id for r in polls(engine)] == ["ok=1"]  # '=' inside an id is fine
     hours_file = write_csv(tmp_path / "h.csv", "store_id,day,start_time_local,end_time_local\n=cmd,0,09:00,10:00\n")
@@ -417,7 +454,11 @@ def test_unsafe_store_ids_are_refused_at_ingest(engine, tmp_path):
 
 
 def test_rows_stored_counts_distinct_keys(app, engine, tmp_path):
-    text = STATUS_HEADER + "a,active,2023-01-23 12:00:00 UTC\n" * 7 + "a,inactive,2023-01-23 12:00:00 UTC\nb,active,2023-01-23 12:00:00 UTC\n"
+    text = (
+        STATUS_HEADER
+        + "a,active,2023-01-23 12:00:00 UTC\n" * 7
+        + "a,inactive,2023-01-23 12:00:00 UTC\nb,active,2023-01-23 12:00:00 UTC\n"
+    )
     summary = ingest_file(engine, "status", write_csv(tmp_path / "s.csv", text), chunk_rows=3)
     assert (summary.rows_read, summary.rows_stored) == (9, 2)
     assert polls(engine)[0][2] in (False, 0)  # the later row for the key won
@@ -438,32 +479,50 @@ def test_a_skipped_row_counts_once_under_the_first_reason_in_the_documented_orde
         b"1,active,2023-01-23 10:00:00 UTC\n"  # 10: good
     )
     summary = upload(client, "status", status)
-    reasons = ["too many fields", "not UTF-8", "empty line", "empty store_id", "store_id too long",
-               "unsafe store_id", "bad timestamp", "unknown status"]
+    reasons = [
+        "too many fields",
+        "not UTF-8",
+        "empty line",
+        "empty store_id",
+        "store_id too long",
+        "unsafe store_id",
+        "bad timestamp",
+        "unknown status",
+    ]
     assert summary["skipped"] == {reason: 1 for reason in reasons}
     assert (summary["rows_read"], summary["rows_skipped"], summary["rows_stored"]) == (9, 8, 1)
     assert [(e["line"], e["reason"]) for e in summary["examples"]] == list(zip(range(2, 7), reasons))
 
-    hours = upload(client, "hours", """store_id,day,start_time_local,end_time_local
+    hours = upload(
+        client,
+        "hours",
+        """store_id,day,start_time_local,end_time_local
 =1,7,25:00,xx
 1,7,25:00,xx
 1,3,25:00,xx
 1,3,09:00,xx
 1,3,09:00,17:00
-""")
+""",
+    )
     assert hours["skipped"] == {"unsafe store_id": 1, "bad day": 1, "bad start time": 1, "bad end time": 1}
     assert [(e["line"], e["reason"]) for e in hours["examples"]] == [
-        (2, "unsafe store_id"), (3, "bad day"), (4, "bad start time"), (5, "bad end time")]
+        (2, "unsafe store_id"),
+        (3, "bad day"),
+        (4, "bad start time"),
+        (5, "bad end time"),
+    ]
     zones = upload(client, "timezones", "store_id,timezone_str\n@1,\n1,\n2,UTC\n")
     assert zones["skipped"] == {"unsafe store_id": 1, "empty timezone": 1}
     assert [(e["line"], e["reason"]) for e in zones["examples"]] == [(2, "unsafe store_id"), (3, "empty timezone")]
 
 
 def test_a_line_with_no_value_at_all_is_an_empty_line(client):
-    summary = upload(client, "status", "store_id,status,timestamp_utc\n1,active,2023-01-23 10:00:00 UTC\n,,\n\"\",,\"\"\n")
+    summary = upload(client, "status", 'store_id,status,timestamp_utc\n1,active,2023-01-23 10:00:00 UTC\n,,\n"",,""\n')
     assert (summary["skipped"], summary["rows_stored"]) == ({"empty line": 2}, 1)
     assert [(e["line"], e["reason"], e["text"]) for e in summary["examples"]] == [
-        (3, "empty line", ",,"), (4, "empty line", ",,")]
+        (3, "empty line", ",,"),
+        (4, "empty line", ",,"),
+    ]
 
 
 def test_the_summary_quotes_at_most_five_skipped_rows(client, runner, tmp_path):
@@ -482,8 +541,11 @@ def test_the_summary_quotes_at_most_five_skipped_rows(client, runner, tmp_path):
 def test_within_one_time_zone_file_the_later_row_for_a_store_wins(client):
     upload(client, "timezones", "store_id,timezone_str\ns,America/New_York\ns,Asia/Kolkata\n")
     upload(client, "hours", "store_id,day,start_time_local,end_time_local\ns,0,09:00,10:00\n")
-    upload(client, "status", "store_id,status,timestamp_utc\ns,active,2023-01-23 04:00:00 UTC\n"
-                             "clock,active,2023-01-23 12:00:00 UTC\n")
+    upload(
+        client,
+        "status",
+        "store_id,status,timestamp_utc\ns,active,2023-01-23 04:00:00 UTC\nclock,active,2023-01-23 12:00:00 UTC\n",
+    )
     # Monday 09:00-10:00 in Kolkata (UTC+5:30) is 03:30-04:30 UTC: the poll at 04:00 counts, and
     # the store is up that hour, inside the day and week before now (Monday 12:00 UTC). In New
     # York it would be 14:00-15:00 UTC, and the poll (Sunday 23:00 there) would not count: zeros.
@@ -522,7 +584,9 @@ def test_a_key_repeated_across_chunks_of_a_first_load(engine, tmp_path, monkeypa
 def test_chunks_are_written_together_in_key_order(engine, tmp_path):
     """Chunks are held and written at once (up to storage.writers.FLUSH_ROWS rows): a key repeated in a
     later chunk is written once, with its later row, and counted once."""
-    path = write_csv(tmp_path / "s.csv", KEY_REPEATED_IN_A_LATER_CHUNK.replace("4,active,2023-01-25 12", "4,active,2023-01-25 11"))
+    path = write_csv(
+        tmp_path / "s.csv", KEY_REPEATED_IN_A_LATER_CHUNK.replace("4,active,2023-01-25 12", "4,active,2023-01-25 11")
+    )
     s = ingest_file(engine, "status", path, chunk_rows=2)
     assert [(sid, active) for sid, _, active in polls(engine)] == [("1", False), ("2", True), ("3", True), ("4", True)]
     assert (s.rows_read, s.rows_stored, s.rows_changed, s.stores) == (5, 4, 4, 4)
@@ -541,10 +605,8 @@ def test_postgresql_copies_a_first_load_straight_in_and_upserts_later_files(engi
 
     monkeypatch.setattr(storage.writers, "copy_upsert_polls", spy)
     header = "store_id,status,timestamp_utc\n"
-    first = write_csv(tmp_path / "a.csv", header + "".join(
-        f"{i},active,2023-01-25 12:00:00 UTC\n" for i in range(6)))
-    later = write_csv(tmp_path / "b.csv", header + "".join(
-        f"{i},inactive,2023-01-25 13:00:00 UTC\n" for i in range(4)))
+    first = write_csv(tmp_path / "a.csv", header + "".join(f"{i},active,2023-01-25 12:00:00 UTC\n" for i in range(6)))
+    later = write_csv(tmp_path / "b.csv", header + "".join(f"{i},inactive,2023-01-25 13:00:00 UTC\n" for i in range(4)))
     monkeypatch.setattr(storage.writers, "FLUSH_ROWS", 2)  # each chunk written on its own
     ingest_file(engine, "status", first, chunk_rows=2)
     ingest_file(engine, "status", later, chunk_rows=2)
@@ -560,8 +622,10 @@ def test_hours_rows_repeated_across_chunks_are_kept_once(engine, tmp_path, loade
     """Two rows at a time: store 7's rows arrive in three chunks, one of them twice; store 9's
     once. On an empty table (a first load, which deletes nothing) and on one that held rows."""
     if loaded_before:
-        old = write_csv(tmp_path / "old.csv", "store_id,day,start_time_local,end_time_local\n"
-                        "7,0,01:00,02:00\n9,1,01:00,02:00\n8,2,03:00,04:00\n")
+        old = write_csv(
+            tmp_path / "old.csv",
+            "store_id,day,start_time_local,end_time_local\n7,0,01:00,02:00\n9,1,01:00,02:00\n8,2,03:00,04:00\n",
+        )
         ingest_file(engine, "hours", old)
     path = write_csv(
         tmp_path / "hours.csv",
@@ -586,10 +650,14 @@ def test_a_refusal_found_in_a_later_chunk_stores_nothing(engine, tmp_path):
     """The file is parsed in a thread a chunk ahead of the writes: a strict refusal, or a CSV
     that turns unreadable, found after earlier chunks were written still leaves nothing."""
     good = "".join(f"{i},active,2023-01-25 1{i}:00:00 UTC\n" for i in range(6))
-    strict = write_csv(tmp_path / "strict.csv", "store_id,status,timestamp_utc\n" + good + "9,maybe,2023-01-25 12:00:00 UTC\n")
+    strict = write_csv(
+        tmp_path / "strict.csv", "store_id,status,timestamp_utc\n" + good + "9,maybe,2023-01-25 12:00:00 UTC\n"
+    )
     with pytest.raises(IngestError, match="line 8: unknown status"):
         ingest_file(engine, "status", strict, strict=True, chunk_rows=2)
-    torn = write_csv(tmp_path / "torn.csv", "store_id,status,timestamp_utc\n" + good + '9,"active,2023-01-25 12:00:00 UTC\n')
+    torn = write_csv(
+        tmp_path / "torn.csv", "store_id,status,timestamp_utc\n" + good + '9,"active,2023-01-25 12:00:00 UTC\n'
+    )
     with pytest.raises(IngestError, match="unreadable CSV"):
         ingest_file(engine, "status", torn, chunk_rows=2)
     assert polls(engine) == []
@@ -603,7 +671,13 @@ def test_a_header_wider_than_64_columns_is_refused_at_once(client, runner, engin
     ingest_file(engine, "status", write_csv(tmp_path / "good.csv", STATUS_HEADER + f"a,active,{TS}\n"))
     before = snapshot(engine)
     extra = ",".join(f"c{i}" for i in range(100_000))
-    wide = STATUS_HEADER.strip() + "," + extra + "\n" + "".join(f"w{r},active,{TS}," + "v," * 99_999 + "v\n" for r in range(3))
+    wide = (
+        STATUS_HEADER.strip()
+        + ","
+        + extra
+        + "\n"
+        + "".join(f"w{r},active,{TS}," + "v," * 99_999 + "v\n" for r in range(3))
+    )
     response = post(client, "status", wide)
     assert response.status_code == 400
     message = response.get_json()["message"]
@@ -616,7 +690,9 @@ def test_a_header_wider_than_64_columns_is_refused_at_once(client, runner, engin
     assert [outcome for outcome, _ in ledger_outcomes(engine)] == ["stored", "refused", "refused"]
 
 
-@pytest.mark.parametrize("columns, refused", [(MAX_COLUMNS, False), (MAX_COLUMNS + 1, True)], ids=["64: read", "65: refused"])
+@pytest.mark.parametrize(
+    "columns, refused", [(MAX_COLUMNS, False), (MAX_COLUMNS + 1, True)], ids=["64: read", "65: refused"]
+)
 def test_a_header_of_64_columns_is_a_feed_file_of_many_ignored_columns_65_are_not(client, columns, refused):
     names = STATUS_HEADER.strip() + "".join(f",x{i}" for i in range(columns - 3))
     text = names + "\n" + f"b,active,{TS}" + ",y" * (columns - 3) + "\n"
@@ -672,7 +748,7 @@ def test_a_field_larger_than_pythons_csv_limit_is_a_bad_row_not_a_500(client, en
 
 def test_a_stray_quote_is_refused_with_its_line_a_quoted_one_is_read(engine, tmp_path):
     header = STATUS_HEADER.strip() + ",note\n"
-    stray = header + f"a,active,{TS},ok\nb,active,{TS},12\" pizza\n"
+    stray = header + f'a,active,{TS},ok\nb,active,{TS},12" pizza\n'
     with pytest.raises(IngestError, match=r"line 3 has a quote inside a field that does not start with one"):
         ingest_file(engine, "status", write_csv(tmp_path / "stray.csv", stray))
     quoted = header + f'a,active,{TS},ok\nb,active,{TS},"12"" pizza, large"\n'
@@ -703,7 +779,7 @@ def test_rows_are_parsed_in_chunks_of_bounded_size(engine, tmp_path, monkeypatch
     assert max(rows for rows, _ in sizes) <= 1_000  # 3 columns: 1,000 rows of 3 fields
 
 
-_CHILD = textwrap.dedent('''
+_CHILD = textwrap.dedent("""
     import json, resource, sys, tempfile
     from storemon import create_app, ingest
     from storemon.extensions import db
@@ -732,12 +808,16 @@ _CHILD = textwrap.dedent('''
     answer["grew_mb"] = (status("VmHWM:") - start) / 1024
     answer["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(answer))
-''')
+""")
 
 
 def _ingest_in_child(kind, path, **settings) -> dict:
-    done = subprocess.run([sys.executable, "-c", _CHILD, kind, str(path), json.dumps(settings)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, kind, str(path), json.dumps(settings)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -780,7 +860,10 @@ def test_hours_beyond_50_distinct_rows_per_store_and_weekday_are_skipped(engine,
     assert [b.line for b in summary.examples] == [53, 54, 55, 56, 57]  # A's 51st Monday row is line 53
     assert summary.examples[0].text == "A,0,00:50,23:59"
     assert table(engine, "SELECT store_id, day, count(*) FROM business_hours GROUP BY 1, 2 ORDER BY 1, 2") == [
-        ("A", 0, 50), ("A", 1, 50), ("B", 0, 1)]
+        ("A", 0, 50),
+        ("A", 1, 50),
+        ("B", 0, 1),
+    ]
     # The limit is per file: a later file gives A its hours again.
     again = write_csv(tmp_path / "h2.csv", HOURS + "".join(f"A,0,{clock(m)},23:59\n" for m in range(100, 150)))
     assert ingest_file(engine, "hours", again).skipped == {}
@@ -796,7 +879,7 @@ def test_twenty_thousand_hours_rows_for_one_store_keep_50_per_weekday(engine, tm
 
 
 def test_a_zone_name_over_64_characters_or_with_a_control_character_is_a_bad_row(engine, tmp_path):
-    text = ZONES + f"a,{'Z' * 65}\nb,{'Y' * 64}\nc,\"Bad\x01Zone\"\nd,America/Denver\n"
+    text = ZONES + f'a,{"Z" * 65}\nb,{"Y" * 64}\nc,"Bad\x01Zone"\nd,America/Denver\n'
     summary = ingest_file(engine, "timezones", write_csv(tmp_path / "z.csv", text))
     assert summary.skipped == {"bad timezone": 2}
     assert [(b.line, b.reason) for b in summary.examples] == [(2, "bad timezone"), (4, "bad timezone")]
@@ -815,7 +898,9 @@ def test_summaries_and_errors_quote_at_most_about_200_characters_of_a_value(clie
     with pytest.raises(IngestError) as refused:
         ingest_file(engine, "status", write_csv(tmp_path / "x.csv", "store_id\n1\n"), name=name)
     assert len(str(refused.value)) < 600
-    summary = ingest_file(engine, "status", write_csv(tmp_path / "y.csv", STATUS_HEADER + f"a,active,{TS}\n"), name=name)
+    summary = ingest_file(
+        engine, "status", write_csv(tmp_path / "y.csv", STATUS_HEADER + f"a,active,{TS}\n"), name=name
+    )
     assert len(summary.to_dict()["file"]) < 230 and len(summary.describe().splitlines()[0]) < 400
     long_row = STATUS_HEADER + f"a,active,{TS}\n" + f"b,{'s' * 100_000},{TS}\n"
     with pytest.raises(IngestError) as strict:
@@ -836,8 +921,11 @@ def test_a_restart_does_not_revert_an_upload(app, client, runner, tmp_path, engi
     write_csv(data / "store_status.csv", STATUS)
     assert runner.invoke(args=["ingest", str(data)]).exit_code == 0
     changed = "store_id,day,start_time_local,end_time_local\n007,1,10:00,11:00\n"
-    response = client.post("/ingest/hours", data={"file": (io.BytesIO(changed.encode()), "new_hours.csv")},
-                           content_type="multipart/form-data")
+    response = client.post(
+        "/ingest/hours",
+        data={"file": (io.BytesIO(changed.encode()), "new_hours.csv")},
+        content_type="multipart/form-data",
+    )
     assert response.status_code == 200 and response.get_json()["outcome"] == "stored"
     # make run's start-up ingest of data/ again: the older file is recognised and not re-applied.
     result = runner.invoke(args=["ingest", str(data)])
@@ -909,14 +997,18 @@ def test_while_an_ingest_holds_the_database(app, client, runner, loaded, tmp_pat
         assert response.status_code == 200 and time.monotonic() - started < 5  # at once
         report = wait_for(client, response.get_json()["report_id"])
         assert report.headers["X-Report-Status"] == "Complete"  # a report reads its snapshot
-        busy = client.post("/ingest/status", data=STATUS_HEADER + "z,active,2023-01-23 12:00:00 UTC\n", content_type="text/csv")
+        busy = client.post(
+            "/ingest/status", data=STATUS_HEADER + "z,active,2023-01-23 12:00:00 UTC\n", content_type="text/csv"
+        )
         assert busy.status_code == 503 and busy.headers["Retry-After"] == str(IngestBusy.retry_after)
         assert "try again later" in busy.get_json()["message"]
         path = write_csv(tmp_path / "more.csv", STATUS_HEADER + "z,active,2023-01-23 12:00:00 UTC\n")
         result = runner.invoke(args=["ingest", "--status", str(path)])
         assert result.exit_code == 75
         assert result.output.count("\n") == 1 and "Traceback" not in result.output
-    ok = client.post("/ingest/status", data=STATUS_HEADER + "z,active,2023-01-23 12:00:00 UTC\n", content_type="text/csv")
+    ok = client.post(
+        "/ingest/status", data=STATUS_HEADER + "z,active,2023-01-23 12:00:00 UTC\n", content_type="text/csv"
+    )
     assert ok.status_code == 200  # its turn came
 
 

@@ -10,7 +10,7 @@ import os
 import socket
 import subprocess
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from helpers import EXPECTED, STATUS, STATUS_HEADER, as_of, wait_for
@@ -68,7 +68,7 @@ def dead_pid() -> int:
 def orphan(app, status="running", attempts=1) -> str:
     report_id = jobs.new_report_id()
     with app.app_context():
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         db.session.add(
             Report(
                 id=report_id,
@@ -103,7 +103,7 @@ def test_a_report_whose_process_died_twice_is_failed_with_a_reason(app, client, 
 def running_report(app, worker: str, beat_seconds_ago: float) -> str:
     report_id = jobs.new_report_id()
     with app.app_context():
-        beat = datetime.now(timezone.utc) - timedelta(seconds=beat_seconds_ago)
+        beat = datetime.now(UTC) - timedelta(seconds=beat_seconds_ago)
         db.session.add(
             Report(
                 id=report_id,

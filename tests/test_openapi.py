@@ -3,7 +3,6 @@ fuzzed by schemathesis against a live gunicorn, and /metrics (also across two wo
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -14,8 +13,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from helpers import ROOT, Server, wait_for_jobs
+from prometheus_client.parser import text_string_to_metric_families
 
 from storemon import create_app, storage
 from storemon.demo import generate_demo_data
@@ -23,16 +22,23 @@ from storemon.extensions import db
 from storemon.ingest import ingest_files
 from storemon.openapi import ERRORS, UNDOCUMENTED
 
-CSV_HEADER = ("store_id,uptime_last_hour,uptime_last_day,uptime_last_week,"
-              "downtime_last_hour,downtime_last_day,downtime_last_week")
+CSV_HEADER = (
+    "store_id,uptime_last_hour,uptime_last_day,uptime_last_week,downtime_last_hour,downtime_last_day,downtime_last_week"
+)
 DOCUMENTED_METHODS = ("GET", "POST")
 
 
 @pytest.fixture
 def sqlite_app(tmp_path):
     """The document does not depend on the database: one SQLite app is enough."""
-    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'storemon.db'}",
-                      "REPORTS_DIR": str(tmp_path / "reports"), "UPLOAD_DIR": str(tmp_path / "uploads")})
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'storemon.db'}",
+            "REPORTS_DIR": str(tmp_path / "reports"),
+            "UPLOAD_DIR": str(tmp_path / "uploads"),
+        }
+    )
     yield app
     with app.app_context():
         storage.dispose_all()
@@ -49,23 +55,39 @@ def test_every_route_is_described(sqlite_app):
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         expected |= {(path, m) for m in DOCUMENTED_METHODS if m in rule.methods}
     assert described == expected
-    assert {"/trigger_report", "/get_report", "/get_report/{report_id}", "/ingest/{kind}", "/ingests", "/health",
-            "/stores/{store_id}/timeline", "/store/timeline", "/openapi.json", "/docs", "/metrics"} == set(spec["paths"])
+    assert {
+        "/trigger_report",
+        "/get_report",
+        "/get_report/{report_id}",
+        "/ingest/{kind}",
+        "/ingests",
+        "/health",
+        "/stores/{store_id}/timeline",
+        "/store/timeline",
+        "/openapi.json",
+        "/docs",
+        "/metrics",
+    } == set(spec["paths"])
     ids = [op["operationId"] for ops in spec["paths"].values() for op in ops.values()]
     assert len(ids) == len(set(ids))
     # Security: declared once, applied everywhere but /health.
-    note = ("Required only when the server is started with `STOREMON_API_TOKENS` (comma-separated tokens); "
-            "otherwise every call is open to this machine only.")
+    note = (
+        "Required only when the server is started with `STOREMON_API_TOKENS` (comma-separated tokens); "
+        "otherwise every call is open to this machine only."
+    )
     assert spec["components"]["securitySchemes"] == {
         "bearerAuth": {"type": "http", "scheme": "bearer", "description": note},
-        "basicAuth": {"type": "http", "scheme": "basic",
-                      "description": "The API token as the password (any user name). " + note},
+        "basicAuth": {
+            "type": "http",
+            "scheme": "basic",
+            "description": "The API token as the password (any user name). " + note,
+        },
     }
     assert spec["security"] == [{"bearerAuth": []}, {"basicAuth": []}]
     assert spec["paths"]["/health"]["get"]["security"] == []
     assert "401" not in spec["paths"]["/health"]["get"]["responses"]
     # One error shape for every error answer.
-    for code, (name, _) in ERRORS.items():
+    for name, _ in ERRORS.values():
         response = spec["components"]["responses"][name]
         assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
     assert spec["components"]["schemas"]["Error"]["required"] == ["error", "message"]
@@ -75,16 +97,23 @@ def test_every_route_is_described(sqlite_app):
     # get_report: the report in its four formats, or the Running / Failed JSON; linked from trigger.
     report = spec["paths"]["/get_report/{report_id}"]["get"]
     ok = report["responses"]["200"]
-    assert set(ok["content"]) == {"text/csv", "application/json", "application/vnd.apache.parquet",
-                                  "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+    assert set(ok["content"]) == {
+        "text/csv",
+        "application/json",
+        "application/vnd.apache.parquet",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    }
     assert ok["content"]["text/csv"]["example"].startswith(CSV_HEADER + "\n")
     assert ok["headers"]["X-Report-Status"]["schema"]["enum"] == ["Complete"]
     assert set(report["responses"]) == {"200", "400", "401", "403", "404", "406", "410", "500"}
     assert ok["content"]["application/json"]["schema"]["oneOf"] == [
-        {"$ref": "#/components/schemas/ReportRunning"}, {"$ref": "#/components/schemas/ReportFailed"},
-        {"$ref": "#/components/schemas/ReportRows"}]
+        {"$ref": "#/components/schemas/ReportRunning"},
+        {"$ref": "#/components/schemas/ReportFailed"},
+        {"$ref": "#/components/schemas/ReportRows"},
+    ]
     assert {p["name"]: p["schema"]["enum"] for p in report["parameters"] if p["name"] == "format"} == {
-        "format": ["csv", "xlsx", "json", "parquet"]}
+        "format": ["csv", "xlsx", "json", "parquet"]
+    }
     trigger = spec["paths"]["/trigger_report"]["post"]
     assert trigger["operationId"] == "trigger_report"
     assert trigger["responses"]["200"]["links"]["GetReport"]["operationId"] == "get_report"
@@ -95,9 +124,16 @@ def test_every_route_is_described(sqlite_app):
     assert set(upload["requestBody"]["content"]) == {"multipart/form-data", "text/csv"}
     assert upload["requestBody"]["content"]["multipart/form-data"]["schema"]["required"] == ["file"]
     assert {"400", "404", "413", "503"} <= set(upload["responses"])
-    assert upload["parameters"][0] == {"name": "kind", "in": "path", "required": True, "schema": {
-        "type": "string", "enum": ["status", "hours", "timezones"],
-        "description": "the feed: polls, business hours or time zones"}}
+    assert upload["parameters"][0] == {
+        "name": "kind",
+        "in": "path",
+        "required": True,
+        "schema": {
+            "type": "string",
+            "enum": ["status", "hours", "timezones"],
+            "description": "the feed: polls, business hours or time zones",
+        },
+    }
 
 
 def test_a_body_that_is_no_object_a_non_string_as_of_and_an_offset_past_64_bits_are_400(sqlite_app):
@@ -122,7 +158,9 @@ def test_docs_are_served_from_the_package(sqlite_app):
     assert page.status_code == 200 and page.mimetype == "text/html"
     html = page.get_data(as_text=True)
     sources = re.findall(r'(?:src|href)="([^"]+)"', html)
-    assert sources and all(s.startswith(("/docs/static/", "/static/")) for s in sources), sources  # nothing from elsewhere
+    assert sources and all(s.startswith(("/docs/static/", "/static/")) for s in sources), (
+        sources
+    )  # nothing from elsewhere
     for source in sources:
         with client.get(source) as asset:  # a file response: closed here
             assert asset.status_code == 200 and len(asset.data) > 500, source
@@ -130,8 +168,15 @@ def test_docs_are_served_from_the_package(sqlite_app):
     with client.get("/static/docs.js") as initializer:
         assert b"SwaggerUIBundle" in initializer.data and b"validatorUrl: null" in initializer.data
     # Only the files the page loads: not the package's demo page (it loads petstore.swagger.io).
-    for other in ("index.html", "swagger-initializer.js", "oauth2-redirect.html", "index.css",
-                  "swagger-ui-bundle.js.map", "..", "%2e%2e/openapi.py"):
+    for other in (
+        "index.html",
+        "swagger-initializer.js",
+        "oauth2-redirect.html",
+        "index.css",
+        "swagger-ui-bundle.js.map",
+        "..",
+        "%2e%2e/openapi.py",
+    ):
         assert client.get(f"/docs/static/{other}").status_code == 404, other
 
 
@@ -148,8 +193,11 @@ def test_tokens_protect_docs_document_and_metrics(sqlite_app):
 
 
 def _samples(metrics_text: str) -> dict[tuple[str, tuple], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(metrics_text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(metrics_text)
+        for s in family.samples
+    }
 
 
 def test_metrics_count_requests_ingests_and_reports(sqlite_app, tmp_path):
@@ -205,8 +253,15 @@ def live_server(demo_database: Path, tmp_path: Path, workers: int = 2, **env) ->
     copy.write_bytes(demo_database.read_bytes())
     # The jobs database too: two workers creating its tables at once can meet SQLite's lock.
     (tmp_path / "storemon.jobs.db").write_bytes(demo_database.with_suffix(".jobs.db").read_bytes())
-    return Server({"DATABASE_URL": f"sqlite:///{copy}", "REPORTS_DIR": str(tmp_path / "reports"),
-                   "UPLOAD_DIR": str(tmp_path / "uploads"), **env}, workers=workers)
+    return Server(
+        {
+            "DATABASE_URL": f"sqlite:///{copy}",
+            "REPORTS_DIR": str(tmp_path / "reports"),
+            "UPLOAD_DIR": str(tmp_path / "uploads"),
+            **env,
+        },
+        workers=workers,
+    )
 
 
 def fetch(url: str, token: str | None = None) -> tuple[int, dict, bytes]:
@@ -225,8 +280,13 @@ def test_metrics_add_up_across_two_workers(demo_database, tmp_path):
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     (metrics_dir / "counter_1.db").write_bytes(b"stale")  # an earlier server's: removed at start
-    server = live_server(demo_database, tmp_path, workers=2, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
-                         STOREMON_API_TOKENS="m3trics-0123456789")
+    server = live_server(
+        demo_database,
+        tmp_path,
+        workers=2,
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        STOREMON_API_TOKENS="m3trics-0123456789",
+    )
     try:
         assert not (metrics_dir / "counter_1.db").exists()
         sent = 0
@@ -262,11 +322,24 @@ def test_schemathesis_finds_nothing(demo_database, tmp_path, capsys):
         # One schemathesis worker: with two threads, hypothesis' ast.parse can hit CPython 3.11's
         # "AST constructor recursion depth mismatch" (a thread-safety bug of 3.11's compiler).
         command = [
-            str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(ROOT / "tests" / "schemathesis.toml"),
-            "run", f"{server.base}/openapi.json", "--header", "Authorization: Bearer fuzz-t0ken-0123456789",
-            "--checks", "all", "--max-examples", os.environ.get("STOREMON_FUZZ_EXAMPLES", "100"),
-            "--workers", "1", "--seed", os.environ.get("STOREMON_FUZZ_SEED", "13"), "--no-color",
-            "--request-timeout", "30",
+            str(Path(sys.executable).parent / "schemathesis"),
+            "--config-file",
+            str(ROOT / "tests" / "schemathesis.toml"),
+            "run",
+            f"{server.base}/openapi.json",
+            "--header",
+            "Authorization: Bearer fuzz-t0ken-0123456789",
+            "--checks",
+            "all",
+            "--max-examples",
+            os.environ.get("STOREMON_FUZZ_EXAMPLES", "100"),
+            "--workers",
+            "1",
+            "--seed",
+            os.environ.get("STOREMON_FUZZ_SEED", "13"),
+            "--no-color",
+            "--request-timeout",
+            "30",
         ]
         result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
         (tmp_path / "schemathesis.txt").write_text(result.stdout)

@@ -27,8 +27,13 @@ REQUIRED = os.environ.get("STOREMON_REQUIRE_NEWMAN") == "1"
 
 
 def test_collection_is_generated_from_the_document():
-    result = subprocess.run([sys.executable, "scripts/postman_collection.py", "--check"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "scripts/postman_collection.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     collection = json.loads(COLLECTION.read_text())
     assert {"base_url", "api_token"} <= {v["key"] for v in collection["variable"]}
@@ -37,8 +42,11 @@ def test_collection_is_generated_from_the_document():
         assert any("pm.response.to.have.status(" in line for line in tests), item["name"]  # every request asserts
         assert item["request"]["url"]["raw"].startswith("{{base_url}}/")
         body = item["request"].get("body") or {}
-        files = [body["file"]["src"]] if body.get("mode") == "file" else [
-            p["src"] for p in body.get("formdata", []) if p.get("type") == "file"]
+        files = (
+            [body["file"]["src"]]
+            if body.get("mode") == "file"
+            else [p["src"] for p in body.get("formdata", []) if p.get("type") == "file"]
+        )
         for src in files:
             assert (ROOT / src).is_file(), f"{item['name']}: {src} is not in the repository"
 
@@ -73,26 +81,50 @@ def test_newman_runs_the_collection_without_failures(tmp_path, capsys):
         storage.dispose_all()
     # With API tokens (the collection's api_token), and report jobs held until a poll has seen
     # them Running (gated_app): the collection's first poll sees "Running" and its poll loop runs.
-    env = {"DATABASE_URL": f"sqlite:///{database}", "REPORTS_DIR": str(tmp_path / "reports"),
-           "UPLOAD_DIR": str(tmp_path / "uploads"), "STOREMON_API_TOKENS": "p0stman-0123456789",
-           "STOREMON_TEST_GATE": str(tmp_path / "gate"),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))}
+    env = {
+        "DATABASE_URL": f"sqlite:///{database}",
+        "REPORTS_DIR": str(tmp_path / "reports"),
+        "UPLOAD_DIR": str(tmp_path / "uploads"),
+        "STOREMON_API_TOKENS": "p0stman-0123456789",
+        "STOREMON_TEST_GATE": str(tmp_path / "gate"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")])),
+    }
     server = Server(env, workers=2, app="helpers:gated_app()")
     try:
         report = tmp_path / "newman.json"
         result = subprocess.run(
-            [newman, "run", str(COLLECTION), "--env-var", f"base_url={server.base}", "--env-var", "api_token=p0stman-0123456789",
-             "--working-dir", str(ROOT), "--reporters", "cli,json", "--reporter-json-export", str(report),
-             "--color", "off", "--timeout-request", "30000"],
-            capture_output=True, text=True, timeout=300,
+            [
+                newman,
+                "run",
+                str(COLLECTION),
+                "--env-var",
+                f"base_url={server.base}",
+                "--env-var",
+                "api_token=p0stman-0123456789",
+                "--working-dir",
+                str(ROOT),
+                "--reporters",
+                "cli,json",
+                "--reporter-json-export",
+                str(report),
+                "--color",
+                "off",
+                "--timeout-request",
+                "30000",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
         run = json.loads(report.read_text())["run"]
         stats = run["stats"]
         polls = sum(1 for e in run["executions"] if e["item"]["name"].startswith("Get report (poll"))
         with capsys.disabled():  # past pytest's capture: the numbers show in the CI log
-            print(f"\nnewman: {stats['requests']['total']} requests, {stats['assertions']['total']} assertions, "
-                  f"{stats['assertions']['failed']} failed; {polls} polls until Complete")
+            print(
+                f"\nnewman: {stats['requests']['total']} requests, {stats['assertions']['total']} assertions, "
+                f"{stats['assertions']['failed']} failed; {polls} polls until Complete"
+            )
         assert stats["assertions"]["failed"] == 0 and stats["requests"]["failed"] == 0
         assert stats["testScripts"]["failed"] == 0
         assert stats["assertions"]["total"] >= 70

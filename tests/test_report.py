@@ -17,9 +17,10 @@ from helpers import REAL_SAMPLE, fetch_report, postgres_database, random_stores,
 from storemon import storage
 from storemon.compute import REPORT_COLUMNS, report_from_frames
 from storemon.extensions import db
-from storemon.times import to_us
 from storemon.ingest import ingest_file, ingest_files
-from storemon.reports import build_report, write_csv as write_report
+from storemon.reports import build_report
+from storemon.reports import write_csv as write_report
+from storemon.times import to_us
 
 HEADER = ",".join(REPORT_COLUMNS)
 
@@ -44,8 +45,11 @@ def test_database_report_equals_the_in_memory_one_with_long_history(engine, tmp_
     polls = polls.drop_duplicates(["store_id", "timestamp_utc"], keep="last")
     # Some stores only polled long ago, some only inside far-back business hours.
     old = pd.DataFrame(
-        {"store_id": ["old1", "old2"], "status": ["inactive", "active"],
-         "timestamp_utc": [pd.Timestamp("2023-01-02 12:00"), pd.Timestamp("2022-11-20 03:00")]}
+        {
+            "store_id": ["old1", "old2"],
+            "status": ["inactive", "active"],
+            "timestamp_utc": [pd.Timestamp("2023-01-02 12:00"), pd.Timestamp("2022-11-20 03:00")],
+        }
     )
     polls = pd.concat([polls, old], ignore_index=True)
     load(engine, tmp_path, polls, hours, zones)
@@ -72,9 +76,7 @@ def test_cli_report_writes_the_csv(runner, engine, tmp_path):
     assert "wrote 2 stores" in result.output and "(now = 2023-01-23T12:00:00Z)" in result.output
     assert "warning" not in result.output
     assert out.read_text() == (
-        f"{HEADER}\n"
-        "007,0.00,1.74,1.74,60.00,1.26,1.26\n"
-        "9204962793113048005,60.00,24.00,168.00,0.00,0.00,0.00\n"
+        f"{HEADER}\n007,0.00,1.74,1.74,60.00,1.26,1.26\n9204962793113048005,60.00,24.00,168.00,0.00,0.00,0.00\n"
     )
     # --as-of: polls after it are ignored; 11:00 is before the inactive poll and the other store.
     result = runner.invoke(args=["report", "--out", str(out), "--as-of", "2023-01-23 11:00:00 UTC"])
@@ -103,8 +105,7 @@ def test_cli_report_warns_when_now_is_long_after_the_latest_poll(runner, engine,
     assert result.exit_code == 0, result.output
     assert "(now = 2023-01-25T12:00:00Z)" in result.output
     assert (
-        "warning: now (2023-01-25T12:00:00Z) is 2.0 days after the latest poll (2023-01-23T12:00:00Z)"
-        in result.output
+        "warning: now (2023-01-25T12:00:00Z) is 2.0 days after the latest poll (2023-01-23T12:00:00Z)" in result.output
     )
     result = runner.invoke(args=["report", "--out", str(out), "--as-of", "2023-01-01T00:00:00Z"])
     assert result.exit_code != 0
@@ -123,8 +124,10 @@ def real_sample_stores() -> list[str]:
     chosen |= set(polls["store_id"].value_counts().index[:5])
     chosen |= set(rng.choice(sorted(set(ids) - set(hours["store_id"])), 5, replace=False))
     chosen |= set(rng.choice(sorted(set(ids) - set(zones["store_id"])), 5, replace=False))
-    rare = zones[zones["store_id"].isin(ids) & ~zones["timezone_str"].isin(
-        ["America/New_York", "America/Los_Angeles", "America/Chicago"])]
+    rare = zones[
+        zones["store_id"].isin(ids)
+        & ~zones["timezone_str"].isin(["America/New_York", "America/Los_Angeles", "America/Chicago"])
+    ]
     chosen |= set(rare["store_id"].iloc[:10])
     return sorted(chosen)
 
@@ -203,8 +206,10 @@ def test_sqlite_and_postgresql_produce_identical_reports(tmp_path):
                 summary = ingest_files(db.engine, tmp_path / "feeds")
                 counts = [(f.kind, f.rows_stored, f.rows_changed, f.stores) for f in summary.files]
                 as_of = build_report(db.engine).now_us - 3 * 86_400_000_000  # and one with history after it
-                paths = [write_csv(build_report(db.engine, t).frame, tmp_path / name / f"{i}.csv")
-                         for i, t in enumerate([None, as_of])]
+                paths = [
+                    write_csv(build_report(db.engine, t).frame, tmp_path / name / f"{i}.csv")
+                    for i, t in enumerate([None, as_of])
+                ]
                 outputs[name] = (counts, [p.read_bytes() for p in paths])
                 storage.dispose_all()
     assert outputs["sqlite"] == outputs["postgresql"]
@@ -236,7 +241,10 @@ def test_a_report_reads_one_snapshot_while_an_ingest_commits(app, loaded, tmp_pa
     """An ingest commits between the report's reads: no lock error, and the report is the one
     of the database before the ingest."""
     before = build_report(loaded).frame
-    newer = write_csv(tmp_path / "later.csv", "store_id,status,timestamp_utc\n007,active,2023-01-23 11:50:00 UTC\nnew,active,2023-01-23 11:00:00 UTC\n")
+    newer = write_csv(
+        tmp_path / "later.csv",
+        "store_id,status,timestamp_utc\n007,active,2023-01-23 11:50:00 UTC\nnew,active,2023-01-23 11:00:00 UTC\n",
+    )
     real_hours = storage.hours_by_key
     ingested = {}
 
@@ -267,10 +275,34 @@ def test_report_files_are_written_atomically(tmp_path):
 
 
 def test_every_store_id_round_trips_through_the_report_csv(tmp_path):
-    ids = ['plain', 'with,comma', 'with "quotes"', 'cr\rinside', 'lf\ninside', 'crlf\r\nboth', ' lead', 'trail ', '007', 'ünï']
-    frame = pd.DataFrame({"store_id": ids, **{c: [1.5] * len(ids) for c in (
-        "uptime_last_hour", "uptime_last_day", "uptime_last_week", "downtime_last_hour", "downtime_last_day",
-        "downtime_last_week")}})
+    ids = [
+        "plain",
+        "with,comma",
+        'with "quotes"',
+        "cr\rinside",
+        "lf\ninside",
+        "crlf\r\nboth",
+        " lead",
+        "trail ",
+        "007",
+        "ünï",
+    ]
+    frame = pd.DataFrame(
+        {
+            "store_id": ids,
+            **{
+                c: [1.5] * len(ids)
+                for c in (
+                    "uptime_last_hour",
+                    "uptime_last_day",
+                    "uptime_last_week",
+                    "downtime_last_hour",
+                    "downtime_last_day",
+                    "downtime_last_week",
+                )
+            },
+        }
+    )
     path = write_report(frame, tmp_path / "r.csv")
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
@@ -318,14 +350,18 @@ def test_uploaded_feeds_give_the_brute_force_report(client, runner, tmp_path, se
 def test_a_rounding_tie_goes_to_the_even_digit(client):
     """docs/report-rules.md: every figure is rounded to 2 decimals, numpy.round: a tie goes to
     the even digit. Open 24x7, now = 12:00:00 (the latest poll)."""
-    upload(client, "status", """store_id,status,timestamp_utc
+    upload(
+        client,
+        "status",
+        """store_id,status,timestamp_utc
 a,active,2023-01-23 11:59:50 UTC
 a,inactive,2023-01-23 11:59:55 UTC
 b,active,2023-01-23 11:59:00 UTC
 b,inactive,2023-01-23 11:59:45 UTC
 c,active,2023-01-23 11:45:00 UTC
 c,inactive,2023-01-23 12:00:00 UTC
-""")
+""",
+    )
     assert fetch_report(client).splitlines() == [
         HEADER,
         # Midpoint 11:59:52.5: down 7.5 s = 0.125 min -> 0.12 (not 0.13); up 59.875 min -> 59.88.

@@ -27,7 +27,7 @@ def _scan(data: bytes, writes: list[int] | None = None) -> FileScan:
     scanner = Scanner(1 << 20)
     at = 0
     for size in writes or [len(data)]:
-        scanner.update(data[at:at + size])
+        scanner.update(data[at : at + size])
         at += size
     scanner.update(data[at:])
     return scanner.finish()

@@ -38,8 +38,13 @@ def feeds(tmp_path_factory):
         storage.dispose_all()
     # The expected CSV is what the command line writes.
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{folder / 'storemon.db'}", "REPORTS_DIR": str(folder / "cli")}
-    subprocess.run([sys.executable, "-m", "flask", "--app", "storemon", "report", "--out", str(folder / "cli.csv")],
-                   cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "storemon", "report", "--out", str(folder / "cli.csv")],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     expected = (folder / "cli.csv").read_bytes()
     return {"folder": folder / "feeds", "database": folder / "storemon.db", "expected": expected}
 
@@ -131,8 +136,10 @@ def test_two_workers_several_reports_at_once(dataset, tmp_path):
         # An ingest arriving over HTTP while reports run: no "database is locked".
         report_id = json.loads(server.request("POST", "/trigger_report")[2])["report_id"]
         status, _, body = server.request(
-            "POST", "/ingest/status",
-            data=b"store_id,status,timestamp_utc\nlate-store,active,2023-01-25 18:13:22 UTC\n", content_type="text/csv",
+            "POST",
+            "/ingest/status",
+            data=b"store_id,status,timestamp_utc\nlate-store,active,2023-01-25 18:13:22 UTC\n",
+            content_type="text/csv",
         )
         assert status == 200, body
         poll_until_done(server, report_id)
@@ -174,8 +181,10 @@ def test_several_hosts_share_one_postgresql_database(feeds, tmp_path):
         first = Server({"DATABASE_URL": url, "REPORTS_DIR": str(tmp_path / "host-a")}, workers=2)
         second = Server({"DATABASE_URL": url, "REPORTS_DIR": str(tmp_path / "host-b")}, workers=2)
         try:
-            ids = [json.loads((first if i % 2 else second).request("POST", "/trigger_report")[2])["report_id"]
-                   for i in range(4)]
+            ids = [
+                json.loads((first if i % 2 else second).request("POST", "/trigger_report")[2])["report_id"]
+                for i in range(4)
+            ]
             for i, report_id in enumerate(ids):
                 body, _, _ = poll_until_done(second if i % 2 else first, report_id)
                 assert body == feeds["expected"]

@@ -47,8 +47,12 @@ def small_database(tmp_path_factory):
 def server_env(database, tmp_path, **extra) -> dict:
     copy = tmp_path / "storemon.db"
     copy.write_bytes(database.read_bytes())
-    return {"DATABASE_URL": f"sqlite:///{copy}", "REPORTS_DIR": str(tmp_path / "reports"),
-            "UPLOAD_DIR": str(tmp_path / "uploads"), **extra}
+    return {
+        "DATABASE_URL": f"sqlite:///{copy}",
+        "REPORTS_DIR": str(tmp_path / "reports"),
+        "UPLOAD_DIR": str(tmp_path / "uploads"),
+        **extra,
+    }
 
 
 def timed(url: str, data: bytes | None = None, timeout: float = 10) -> tuple[float, int, dict, bytes]:
@@ -124,7 +128,7 @@ class SlowClients:
                     if self.kinds[index] != "trickle":
                         continue
                     try:
-                        key.fileobj.send(self.HEAD[sent % len(self.HEAD):][:1])
+                        key.fileobj.send(self.HEAD[sent % len(self.HEAD) :][:1])
                         key.data[1] += 1
                     except OSError:
                         self._reopen(key)
@@ -187,9 +191,11 @@ def test_slow_clients_do_not_take_the_service_down(small_database, tmp_path, cap
                 time.sleep(0.05)
             reopened = attack.reopened
         with capsys.disabled():  # past pytest's capture: the numbers show in the CI log
-            print(f"\nslow clients (200 idle, 100 trickling, 20 lingering, 30 s): /health p99 {p99(health):.3f} s "
-                  f"(max {max(health):.3f} s, {len(health)} requests), /get_report/<id> p99 {p99(report):.3f} s; "
-                  f"report completed after {completed_after} s; {reopened} slow connections closed by the server")
+            print(
+                f"\nslow clients (200 idle, 100 trickling, 20 lingering, 30 s): /health p99 {p99(health):.3f} s "
+                f"(max {max(health):.3f} s, {len(health)} requests), /get_report/<id> p99 {p99(report):.3f} s; "
+                f"report completed after {completed_after} s; {reopened} slow connections closed by the server"
+            )
         assert p99(health) < 1 and p99(report) < 1
         assert completed_after is not None
     finally:
@@ -199,21 +205,28 @@ def test_slow_clients_do_not_take_the_service_down(small_database, tmp_path, cap
 # --- settings that stop the server ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("setting, value, message", [
-    ("STOREMON_WEB_WORKERS", "abc", "STOREMON_WEB_WORKERS='abc' is not a number"),
-    ("STOREMON_WEB_WORKERS", " ", "STOREMON_WEB_WORKERS=' ' is only whitespace"),
-    ("STOREMON_WEB_WORKERS", "0", "STOREMON_WEB_WORKERS='0': must be at least 1"),
-    ("STOREMON_BIND", "\n", "STOREMON_BIND='\\n' is only whitespace"),
-    ("STOREMON_BIND", "127.0.0.1", "STOREMON_BIND='127.0.0.1': no port"),
-    ("STOREMON_BIND", "127.0.0.1:http", "the port must be a number from 1 to 65535"),
-    ("STOREMON_WEB_THREADS", "4.5", "STOREMON_WEB_THREADS='4.5' is not a number"),
-    ("STOREMON_WEB_CONNECTIONS", "2", "STOREMON_WEB_CONNECTIONS='2': must be at least 10"),
-    ("STOREMON_HEADER_TIMEOUT", "nan", "STOREMON_HEADER_TIMEOUT='nan': must be a finite number"),
-    ("STOREMON_CLIENT_TIMEOUT", "0", "STOREMON_CLIENT_TIMEOUT='0': must be at least 1.0"),
-])
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("STOREMON_WEB_WORKERS", "abc", "STOREMON_WEB_WORKERS='abc' is not a number"),
+        ("STOREMON_WEB_WORKERS", " ", "STOREMON_WEB_WORKERS=' ' is only whitespace"),
+        ("STOREMON_WEB_WORKERS", "0", "STOREMON_WEB_WORKERS='0': must be at least 1"),
+        ("STOREMON_BIND", "\n", "STOREMON_BIND='\\n' is only whitespace"),
+        ("STOREMON_BIND", "127.0.0.1", "STOREMON_BIND='127.0.0.1': no port"),
+        ("STOREMON_BIND", "127.0.0.1:http", "the port must be a number from 1 to 65535"),
+        ("STOREMON_WEB_THREADS", "4.5", "STOREMON_WEB_THREADS='4.5' is not a number"),
+        ("STOREMON_WEB_CONNECTIONS", "2", "STOREMON_WEB_CONNECTIONS='2': must be at least 10"),
+        ("STOREMON_HEADER_TIMEOUT", "nan", "STOREMON_HEADER_TIMEOUT='nan': must be a finite number"),
+        ("STOREMON_CLIENT_TIMEOUT", "0", "STOREMON_CLIENT_TIMEOUT='0': must be at least 1.0"),
+    ],
+)
 def test_unusable_server_settings_stop_the_server_with_one_line(tmp_path, setting, value, message):
-    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "REPORTS_DIR": str(tmp_path / "r"),
-           "STOREMON_BIND": f"127.0.0.1:{free_port()}", setting: value}
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+        "REPORTS_DIR": str(tmp_path / "r"),
+        "STOREMON_BIND": f"127.0.0.1:{free_port()}",
+        setting: value,
+    }
     result = start_and_wait(env)
     assert result.returncode == 78, result.stderr
     lines = [line for line in result.stderr.splitlines() if "storemon:" in line]
@@ -227,12 +240,19 @@ def test_empty_server_settings_are_the_defaults():
     assert server_settings({}) == defaults == server_settings(dict.fromkeys(defaults, ""))
     assert defaults["STOREMON_BIND"] == "127.0.0.1:8000" and defaults["STOREMON_WEB_WORKERS"] == 1
     assert server_settings({"STOREMON_BIND": " [::1]:8001 ", "STOREMON_HEADER_TIMEOUT": "2.5"}) == {
-        **defaults, "STOREMON_BIND": "[::1]:8001", "STOREMON_HEADER_TIMEOUT": 2.5}
+        **defaults,
+        "STOREMON_BIND": "[::1]:8001",
+        "STOREMON_HEADER_TIMEOUT": 2.5,
+    }
 
 
 def test_impossible_settings_stop_the_server_with_one_line(tmp_path):
-    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "REPORTS_DIR": str(tmp_path / "r"),
-           "STOREMON_BIND": f"127.0.0.1:{free_port()}", "REPORT_WORKERS": "0"}
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+        "REPORTS_DIR": str(tmp_path / "r"),
+        "STOREMON_BIND": f"127.0.0.1:{free_port()}",
+        "REPORT_WORKERS": "0",
+    }
     result = start_and_wait(env)
     assert result.returncode != 0
     assert "configuration error: REPORT_WORKERS='0': must be at least 1" in result.stderr
@@ -254,17 +274,24 @@ def test_two_instances_on_one_host_do_not_share_a_control_socket(tmp_path):
 # --- API tokens -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value, message", [
-    ("\n", "item 1 of 1 is empty or only whitespace"),
-    (" , ", "item 1 of 2 is empty or only whitespace"),
-    (f"{TOKEN},", "item 2 of 2 is empty or only whitespace"),
-    (f"{TOKEN}, tokSHORT99", "item 2 of 2 has 10 characters; a token needs at least 16"),
-    ("tokSECRET123\tabcdefgh", "item 1 of 1 holds a control character"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("\n", "item 1 of 1 is empty or only whitespace"),
+        (" , ", "item 1 of 2 is empty or only whitespace"),
+        (f"{TOKEN},", "item 2 of 2 is empty or only whitespace"),
+        (f"{TOKEN}, tokSHORT99", "item 2 of 2 has 10 characters; a token needs at least 16"),
+        ("tokSECRET123\tabcdefgh", "item 1 of 1 holds a control character"),
+    ],
+)
 def test_a_token_list_without_usable_tokens_stops_the_server(tmp_path, value, message):
     """On an open address, where tokens are all that stands between the data and anyone."""
-    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "REPORTS_DIR": str(tmp_path / "r"),
-           "STOREMON_BIND": f"0.0.0.0:{free_port()}", "STOREMON_API_TOKENS": value}
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+        "REPORTS_DIR": str(tmp_path / "r"),
+        "STOREMON_BIND": f"0.0.0.0:{free_port()}",
+        "STOREMON_API_TOKENS": value,
+    }
     result = start_and_wait(env)
     assert result.returncode == 78, result.stderr
     lines = [line for line in result.stderr.splitlines() if "storemon:" in line]
@@ -274,15 +301,23 @@ def test_a_token_list_without_usable_tokens_stops_the_server(tmp_path, value, me
     assert "tokSHORT99" not in result.stderr and "tokSECRET123" not in result.stderr  # never quoted
     # The app refuses it too, and the command line says so in one line.
     with pytest.raises(ConfigError, match="STOREMON_API_TOKENS: item"):
-        create_app({"DATABASE_URL": env["DATABASE_URL"], "REPORTS_DIR": env["REPORTS_DIR"],
-                    "STOREMON_API_TOKENS": value})
+        create_app(
+            {"DATABASE_URL": env["DATABASE_URL"], "REPORTS_DIR": env["REPORTS_DIR"], "STOREMON_API_TOKENS": value}
+        )
     if value == "\n":
-        cli = subprocess.run([sys.executable, "-m", "flask", "--app", "storemon", "ingests"], cwd=ROOT,
-                             env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+        cli = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "storemon", "ingests"],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert cli.returncode == 1
         assert cli.stderr.strip().splitlines() == [
             "Error: STOREMON_API_TOKENS: item 1 of 1 is empty or only whitespace (tokens are separated by commas; "
-            "leave the setting unset for no tokens)"]
+            "leave the setting unset for no tokens)"
+        ]
 
 
 # --- credentials in the logs ------------------------------------------------------------------------
@@ -299,26 +334,44 @@ def send(port: int, head: bytes) -> bytes:
 
 
 def test_no_part_of_a_token_reaches_the_logs(small_database, tmp_path):
-    server = Server(server_env(small_database, tmp_path, STOREMON_API_TOKENS=TOKEN, STOREMON_BIND_HOST="0.0.0.0",
-                               GUNICORN_CMD_ARGS="--log-level debug"), workers=1)
+    server = Server(
+        server_env(
+            small_database,
+            tmp_path,
+            STOREMON_API_TOKENS=TOKEN,
+            STOREMON_BIND_HOST="0.0.0.0",
+            GUNICORN_CMD_ARGS="--log-level debug",
+        ),
+        workers=1,
+    )
     try:
+
         def basic(text: str) -> str:
             return "Basic " + base64.b64encode(text.encode()).decode()
 
         host = f"Host: 127.0.0.1:{server.port}\r\n"
         answers = {}
         for name, authorization in {
-            "user": basic(f"{TOKEN}:"), "user and password": basic(f"{TOKEN}:{TOKEN}"),
-            "password": basic(f":{TOKEN}"), "no colon": basic(TOKEN), "wrong user": basic(f"{TOKEN[:-1]}:"),
-            "bearer": f"Bearer {TOKEN}", "wrong bearer": f"Bearer {TOKEN}x", "scheme only": TOKEN,
+            "user": basic(f"{TOKEN}:"),
+            "user and password": basic(f"{TOKEN}:{TOKEN}"),
+            "password": basic(f":{TOKEN}"),
+            "no colon": basic(TOKEN),
+            "wrong user": basic(f"{TOKEN[:-1]}:"),
+            "bearer": f"Bearer {TOKEN}",
+            "wrong bearer": f"Bearer {TOKEN}x",
+            "scheme only": TOKEN,
         }.items():
-            answers[name] = send(server.port, f"GET /ingests HTTP/1.1\r\n{host}Authorization: {authorization}\r\n"
-                                              "Connection: close\r\n\r\n".encode())
+            answers[name] = send(
+                server.port,
+                f"GET /ingests HTTP/1.1\r\n{host}Authorization: {authorization}\r\nConnection: close\r\n\r\n".encode(),
+            )
         # Headers gunicorn refuses: a control character in the value, a folded line, a bad name.
-        for head in (f"GET /ingests HTTP/1.1\r\n{host}Authorization: Bearer {TOKEN}\x01\r\n\r\n",
-                     f"GET /ingests HTTP/1.1\r\n{host}Authorization: Bearer\r\n {TOKEN}\r\n\r\n",
-                     f"GET /ingests HTTP/1.1\r\n{host}Authorization {TOKEN}: x\r\n\r\n",
-                     f"GET /ingests?{TOKEN} HTTP/1.1\r\n{host}X-Long: {'a' * 9000}\r\n\r\n"):
+        for head in (
+            f"GET /ingests HTTP/1.1\r\n{host}Authorization: Bearer {TOKEN}\x01\r\n\r\n",
+            f"GET /ingests HTTP/1.1\r\n{host}Authorization: Bearer\r\n {TOKEN}\r\n\r\n",
+            f"GET /ingests HTTP/1.1\r\n{host}Authorization {TOKEN}: x\r\n\r\n",
+            f"GET /ingests?{TOKEN} HTTP/1.1\r\n{host}X-Long: {'a' * 9000}\r\n\r\n",
+        ):
             answers[head[:40]] = send(server.port, head.encode())
         assert answers["password"].startswith(b"HTTP/1.1 200") and answers["bearer"].startswith(b"HTTP/1.1 200")
         assert answers["user"].startswith(b"HTTP/1.1 401") and answers["wrong bearer"].startswith(b"HTTP/1.1 401")
@@ -345,10 +398,19 @@ def read_all(sock: socket.socket) -> bytes:
 
 
 def test_request_heads_and_stalls_are_bounded(small_database, tmp_path):
-    server = Server(server_env(small_database, tmp_path, STOREMON_HEADER_TIMEOUT="1.5", STOREMON_CLIENT_TIMEOUT="1.5",
-                               MAX_UPLOAD_BYTES="100000"), workers=1)
+    server = Server(
+        server_env(
+            small_database,
+            tmp_path,
+            STOREMON_HEADER_TIMEOUT="1.5",
+            STOREMON_CLIENT_TIMEOUT="1.5",
+            MAX_UPLOAD_BYTES="100000",
+        ),
+        workers=1,
+    )
     host = f"Host: 127.0.0.1:{server.port}\r\n".encode()
     try:
+
         def connect() -> socket.socket:
             return socket.create_connection(("127.0.0.1", server.port), timeout=10)
 
@@ -373,8 +435,9 @@ def test_request_heads_and_stalls_are_bounded(small_database, tmp_path):
             assert answer.startswith(b"HTTP/1.1 408 ") if first else answer == b""
         # Too large: a head over 64 KiB (fields within gunicorn's own limits), a request line over 4094 bytes.
         with connect() as sock:
-            sock.sendall(b"GET /health HTTP/1.1\r\n" + host + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 4000)
-                                                                     for i in range(20)))
+            sock.sendall(
+                b"GET /health HTTP/1.1\r\n" + host + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 4000) for i in range(20))
+            )
             assert read_all(sock).startswith(b"HTTP/1.1 431 ")
         with connect() as sock:
             sock.sendall(b"GET /" + b"a" * 5000)
@@ -382,8 +445,10 @@ def test_request_heads_and_stalls_are_bounded(small_database, tmp_path):
         # A body that stops arriving: the request thread gives up after STOREMON_CLIENT_TIMEOUT.
         with connect() as sock:
             start = time.monotonic()
-            sock.sendall(b"POST /ingest/status HTTP/1.1\r\n" + host + b"Content-Type: text/csv\r\n"
-                         b"Content-Length: 5000\r\n\r\nstore_id,status,timestamp_utc\n")
+            sock.sendall(
+                b"POST /ingest/status HTTP/1.1\r\n" + host + b"Content-Type: text/csv\r\n"
+                b"Content-Length: 5000\r\n\r\nstore_id,status,timestamp_utc\n"
+            )
             answer = read_all(sock)
             took = time.monotonic() - start
         assert 1.4 < took < 5, took

@@ -20,11 +20,11 @@ import pytest
 from helpers import random_stores
 
 from storemon import storage
-from storemon.times import to_us
 from storemon.extensions import db
 from storemon.ingest import ingest_file, ingest_files
 from storemon.reports import build_report, write_csv
 from storemon.snapshot import ReportCache
+from storemon.times import to_us
 
 NOW = "2023-03-13 05:00:00Z"  # the week holds the US spring change
 HOUR_US = 3_600_000_000
@@ -61,8 +61,14 @@ class Checker:
         warm = build_report(self.engine, as_of_us, cache=self.cache)
         cold = build_report(self.engine, as_of_us, batch_stores=1000)
         assert (warm.now_us, warm.latest_poll_us, warm.data_version, warm.store_count) == (
-            cold.now_us, cold.latest_poll_us, cold.data_version, cold.store_count)
-        assert csv_bytes(warm, self.tmp_path, f"w{self.step}.csv") == csv_bytes(cold, self.tmp_path, f"c{self.step}.csv")
+            cold.now_us,
+            cold.latest_poll_us,
+            cold.data_version,
+            cold.store_count,
+        )
+        assert csv_bytes(warm, self.tmp_path, f"w{self.step}.csv") == csv_bytes(
+            cold, self.tmp_path, f"c{self.step}.csv"
+        )
         return {k: self.cache.counts[k] - before[k] for k in before}
 
 
@@ -100,8 +106,10 @@ def test_warm_report_equals_cold_after_every_kind_of_change(app, engine, tmp_pat
     ids = sorted(loaded_random["store_id"].unique())
     now = pd.Timestamp(NOW)
     # An hour of new polls, one per store (some stores polled for the first time in weeks).
-    hour = [(s, "active" if i % 4 else "inactive", now - pd.Timedelta(hours=2) + pd.Timedelta(seconds=7 * i))
-            for i, s in enumerate(ids)]
+    hour = [
+        (s, "active" if i % 4 else "inactive", now - pd.Timedelta(hours=2) + pd.Timedelta(seconds=7 * i))
+        for i, s in enumerate(ids)
+    ]
     ingest_file(engine, "status", write(tmp_path, "hour1.csv", feed_polls(hour)))
     assert check.same() == {"built": 0, "refreshed": n, "reused": 0}
 
@@ -124,19 +132,29 @@ def test_warm_report_equals_cold_after_every_kind_of_change(app, engine, tmp_pat
     assert check.same()["built"] == 0
 
     # Two files stored between two reports.
-    ingest_file(engine, "status", write(tmp_path, "a.csv", feed_polls([(ids[1], "active", now - pd.Timedelta(minutes=30))])))
-    ingest_file(engine, "status", write(tmp_path, "b.csv", feed_polls([(ids[2], "inactive", now - pd.Timedelta(minutes=20))])))
+    ingest_file(
+        engine, "status", write(tmp_path, "a.csv", feed_polls([(ids[1], "active", now - pd.Timedelta(minutes=30))]))
+    )
+    ingest_file(
+        engine, "status", write(tmp_path, "b.csv", feed_polls([(ids[2], "inactive", now - pd.Timedelta(minutes=20))]))
+    )
     assert check.same()["built"] == 0
 
     # Business hours change: batches are rebuilt (intervals, counted polls), same figures.
-    hours = pd.DataFrame({"store_id": [ids[0], ids[0], ids[3], "zz1"], "day": [0, 6, 0, 0],
-                          "start_time_local": ["00:00", "10:00", "04:00", "01:00"],
-                          "end_time_local": ["23:00", "02:00", "04:00", "03:30"]})
+    hours = pd.DataFrame(
+        {
+            "store_id": [ids[0], ids[0], ids[3], "zz1"],
+            "day": [0, 6, 0, 0],
+            "start_time_local": ["00:00", "10:00", "04:00", "01:00"],
+            "end_time_local": ["23:00", "02:00", "04:00", "03:30"],
+        }
+    )
     ingest_file(engine, "hours", write(tmp_path, "hours2.csv", hours))
     assert check.same()["built"] == n
     # Time zones change.
-    zones = pd.DataFrame({"store_id": [ids[0], ids[4], "zz2"],
-                          "timezone_str": ["Asia/Kolkata", "Australia/Lord_Howe", "Not/AZone"]})
+    zones = pd.DataFrame(
+        {"store_id": [ids[0], ids[4], "zz2"], "timezone_str": ["Asia/Kolkata", "Australia/Lord_Howe", "Not/AZone"]}
+    )
     ingest_file(engine, "timezones", write(tmp_path, "zones2.csv", zones))
     assert check.same()["built"] == n
 
@@ -155,14 +173,29 @@ def test_files_from_other_processes_while_the_cache_is_warm(app, engine, tmp_pat
     ids = sorted(loaded_random["store_id"].unique())
     now = pd.Timestamp(NOW)
     files = [
-        write(tmp_path, "p1.csv", feed_polls([(s, "inactive", now - pd.Timedelta(minutes=90 - i)) for i, s in enumerate(ids)])),
-        write(tmp_path, "p2.csv", feed_polls([(s, "active", now - pd.Timedelta(minutes=45 + i)) for i, s in enumerate(ids[::2])]
-                                             + [("other1", "active", now - pd.Timedelta(minutes=40))])),
+        write(
+            tmp_path,
+            "p1.csv",
+            feed_polls([(s, "inactive", now - pd.Timedelta(minutes=90 - i)) for i, s in enumerate(ids)]),
+        ),
+        write(
+            tmp_path,
+            "p2.csv",
+            feed_polls(
+                [(s, "active", now - pd.Timedelta(minutes=45 + i)) for i, s in enumerate(ids[::2])]
+                + [("other1", "active", now - pd.Timedelta(minutes=40))]
+            ),
+        ),
     ]
     env = {**os.environ, "DATABASE_URL": app.config["DATABASE_URL"], "REPORTS_DIR": str(tmp_path / "r")}
     processes = [
-        subprocess.Popen([sys.executable, "-m", "flask", "--app", "storemon", "ingest", "--status", str(f)],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "storemon", "ingest", "--status", str(f)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for f in files
     ]
     for process in processes:
@@ -176,8 +209,11 @@ def test_an_emptied_database_is_not_mistaken_for_the_cached_one(app, engine, tmp
     check.same()
     with app.app_context():
         storage.empty_database()
-    rows = [("a", "active", "2023-03-13 04:00:00"), ("b", "inactive", "2023-03-13 04:30:00"),
-            ("a", "inactive", "2023-03-12 22:00:00")]
+    rows = [
+        ("a", "active", "2023-03-13 04:00:00"),
+        ("b", "inactive", "2023-03-13 04:30:00"),
+        ("a", "inactive", "2023-03-12 22:00:00"),
+    ]
     ingest_file(engine, "status", write(tmp_path, "fresh.csv", feed_polls(rows)))
     ingest_file(engine, "status", write(tmp_path, "fresh2.csv", feed_polls([("c", "active", "2023-03-13 04:40:00")])))
     assert check.same()["built"] >= 1

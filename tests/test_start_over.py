@@ -49,7 +49,10 @@ def test_demo_data_is_generated_once_and_again_when_its_parameters_change(app, r
 
 def test_new_demo_parameters_start_the_demo_database_over(app, runner, tmp_path):
     demo = tmp_path / "demo"
-    assert runner.invoke(args=["demo-data", "--out", str(demo), "--stores", "20", "--days", "2", "--if-changed"]).exit_code == 0
+    assert (
+        runner.invoke(args=["demo-data", "--out", str(demo), "--stores", "20", "--days", "2", "--if-changed"]).exit_code
+        == 0
+    )
     assert runner.invoke(args=["ingest", str(demo)]).exit_code == 0
     assert count_stores(app) == 20
     result = runner.invoke(args=["demo-data", "--out", str(demo), "--stores", "25", "--days", "2", "--if-changed"])
@@ -62,7 +65,10 @@ def test_new_demo_parameters_start_the_demo_database_over(app, runner, tmp_path)
 
 def test_new_demo_parameters_leave_another_database_alone(app, runner, tmp_path):
     demo = tmp_path / "demo"
-    assert runner.invoke(args=["demo-data", "--out", str(demo), "--stores", "20", "--days", "2", "--if-changed"]).exit_code == 0
+    assert (
+        runner.invoke(args=["demo-data", "--out", str(demo), "--stores", "20", "--days", "2", "--if-changed"]).exit_code
+        == 0
+    )
     assert runner.invoke(args=["ingest", str(demo)]).exit_code == 0
     stamp = json.loads((demo / "demo.json").read_text())
     stamp["database"] = "postgresql+psycopg://someone@elsewhere/prod"
@@ -76,7 +82,9 @@ def test_reset_removes_database_reports_and_demo_but_never_the_users_feeds(app, 
     data = tmp_path / "data"
     data.mkdir()
     mine = write_csv(data / "store_status.csv", "store_id,status,timestamp_utc\n1,active,2023-01-25 12:00:00 UTC\n")
-    assert runner.invoke(args=["demo-data", "--out", str(data / "demo"), "--stores", "10", "--days", "1"]).exit_code == 0
+    assert (
+        runner.invoke(args=["demo-data", "--out", str(data / "demo"), "--stores", "10", "--days", "1"]).exit_code == 0
+    )
     assert runner.invoke(args=["ingest", str(data)]).exit_code == 0
     reports = Path(app.config["REPORTS_DIR"])
     (reports / "report_0123.csv").write_text("x\n")
@@ -96,7 +104,7 @@ def test_reset_removes_database_reports_and_demo_but_never_the_users_feeds(app, 
         assert not Path(url.database).exists()
         assert not Path(make_url(app.config["JOBS_DATABASE_URL"]).database).exists()  # report jobs too
     # Whatever the database, the next start finds it empty and usable.
-    from storemon import create_app, storage
+    from storemon import create_app
 
     again = create_app({"TESTING": True, "DATABASE_URL": app.config["DATABASE_URL"], "REPORTS_DIR": str(reports)})
     with again.app_context():

@@ -31,8 +31,14 @@ T0 = 1_674_000_000_000_000  # 2023-01-18
 @pytest.fixture
 def sqlite_engine(tmp_path):
     """The recent-polls path is SQLite's (PostgreSQL writes polls directly)."""
-    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'storemon.db'}",
-                      "REPORTS_DIR": str(tmp_path / "reports"), "UPLOAD_DIR": str(tmp_path / "uploads")})
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'storemon.db'}",
+            "REPORTS_DIR": str(tmp_path / "reports"),
+            "UPLOAD_DIR": str(tmp_path / "uploads"),
+        }
+    )
     with app.app_context():
         yield db.engine
         storage.dispose_all()
@@ -41,8 +47,13 @@ def sqlite_engine(tmp_path):
 def write_feed(path, rows) -> str:
     """rows: (store_id, ts_us, active) -> a status CSV in the real feed's format."""
     stamps = pd.to_datetime([t for _, t, _ in rows], unit="us", utc=True).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
-    frame = pd.DataFrame({"store_id": [s for s, _, _ in rows], "status": ["active" if a else "inactive" for *_, a in rows],
-                          "timestamp_utc": stamps})
+    frame = pd.DataFrame(
+        {
+            "store_id": [s for s, _, _ in rows],
+            "status": ["active" if a else "inactive" for *_, a in rows],
+            "timestamp_utc": stamps,
+        }
+    )
     frame.to_csv(path, index=False)
     return str(path)
 
@@ -61,8 +72,10 @@ def stored(engine) -> dict:
 
 def table_sizes(engine) -> tuple[int, int]:
     with engine.connect() as conn:
-        return (conn.exec_driver_sql("SELECT count(*) FROM polls").scalar(),
-                conn.exec_driver_sql("SELECT count(*) FROM polls_recent").scalar())
+        return (
+            conn.exec_driver_sql("SELECT count(*) FROM polls").scalar(),
+            conn.exec_driver_sql("SELECT count(*) FROM polls_recent").scalar(),
+        )
 
 
 def test_an_hour_of_polls_lands_in_polls_recent_and_a_fold_moves_it(sqlite_engine, tmp_path, monkeypatch):
@@ -105,12 +118,23 @@ def test_overwrites_find_their_key_in_either_table_and_count_only_changes(sqlite
     ingest_file(sqlite_engine, "status", write_feed(tmp_path / "2.csv", new))
     assert table_sizes(sqlite_engine) == (3, 2)
     # One key of each table flipped, one of each repeated as it is, one new key between old ones.
-    mixed = [("a", T0, False), ("b", T0 + 2 * HOUR_US, False), ("a", T0 + HOUR_US, True),
-             ("a", T0 + 2 * HOUR_US, True), ("b", T0 + HOUR_US, True)]
+    mixed = [
+        ("a", T0, False),
+        ("b", T0 + 2 * HOUR_US, False),
+        ("a", T0 + HOUR_US, True),
+        ("a", T0 + 2 * HOUR_US, True),
+        ("b", T0 + HOUR_US, True),
+    ]
     summary = ingest_file(sqlite_engine, "status", write_feed(tmp_path / "3.csv", mixed))
     assert summary.rows_changed == 3
-    assert stored(sqlite_engine) == {("a", T0): False, ("a", T0 + HOUR_US): True, ("a", T0 + 2 * HOUR_US): True,
-                                     ("b", T0): False, ("b", T0 + HOUR_US): True, ("b", T0 + 2 * HOUR_US): False}
+    assert stored(sqlite_engine) == {
+        ("a", T0): False,
+        ("a", T0 + HOUR_US): True,
+        ("a", T0 + 2 * HOUR_US): True,
+        ("b", T0): False,
+        ("b", T0 + HOUR_US): True,
+        ("b", T0 + 2 * HOUR_US): False,
+    }
     assert table_sizes(sqlite_engine) == (4, 2)  # the new old key went to polls
 
 
@@ -142,19 +166,30 @@ def test_random_files_store_what_later_rows_win_says(sqlite_engine, tmp_path, mo
         elif kind in ("repeats", "flips"):  # new instants, given up to three times in one file
             base = [(str(rng.choice(stores)), latest + int(rng.integers(1, HOUR_US))) for _ in range(12)]
             same = {key: bool(rng.random() < 0.5) for key in base}  # "repeats": each copy says the same
-            rows = [(s, t, same[(s, t)] if kind == "repeats" else bool(rng.random() < 0.5))
-                    for s, t in base for _ in range(int(rng.integers(1, 4)))]
+            rows = [
+                (s, t, same[(s, t)] if kind == "repeats" else bool(rng.random() < 0.5))
+                for s, t in base
+                for _ in range(int(rng.integers(1, 4)))
+            ]
             rng.shuffle(rows)
         else:  # bigger than polls_recent may hold
-            rows = [(s, latest + h * 600_000_000 + i, bool(rng.random() < 0.8))
-                    for h in range(1, 12) for i, s in enumerate(stores)]
+            rows = [
+                (s, latest + h * 600_000_000 + i, bool(rng.random() < 0.8))
+                for h in range(1, 12)
+                for i, s in enumerate(stores)
+            ]
         rows = [tuple(r) for r in rows]
         before = dict(model)
         for s, t, a in rows:
             model[(s, t)] = a
         changed = sum(1 for k in set((s, t) for s, t, _ in rows) if before.get(k) != model[k])
-        summary = ingest_file(sqlite_engine, "status", write_feed(tmp_path / f"{step}.csv", rows), force=True,
-                              chunk_rows=int(rng.integers(2, 20)))
+        summary = ingest_file(
+            sqlite_engine,
+            "status",
+            write_feed(tmp_path / f"{step}.csv", rows),
+            force=True,
+            chunk_rows=int(rng.integers(2, 20)),
+        )
         if kind == "flips":  # a key given again in a later chunk with another status counts again
             assert summary.rows_changed >= changed, (step, kind)
         else:
@@ -242,11 +277,16 @@ def test_processes_starting_at_once_on_a_new_database_all_start(tmp_path):
     """gunicorn's workers create the schema at the same moment: none may die of 'database is locked'."""
     for trial in range(3):
         folder = tmp_path / f"t{trial}"
-        settings = {"DATABASE_URL": f"sqlite:///{folder / 's.db'}", "REPORTS_DIR": str(folder / "r"),
-                    "UPLOAD_DIR": str(folder / "u")}
+        settings = {
+            "DATABASE_URL": f"sqlite:///{folder / 's.db'}",
+            "REPORTS_DIR": str(folder / "r"),
+            "UPLOAD_DIR": str(folder / "u"),
+        }
         code = f"from storemon import create_app; create_app({settings!r})"
-        starts = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE, text=True)
-                  for _ in range(4)]
+        starts = [
+            subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+            for _ in range(4)
+        ]
         for process in starts:
             _, err = process.communicate(timeout=120)
             assert process.returncode == 0, err[-2000:]

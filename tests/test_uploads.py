@@ -76,8 +76,9 @@ def test_an_upload_over_its_limit_is_413_and_leaves_no_ledger_entry(app, client,
     app.config["MAX_UPLOAD_BYTES"] = 100
     body = STATUS_HEADER + "a,active,2023-01-23 12:00:00 UTC\n" * 5
     if multipart:
-        response = client.post("/ingest/status", data={"file": (io.BytesIO(body.encode()), "s.csv")},
-                               content_type="multipart/form-data")
+        response = client.post(
+            "/ingest/status", data={"file": (io.BytesIO(body.encode()), "s.csv")}, content_type="multipart/form-data"
+        )
     else:
         response = client.post("/ingest/status", data=body, content_type="text/csv")
     assert response.status_code == 413
@@ -99,15 +100,17 @@ def test_stale_upload_files_are_swept_at_start_up(tmp_path):
 def test_uploads_leave_no_file_behind(app, client):
     stored = client.post("/ingest/status", data=STATUS, content_type="text/csv")
     assert stored.status_code == 200 and stored.get_json()["outcome"] == "stored"
-    refused = client.post("/ingest/status", data={"other": (io.BytesIO(STATUS.encode()), "s.csv")},
-                          content_type="multipart/form-data")
+    refused = client.post(
+        "/ingest/status", data={"other": (io.BytesIO(STATUS.encode()), "s.csv")}, content_type="multipart/form-data"
+    )
     assert refused.status_code == 400 and "a field named 'file'" in refused.get_json()["message"]
     assert list(Path(app.config["UPLOAD_DIR"]).glob("*")) == []
 
 
 def test_multipart_needs_a_field_named_file(client):
-    response = client.post("/ingest/status", data={"upload": (io.BytesIO(STATUS.encode()), "s.csv")},
-                           content_type="multipart/form-data")
+    response = client.post(
+        "/ingest/status", data={"upload": (io.BytesIO(STATUS.encode()), "s.csv")}, content_type="multipart/form-data"
+    )
     assert response.status_code == 400 and "field named 'file'" in response.get_json()["message"]
 
 
@@ -128,8 +131,12 @@ POLLS = b"store_id,status,timestamp_utc\n" + ROWS
 
 @pytest.fixture
 def server(tmp_path):
-    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'storemon.db'}", "REPORTS_DIR": str(tmp_path / "reports"),
-           "UPLOAD_DIR": str(tmp_path / "uploads"), "MAX_UPLOAD_BYTES": "200000"}
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'storemon.db'}",
+        "REPORTS_DIR": str(tmp_path / "reports"),
+        "UPLOAD_DIR": str(tmp_path / "uploads"),
+        "MAX_UPLOAD_BYTES": "200000",
+    }
     server = Server(env, workers=1)
     yield server
     server.stop()
@@ -157,8 +164,10 @@ def stored(server: Server) -> tuple[int, list]:
 def test_cut_uploads_are_refused_and_store_nothing(server):
     host = f"Host: 127.0.0.1:{server.port}\r\n".encode()
     # A text/csv body shorter than its Content-Length (the client gave up or was cut off).
-    head = (b"POST /ingest/status HTTP/1.1\r\n" + host + b"Content-Type: text/csv\r\n"
-            b"Content-Length: %d\r\n\r\n" % (len(POLLS) + 5000))
+    head = (
+        b"POST /ingest/status HTTP/1.1\r\n" + host + b"Content-Type: text/csv\r\n"
+        b"Content-Length: %d\r\n\r\n" % (len(POLLS) + 5000)
+    )
     status, body = raw(server, head, POLLS)
     assert status == 400 and body["message"].startswith("upload incomplete: received")
     assert f"of the {len(POLLS) + 5000:,} bytes announced" in body["message"]
@@ -168,10 +177,14 @@ def test_cut_uploads_are_refused_and_store_nothing(server):
     status, body = raw(server, head, b"%x\r\n%s\r\n%x\r\n%s" % (len(first), first, 5000, POLLS[1000:2000]))
     assert status == 400 and body["message"].startswith("upload incomplete")
     # A multipart upload cut before its end.
-    part = (b'--BOUNDARY\r\nContent-Disposition: form-data; name="file"; filename="store_status.csv"\r\n'
-            b"Content-Type: text/csv\r\n\r\n" + POLLS + b"\r\n--BOUNDARY--\r\n")
-    head = (b"POST /ingest/status HTTP/1.1\r\n" + host + b"Content-Type: multipart/form-data; boundary=BOUNDARY\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(part))
+    part = (
+        b'--BOUNDARY\r\nContent-Disposition: form-data; name="file"; filename="store_status.csv"\r\n'
+        b"Content-Type: text/csv\r\n\r\n" + POLLS + b"\r\n--BOUNDARY--\r\n"
+    )
+    head = (
+        b"POST /ingest/status HTTP/1.1\r\n" + host + b"Content-Type: multipart/form-data; boundary=BOUNDARY\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(part)
+    )
     status, body = raw(server, head, part[: len(part) // 2])
     assert status == 400 and body["message"].startswith("upload incomplete")
     assert stored(server) == (0, [])  # nothing stored, nothing in the ledger
@@ -187,7 +200,9 @@ def test_streamed_bodies_past_the_limit_get_413(server):
     host = f"Host: 127.0.0.1:{server.port}\r\n".encode()
     big = POLLS * 40  # ~1.4 MB against a 200,000-byte limit, announced by nobody (chunked)
     head = b"POST /ingest/status HTTP/1.1\r\n" + host + b"Content-Type: text/csv\r\nTransfer-Encoding: chunked\r\n\r\n"
-    chunks = b"".join(b"%x\r\n%s\r\n" % (len(big[i:i + 65536]), big[i:i + 65536]) for i in range(0, len(big), 65536))
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(big[i : i + 65536]), big[i : i + 65536]) for i in range(0, len(big), 65536)
+    )
     status, body = raw(server, head, chunks + b"0\r\n\r\n")
     assert status == 413 and "limit is 200,000 bytes" in body["message"]
     # Announced too large: refused before a byte of the body is read.
@@ -199,8 +214,11 @@ def test_streamed_bodies_past_the_limit_get_413(server):
 @pytest.fixture
 def roomy_server(tmp_path):
     """A server with the default upload limit (1 GiB)."""
-    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'storemon.db'}", "REPORTS_DIR": str(tmp_path / "reports"),
-           "UPLOAD_DIR": str(tmp_path / "uploads")}
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'storemon.db'}",
+        "REPORTS_DIR": str(tmp_path / "reports"),
+        "UPLOAD_DIR": str(tmp_path / "uploads"),
+    }
     server = Server(env, workers=1)
     yield server
     server.stop()
@@ -214,8 +232,10 @@ def big_status_file(path, megabytes: int) -> int:
         rows, size, minute = 0, 0, 0
         while size < megabytes * 1_000_000:
             stamp = b"2023-01-%02d %02d:%02d:00.250000 UTC" % (18 + minute // 1440, minute // 60 % 24, minute % 60)
-            block = b"".join(b"%d,%s,%s\n" % (7_000_000_000_000_000_000 + s, b"active" if (s + minute) % 5 else
-                                              b"inactive", stamp) for s in range(stores))
+            block = b"".join(
+                b"%d,%s,%s\n" % (7_000_000_000_000_000_000 + s, b"active" if (s + minute) % 5 else b"inactive", stamp)
+                for s in range(stores)
+            )
             out.write(block)
             rows, size, minute = rows + stores, size + len(block), minute + 61
     return rows
@@ -226,8 +246,11 @@ def big_status_file(path, megabytes: int) -> int:
 def test_a_50_mb_multipart_upload_is_stored_whole(roomy_server, tmp_path, part_type):
     """The README's own form (curl -F file=@...) with a real-size file, streamed from disk."""
     rows = big_status_file(tmp_path / "status.csv", 50)
-    head = (b"--BOUNDARY\r\nContent-Disposition: form-data; name=\"file\"; filename=\"store_status.csv\"\r\n"
-            + part_type + b"\r\n")
+    head = (
+        b'--BOUNDARY\r\nContent-Disposition: form-data; name="file"; filename="store_status.csv"\r\n'
+        + part_type
+        + b"\r\n"
+    )
     tail = b"\r\n--BOUNDARY--\r\n"
     body = tmp_path / "body"
     with open(body, "wb") as out:
@@ -236,8 +259,15 @@ def test_a_50_mb_multipart_upload_is_stored_whole(roomy_server, tmp_path, part_t
         out.write(tail)
     connection = http.client.HTTPConnection("127.0.0.1", roomy_server.port, timeout=120)
     with open(body, "rb") as stream:
-        connection.request("POST", "/ingest/status", body=stream, headers={
-            "Content-Type": "multipart/form-data; boundary=BOUNDARY", "Content-Length": str(body.stat().st_size)})
+        connection.request(
+            "POST",
+            "/ingest/status",
+            body=stream,
+            headers={
+                "Content-Type": "multipart/form-data; boundary=BOUNDARY",
+                "Content-Length": str(body.stat().st_size),
+            },
+        )
         response = connection.getresponse()
         answer = json.loads(response.read())
     connection.close()
