@@ -34,6 +34,7 @@ from storemon import ingest, parse, storage
 from storemon import scan as scan_module
 from storemon.ingest import IngestBusy, find_files, ingest_file, ingest_files
 from storemon.parse import IngestError
+from storemon.times import to_us
 
 TS = "2023-01-25 12:00:00 UTC"
 ZONES = "store_id,timezone_str\n"
@@ -1047,3 +1048,9 @@ def test_the_command_line_stops_at_a_refused_file_of_a_folder(app, runner, tmp_p
     assert "store_status.csv" not in result.output
     health = app.test_client().get("/health").get_json()
     assert (health["stores_with_timezone"], health["stores_with_hours"], health["polls"]) == (1, 0, 0)
+
+
+def test_a_date_alone_is_its_midnight_utc(engine, tmp_path):
+    path = write_csv(tmp_path / "s.csv", STATUS_HEADER + "d,active,2023-01-25\nt,active,2023-01-25T00:00:00Z\n")
+    assert ingest_file(engine, "status", path).rows_stored == 2
+    assert [ts for _, ts, _ in polls(engine)] == [to_us("2023-01-25 00:00")] * 2
