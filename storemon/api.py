@@ -395,7 +395,7 @@ def ingest(kind: str):
     return jsonify(answer)
 
 
-MAX_OFFSET = 2**63 - 1  # the largest the databases take (a larger one was a 500 before)
+MAX_OFFSET = 2**63 - 1  # the largest offset the databases take
 
 
 @bp.get("/ingests")
