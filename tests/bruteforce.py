@@ -316,16 +316,7 @@ def business_time(polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.DataFr
     samples = now_us - k * US
     out = []
     for sid, g in sorted(p.groupby("store_id", sort=False), key=lambda kv: kv[0]):
-        mine = hours[hours["store_id"].astype(str) == sid]
-        rows = (
-            [(int(d), st, en) for d, st, en in zip(mine[day_col], mine["start_time_local"], mine["end_time_local"])]
-            if day_col
-            else []
-        )
-        zone = (
-            timezones[timezones["store_id"].astype(str) == sid]["timezone_str"] if "timezone_str" in timezones else []
-        )
-        zi = resolve_zone(zone.iloc[-1] if len(zone) else None)
+        rows, zi = _store_week(sid, hours, timezones, day_col)
         earliest = min(int(g["t"].min()), now_us - WEEK_S * US)
         intervals = business_intervals_utc(
             rows, zi, _from_us(earliest).date() - timedelta(days=2), _from_us(now_us).date() + timedelta(days=2)
@@ -358,16 +349,7 @@ def counted_polls(polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.DataFr
     day_col = next((c for c in ("day", "dayOfWeek", "day_of_week") if c in hours.columns), None)
     kept = []
     for sid, g in sorted(p.groupby("store_id", sort=False), key=lambda kv: kv[0]):
-        mine = hours[hours["store_id"].astype(str) == sid]
-        rows = (
-            [(int(d), st, en) for d, st, en in zip(mine[day_col], mine["start_time_local"], mine["end_time_local"])]
-            if day_col
-            else []
-        )
-        zone = (
-            timezones[timezones["store_id"].astype(str) == sid]["timezone_str"] if "timezone_str" in timezones else []
-        )
-        zi = resolve_zone(zone.iloc[-1] if len(zone) else None)
+        rows, zi = _store_week(sid, hours, timezones, day_col)
         intervals = business_intervals_utc(
             rows,
             zi,
@@ -396,3 +378,15 @@ def report_csv(brute: pd.DataFrame) -> str:
         figures = [np.round(row[c] / (60 if c.endswith("_hour") else 3600), 2) for c in COLUMNS[1:]]
         lines.append(",".join([sid] + [f"{f:.2f}" for f in figures]))
     return "\n".join(lines) + "\n"
+
+
+def _store_week(sid: str, hours: pd.DataFrame, timezones: pd.DataFrame, day_col: str | None):
+    """One store's business-hours rows ``(day, start, end)`` as given, and its zone."""
+    mine = hours[hours["store_id"].astype(str) == sid]
+    rows = (
+        [(int(d), st, en) for d, st, en in zip(mine[day_col], mine["start_time_local"], mine["end_time_local"])]
+        if day_col
+        else []
+    )
+    zone = timezones[timezones["store_id"].astype(str) == sid]["timezone_str"] if "timezone_str" in timezones else []
+    return rows, resolve_zone(zone.iloc[-1] if len(zone) else None)
