@@ -395,15 +395,7 @@ def compute_report(
         progress=progress,
         intervals=intervals,
     )
-    result = _measure(
-        counted.store,
-        counted.ts,
-        counted.active,
-        counted.intervals,
-        axis_span=(counted.earliest, now_us),
-        n=n,
-        now_us=now_us,
-    )
+    result = counted.measure(n, now_us)
     _tell(progress, 0.95, "formatting")
     return report_frame(store_ids, result, exact_seconds)
 
@@ -423,6 +415,12 @@ class CountedPolls:
     active: np.ndarray
     intervals: tuple[np.ndarray, np.ndarray, np.ndarray]
     earliest: int  # the earliest instant the loaded polls cover (UTC microseconds)
+
+    def measure(self, n: int, now_us: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Up and down time of ``n`` stores per window (:func:`_measure`), from these polls."""
+        return _measure(
+            self.store, self.ts, self.active, self.intervals, axis_span=(self.earliest, now_us), n=n, now_us=now_us
+        )
 
 
 def count_polls(
@@ -671,16 +669,7 @@ def explain_store(
     counted = count_polls(
         polls, schedule, 1, now_us, complete_from_us=complete_from_us, first_poll_us=first, fetch_older=fetch_older
     )
-    result = _measure(
-        counted.store,
-        counted.ts,
-        counted.active,
-        counted.intervals,
-        axis_span=(counted.earliest, now_us),
-        n=1,
-        now_us=now_us,
-    )
-    figures = report_frame([store_id], result).iloc[0].to_dict()
+    figures = report_frame([store_id], counted.measure(1, now_us)).iloc[0].to_dict()
 
     week_start = now_us - WEEK_US
     _iv_store, iv_start, iv_end = counted.intervals

@@ -395,3 +395,21 @@ def gated_app():
         return response
 
     return wsgi.app
+
+
+def add_report(app, beat_seconds_ago: float = 0, **values) -> str:
+    """A report row written straight into the jobs table (as another process would have left it):
+    running, claimed and beating ``beat_seconds_ago`` ago unless ``values`` say otherwise."""
+    from datetime import UTC, datetime, timedelta
+
+    from storemon import jobs
+    from storemon.extensions import db
+    from storemon.models import Report
+
+    report_id = jobs.new_report_id()
+    beat = datetime.now(UTC) - timedelta(seconds=beat_seconds_ago)
+    row = dict(status="running", created_at=beat, started_at=beat, heartbeat_at=beat, progress=0.1, attempts=1)
+    with app.app_context():
+        db.session.add(Report(id=report_id, **{**row, **values}))
+        db.session.commit()
+    return report_id

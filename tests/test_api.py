@@ -10,7 +10,7 @@ from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from helpers import EXPECTED, STATUS, as_of, postgres_database, wait_for
+from helpers import EXPECTED, STATUS, add_report, as_of, postgres_database, wait_for
 
 from storemon import create_app, jobs, storage
 from storemon.api import TRIGGER_BURST, TRIGGER_WINDOW_S, TriggerLimiter
@@ -236,26 +236,15 @@ def test_an_as_of_long_after_the_last_poll_warns(app, client, loaded, hold):
 
 
 def test_the_running_answer_shows_now_and_warning_once_known(app, client, loaded):
-    report_id = jobs.new_report_id()
-    with app.app_context():
-        now = datetime.now(UTC)
-        db.session.add(
-            Report(
-                id=report_id,
-                status="running",
-                created_at=now,
-                started_at=now,
-                heartbeat_at=now,
-                progress=0.3,
-                stage="interpolation",
-                attempts=1,
-                worker="other-host:1:abcd1234",
-                now_us=1677628800000000,
-                latest_poll_us=1674475200000000,
-                warning="far",
-            )
-        )
-        db.session.commit()
+    report_id = add_report(
+        app,
+        progress=0.3,
+        stage="interpolation",
+        worker="other-host:1:abcd1234",
+        now_us=1677628800000000,
+        latest_poll_us=1674475200000000,
+        warning="far",
+    )
     body = client.get(f"/get_report/{report_id}").get_json()
     assert (body["status"], body["now"], body["warning"]) == ("Running", "2023-03-01T00:00:00Z", "far")
 

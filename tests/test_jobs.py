@@ -10,10 +10,9 @@ import os
 import socket
 import subprocess
 import threading
-from datetime import UTC, datetime, timedelta
 
 import pytest
-from helpers import EXPECTED, STATUS, STATUS_HEADER, as_of, wait_for
+from helpers import EXPECTED, STATUS, STATUS_HEADER, add_report, as_of, wait_for
 
 from storemon import jobs
 from storemon.extensions import db
@@ -66,24 +65,9 @@ def dead_pid() -> int:
 
 
 def orphan(app, status="running", attempts=1) -> str:
-    report_id = jobs.new_report_id()
-    with app.app_context():
-        now = datetime.now(UTC)
-        db.session.add(
-            Report(
-                id=report_id,
-                status=status,
-                created_at=now,
-                started_at=now,
-                heartbeat_at=now,
-                progress=0.4,
-                stage="interpolation",
-                attempts=attempts,
-                worker=f"{socket.gethostname()}:{dead_pid()}",
-            )
-        )
-        db.session.commit()
-    return report_id
+    """A report whose process (on this host) is gone."""
+    worker = f"{socket.gethostname()}:{dead_pid()}"
+    return add_report(app, status=status, attempts=attempts, progress=0.4, stage="interpolation", worker=worker)
 
 
 def test_a_report_whose_process_died_is_rerun_when_polled(app, client, loaded):
@@ -101,23 +85,7 @@ def test_a_report_whose_process_died_twice_is_failed_with_a_reason(app, client, 
 
 
 def running_report(app, worker: str, beat_seconds_ago: float) -> str:
-    report_id = jobs.new_report_id()
-    with app.app_context():
-        beat = datetime.now(UTC) - timedelta(seconds=beat_seconds_ago)
-        db.session.add(
-            Report(
-                id=report_id,
-                status="running",
-                created_at=beat,
-                started_at=beat,
-                heartbeat_at=beat,
-                progress=0.1,
-                attempts=1,
-                worker=worker,
-            )
-        )
-        db.session.commit()
-    return report_id
+    return add_report(app, beat_seconds_ago, worker=worker)
 
 
 def test_start_up_recovers_orphans_but_not_live_reports(app, client, loaded):

@@ -287,22 +287,7 @@ def test_every_store_id_round_trips_through_the_report_csv(tmp_path):
         "007",
         "ünï",
     ]
-    frame = pd.DataFrame(
-        {
-            "store_id": ids,
-            **{
-                c: [1.5] * len(ids)
-                for c in (
-                    "uptime_last_hour",
-                    "uptime_last_day",
-                    "uptime_last_week",
-                    "downtime_last_hour",
-                    "downtime_last_day",
-                    "downtime_last_week",
-                )
-            },
-        }
-    )
+    frame = pd.DataFrame({"store_id": ids, **{c: [1.5] * len(ids) for c in REPORT_COLUMNS[1:]}})
     path = write_report(frame, tmp_path / "r.csv")
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
