@@ -13,7 +13,8 @@ and only the final division into minutes / hours rounds.
 The rules, and how each is computed
 -----------------------------------
 1. **Windows.** ``now`` is the latest poll (or the caller's ``as_of``; later polls are ignored).
-   The windows are ``[now-1h, now)``, ``[now-24h, now)`` and ``[now-7d, now)``.
+   The windows are ``[now-1h, now)``, ``[now-24h, now)`` and ``[now-7d, now)``, then any extra
+   periods asked for, ``[now-30d, now)`` and the like (:class:`Window`, :func:`report_windows`).
 
 2. **Business hours -> UTC intervals** (:func:`business_intervals`). A row ``(day, start, end)``
    is the local wall-clock interval ``[start, end)`` on every date whose weekday is ``day``.
@@ -26,6 +27,12 @@ The rules, and how each is computed
    a 00:00-05:00 store gets 4 h of real time on the spring day and 6 h on the autumn day.
    Intervals of one store are then united (:func:`merge_intervals`); a store with no rows at
    all is open 24x7, a store with rows is closed on the days that have none.
+
+   **Special days** (:func:`_dated_rows`): an interval belongs to the local date on which it
+   starts. On a store's special date the special rows (same forms and end rules; a *closed*
+   row gives none) replace the intervals its weekly rows would start that date; intervals
+   starting on other dates are untouched, so a Friday 22:00-02:00 row still runs into a closed
+   Saturday. A store without weekly rows is open 00:00-24:00 on every other date.
 
 3. **Counted polls.** Only polls whose own instant is inside the store's business hours count.
 
@@ -74,12 +81,12 @@ business hours to rounded figures, reads top to bottom in one place.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
-from .times import DEFAULT_TIMEZONE, is_known_timezone, parse_clock, to_us
+from .times import DEFAULT_TIMEZONE, is_known_timezone, parse_clock, parse_periods, to_us
 
 US_PER_SECOND = 1_000_000
 US_PER_MINUTE = 60 * US_PER_SECOND
@@ -88,11 +95,21 @@ US_PER_DAY = 24 * US_PER_HOUR
 SECONDS_PER_DAY = 86_400
 END_OF_DAY_TIMES = (86_399, 86_400)  # 23:59:59 and 24:00:00 mean "midnight ending the day"
 
-# (window name, length, unit of the output columns)
-WINDOWS: tuple[tuple[str, int, int], ...] = (
-    ("hour", US_PER_HOUR, US_PER_MINUTE),
-    ("day", US_PER_DAY, US_PER_HOUR),
-    ("week", 7 * US_PER_DAY, US_PER_HOUR),
+
+@dataclass(frozen=True)
+class Window:
+    """A report window ``[now - length_us, now)``; its columns are ``uptime_last_<name>`` and
+    ``downtime_last_<name>``, in units of ``unit_us`` (minutes or hours)."""
+
+    name: str
+    length_us: int
+    unit_us: int
+
+
+WINDOWS: tuple[Window, ...] = (
+    Window("hour", US_PER_HOUR, US_PER_MINUTE),
+    Window("day", US_PER_DAY, US_PER_HOUR),
+    Window("week", 7 * US_PER_DAY, US_PER_HOUR),
 )
 WEEK_US = 7 * US_PER_DAY
 REPORT_COLUMNS = [
@@ -116,6 +133,34 @@ FetchOlder = Callable[[np.ndarray, int, int], pd.DataFrame]
 Progress = Callable[[float, str], None]
 
 
+@dataclass(frozen=True)
+class History:
+    """How far the polls handed to :func:`compute_report` reach back, and how to look further.
+
+    ``complete_from_us``: every poll of the stores from this instant on is loaded (None: from
+    the earliest loaded poll). A store whose nearest counted poll may lie before it is looked up
+    through ``fetch_older`` (steps doubling from two days to 64 days, only for those stores,
+    until found or until the store's ``first_poll_us``, one instant per store code).
+    """
+
+    complete_from_us: int | None = None
+    first_poll_us: np.ndarray | None = None
+    fetch_older: FetchOlder | None = None
+
+
+def report_windows(periods: Sequence[str] | str | None = ()) -> tuple[Window, ...]:
+    """The report's windows: hour, day, week, then each extra period (``"30d"``, ``"2h"``; see
+    :func:`~storemon.times.parse_periods`) in the order given, in hours."""
+    text = periods if periods is None or isinstance(periods, str) else ",".join(periods)
+    return WINDOWS + tuple(Window(name, length, US_PER_HOUR) for name, length in parse_periods(text))
+
+
+def report_columns(windows: Sequence[Window] = WINDOWS) -> list[str]:
+    """The report's columns: :data:`REPORT_COLUMNS`, then up and down time of each extra window."""
+    extra = [f"{kind}_last_{w.name}" for w in windows[len(WINDOWS) :] for kind in ("uptime", "downtime")]
+    return REPORT_COLUMNS + extra
+
+
 @dataclass
 class Schedule:
     """Business hours of the stores of one report, in array form.
@@ -125,6 +170,9 @@ class Schedule:
     after local midnight as written (23:59:59 = 86399, 24:00:00 = 86400).
     ``zones``: the IANA zone name per store code (unknown or missing names already replaced by
     :data:`~storemon.times.DEFAULT_TIMEZONE`).
+    ``special_*``: one entry per special-day row -- ``special_date`` the store's local calendar
+    date (days since 1970-01-01), times as above, ``-1`` and ``-1`` for a row that closes the
+    whole date.
     """
 
     store: np.ndarray
@@ -132,25 +180,54 @@ class Schedule:
     start_s: np.ndarray
     end_s: np.ndarray
     zones: np.ndarray
+    special_store: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    special_date: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    special_start_s: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    special_end_s: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     @property
     def n_stores(self) -> int:
         return len(self.zones)
 
     @classmethod
-    def build(cls, n_stores: int, hours: pd.DataFrame, zone_of_store: pd.Series | None = None) -> Schedule:
-        """From an hours frame (store, day, start_s, end_s) and zone names indexed by store code."""
+    def build(
+        cls,
+        n_stores: int,
+        hours: pd.DataFrame,
+        zone_of_store: pd.Series | None = None,
+        special: pd.DataFrame | None = None,
+    ) -> Schedule:
+        """From an hours frame (store, day, start_s, end_s), zone names indexed by store code,
+        and a special-days frame (store, date, start_s, end_s)."""
         zones = np.full(n_stores, DEFAULT_TIMEZONE, dtype=object)
         if zone_of_store is not None and len(zone_of_store):
             names = zone_of_store.astype(object).to_numpy()
             known = np.array([isinstance(z, str) and is_known_timezone(z) for z in names], dtype=bool)
             zones[zone_of_store.index.to_numpy()[known]] = names[known]
+        special = {} if special is None else {c: special[c].to_numpy(np.int64) for c in special.columns}
         return cls(
             store=hours["store"].to_numpy(np.int64),
             day=hours["day"].to_numpy(np.int64),
             start_s=hours["start_s"].to_numpy(np.int64),
             end_s=hours["end_s"].to_numpy(np.int64),
             zones=zones,
+            **{f"special_{c}": special[c] for c in ("store", "date", "start_s", "end_s") if c in special},
+        )
+
+    def subset(self, code_of_store: np.ndarray, zones: np.ndarray) -> Schedule:
+        """The rows of the stores with ``code_of_store >= 0``, renumbered to those codes."""
+        rows = code_of_store[self.store] >= 0
+        special = code_of_store[self.special_store] >= 0
+        return Schedule(
+            store=code_of_store[self.store][rows],
+            day=self.day[rows],
+            start_s=self.start_s[rows],
+            end_s=self.end_s[rows],
+            zones=zones,
+            special_store=code_of_store[self.special_store][special],
+            special_date=self.special_date[special],
+            special_start_s=self.special_start_s[special],
+            special_end_s=self.special_end_s[special],
         )
 
 
@@ -209,60 +286,81 @@ def business_intervals(schedule: Schedule, stores: np.ndarray, from_us: int, to_
     """Merged UTC business intervals of ``stores`` covering at least ``[from_us, to_us]``.
 
     Returns ``(store, start_us, end_us)``: sorted by store then start, disjoint within a store.
-    A store with no hours rows gets one interval spanning the whole range (open 24x7), clipped to
-    ``[from_us - 3 days, to_us + 3 days]``.
+    A store with neither hours rows nor a special day in the range gets one interval spanning
+    the whole range (open 24x7), clipped to ``[from_us - 3 days, to_us + 3 days]``.
     """
     stores = np.asarray(stores, dtype=np.int64)
     lo_edge, hi_edge = from_us - 3 * US_PER_DAY, to_us + 3 * US_PER_DAY
+    # Every local date that can touch the range: UTC offsets lie within +-14 h and an interval
+    # lasts at most 24 h past its date, so three days either side is plenty.
+    dates = np.arange(from_us // US_PER_DAY - 3, to_us // US_PER_DAY + 3)
+    store, date, start_s, end_s, always_open = _dated_rows(schedule, stores, dates)
+
+    end_wall_s = np.where(
+        np.isin(end_s, END_OF_DAY_TIMES),
+        SECONDS_PER_DAY,  # the midnight ending the day
+        np.where(end_s <= start_s, end_s + SECONDS_PER_DAY, end_s),  # overnight or 24 h
+    )
+    wall_start = date * US_PER_DAY + start_s * US_PER_SECOND
+    wall_end = date * US_PER_DAY + end_wall_s * US_PER_SECOND
+    start, end = np.empty_like(wall_start), np.empty_like(wall_end)
+    zone_code, zone_names = pd.factorize(schedule.zones[store])
+    for k, zone in enumerate(zone_names):
+        at = zone_code == k
+        converted = localize(np.concatenate([wall_start[at], wall_end[at]]), zone)
+        start[at], end[at] = converted[: at.sum()], converted[at.sum() :]
+    keep = (end > start) & (end > lo_edge) & (start < hi_edge)
+    store, start, end = store[keep], np.maximum(start[keep], lo_edge), np.minimum(end[keep], hi_edge)
+
+    store = np.concatenate([store, always_open])
+    start = np.concatenate([start, np.full(len(always_open), lo_edge, dtype=np.int64)])
+    end = np.concatenate([end, np.full(len(always_open), hi_edge, dtype=np.int64)])
+    return merge_intervals(store, start, end)
+
+
+def _dated_rows(schedule: Schedule, stores: np.ndarray, dates: np.ndarray):
+    """Rule 2 before time zones: the local wall-clock rows of ``stores`` on each of ``dates``.
+
+    Returns ``(store, date, start_s, end_s, always_open)``: one row per business interval that
+    *starts* on a date (days since 1970-01-01), times as written; and the stores open 24x7 over
+    all the dates. On a store's special date its special rows (none for a closed date) replace
+    the weekly rows of that weekday; a store without weekly rows is open 00:00-24:00 on each
+    date that is not special, and 24x7 when none of the dates is.
+    """
     selected = np.zeros(schedule.n_stores, dtype=bool)
     selected[stores] = True
     rows = np.flatnonzero(selected[schedule.store])
     has_rows = np.zeros(schedule.n_stores, dtype=bool)
     has_rows[schedule.store[rows]] = True
+    first, span = int(dates[0]) if len(dates) else 0, len(dates)
+    special = np.flatnonzero(
+        selected[schedule.special_store] & (schedule.special_date >= first) & (schedule.special_date < first + span)
+    )
+    has_special = np.zeros(schedule.n_stores, dtype=bool)
+    has_special[schedule.special_store[special]] = True
+    daily = stores[~has_rows[stores] & has_special[stores]]  # 24x7 stores with a special date
 
-    # Every local date that can touch the range: UTC offsets lie within +-14 h and an interval
-    # lasts at most 24 h past its date, so three days either side is plenty.
-    first_date = from_us // US_PER_DAY - 3
-    dates = np.arange(first_date, to_us // US_PER_DAY + 3)
     weekday = (dates + 3) % 7  # 1970-01-01 was a Thursday (3)
-
-    parts_store, parts_start, parts_end = [], [], []
+    whole_days = span * len(daily)
+    parts = [(np.repeat(daily, span), np.tile(dates, len(daily)), np.zeros(whole_days), np.full(whole_days, 86_400))]
     for day in range(7):
-        day_rows = rows[schedule.day[rows] == day]
-        day_dates = dates[weekday == day]
-        if not len(day_rows) or not len(day_dates):
-            continue
+        day_rows, day_dates = rows[schedule.day[rows] == day], dates[weekday == day]
         r = np.repeat(day_rows, len(day_dates))
-        midnight = np.tile(day_dates, len(day_rows)) * US_PER_DAY
-        start_s, end_s = schedule.start_s[r], schedule.end_s[r]
-        end_wall_s = np.where(
-            np.isin(end_s, END_OF_DAY_TIMES),
-            SECONDS_PER_DAY,  # the midnight ending the day
-            np.where(end_s <= start_s, end_s + SECONDS_PER_DAY, end_s),  # overnight or 24 h
+        parts.append((schedule.store[r], np.tile(day_dates, len(day_rows)), schedule.start_s[r], schedule.end_s[r]))
+    store, date, start_s, end_s = (np.concatenate(column).astype(np.int64) for column in zip(*parts))
+
+    if len(special):
+        replaced = np.isin(
+            store * span + (date - first),
+            schedule.special_store[special] * span + (schedule.special_date[special] - first),
         )
-        parts_store.append(schedule.store[r])
-        parts_start.append(midnight + start_s * US_PER_SECOND)
-        parts_end.append(midnight + end_wall_s * US_PER_SECOND)
-
-    if parts_store:
-        store = np.concatenate(parts_store)
-        wall_start, wall_end = np.concatenate(parts_start), np.concatenate(parts_end)
-        start, end = np.empty_like(wall_start), np.empty_like(wall_end)
-        zone_code, zone_names = pd.factorize(schedule.zones[store])
-        for k, zone in enumerate(zone_names):
-            at = zone_code == k
-            converted = localize(np.concatenate([wall_start[at], wall_end[at]]), zone)
-            start[at], end[at] = converted[: at.sum()], converted[at.sum() :]
-        keep = (end > start) & (end > lo_edge) & (start < hi_edge)
-        store, start, end = store[keep], np.maximum(start[keep], lo_edge), np.minimum(end[keep], hi_edge)
-    else:
-        store = start = end = np.empty(0, dtype=np.int64)
-
-    always_open = stores[~has_rows[stores]]
-    store = np.concatenate([store, always_open])
-    start = np.concatenate([start, np.full(len(always_open), lo_edge, dtype=np.int64)])
-    end = np.concatenate([end, np.full(len(always_open), hi_edge, dtype=np.int64)])
-    return merge_intervals(store, start, end)
+        opens = special[schedule.special_start_s[special] >= 0]  # closed rows add no interval
+        store = np.concatenate([store[~replaced], schedule.special_store[opens]])
+        date = np.concatenate([date[~replaced], schedule.special_date[opens]])
+        start_s = np.concatenate([start_s[~replaced], schedule.special_start_s[opens]])
+        end_s = np.concatenate([end_s[~replaced], schedule.special_end_s[opens]])
+    always_open = stores[~has_rows[stores] & ~has_special[stores]]
+    return store, date, start_s, end_s, always_open
 
 
 def merge_intervals(store: np.ndarray, start: np.ndarray, end: np.ndarray):
@@ -360,9 +458,8 @@ def compute_report(
     schedule: Schedule,
     now_us: int,
     *,
-    complete_from_us: int | None = None,
-    first_poll_us: np.ndarray | None = None,
-    fetch_older: FetchOlder | None = None,
+    history: History = History(),
+    windows: Sequence[Window] = WINDOWS,
     progress: Progress | None = None,
     exact_seconds: bool = False,
     intervals=None,
@@ -370,10 +467,10 @@ def compute_report(
     """The report (docs/report-rules.md) for ``store_ids``, one row each, sorted by store_id.
 
     ``polls``: columns ``store`` (code = index into ``store_ids``), ``ts_us``, ``active``; it must
-    hold every poll of these stores from ``complete_from_us`` (default: its earliest poll) to
-    ``now_us``. Polls after ``now_us`` are ignored. A store whose nearest counted poll may lie
-    before that is looked up further back through ``fetch_older`` (steps doubling from two days to
-    64 days, only for those stores, until found or until the store's ``first_poll_us``).
+    hold every poll of these stores from ``history.complete_from_us`` to ``now_us`` (see
+    :class:`History` for the look-back). Polls after ``now_us`` are ignored. ``windows``: the
+    standard three, then any extra periods (:func:`report_windows`); columns as
+    :func:`report_columns`.
 
     With ``exact_seconds`` every figure is given in seconds, unrounded (for checks).
 
@@ -384,20 +481,11 @@ def compute_report(
     """
     store_ids = np.asarray(store_ids, dtype=object)
     n = len(store_ids)
-    counted = count_polls(
-        polls,
-        schedule,
-        n,
-        now_us,
-        complete_from_us=complete_from_us,
-        first_poll_us=first_poll_us,
-        fetch_older=fetch_older,
-        progress=progress,
-        intervals=intervals,
-    )
-    result = counted.measure(n, now_us)
+    span_us = max(w.length_us for w in windows)
+    counted = count_polls(polls, schedule, n, now_us, history, span_us, progress=progress, intervals=intervals)
+    result = counted.measure(n, now_us, windows)
     _tell(progress, 0.95, "formatting")
-    return report_frame(store_ids, result, exact_seconds)
+    return report_frame(store_ids, result, windows, exact_seconds)
 
 
 @dataclass
@@ -416,11 +504,9 @@ class CountedPolls:
     intervals: tuple[np.ndarray, np.ndarray, np.ndarray]
     earliest: int  # the earliest instant the loaded polls cover (UTC microseconds)
 
-    def measure(self, n: int, now_us: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def measure(self, n: int, now_us: int, windows: Sequence[Window] = WINDOWS) -> dict[str, tuple]:
         """Up and down time of ``n`` stores per window (:func:`_measure`), from these polls."""
-        return _measure(
-            self.store, self.ts, self.active, self.intervals, axis_span=(self.earliest, now_us), n=n, now_us=now_us
-        )
+        return _measure(self.store, self.ts, self.active, self.intervals, (self.earliest, now_us), n, now_us, windows)
 
 
 def count_polls(
@@ -428,25 +514,26 @@ def count_polls(
     schedule: Schedule,
     n: int,
     now_us: int,
+    history: History = History(),
+    span_us: int = WEEK_US,
     *,
-    complete_from_us: int | None = None,
-    first_poll_us: np.ndarray | None = None,
-    fetch_older: FetchOlder | None = None,
     progress: Progress | None = None,
     intervals=None,
 ) -> CountedPolls:
     """Rule 3 plus the look-back: the counted polls :func:`_measure` interpolates between.
 
-    Arguments as :func:`compute_report` (``n`` stores, codes ``0..n-1``).
+    Arguments as :func:`compute_report` (``n`` stores, codes ``0..n-1``); ``span_us``: the
+    longest window.
     """
-    week_start = now_us - WEEK_US
+    span_start = now_us - span_us
     polls = polls[polls["ts_us"].to_numpy() <= now_us]
     store = polls["store"].to_numpy(np.int64)
     ts = polls["ts_us"].to_numpy(np.int64)
     active = polls["active"].to_numpy(bool)
+    complete_from_us = history.complete_from_us
     if complete_from_us is None:
-        complete_from_us = int(ts.min()) if len(ts) else week_start
-    complete_from_us = min(complete_from_us, week_start)
+        complete_from_us = int(ts.min()) if len(ts) else span_start
+    complete_from_us = min(complete_from_us, span_start)
     _tell(progress, 0.05, "business hours")
 
     # Counted polls among those loaded.
@@ -465,7 +552,7 @@ def count_polls(
 
     # Stores whose nearest counted poll might predate the loaded polls.
     store, ts, active = _with_older_polls(
-        store, ts, active, schedule, n, week_start, complete_from_us, first_poll_us, fetch_older
+        store, ts, active, schedule, n, span_start, replace(history, complete_from_us=complete_from_us)
     )
     _tell(progress, 0.55, "interpolation")
 
@@ -476,20 +563,21 @@ def count_polls(
 
 
 def report_frame(
-    store_ids, result: dict[str, tuple[np.ndarray, np.ndarray]], exact_seconds: bool = False
+    store_ids,
+    result: dict[str, tuple[np.ndarray, np.ndarray]],
+    windows: Sequence[Window] = WINDOWS,
+    exact_seconds: bool = False,
 ) -> pd.DataFrame:
     """The report's rows from :func:`_measure`'s half-microseconds: minutes for the hour, hours
-    for the day and week, rounded to 2 decimals (``numpy.round``); sorted by store_id."""
+    for the day, the week and every extra period, rounded to 2 decimals (``numpy.round``);
+    sorted by store_id. With ``exact_seconds``: seconds, unrounded."""
     frame = pd.DataFrame({"store_id": np.asarray(store_ids, dtype=object)})
-    for name, _length, unit in WINDOWS:
-        up, down = result[name]
-        if exact_seconds:
-            frame[f"uptime_last_{name}"] = up / (2 * US_PER_SECOND)
-            frame[f"downtime_last_{name}"] = down / (2 * US_PER_SECOND)
-        else:
-            frame[f"uptime_last_{name}"] = np.round(up / (2 * unit), 2)
-            frame[f"downtime_last_{name}"] = np.round(down / (2 * unit), 2)
-    return frame[REPORT_COLUMNS].sort_values("store_id", kind="stable").reset_index(drop=True)
+    for window in windows:
+        up, down = result[window.name]
+        unit = US_PER_SECOND if exact_seconds else window.unit_us
+        for column, value in ((f"uptime_last_{window.name}", up), (f"downtime_last_{window.name}", down)):
+            frame[column] = value / (2 * unit) if exact_seconds else np.round(value / (2 * unit), 2)
+    return frame[report_columns(windows)].sort_values("store_id", kind="stable").reset_index(drop=True)
 
 
 def _tell(progress: Progress | None, fraction: float, stage: str) -> None:
@@ -497,26 +585,28 @@ def _tell(progress: Progress | None, fraction: float, stage: str) -> None:
         progress(fraction, stage)
 
 
-def _with_older_polls(store, ts, active, schedule, n, week_start, complete_from, first_poll_us, fetch_older):
+def _with_older_polls(store, ts, active, schedule, n, span_start, history: History):
     """Add, for each store that needs it, its latest counted poll before the loaded range.
 
-    A store needs one when it has no counted poll before the week window among the loaded polls
-    *and* an older poll could still be nearest to some instant of the window: its first counted
-    poll in the window, ``q``, lies further after the window start than the loaded range reaches
-    before it (an older poll ``p`` speaks from ``(p + q) / 2`` on, which is inside the window only
-    if ``p > 2 * week_start - q``), or it has no counted poll at all.
+    A store needs one when it has no counted poll before the longest window (which starts at
+    ``span_start``) among the loaded polls *and* an older poll could still be nearest to some
+    instant of the window: its first counted poll in the window, ``q``, lies further after the
+    window start than the loaded range reaches before it (an older poll ``p`` speaks from
+    ``(p + q) / 2`` on, which is inside the window only if ``p > 2 * span_start - q``), or it has
+    no counted poll at all.
     """
+    fetch_older, complete_from = history.fetch_older, history.complete_from_us
     if fetch_older is None or n == 0:
         return store, ts, active
-    if first_poll_us is None:
+    if history.first_poll_us is None:
         raise ValueError("fetch_older needs first_poll_us, to know where each store's history ends")
-    first_poll_us = np.asarray(first_poll_us, dtype=np.int64)
+    first_poll_us = np.asarray(history.first_poll_us, dtype=np.int64)
     has_before = np.zeros(n, dtype=bool)
-    has_before[store[ts < week_start]] = True
+    has_before[store[ts < span_start]] = True
     first_in_window = np.full(n, np.iinfo(np.int64).max)
     np.minimum.at(first_in_window, store, ts)
-    reach = week_start - complete_from
-    needs = ~has_before & (first_in_window - week_start > reach) & (first_poll_us < complete_from)
+    reach = span_start - complete_from
+    needs = ~has_before & (first_in_window - span_start > reach) & (first_poll_us < complete_from)
     pending = np.flatnonzero(needs)
 
     found_store, found_ts, found_active = [store], [ts], [active]
@@ -568,11 +658,14 @@ def nearest_poll_segments(store: np.ndarray, ts: np.ndarray, lo2: int, hi2: int)
     return np.clip(seg_start, lo2, hi2), np.clip(seg_end, lo2, hi2)
 
 
-def _measure(store, ts, active, intervals, axis_span, n, now_us) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _measure(
+    store, ts, active, intervals, axis_span, n, now_us, windows: Sequence[Window] = WINDOWS
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Uptime and downtime per store and window, in half-microseconds (see module docstring).
 
     ``store``/``ts``/``active``: counted polls sorted by store then time. ``intervals``: the
-    stores' business intervals, covering ``axis_span`` (which holds the week) with 3 days spare.
+    stores' business intervals, covering ``axis_span`` (which holds every window) with 3 days
+    spare.
 
     Two exact shortcuts keep this to one ``searchsorted`` over the segment ends:
 
@@ -582,12 +675,11 @@ def _measure(store, ts, active, intervals, axis_span, n, now_us) -> dict[str, tu
       ``B`` is evaluated once at every run end, once per store at each window start and at
       ``now``, and each window only clips those numbers.
     """
-    week_start = now_us - WEEK_US
     axis = Axis(axis_span[0] - 3 * US_PER_DAY, axis_span[1] + 3 * US_PER_DAY, n, scale=2)
     clock = BusinessClock(intervals, axis)
 
-    # Ends are clipped to the week, which holds all three windows.
-    lo, hi = 2 * week_start, 2 * now_us
+    # Ends are clipped to the longest window, which holds all the others.
+    lo, hi = 2 * (now_us - max(w.length_us for w in windows)), 2 * now_us
     seg_start, seg_end = nearest_poll_segments(store, ts, lo, hi)
     run_first = np.r_[True, (store[1:] != store[:-1]) | (active[1:] != active[:-1])] if len(store) else np.ones(0, bool)
     first = np.flatnonzero(run_first)
@@ -599,13 +691,13 @@ def _measure(store, ts, active, intervals, axis_span, n, now_us) -> dict[str, tu
     codes = np.arange(n, dtype=np.int64)
     b_hi = clock.at(axis.key_doubled(codes, np.full(n, hi, dtype=np.int64)))[run_store]
     result = {}
-    for name, length, _unit in WINDOWS:
-        w_lo = 2 * (now_us - length)
+    for window in windows:
+        w_lo = 2 * (now_us - window.length_us)
         b_lo = clock.at(axis.key_doubled(codes, np.full(n, w_lo, dtype=np.int64)))[run_store]
         covered = (np.clip(b_end, b_lo, b_hi) - np.clip(b_start, b_lo, b_hi)).astype(np.float64)  # exact: < 2**53
         up = np.bincount(run_store, weights=np.where(run_active, covered, 0), minlength=n)
         down = np.bincount(run_store, weights=np.where(run_active, 0, covered), minlength=n)
-        result[name] = (up, down)
+        result[window.name] = (up, down)
     return result
 
 
@@ -652,24 +744,23 @@ def explain_store(
     schedule: Schedule,
     now_us: int,
     *,
-    complete_from_us: int | None = None,
-    first_poll_us: int | None = None,
-    fetch_older: FetchOlder | None = None,
+    history: History = History(),
+    windows: Sequence[Window] = WINDOWS,
 ) -> StoreExplanation:
     """The report for one store (``schedule`` of one store, code 0) and the pieces behind it.
 
     The same steps as :func:`compute_report` -- :func:`count_polls`, :func:`_measure`,
     :func:`report_frame` -- applied to one store, so ``figures`` is that store's report row
-    whenever the inputs are the ones the report read. Then, for showing: the week's business
+    whenever the inputs are the ones the report read (``history.first_poll_us``: one instant, or
+    an array of one). Then, for showing: the week's business
     intervals, its polls (counted or not), and the pieces of :func:`nearest_poll_segments`
     inside business hours.
     """
     # Long for its docstring: it is compute_report's steps for one store, in their order.
-    first = None if first_poll_us is None else np.array([first_poll_us], dtype=np.int64)
-    counted = count_polls(
-        polls, schedule, 1, now_us, complete_from_us=complete_from_us, first_poll_us=first, fetch_older=fetch_older
-    )
-    figures = report_frame([store_id], counted.measure(1, now_us)).iloc[0].to_dict()
+    if history.first_poll_us is not None:
+        history = replace(history, first_poll_us=np.asarray(history.first_poll_us, dtype=np.int64).reshape(1))
+    counted = count_polls(polls, schedule, 1, now_us, history, max(w.length_us for w in windows))
+    figures = report_frame([store_id], counted.measure(1, now_us, windows), windows).iloc[0].to_dict()
 
     week_start = now_us - WEEK_US
     _iv_store, iv_start, iv_end = counted.intervals
@@ -715,13 +806,22 @@ def explain_store(
 
 
 def report_from_frames(
-    polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.DataFrame, now=None, exact_seconds: bool = False
+    polls: pd.DataFrame,
+    hours: pd.DataFrame,
+    timezones: pd.DataFrame,
+    now=None,
+    exact_seconds: bool = False,
+    *,
+    special: pd.DataFrame | None = None,
+    periods: Sequence[str] | str = (),
 ) -> pd.DataFrame:
     """The report from frames shaped like the feeds (docs/data-formats.md), all history in memory.
 
     ``polls``: store_id, status (active/inactive), timestamp_utc (datetime-like, UTC);
     ``hours``: store_id, day (or dayOfWeek / day_of_week), start_time_local, end_time_local as
-    ``HH:MM[:SS]``; ``timezones``: store_id, timezone_str. ``now`` defaults to the latest poll.
+    ``HH:MM[:SS]``; ``timezones``: store_id, timezone_str; ``special``: store_id, date
+    (``YYYY-MM-DD``), start_time_local, end_time_local (both empty: closed that date).
+    ``now`` defaults to the latest poll; ``periods`` as :func:`report_windows`.
     """
     polls = polls.drop_duplicates(["store_id", "timestamp_utc"], keep="last")  # later row wins
     ts = pd.to_datetime(polls["timestamp_utc"], utc=True).dt.as_unit("us").array.asi8
@@ -749,5 +849,21 @@ def report_from_frames(
     )
     zones = timezones[timezones["store_id"].astype(str).isin(code.index)]
     zone_of_store = pd.Series(zones["timezone_str"].to_numpy(), index=code[zones["store_id"].astype(str)].to_numpy())
-    schedule = Schedule.build(len(store_ids), hours_frame, zone_of_store)
-    return compute_report(store_ids, frame, schedule, now_us, exact_seconds=exact_seconds)
+    special_frame = None
+    if special is not None:
+        special = special[special["store_id"].astype(str).isin(code.index)]
+        start = parse_clock(special["start_time_local"].fillna("").astype(str))
+        closed = special["start_time_local"].fillna("").astype(str).str.strip().eq("").to_numpy()
+        special_frame = pd.DataFrame(
+            {
+                "store": code[special["store_id"].astype(str)].to_numpy(),
+                "date": pd.to_datetime(special["date"]).to_numpy().astype("datetime64[D]").astype(np.int64),
+                "start_s": np.where(closed, -1, start.fillna(-1)).astype(np.int64),
+                "end_s": np.where(
+                    closed, -1, parse_clock(special["end_time_local"].fillna("").astype(str)).fillna(-1)
+                ).astype(np.int64),
+            }
+        )
+    schedule = Schedule.build(len(store_ids), hours_frame, zone_of_store, special_frame)
+    windows = report_windows(periods)
+    return compute_report(store_ids, frame, schedule, now_us, windows=windows, exact_seconds=exact_seconds)

@@ -22,7 +22,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from . import storage
-from .compute import REPORT_COLUMNS, US_PER_SECOND, WEEK_US, WINDOWS, Schedule, explain_store
+from .compute import REPORT_COLUMNS, US_PER_SECOND, WEEK_US, WINDOWS, History, Schedule, explain_store
 from .reports import LOOK_BACK_US, NoPollsError, read_snapshot
 from .times import DEFAULT_TIMEZONE, format_instant_us, format_local, is_known_timezone
 
@@ -245,9 +245,7 @@ def load_timeline(engine: Engine, store_id: str, as_of_us: int | None = None) ->
             polls,
             schedule,
             now_us,
-            complete_from_us=complete_from,
-            first_poll_us=row["first_poll_us"],
-            fetch_older=fetch_older,
+            history=History(complete_from, row["first_poll_us"], fetch_older),
         )
 
     zone = schedule.zones[0]
@@ -270,7 +268,7 @@ def load_timeline(engine: Engine, store_id: str, as_of_us: int | None = None) ->
     timeline = Timeline(
         store_id=store_id,
         now_us=now_us,
-        windows={name: (now_us - length, now_us) for name, length, _unit in WINDOWS},
+        windows={w.name: (now_us - w.length_us, now_us) for w in WINDOWS},
         timezone=zone,
         timezone_source=source,
         timezone_given=zone_given,

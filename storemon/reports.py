@@ -18,7 +18,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from . import snapshot, storage
-from .compute import US_PER_DAY, WEEK_US, Progress, compute_report
+from .compute import US_PER_DAY, WEEK_US, History, Progress, compute_report
 from .config import default
 from .snapshot import ReportCache
 from .times import format_instant
@@ -208,17 +208,8 @@ def _compute_batch(
         older["store"] = np.searchsorted(report_keys, older["store_key"].to_numpy(np.int64))
         return older
 
-    return compute_report(
-        store_ids,
-        polls,
-        schedule,
-        now_us,
-        complete_from_us=complete_from,
-        first_poll_us=first_poll_us,
-        fetch_older=fetch_older,
-        intervals=intervals,
-        progress=progress,
-    )
+    history = History(complete_from, first_poll_us, fetch_older)
+    return compute_report(store_ids, polls, schedule, now_us, history=history, intervals=intervals, progress=progress)
 
 
 def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:

@@ -229,12 +229,7 @@ def report_inputs(batch: Batch, report_keys: np.ndarray, complete_from_us: int, 
     polls = pd.DataFrame(
         {"store": code, "ts_us": batch.ts[at], "active": batch.active[at], "counted": batch.counted[at]}
     )
-    s = batch.schedule
-    h_code = code_of_local[s.store]
-    rows = h_code >= 0
-    schedule = Schedule(
-        store=h_code[rows], day=s.day[rows], start_s=s.start_s[rows], end_s=s.end_s[rows], zones=s.zones[local]
-    )
+    schedule = batch.schedule.subset(code_of_local, batch.schedule.zones[local])
     iv_store, iv_start, iv_end = clip_intervals(
         batch.intervals, complete_from_us - 3 * US_PER_DAY, now_us + 3 * US_PER_DAY
     )

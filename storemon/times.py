@@ -13,6 +13,7 @@ meets those integers only here:
   (anything pandas reads as an instant; naive means UTC) and :func:`read_iso` (any ISO 8601
   instant, whatever its year);
 * clocks -- :func:`parse_clock` (``HH:MM[:SS]`` -> seconds after local midnight);
+* durations -- :func:`parse_periods` (a report's extra periods, ``30d,2h`` -> names and lengths);
 * time zones -- :data:`DEFAULT_TIMEZONE`, the zone of a store without a known one
   (docs/report-rules.md), and the names that are known (:func:`is_known_timezone`).
 """
@@ -174,3 +175,37 @@ def parse_instant(text: str) -> int:
         f"{shown} is outside the accepted range: from "
         f"{format_utc(EARLIEST_POLL.to_pydatetime())} to one day after the current time ({format_utc(latest)})"
     )
+
+
+MAX_PERIODS = 6  # extra periods one report may ask for
+MAX_PERIOD_DAYS = 92  # the longest period, in days
+_PERIOD_PATTERN = re.compile(r"(\d{1,4})([hd])")
+_PERIOD_UNIT_US = {"h": 3_600_000_000, "d": 86_400_000_000}
+
+
+def parse_periods(text: str | None) -> tuple[tuple[str, int], ...]:
+    """A report's extra periods, ``"30d,2h"`` -> ``(("30d", 2592000000000), ("2h", 7200000000))``.
+
+    A comma-separated list of ``Nh`` (hours) or ``Nd`` (days), ``N`` a whole number from 1, at
+    most :data:`MAX_PERIODS` of them, each at most :data:`MAX_PERIOD_DAYS` days, none twice; spaces
+    around items are ignored and the name is written without leading zeros (``030d`` is ``30d``).
+    Lengths are microseconds. Empty or None -> ``()``. Raises ``ValueError`` with a readable message.
+    """
+    if text is None or not str(text).strip():
+        return ()
+    periods: list[tuple[str, int]] = []
+    for item in str(text).split(","):
+        match = _PERIOD_PATTERN.fullmatch(item.strip().lower())
+        if not match or int(match[1]) == 0:
+            raise ValueError(
+                f"periods: cannot read {item.strip()[:40]!r}; give whole numbers of hours or days, e.g. 30d,2h"
+            )
+        name, length = f"{int(match[1])}{match[2]}", int(match[1]) * _PERIOD_UNIT_US[match[2]]
+        if length > MAX_PERIOD_DAYS * _PERIOD_UNIT_US["d"]:
+            raise ValueError(f"periods: {name} is longer than {MAX_PERIOD_DAYS}d, the longest period")
+        if any(name == seen for seen, _ in periods):
+            raise ValueError(f"periods: {name} is given twice")
+        periods.append((name, length))
+    if len(periods) > MAX_PERIODS:
+        raise ValueError(f"periods: {len(periods)} given, at most {MAX_PERIODS}")
+    return tuple(periods)
