@@ -21,9 +21,9 @@ from .ingest import IngestBusy, IngestReadOnly, ingest_file
 from .models import BusinessHours, Poll, RecentPoll, Report, Store, StoreTimezone
 from .openapi import describe, json_response, query, ref
 from .parse import KINDS, IngestError
-from .schemas import AS_OF, REPORT_ID
+from .schemas import AS_OF, PERIODS, REPORT_ID
 from .security import CHALLENGES
-from .times import format_datetime, format_instant, parse_instant
+from .times import format_datetime, format_instant, parse_instant, parse_periods
 from .uploads import UploadError, receive_csv
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ def _reason(code: int) -> str:
 
 
 AS_OF_QUERY = query("as_of", AS_OF, "the report's `now` (instead of the JSON body's `as_of`)")
+PERIODS_QUERY = query("periods", PERIODS, "extra periods (instead of the JSON body's `periods`)")
 _TO_REPORT = {
     "GetReport": {
         "operationId": "get_report",
@@ -98,18 +99,22 @@ _TO_REPORT = {
 @describe(
     summary="Start a report",
     errors=(400, 429, 503),
-    params=(AS_OF_QUERY,),
+    params=(AS_OF_QUERY, PERIODS_QUERY),
     body={
         "required": False,
         "content": {
-            "application/json": {"schema": ref("TriggerBody"), "example": {"as_of": "2023-01-25T12:00:00Z"}},
+            "application/json": {
+                "schema": ref("TriggerBody"),
+                "example": {"as_of": "2023-02-01T00:00:00Z", "periods": "31d"},
+            },
             "application/x-www-form-urlencoded": {"schema": ref("TriggerBody")},
         },
     },
     responses={200: json_response("ReportId", "The new report's id: poll it with get_report", links=_TO_REPORT)},
 )
 def trigger_report():
-    """Start a report; optional ``as_of`` (JSON body, form or query). Answers ``{"report_id"}``.
+    """Start a report; optional ``as_of`` and ``periods`` (JSON body, form or query). Answers
+    ``{"report_id"}``.
 
     ``HEAD`` answers like ``GET`` would, without creating a report.
     """
@@ -120,16 +125,17 @@ def trigger_report():
         raise BadRequest("the request body is not valid JSON")
     if body is not None and not isinstance(body, dict):
         raise BadRequest('the JSON body must be an object, e.g. {"as_of": "2023-01-25T12:00:00Z"}')
-    as_of = (body or {}).get("as_of") if isinstance(body, dict) else None
-    if as_of is not None and not isinstance(as_of, str):
-        raise BadRequest("as_of must be a string, e.g. 2023-01-25T12:00:00Z")
-    as_of = as_of or request.values.get("as_of")
+    as_of, periods = _trigger_field(body, "as_of", "2023-01-25T12:00:00Z"), _trigger_field(body, "periods", "30d,2h")
     as_of_us = None
     if as_of:
         try:
             as_of_us = parse_instant(str(as_of))
         except ValueError as exc:
             raise BadRequest(f"as_of: {exc}") from exc
+    try:
+        parse_periods(periods)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
     app = current_app._get_current_object()
     if jobs.queue_full(app) and not _trigger_limiter().allow(_client()):
         raise ApiError(
@@ -139,12 +145,20 @@ def trigger_report():
             int(TRIGGER_WINDOW_S),
         )
     try:
-        report_id = jobs.submit_report(app, as_of_us)
+        report_id = jobs.submit_report(app, as_of_us, periods)
     except jobs.QueueFull as exc:
         raise ApiError(503, str(exc), exc.retry_after) from exc
     except storage.DatabaseBusy as exc:
         raise ApiError(503, f"the report queue is busy: {exc}", 5) from exc
     return jsonify(report_id=report_id)
+
+
+def _trigger_field(body: dict | None, name: str, example: str) -> str | None:
+    """A trigger's optional text field: from the JSON body, else the form or the query."""
+    value = (body or {}).get(name)
+    if value is not None and not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string, e.g. {example}")
+    return value or request.values.get(name)
 
 
 # While the report queue is full, one client may trigger this many reports per window (beyond:
@@ -307,6 +321,8 @@ def _now_used(report: Report) -> dict:
     warning when it is more than a day after the latest poll."""
     now_us = report.now_us if report.now_us is not None else report.as_of_us
     fields = {"now": format_instant(now_us) if now_us is not None else None}
+    if report.periods:
+        fields["periods"] = report.periods
     if report.warning:
         fields["warning"] = report.warning
     return fields

@@ -213,6 +213,9 @@ def reset_command(demo_dir):
         click.echo(f"left {demo}: it has no {STAMP_NAME}, so it is not demo data made by `demo-data`")
 
 
+PERIODS_HELP = "Extra periods, e.g. 30d,2h: two more columns each (hours), after the standard seven."
+
+
 @click.command("report")
 @click.option(
     "--out",
@@ -234,17 +237,22 @@ def reset_command(demo_dir):
     default=None,
     help="Report as of this UTC instant (polls after it are ignored); default: the latest poll.",
 )
+@click.option("--periods", default=None, help=PERIODS_HELP)
 @with_appcontext
-def report_command(out, fmt, as_of):
+def report_command(out, fmt, as_of, periods):
     """Compute the uptime/downtime report synchronously and write it (CSV unless asked otherwise)."""
+    from .compute import report_windows
     from .reports import NoPollsError, build_report, write_csv
     from .times import format_instant, parse_instant
 
     chosen = formats.FORMATS[fmt.lower()] if fmt else formats.from_extension(out)
     try:
         as_of_us = parse_instant(as_of) if as_of else None
+        windows = report_windows(periods)
         started = time.perf_counter()
-        result = build_report(db.engine, as_of_us, batch_stores=current_app.config["REPORT_BATCH_STORES"])
+        result = build_report(
+            db.engine, as_of_us, batch_stores=current_app.config["REPORT_BATCH_STORES"], windows=windows
+        )
     except (ValueError, NoPollsError) as exc:
         raise click.ClickException(str(exc)) from exc
     if chosen is formats.CSV:
@@ -256,6 +264,7 @@ def report_command(out, fmt, as_of):
                 now=format_instant(result.now_us),
                 rows=result.store_count,
                 as_of=format_instant(as_of_us) if as_of_us is not None else None,
+                periods=", ".join(w.name for w in windows),
                 data_version=result.data_version,
                 generated_at=format_instant(time.time_ns() // 1000),
             )
@@ -277,9 +286,10 @@ def report_command(out, fmt, as_of):
     default=None,
     help="Explain the store as of this UTC instant (as the report would); default: the latest poll.",
 )
+@click.option("--periods", default=None, help=PERIODS_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the timeline JSON (as GET /stores/<id>/timeline).")
 @with_appcontext
-def explain_command(store_id, as_of, as_json):
+def explain_command(store_id, as_of, periods, as_json):
     """Explain one store's report row: its hours, polls, segments, figures and notes."""
     import json
 
@@ -288,7 +298,7 @@ def explain_command(store_id, as_of, as_json):
     from .times import parse_instant
 
     try:
-        timeline = load_timeline(db.engine, store_id, parse_instant(as_of) if as_of else None)
+        timeline = load_timeline(db.engine, store_id, parse_instant(as_of) if as_of else None, periods)
     except (ValueError, NoPollsError, UnknownStoreError) as exc:
         raise click.ClickException(str(exc).strip('"')) from exc
     click.echo(json.dumps(timeline.to_dict(), indent=1) if as_json else timeline.to_text())

@@ -47,7 +47,7 @@ from .extensions import db
 from .models import BusinessHours, Poll, RecentPoll, Report, Store, StoreTimezone
 from .openapi import describe, json_response, query
 from .reports import NoPollsError
-from .schemas import AS_OF
+from .schemas import AS_OF, PERIODS
 from .times import format_datetime, format_instant_us, parse_instant
 
 bp = Blueprint("dashboard", __name__, template_folder="templates")
@@ -327,12 +327,15 @@ def _expired(report_id: str):
 
 
 def _timeline(store_id: str):
-    as_of = request.args.get("as_of")
+    as_of, periods = request.args.get("as_of"), request.args.get("periods")
     try:
         as_of_us = parse_instant(as_of) if as_of else None
     except ValueError as exc:
         raise BadRequest(f"as_of: {exc}") from exc
-    return load_timeline(db.engine, store_id, as_of_us), as_of
+    try:
+        return load_timeline(db.engine, store_id, as_of_us, periods), as_of
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
 
 
 TIMELINE = dict(
@@ -344,6 +347,7 @@ TIMELINE = dict(
     },
 )
 AS_OF_PARAM = query("as_of", AS_OF, "the report's `now`")
+PERIODS_PARAM = query("periods", PERIODS, "extra periods: their figures join the row's")
 
 
 def _store_id_arg() -> str:
@@ -367,6 +371,7 @@ def _timeline_json(store_id: str):
     params=(
         query("store_id", {"type": "string", "example": "007"}, "the opaque store id, any characters", required=True),
         AS_OF_PARAM,
+        PERIODS_PARAM,
     ),
 )
 def store_timeline_by_query():
@@ -378,7 +383,7 @@ def store_timeline_by_query():
 @bp.get("/stores/<path:store_id>/timeline")
 @describe(
     **TIMELINE,
-    params=(AS_OF_PARAM,),
+    params=(AS_OF_PARAM, PERIODS_PARAM),
     path_schemas={
         "store_id": {
             "type": "string",

@@ -22,7 +22,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from . import storage
-from .compute import REPORT_COLUMNS, US_PER_SECOND, WEEK_US, WINDOWS, History, Schedule, explain_store
+from .compute import US_PER_SECOND, WEEK_US, History, Schedule, explain_store, report_windows
 from .reports import LOOK_BACK_US, NoPollsError, read_snapshot
 from .times import DEFAULT_TIMEZONE, format_instant_us, format_local, is_known_timezone
 
@@ -106,7 +106,7 @@ class Timeline:
     intervals: list[Interval]
     polls: list[PollMark]
     segments: list[Segment]
-    figures: dict  # the report row: REPORT_COLUMNS -> value
+    figures: dict  # the report row: its columns (report_columns) -> value
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -155,7 +155,7 @@ class Timeline:
                 }
                 for s in self.segments
             ],
-            "figures": {c: self.figures[c] for c in REPORT_COLUMNS[1:]},
+            "figures": {c: v for c, v in self.figures.items() if c != "store_id"},
             "notes": self.notes,
         }
 
@@ -199,8 +199,8 @@ class Timeline:
             f"{s.hours:7.3f} h  by the poll at {format_instant_us(s.poll_us)}"
             for s in self.segments
         ]
-        lines.append("figures (hour in minutes, day and week in hours)")
-        lines += [f"  {c:<20} {self.figures[c]:.2f}" for c in REPORT_COLUMNS[1:]]
+        lines.append("figures (the hour in minutes, the others in hours)")
+        lines += [f"  {c:<20} {v:.2f}" for c, v in self.figures.items() if c != "store_id"]
         if self.notes:
             lines.append("notes")
             lines += [f"  - {note}" for note in self.notes]
@@ -211,12 +211,15 @@ def _status(active: bool) -> str:
     return "active" if active else "inactive"
 
 
-def load_timeline(engine: Engine, store_id: str, as_of_us: int | None = None) -> Timeline:
-    """One store's :class:`Timeline` at ``now`` = ``as_of_us`` or the latest poll (as the report).
+def load_timeline(engine: Engine, store_id: str, as_of_us: int | None = None, periods: str | None = None) -> Timeline:
+    """One store's :class:`Timeline` at ``now`` = ``as_of_us`` or the latest poll (as the report),
+    its figures those of a report with these extra ``periods`` (``"30d,2h"``; see
+    :func:`~storemon.compute.report_windows`; a ``ValueError`` when unreadable).
 
     Raises :class:`UnknownStoreError` for a store the report would have no row for, and
     :class:`~storemon.reports.NoPollsError` when the database holds no polls.
     """
+    windows = report_windows(periods)
     # One function on purpose: every read of one store happens inside one snapshot.
     with read_snapshot(engine) as conn:
         now_us = as_of_us if as_of_us is not None else storage.latest_poll_us(conn)
@@ -228,8 +231,8 @@ def load_timeline(engine: Engine, store_id: str, as_of_us: int | None = None) ->
         if row["first_poll_us"] > now_us:
             raise UnknownStoreError(f"store {store_id!r} has no poll at or before {format_instant_us(now_us)}")
         key = row["store_key"]
-        # The report's read, filtered to this store: the week plus a day, then the look-back.
-        complete_from = now_us - WEEK_US - LOOK_BACK_US
+        # The report's read, filtered to this store: the longest window and a day, then the look-back.
+        complete_from = now_us - max(WEEK_US, *(w.length_us for w in windows)) - LOOK_BACK_US
         polls = storage.polls_of_stores(conn, np.array([key]), complete_from, now_us + 1).assign(store=0)
         hours = storage.hours_of_store(conn, store_id)
         zone_given = storage.timezone_of_store(conn, store_id)
@@ -246,6 +249,7 @@ def load_timeline(engine: Engine, store_id: str, as_of_us: int | None = None) ->
             schedule,
             now_us,
             history=History(complete_from, row["first_poll_us"], fetch_older),
+            windows=windows,
         )
 
     zone = schedule.zones[0]
@@ -268,7 +272,7 @@ def load_timeline(engine: Engine, store_id: str, as_of_us: int | None = None) ->
     timeline = Timeline(
         store_id=store_id,
         now_us=now_us,
-        windows={w.name: (now_us - w.length_us, now_us) for w in WINDOWS},
+        windows={w.name: (now_us - w.length_us, now_us) for w in windows},
         timezone=zone,
         timezone_source=source,
         timezone_given=zone_given,

@@ -41,11 +41,12 @@ from flask import Flask
 from sqlalchemy import delete, func, select, update
 
 from . import formats, metrics, snapshot, storage
+from .compute import report_windows
 from .extensions import db
 from .models import Report
 from .processes import process_alive
 from .reports import NoPollsError, build_report, now_warning, write_csv
-from .times import format_datetime, format_instant
+from .times import format_datetime, format_instant, parse_periods
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ def about(report: Report) -> formats.About:
         now=format_instant(report.now_us),
         data_version=report.data_version,
         as_of=format_instant(report.as_of_us) if report.as_of_us is not None else None,
+        periods=", ".join(w.name for w in report_windows(report.periods)),
         rows=report.store_count,
         generated_at=format_datetime(report.finished_at),
     )
@@ -139,11 +141,13 @@ class QueueFull(Exception):
     retry_after = 10  # seconds
 
 
-def submit_report(app: Flask, as_of_us: int | None = None) -> str:
+def submit_report(app: Flask, as_of_us: int | None = None, periods: str | None = None) -> str:
     """Record a new report and, unless an identical one exists, hand it to this process's pool.
 
-    ``now`` (``as_of_us`` or the latest poll) and the data version are read here, so two
-    triggers with nothing ingested between them ask for the same report and share it. The check
+    ``periods``: the extra periods, as :func:`~storemon.times.parse_periods` reads them (None or
+    empty: none). ``now`` (``as_of_us`` or the latest poll) and the data version are read here,
+    so two triggers with nothing ingested between them ask for the same report (same periods
+    too) and share it. The check
     and the insert are one write transaction on the jobs database, so concurrent triggers (any
     process) see each other. Raises :class:`QueueFull`.
     """
@@ -152,6 +156,7 @@ def submit_report(app: Flask, as_of_us: int | None = None) -> str:
         with conn.begin():
             now_us = as_of_us if as_of_us is not None else storage.latest_poll_us(conn)
             version = storage.data_version(conn)
+    periods = ",".join(name for name, _length in parse_periods(periods)) or None
     report_id = new_report_id()
     jobs_engine = db.engines["jobs"]
     with storage.write_transaction(jobs_engine, app.config["SQLITE_BUSY_TIMEOUT_MS"] / 1000, lock=_JOBS_LOCK) as conn:
@@ -162,6 +167,7 @@ def submit_report(app: Flask, as_of_us: int | None = None) -> str:
                 .where(
                     Report.now_us == now_us,
                     Report.data_version == version,
+                    Report.periods.is_(None) if periods is None else Report.periods == periods,
                     Report.reuse_of.is_(None),
                     Report.status.in_([QUEUED, RUNNING, COMPLETE]),
                 )
@@ -183,6 +189,7 @@ def submit_report(app: Flask, as_of_us: int | None = None) -> str:
                 as_of_us=as_of_us,
                 now_us=now_us,
                 data_version=version,
+                periods=periods,
                 reuse_of=same,
                 progress=0.0,
                 stage="queued" if same is None else "reused",
@@ -329,6 +336,7 @@ def run_report(app: Flask, report_id: str) -> None:
                 time.sleep(delay)  # testing aid: a window in which the job is "running"
             report = db.session.get(Report, report_id)
             now_us = report.now_us if report.now_us is not None else report.as_of_us
+            windows = report_windows(report.periods)
             db.session.rollback()  # end the read; the computation uses its own snapshot
             result = build_report(
                 db.engine,
@@ -337,6 +345,7 @@ def run_report(app: Flask, report_id: str) -> None:
                 on_now=_NowRecorder(report_id),
                 cache=report_cache(app),
                 batch_stores=app.config["REPORT_BATCH_STORES"],
+                windows=windows,
             )
             path = write_csv(result.frame, report_path(app, report_id))
             _finish(

@@ -162,6 +162,8 @@ class Report(db.Model):
     # A report asked for the same `now` and data version as an earlier one is that one's result:
     # it is not computed again, it names the report that is (or was) computed.
     reuse_of: Mapped[str | None] = mapped_column(String(64))
+    # The extra periods asked for ("30d,2h", as storemon.times.parse_periods writes them), if any.
+    periods: Mapped[str | None] = mapped_column(String(64))
     # The finished CSV, gzip-compressed (about 200 KB at 14K stores) kept with the state, so a
     # web process on another host, without the REPORTS_DIR it was written to, can hand it out.
     csv_gz: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)

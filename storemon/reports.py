@@ -18,7 +18,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from . import snapshot, storage
-from .compute import US_PER_DAY, WEEK_US, History, Progress, compute_report
+from .compute import US_PER_DAY, WEEK_US, WINDOWS, History, Progress, Window, compute_report
 from .config import default
 from .snapshot import ReportCache
 from .times import format_instant
@@ -76,20 +76,27 @@ def build_report(
     *,
     cache: ReportCache | None = None,
     batch_stores: int = BATCH_STORES,
+    windows: tuple[Window, ...] = WINDOWS,
 ) -> ReportResult:
     """Compute the report from the database as of ``as_of_us`` (default: the latest poll).
 
     Stores are computed in batches of ``batch_stores`` (by store key), so memory follows the
-    batch. With ``cache`` (a serving process's :class:`~storemon.snapshot.ReportCache`) the
-    batches read are kept, and the next report reads only what changed since
-    (:mod:`storemon.snapshot`); the result is the same either way.
+    batch; a window longer than the week (``windows``: :func:`~storemon.compute.report_windows`)
+    makes the batches as much smaller as it is longer, so a batch holds about a week's polls of
+    ``batch_stores`` stores. With ``cache`` (a serving process's
+    :class:`~storemon.snapshot.ReportCache`) the batches read are kept, and the next report reads
+    only what changed since (:mod:`storemon.snapshot`); the result is the same either way. The
+    cache holds the week: a report with a longer window reads the database without it.
     """
+    span = max(w.length_us for w in windows)
+    if span > WEEK_US:
+        cache, batch_stores = None, max(1, batch_stores * WEEK_US // span)
     if cache is None:
         with read_snapshot(engine) as conn:
-            return _build(conn, as_of_us, progress, on_now, None, batch_stores, "")
+            return _build(conn, as_of_us, progress, on_now, None, batch_stores, "", windows)
     with cache.lock:  # before the snapshot: it is then at least as new as what the cache holds
         with read_snapshot(engine) as conn:
-            return _build(conn, as_of_us, progress, on_now, cache, cache.batch_stores, str(engine.url))
+            return _build(conn, as_of_us, progress, on_now, cache, cache.batch_stores, str(engine.url), windows)
 
 
 @contextmanager
@@ -103,7 +110,9 @@ def read_snapshot(engine: Engine):
             yield conn
 
 
-def _build(conn, as_of_us, progress, on_now, cache: ReportCache | None, batch_stores: int, url: str) -> ReportResult:
+def _build(
+    conn, as_of_us, progress, on_now, cache: ReportCache | None, batch_stores: int, url: str, windows
+) -> ReportResult:
     """The reads (all in the caller's transaction) and the computation, batch by batch."""
     # One function on purpose: every read of a report happens inside this one snapshot.
     latest_in_db = storage.latest_poll_us(conn)
@@ -126,7 +135,7 @@ def _build(conn, as_of_us, progress, on_now, cache: ReportCache | None, batch_st
     if progress:
         progress(0.02, "read")
     version = storage.data_version(conn)
-    complete_from = now_us - WEEK_US - LOOK_BACK_US
+    complete_from = now_us - max(WEEK_US, *(w.length_us for w in windows)) - LOOK_BACK_US
 
     # Kept batches serve if none is newer than this snapshot and all hold this report's range.
     kept = cache.kept(url) if cache is not None else []
@@ -164,7 +173,15 @@ def _build(conn, as_of_us, progress, on_now, cache: ReportCache | None, batch_st
             stages = _within(progress, at.start / len(keys), at.stop / len(keys))
             frames.append(
                 _compute_batch(
-                    conn, batch, keys[at][mine], ids[at][mine], first_poll[at][mine], complete_from, now_us, stages
+                    conn,
+                    batch,
+                    keys[at][mine],
+                    ids[at][mine],
+                    first_poll[at][mine],
+                    complete_from,
+                    now_us,
+                    stages,
+                    windows,
                 )
             )
         if keeping:
@@ -198,7 +215,7 @@ def _within(progress: Progress | None, start: float, stop: float) -> Progress | 
 
 
 def _compute_batch(
-    conn, batch, report_keys, store_ids, first_poll_us, complete_from, now_us, progress: Progress | None = None
+    conn, batch, report_keys, store_ids, first_poll_us, complete_from, now_us, progress: Progress | None, windows
 ) -> pd.DataFrame:
     """One batch's rows (sorted by store_id); codes are positions in ``report_keys``."""
     polls, schedule, intervals = snapshot.report_inputs(batch, report_keys, complete_from, now_us)
@@ -209,7 +226,9 @@ def _compute_batch(
         return older
 
     history = History(complete_from, first_poll_us, fetch_older)
-    return compute_report(store_ids, polls, schedule, now_us, history=history, intervals=intervals, progress=progress)
+    return compute_report(
+        store_ids, polls, schedule, now_us, history=history, windows=windows, intervals=intervals, progress=progress
+    )
 
 
 def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:

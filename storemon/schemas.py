@@ -25,6 +25,13 @@ AS_OF = {
     "`2023-01-25 12:09:39.388884 UTC`, from 2000-01-01 to one day after the current time. "
     "Absent: the latest poll.",
 }
+PERIODS = {
+    "type": "string",
+    "example": "30d,2h",
+    "description": "Extra periods, each adding `uptime_last_<p>` and `downtime_last_<p>` (hours) after the seven "
+    "standard columns, in the order given: comma-separated `Nh` or `Nd`, at most 6, each at most `92d`. "
+    "Absent or empty: none.",
+}
 
 
 def _ts(description: str, **kw) -> fields.String:
@@ -46,6 +53,7 @@ class TriggerBodySchema(Schema):
         unknown = INCLUDE  # -> additionalProperties: true
 
     as_of = fields.String(allow_none=True, metadata=AS_OF)
+    periods = fields.String(allow_none=True, metadata=PERIODS)
 
 
 class ReportIdSchema(Schema):
@@ -58,6 +66,7 @@ class _ReportState(Schema):
         "the report's `now` (null until the job has fixed it, when no as_of was given)", required=True, allow_none=True
     )
     warning = fields.String(metadata={"description": "present when `now` is over a day after the latest poll"})
+    periods = fields.String(metadata={**PERIODS, "description": "the extra periods asked for, if any"})
 
 
 class ReportRunningSchema(_ReportState):
@@ -93,7 +102,9 @@ class ReportRowsSchema(Schema):
     report_id = fields.String(required=True, metadata={**REPORT_ID, "description": "the report that computed the rows"})
     now = _ts("the report's `now`", required=True)
     columns = fields.List(
-        fields.String(), required=True, metadata={"description": "`store_id` and the six figures, in the CSV's order"}
+        fields.String(),
+        required=True,
+        metadata={"description": "`store_id`, the six figures and those of any extra periods, in the CSV's order"},
     )
     rows = fields.List(
         fields.Dict(keys=fields.String()),

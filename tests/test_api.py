@@ -427,3 +427,78 @@ def _drop(url: str) -> None:
     admin = target.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE "{target.database}" WITH (FORCE)')
+
+
+# --- extra periods ------------------------------------------------------------------------------
+
+# conftest's `loaded` with periods=2h,30d. 007: the 2h window [10:00, 12:00) holds 10:00-10:44:30
+# up and 10:44:30-12:00 down; the 30d window adds four earlier Mondays 09:00-12:00 (Dec 26 .. Jan
+# 16), all nearest the 10:14 poll: 12 h + 1.74 h up. The other store is open 24x7, polled once.
+EXPECTED_PERIODS = (
+    EXPECTED.splitlines()[0] + ",uptime_last_2h,downtime_last_2h,uptime_last_30d,downtime_last_30d\n"
+    "007,0.00,1.74,1.74,60.00,1.26,1.26,0.74,1.26,13.74,1.26\n"
+    "9204962793113048005,60.00,24.00,168.00,0.00,0.00,0.00,2.00,0.00,720.00,0.00\n"
+)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.post("/trigger_report", json={"periods": "2h,30d"}),
+        lambda c: c.get("/trigger_report?periods=2h,%2030d"),
+        lambda c: c.post("/trigger_report", data={"periods": "002h,30D"}),
+    ],
+    ids=["json", "query", "form"],
+)
+def test_periods_add_two_columns_each_in_the_order_given(client, loaded, call):
+    report_id = call(client).get_json()["report_id"]
+    assert wait_for(client, report_id).get_data(as_text=True) == EXPECTED_PERIODS
+
+
+def test_a_report_is_reused_only_for_the_same_periods(app, client, loaded):
+    plain = client.post("/trigger_report").get_json()["report_id"]
+    month = client.post("/trigger_report", json={"periods": "2h,30d"}).get_json()["report_id"]
+    again = client.post("/trigger_report", json={"periods": "2h, 30d"}).get_json()["report_id"]
+    other_order = client.post("/trigger_report", json={"periods": "30d,2h"}).get_json()["report_id"]
+    assert wait_for(client, plain).get_data(as_text=True) == EXPECTED
+    assert wait_for(client, again).get_data(as_text=True) == EXPECTED_PERIODS
+    with app.app_context():
+        rows = {r.id: r for r in db.session.scalars(db.select(Report))}
+    assert rows[month].reuse_of is None and rows[other_order].reuse_of is None and rows[plain].reuse_of is None
+    assert rows[again].reuse_of == month and rows[month].periods == "2h,30d"
+    header = wait_for(client, other_order).get_data(as_text=True).splitlines()[0]
+    assert header.endswith("uptime_last_30d,downtime_last_30d,uptime_last_2h,downtime_last_2h")
+
+
+@pytest.mark.parametrize(
+    "periods, message",
+    [
+        ("30", "cannot read '30'"),
+        ("0d", "cannot read '0d'"),
+        ("93d", "93d is longer than 92d"),
+        ("2232h", "2232h is longer than 92d"),
+        ("1h,2h,3h,4h,5h,6h,7h", "7 given, at most 6"),
+        ("30d,30d", "30d is given twice"),
+        ("1.5d", "cannot read '1.5d'"),
+        ("1w", "cannot read '1w'"),
+    ],
+)
+def test_unreadable_periods_are_refused_with_a_reason(client, loaded, periods, message):
+    for answer in (
+        client.post("/trigger_report", json={"periods": periods}),
+        client.get("/trigger_report", query_string={"periods": periods}),
+    ):
+        assert answer.status_code == 400 and message in answer.get_json()["message"], answer.get_json()
+
+
+def test_periods_that_are_not_text_are_refused(client, loaded):
+    answer = client.post("/trigger_report", json={"periods": ["30d"]})
+    assert answer.status_code == 400 and "periods must be a string" in answer.get_json()["message"]
+
+
+def test_the_running_answer_names_its_periods(client, loaded, hold):
+    report_id = client.post("/trigger_report", json={"periods": "30d"}).get_json()["report_id"]
+    assert hold.reached.wait(30)
+    answer = client.get(f"/get_report/{report_id}").get_json()
+    hold.release()
+    assert answer["status"] == "Running" and answer["periods"] == "30d"

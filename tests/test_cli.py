@@ -59,6 +59,27 @@ def test_storemon_ingests_reports_and_explains_from_any_folder(user):
     assert explained.returncode == 0 and json.loads(explained.stdout)["store_id"] == "007"
 
 
+def test_report_and_explain_take_periods(user):
+    folder, _ = user
+    assert run(user, "ingest", "feeds").returncode == 0
+    assert run(user, "report", "--out", "r.csv", "--periods", "2h,30d").returncode == 0
+    header, row = (folder / "r.csv").read_text().splitlines()[:2]
+    assert header.endswith(",downtime_last_week,uptime_last_2h,downtime_last_2h,uptime_last_30d,downtime_last_30d")
+    assert row == "007,0.00,1.74,1.74,60.00,1.26,1.26,0.74,1.26,13.74,1.26"
+    explained = json.loads(run(user, "explain", "007", "--json", "--periods", "2h,30d").stdout)
+    assert list(explained["figures"].values()) == [float(v) for v in row.split(",")[1:]]
+    assert list(explained["windows"]) == ["hour", "day", "week", "2h", "30d"]
+
+
+@pytest.mark.parametrize("command", [["report", "--out", "r.csv"], ["explain", "007"]])
+def test_unreadable_periods_are_one_line_errors(user, command):
+    assert run(user, "ingest", "feeds").returncode == 0
+    result = run(user, *command, "--periods", "93d")
+    assert (
+        result.returncode == 1 and result.stderr.strip() == "Error: periods: 93d is longer than 92d, the longest period"
+    )
+
+
 def test_storemon_has_help_for_every_command_and_a_version(user):
     result = run(user, "--help")
     assert result.returncode == 0

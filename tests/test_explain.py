@@ -16,7 +16,7 @@ import pytest
 from bruteforce import brute_force_report, counted_polls
 from helpers import write_csv
 
-from storemon.compute import REPORT_COLUMNS, Schedule, explain_store
+from storemon.compute import REPORT_COLUMNS, Schedule, explain_store, report_windows
 from storemon.demo import generate_demo_data
 from storemon.explain import load_timeline
 from storemon.ingest import ingest_file, ingest_files
@@ -121,6 +121,14 @@ def test_timeline_figures_equal_the_report_row_for_every_store(demo, as_of):
         down = sum(s.seconds for s in timeline.segments if not s.active) / 3600
         assert (round(up, 2), round(down, 2)) == (row.uptime_last_week, row.downtime_last_week), row.store_id
         assert all(timeline.windows["week"][0] <= s.start_us < s.end_us <= timeline.now_us for s in timeline.segments)
+
+
+def test_timeline_figures_with_periods_equal_the_report_row_for_every_store(demo):
+    report = build_report(demo, windows=report_windows("2h,10d")).frame
+    assert list(report.columns[-4:]) == ["uptime_last_2h", "downtime_last_2h", "uptime_last_10d", "downtime_last_10d"]
+    for row in report.itertuples(index=False):
+        timeline = load_timeline(demo, row.store_id, periods="2h,10d")
+        assert [timeline.figures[c] for c in report.columns] == list(row), row.store_id
 
 
 def demo_feeds(tmp_path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
