@@ -302,17 +302,17 @@ class Bench:
         runs = self.repeat("append", self.runs, run)
         self.add("append 10,000 polls to the four-week db: time", [r["seconds"] for r in runs], "s", 1)
 
-    def report(self, label: str, n: int, time_target=None, mb_target=None, ratio_target=None) -> Figure:
+    def report(self, label: str, n: int, time_target=None, mb_target=None, ratio_target=None, periods="") -> Figure:
         ds = DATASETS[label]
         with scratch_copy() as (_, reports):  # read only: runs on the cached database itself
-            runs = self.repeat(f"report {label}", n, lambda i: run_phase("report", ds.db_path, reports))
+            runs = self.repeat(f"report {label}", n, lambda i: run_phase("report", ds.db_path, reports, periods))
         name = {
             "1x": "report 1x",
             "4w": "report four weeks",
             "2x": "report 2x",
             "5x": "report 5x",
             "10x": "report 10x",
-        }[label]
+        }[label] + (f" with periods={periods}" if periods else "")
         once = " (1 run)" if n == 1 else ""
         figure = self.add(
             f"{name}: time{once}", [r["seconds"] for r in runs], "s", time_target, ratio_target=ratio_target
@@ -622,6 +622,8 @@ def main(argv: list[str]) -> int:
             one = bench.report("1x", RUNS, mb_target=500, ratio_target=1.5)
             four = bench.report("4w", RUNS)
             bench.add("report four weeks / one week (1x)", [four.value / one.value], "x", 1.2)
+            month = bench.report("4w", RUNS, mb_target=600, periods="30d")
+            bench.add("report four weeks: periods=30d / without (time)", [month.value / four.value], "x", 4)
             bench.report("2x", RUNS)
             five = bench.report("5x", RUNS_5X, mb_target=600)
             bench.add("report 5x / 1x (time)", [five.value / one.value], "x", 5.5)

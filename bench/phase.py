@@ -207,9 +207,11 @@ def append(db_path: str, new_polls_csv: str, reports_dir: str) -> dict:
     return {"seconds": seconds, "rows": summary.rows_read, "peak_mb": peak_mb()}
 
 
-def report(db_path: str, reports_dir: str) -> dict:
+def report(db_path: str, reports_dir: str, periods: str = "") -> dict:
     """storemon.reports.build_report on a cached database (read only), as a serving process's
-    first report: batches of REPORT_BATCH_STORES stores, kept if they fit REPORT_CACHE_POLLS."""
+    first report: batches of REPORT_BATCH_STORES stores, kept if they fit REPORT_CACHE_POLLS;
+    with extra ``periods`` (e.g. ``30d``) when given."""
+    from storemon.compute import report_windows
     from storemon.extensions import db
     from storemon.jobs import report_cache
     from storemon.reports import build_report
@@ -218,7 +220,12 @@ def report(db_path: str, reports_dir: str) -> dict:
     with app.app_context():
         engine = db.engine
         started = time.perf_counter()
-        result = build_report(engine, cache=report_cache(app), batch_stores=app.config["REPORT_BATCH_STORES"])
+        result = build_report(
+            engine,
+            cache=report_cache(app),
+            batch_stores=app.config["REPORT_BATCH_STORES"],
+            windows=report_windows(periods),
+        )
         seconds = time.perf_counter() - started
         engine.dispose()
     return {"seconds": seconds, "stores": result.store_count, "peak_mb": peak_mb()}
