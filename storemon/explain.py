@@ -41,12 +41,33 @@ def clock(seconds: int) -> str:
 
 @dataclass
 class Interval:
-    """A merged business interval (UTC microseconds) and its local wall-clock ends."""
+    """A merged business interval (UTC microseconds) and its local wall-clock ends;
+    ``special_date`` the store's special date (``YYYY-MM-DD``) it starts on, None for an
+    interval of the weekly hours."""
 
     start_us: int
     end_us: int
     local_start: str
     local_end: str
+    special_date: str | None = None
+
+
+@dataclass
+class SpecialDay:
+    """One special date of the store (docs/report-rules.md#special-days): its local calendar
+    ``date``, that date's span in UTC (``start_us`` = its local midnight, ``end_us`` = the next),
+    its ``hours`` as stored (``(start_s, end_s)`` pairs; none: closed that whole date) and the
+    file that gave it (``source``)."""
+
+    date: str
+    start_us: int
+    end_us: int
+    hours: list[tuple[int, int]]
+    source: str
+
+    @property
+    def closed(self) -> bool:
+        return not self.hours
 
 
 @dataclass
@@ -108,6 +129,7 @@ class Timeline:
     segments: list[Segment]
     figures: dict  # the report row: its columns (report_columns) -> value
     notes: list[str] = field(default_factory=list)
+    special_days: list[SpecialDay] = field(default_factory=list)  # all of the store's, by date
 
     def to_dict(self) -> dict:
         """The JSON answer of ``GET /stores/<id>/timeline``."""
