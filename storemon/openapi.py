@@ -105,20 +105,13 @@ def describe(
     method appended for a second method) does not fit.
     """
 
+    # The arguments above, as the document builder reads them (the description comes from the view).
+    operation = {key: value for key, value in locals().items() if key != "description"}
+    operation.update(path_schemas=path_schemas or {}, operation_ids=operation_ids or {})
+
     def wrap(view):
         text = description or inspect.cleandoc(view.__doc__ or "").replace("``", "`")  # reST -> Markdown
-        view.__openapi__ = dict(
-            summary=summary,
-            description=text,
-            responses=responses,
-            errors=errors,
-            params=params,
-            body=body,
-            path_schemas=path_schemas or {},
-            security=security,
-            operation_ids=operation_ids or {},
-            tags=tags,
-        )
+        view.__openapi__ = {**operation, "description": text}
         return view
 
     return wrap

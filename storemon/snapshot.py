@@ -103,6 +103,12 @@ def _counted(store, ts, intervals, n, from_us, horizon_us) -> np.ndarray:
     return in_business(store, ts, clip_intervals(intervals, lo, hi), Axis(lo, hi, n))
 
 
+def _stamp(conn, version: int) -> dict:
+    """What a batch read at data ``version`` says it was built from: the version, and its
+    ledger row's fingerprint (None for an empty ledger)."""
+    return {"version": version, "fingerprint": storage.ledger_fingerprint(conn, version) if version else None}
+
+
 def build(conn, keys: np.ndarray, lo: int, hi: int, version: int, from_us: int, to_us: int, horizon_us: int) -> Batch:
     """Read one batch from the database (inside the caller's read snapshot)."""
     keys = np.asarray(keys, dtype=np.int64)
@@ -116,8 +122,7 @@ def build(conn, keys: np.ndarray, lo: int, hi: int, version: int, from_us: int, 
     return Batch(
         lo=lo,
         hi=hi,
-        version=version,
-        fingerprint=storage.ledger_fingerprint(conn, version) if version else None,
+        **_stamp(conn, version),
         from_us=from_us,
         to_us=to_us,
         horizon_us=horizon_us,
@@ -139,7 +144,7 @@ def refresh(
     must be rebuilt instead (see the module docstring). ``keys``: the batch range's store keys
     now. Polls before ``keep_from_us`` are dropped once they span more than a day."""
     # One function on purpose: what changed since a batch was kept is applied in one pass.
-    if batch.fingerprint != (storage.ledger_fingerprint(conn, batch.version) if batch.version else None):
+    if batch.fingerprint != _stamp(conn, batch.version)["fingerprint"]:
         return None  # the database was emptied (or replaced) since the batch was read
     mine = changes[changes["id"] > batch.version]
     if (mine["kind"] != "status").any():
@@ -199,18 +204,9 @@ def refresh(
         keep = ts >= keep_from_us
         store, ts, active, counted = store[keep], ts[keep], active[keep], counted[keep]
         from_us = keep_from_us
+    polls = dict(store=store, ts=ts, active=active, counted=counted)
     return replace(
-        batch,
-        version=version,
-        fingerprint=storage.ledger_fingerprint(conn, version) if version else None,
-        from_us=from_us,
-        keys=keys,
-        store=store,
-        ts=ts,
-        active=active,
-        counted=counted,
-        schedule=schedule,
-        intervals=intervals,
+        batch, **_stamp(conn, version), from_us=from_us, keys=keys, schedule=schedule, intervals=intervals, **polls
     )
 
 
