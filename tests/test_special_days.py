@@ -182,3 +182,12 @@ def test_worked_example_on_a_special_monday_open_only_from_nine_to_eleven():
     engine_s, engine, brute, csv = both_reports(special=special, periods=("2h",))
     assert engine_s == brute == ["007", 0, 7200, 7200, 0, 0, 0, 3600, 0]
     assert csv.splitlines()[1] == "007,0.00,2.00,2.00,0.00,0.00,0.00,1.00,0.00"
+
+
+def test_worked_example_on_a_closed_monday_is_all_zeros():
+    # Closed that Monday: neither poll counts, so the store's row is all zeros, its 2 hours too.
+    special = special_frame([("007", "2023-01-23", "", "")])
+    engine_s, engine, brute, csv = both_reports(special=special, periods=("2h",))
+    assert engine_s == brute == ["007", 0, 0, 0, 0, 0, 0, 0, 0]
+    assert engine == ["007"] + [0.0] * 8
+    assert csv.splitlines()[1] == "007" + ",0.00" * 8
