@@ -9,16 +9,26 @@ Method
 ------
 For each store that has at least one poll at or before ``now``:
 
-1. **Business intervals in UTC.**  For every local calendar day from two days
-   before the earliest relevant instant (the earliest poll or ``now - 7d``) to
-   two days after ``now``, each business-hours row for that weekday gives one
-   local wall-clock interval ``[start, end)`` (docs/report-rules.md):
+1. **Business intervals in UTC.**  For every local calendar date from two days
+   before the earliest relevant instant (the earliest poll or the start of the
+   longest window) to two days after ``now``, the date's local wall-clock
+   intervals ``[start, end)`` (docs/report-rules.md, issue 19) are:
 
-   * ``end`` of ``23:59:59`` or ``24:00:00`` -> midnight ending the day;
-   * ``end < start`` -> ``end`` is on the next day (overnight row);
-   * ``end == start`` -> open 24 h: until the same wall time the next day;
-   * a store with no rows at all is open 24x7; days without rows are closed;
-     several rows a day simply give several intervals (membership is "in any").
+   * on a **special date** of the store (a row of ``special``): one interval per
+     special row of that date; a row whose start and end are both empty
+     (*closed*) gives none.  The store's weekly rows give nothing that date;
+   * on any other date: one interval per weekly row for the date's weekday; a
+     store with no weekly rows has the row ``00:00``-``24:00`` every weekday
+     (open 24x7), so a special date of such a store is open exactly as its
+     special rows say;
+   * each interval belongs to the date on which it starts, wherever it ends: a
+     Friday ``22:00``-``02:00`` row runs into Saturday whatever Saturday is;
+   * the end rules, for weekly and special rows alike: ``end`` of ``23:59:59``
+     or ``24:00:00`` -> midnight ending the date; ``end < start`` -> ``end`` is
+     on the next date (overnight); ``end == start`` -> open 24 h, until the
+     same wall time the next date;
+   * a store with neither weekly rows nor special dates is open 24x7 and gets
+     no intervals at all (every instant is in business hours).
 
    Each end point is converted local -> UTC with :mod:`zoneinfo` (not pandas,
    not pytz) by :func:`local_to_utc`: an ambiguous wall time (autumn) takes its
@@ -31,24 +41,41 @@ For each store that has at least one poll at or before ``now``:
    of Australia/Lord_Howe, Pacific/Chatham, Antarctica/Troll.  This module
    follows the rules' stated meaning, "the first instant after the gap".)
 
-2. **Samples.**  The week window ``[now-7d, now)`` is sampled at the instants
-   ``now - k s`` for ``k = 1 .. 604800``; each sample stands for one second.
-   A sample is in business hours iff it lies in some ``[start_utc, end_utc)``.
+   An instant is in business hours iff some interval contains it: the number of
+   intervals starting at or before it, less the number ending at or before it,
+   is positive (intervals may overlap; nothing is merged).
 
-3. **Counted polls.**  Polls at or before ``now`` whose own instant is in
-   business hours by the same test (intervals cover the polls' days too).
+2. **Windows.**  The hour, day and week, then each of ``periods`` (``"Nh"`` or
+   ``"Nd"``: N hours or days), all ending at ``now``.
 
-4. **Nearest poll.**  Each business sample takes the status of the nearest
-   counted poll in time, before or after; on an exact tie the LATER poll wins
-   (a poll speaks for ``[midpoint with predecessor, midpoint with successor)``).
-   A store with no counted poll gets 0 everywhere.
+3. **Samples.**  The instants ``now - k s`` for ``k = 1 .. K``, K the longest
+   window in seconds; each sample stands for one second, and a window of W
+   seconds holds the samples with ``k <= W``.
 
-5. **Counting.**  ``uptime_last_hour`` = number of business samples with
-   ``k <= 3600`` whose nearest counted poll is active; likewise day
-   (``k <= 86400``) and week (all samples), and downtime with inactive.
-   All figures are in SECONDS, unrounded.
+4. **Counted polls.**  Polls at or before ``now`` whose own instant is in
+   business hours by the same test (intervals cover the polls' dates too).
 
-Everything is held as int64 microseconds since the Unix epoch (UTC).
+5. **Nearest poll.**  Each business sample takes the status of the nearest
+   counted poll in time, before or after, however far; on an exact tie the
+   LATER poll wins (a poll speaks for ``[midpoint with predecessor, midpoint
+   with successor)``).  A store with no counted poll gets 0 everywhere.
+
+6. **Counting.**  ``uptime_last_<window>`` = number of business samples of the
+   window whose nearest counted poll is active; ``downtime_last_<window>``
+   likewise with inactive.  All figures are in SECONDS, unrounded.  Columns:
+   the standard seven, then ``uptime_last_<p>``, ``downtime_last_<p>`` for each
+   period ``p`` in the order given.
+
+Everything is held as int64 microseconds since the Unix epoch (UTC).  Samples
+are taken a million at a time, so a 92-day window (about 8 million samples)
+needs tens of megabytes per store, not gigabytes.
+
+The feeds are frames shaped like the files (docs/data-formats.md): ``polls``
+(store_id, timestamp_utc, status), ``hours`` (store_id, day or dayOfWeek or
+day_of_week, start_time_local, end_time_local), ``timezones`` (store_id,
+timezone_str) and ``special`` (store_id, date as ``YYYY-MM-DD``,
+start_time_local, end_time_local; both times empty -- or missing, as pandas
+reads an empty CSV field -- for *closed*).
 
 :func:`report_csv` turns those seconds into the report's CSV text by the documented rounding;
 :func:`business_time` gives each store's business seconds per window and how many polls count;
@@ -57,6 +84,8 @@ Everything is held as int64 microseconds since the Unix epoch (UTC).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -71,6 +100,7 @@ __all__ = [
     "local_to_utc",
     "business_intervals_utc",
     "resolve_zone",
+    "period_seconds",
 ]
 
 DEFAULT_TZ = "America/Chicago"
@@ -78,6 +108,7 @@ UTC = UTC
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 US = 1_000_000  # microseconds per second
 HOUR_S, DAY_S, WEEK_S = 3600, 86400, 7 * 86400
+STANDARD_WINDOWS = [("hour", HOUR_S), ("day", DAY_S), ("week", WEEK_S)]
 COLUMNS = [
     "store_id",
     "uptime_last_hour",
@@ -87,6 +118,8 @@ COLUMNS = [
     "downtime_last_day",
     "downtime_last_week",
 ]
+CHUNK = 1 << 20  # samples handled at once
+WHOLE_DAY = ("00:00:00", "24:00:00")  # the weekly row of a store open 24x7
 
 
 # --------------------------------------------------------------------------- helpers
@@ -167,97 +200,188 @@ def local_to_utc(naive: datetime, zi: ZoneInfo) -> int:
     return hi_s * US
 
 
-def business_intervals_utc(
-    rows: list[tuple[int, str, str]] | None, zi: ZoneInfo, first_day: date, last_day: date
-) -> list[tuple[int, int]] | None:
-    """UTC [start, end) microsecond intervals for local days first_day..last_day.
+def _interval(d: date, start_s: str, end_s: str, zi: ZoneInfo) -> tuple[int, int] | None:
+    """The UTC [start, end) microseconds of the local row ``start_s``-``end_s`` starting on date ``d``
+    (docs/report-rules.md#business-hours); None if it is empty in real time."""
+    sh, sm, ss = _parse_time(start_s)
+    eh, em, es = _parse_time(end_s)
+    start = datetime.combine(d, time(sh, sm, ss))
+    if (eh, em, es) in ((23, 59, 59), (24, 0, 0)):
+        end = datetime.combine(d + timedelta(days=1), time(0, 0, 0))
+    elif (eh, em, es) < (sh, sm, ss):
+        end = datetime.combine(d + timedelta(days=1), time(eh, em, es))
+    elif (eh, em, es) == (sh, sm, ss):
+        end = start + timedelta(days=1)  # same wall time next day (naive arithmetic)
+    else:
+        end = datetime.combine(d, time(eh, em, es))
+    s_us, e_us = local_to_utc(start, zi), local_to_utc(end, zi)
+    return (s_us, e_us) if e_us > s_us else None
 
-    ``rows`` are (weekday, start_time_local, end_time_local).  ``None`` (no rows
-    at all) means open 24x7 and is returned as ``None``.
+
+def business_intervals_utc(
+    rows: list[tuple[int, str, str]] | None,
+    zi: ZoneInfo,
+    first_day: date,
+    last_day: date,
+    *,
+    special: dict[date, list[tuple[str, str]]] | None = None,
+) -> list[tuple[int, int]] | None:
+    """UTC [start, end) microsecond intervals starting on local dates first_day..last_day.
+
+    ``rows`` are the weekly rows (weekday, start_time_local, end_time_local); ``special`` maps each
+    special date of the store to its (start, end) rows, an empty list for *closed*.  On a special
+    date only its rows give intervals; on other dates the weekly rows of the weekday.  No weekly
+    rows means ``00:00``-``24:00`` every weekday; with no special dates either (open 24x7) the
+    answer is ``None``.
     """
-    if not rows:
+    special = special or {}
+    if not rows and not special:
         return None
+    weekly = list(rows) if rows else [(day, *WHOLE_DAY) for day in range(7)]
     out = []
     d = first_day
     while d <= last_day:
-        for day, start_s, end_s in rows:
-            if day != d.weekday():
-                continue
-            sh, sm, ss = _parse_time(start_s)
-            eh, em, es = _parse_time(end_s)
-            start = datetime.combine(d, time(sh, sm, ss))
-            if (eh, em, es) in ((23, 59, 59), (24, 0, 0)):
-                end = datetime.combine(d + timedelta(days=1), time(0, 0, 0))
-            elif (eh, em, es) < (sh, sm, ss):
-                end = datetime.combine(d + timedelta(days=1), time(eh, em, es))
-            elif (eh, em, es) == (sh, sm, ss):
-                end = start + timedelta(days=1)  # same wall time next day (naive arithmetic)
-            else:
-                end = datetime.combine(d, time(eh, em, es))
-            s_us, e_us = local_to_utc(start, zi), local_to_utc(end, zi)
-            if e_us > s_us:
-                out.append((s_us, e_us))
+        if d in special:
+            todays = special[d]
+        else:
+            todays = [(st, en) for day, st, en in weekly if day == d.weekday()]
+        for start_s, end_s in todays:
+            interval = _interval(d, start_s, end_s, zi)
+            if interval is not None:
+                out.append(interval)
         d += timedelta(days=1)
     return out
 
 
 def _in_business(t_us: np.ndarray, intervals: list[tuple[int, int]] | None) -> np.ndarray:
-    """Per-instant membership: True iff t lies in some [start, end)."""
+    """Per-instant membership: True iff t lies in some [start, end), i.e. more intervals start at
+    or before t than end at or before t."""
     if intervals is None:
         return np.ones(t_us.shape, dtype=bool)
-    mask = np.zeros(t_us.shape, dtype=bool)
-    for s, e in intervals:
-        mask |= (t_us >= s) & (t_us < e)
-    return mask
+    starts = np.sort(np.array([s for s, _ in intervals], dtype=np.int64))
+    ends = np.sort(np.array([e for _, e in intervals], dtype=np.int64))
+    return np.searchsorted(starts, t_us, side="right") - np.searchsorted(ends, t_us, side="right") > 0
+
+
+def period_seconds(period: str) -> int:
+    """A period ``Nh`` or ``Nd`` (N a whole number) in seconds."""
+    match = re.fullmatch(r"(\d+)([hd])", period)
+    if match is None:
+        raise ValueError(f"not a period (Nh or Nd): {period!r}")
+    return int(match[1]) * (HOUR_S if match[2] == "h" else DAY_S)
+
+
+def _windows(periods: Sequence[str]) -> list[tuple[str, int]]:
+    """(name, seconds) of every window: hour, day, week, then the periods in the order given."""
+    return STANDARD_WINDOWS + [(p, period_seconds(p)) for p in periods]
+
+
+def _columns(periods: Sequence[str]) -> list[str]:
+    return COLUMNS + [f"{kind}_last_{p}" for p in periods for kind in ("uptime", "downtime")]
+
+
+def _sample_chunks(now_us: int, count: int) -> Iterator[tuple[slice, np.ndarray]]:
+    """The samples ``now - k s``, k = count..1, oldest first, a chunk at a time: (index range,
+    instants); the sample ``now - k s`` has index ``count - k``, so a window of W seconds is the
+    last W indexes."""
+    for lo in range(0, count, CHUNK):
+        hi = min(lo + CHUNK, count)
+        yield slice(lo, hi), now_us - np.arange(count - lo, count - hi, -1, dtype=np.int64) * US
+
+
+def _empty_text(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == ""
+
+
+class _Feeds:
+    """The hours, zones and special days of every store, read once."""
+
+    def __init__(self, hours: pd.DataFrame, timezones: pd.DataFrame, special: pd.DataFrame | None):
+        day_col = next((c for c in ("day", "dayOfWeek", "day_of_week") if c in hours.columns), None)
+        self.weekly: dict[str, list[tuple[int, str, str]]] = {}
+        if day_col is not None:
+            for sid, day, st, en in zip(
+                hours["store_id"].astype(str), hours[day_col], hours["start_time_local"], hours["end_time_local"]
+            ):
+                self.weekly.setdefault(sid, []).append((int(day), st, en))
+        self.zone: dict[str, object] = {}  # a later row wins
+        if "timezone_str" in timezones.columns:
+            for sid, name in zip(timezones["store_id"].astype(str), timezones["timezone_str"]):
+                self.zone[sid] = name
+        self.special: dict[str, dict[date, list[tuple[str, str]]]] = {}
+        if special is not None:
+            for sid, day, st, en in zip(
+                special["store_id"].astype(str), special["date"], special["start_time_local"], special["end_time_local"]
+            ):
+                rows = self.special.setdefault(sid, {}).setdefault(date.fromisoformat(str(day)[:10]), [])
+                if _empty_text(st) and _empty_text(en):
+                    continue  # closed: the date is special, with no interval
+                if _empty_text(st) or _empty_text(en):
+                    raise ValueError(f"special row of {sid} on {day}: one time empty, not closed")
+                rows.append((st, en))
+
+    def intervals(self, sid: str, earliest_us: int, now_us: int) -> list[tuple[int, int]] | None:
+        """The store's business intervals on local dates two days either side of earliest..now."""
+        first_day = _from_us(earliest_us).date() - timedelta(days=2)
+        last_day = _from_us(now_us).date() + timedelta(days=2)
+        zi = resolve_zone(self.zone.get(sid))
+        return business_intervals_utc(self.weekly.get(sid), zi, first_day, last_day, special=self.special.get(sid))
+
+
+def _polls(polls: pd.DataFrame, now_us: int) -> pd.DataFrame:
+    """Polls at or before now: store_id, t (UTC microseconds), active; a duplicate (store, t) keeps
+    its last row."""
+    p = pd.DataFrame(
+        {
+            "store_id": polls["store_id"].astype(str).to_numpy(),
+            "t": _series_to_us(polls["timestamp_utc"]) if len(polls) else np.array([], np.int64),
+            "active": polls["status"].astype(str).str.strip().str.lower().eq("active").to_numpy()
+            if "status" in polls
+            else np.zeros(len(polls), bool),
+        }
+    )
+    return p[p["t"] <= now_us].drop_duplicates(subset=["store_id", "t"], keep="last")
+
+
+def _by_store(p: pd.DataFrame):
+    return sorted(p.groupby("store_id", sort=False), key=lambda kv: kv[0])
+
+
+FAR = 1 << 61  # microseconds: a sentinel poll this far from the epoch is never the nearest
+
+
+def _nearest_active(pt: np.ndarray, pa: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """The status of the nearest poll of ``pt`` (sorted, statuses ``pa``) for each sample; an exact
+    tie -> the later poll.  Sentinel polls far before and after stand for "no poll there"."""
+    times = np.concatenate(([-FAR], pt, [FAR]))
+    status = np.concatenate((pa[:1], pa, pa[-1:]))
+    nxt = np.searchsorted(times, samples, side="left")  # first poll with time >= sample
+    later_is_nearer = times[nxt] - samples <= samples - times[nxt - 1]
+    return np.where(later_is_nearer, status[nxt], status[nxt - 1])
 
 
 # --------------------------------------------------------------------------- report
 
 
 def brute_force_report(
-    polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.DataFrame, now: datetime
+    polls: pd.DataFrame,
+    hours: pd.DataFrame,
+    timezones: pd.DataFrame,
+    now: datetime,
+    *,
+    special: pd.DataFrame | None = None,
+    periods: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Brute-force report (docs/report-rules.md); all figures in seconds, unrounded (see module doc)."""
     now_us = _now_us(now)
-
-    # ---- polls at or before now, per store (duplicate (store, ts): last row wins)
-    p = pd.DataFrame(
-        {
-            "store_id": polls["store_id"].astype(str).to_numpy(),
-            "t": _series_to_us(polls["timestamp_utc"]) if len(polls) else np.array([], np.int64),
-            "active": polls["status"].astype(str).str.strip().str.lower().eq("active").to_numpy(),
-        }
-    )
-    p = p[p["t"] <= now_us]
-    p = p.drop_duplicates(subset=["store_id", "t"], keep="last")
-
-    # ---- business-hours rows per store
-    day_col = next((c for c in ("day", "dayOfWeek", "day_of_week") if c in hours.columns), None)
-    rows_by_store: dict[str, list] = {}
-    if day_col is not None:
-        for sid, day, st, en in zip(
-            hours["store_id"].astype(str), hours[day_col], hours["start_time_local"], hours["end_time_local"]
-        ):
-            rows_by_store.setdefault(sid, []).append((int(day), st, en))
-
-    # ---- time zones (later row wins)
-    tz_by_store: dict[str, object] = {}
-    if "timezone_str" in timezones.columns:
-        for sid, name in zip(timezones["store_id"].astype(str), timezones["timezone_str"]):
-            tz_by_store[sid] = name
-
-    # ---- the samples: now - k seconds, k = 1..WEEK_S (index k-1)
-    k = np.arange(1, WEEK_S + 1, dtype=np.int64)
-    samples = now_us - k * US
-    in_hour, in_day = k <= HOUR_S, k <= DAY_S
+    windows = _windows(periods)
+    columns = _columns(periods)
+    count = max(seconds for _, seconds in windows)
+    feeds = _Feeds(hours, timezones, special)
 
     out = []
-    for sid, g in sorted(p.groupby("store_id", sort=False), key=lambda kv: kv[0]):
-        zi = resolve_zone(tz_by_store.get(sid))
-        earliest = min(int(g["t"].min()), now_us - WEEK_S * US)
-        first_day = _from_us(earliest).date() - timedelta(days=2)
-        last_day = _from_us(now_us).date() + timedelta(days=2)
-        intervals = business_intervals_utc(rows_by_store.get(sid), zi, first_day, last_day)
+    for sid, g in _by_store(_polls(polls, now_us)):
+        intervals = feeds.intervals(sid, min(int(g["t"].min()), now_us - count * US), now_us)
 
         # counted polls: own instant inside business hours
         pt = g["t"].to_numpy(np.int64)
@@ -267,95 +391,74 @@ def brute_force_report(
         order = np.argsort(pt, kind="stable")
         pt, pa = pt[order], pa[order]
 
-        row = {"store_id": sid}
-        if len(pt) == 0:
-            for c in COLUMNS[1:]:
-                row[c] = 0
-            out.append(row)
-            continue
-
-        biz = _in_business(samples, intervals)
-
-        # nearest counted poll per sample; exact tie -> the later poll
-        nxt = np.searchsorted(pt, samples, side="left")  # first poll with time >= sample
-        prv = nxt - 1  # last poll with time < sample
-        nxt_c = np.minimum(nxt, len(pt) - 1)
-        prv_c = np.maximum(prv, 0)
-        d_next = np.where(nxt < len(pt), pt[nxt_c] - samples, np.iinfo(np.int64).max)
-        d_prev = np.where(prv >= 0, samples - pt[prv_c], np.iinfo(np.int64).max)
-        choose = np.where(d_next <= d_prev, nxt_c, prv_c)
-        active = pa[choose]
-
-        up = biz & active
-        down = biz & ~active
-        row["uptime_last_hour"] = int(np.count_nonzero(up & in_hour))
-        row["uptime_last_day"] = int(np.count_nonzero(up & in_day))
-        row["uptime_last_week"] = int(np.count_nonzero(up))
-        row["downtime_last_hour"] = int(np.count_nonzero(down & in_hour))
-        row["downtime_last_day"] = int(np.count_nonzero(down & in_day))
-        row["downtime_last_week"] = int(np.count_nonzero(down))
+        row = dict.fromkeys(columns[1:], 0)
+        row["store_id"] = sid
+        if len(pt):
+            up = np.zeros(count, dtype=bool)  # index count - k: the sample now - k s
+            down = np.zeros(count, dtype=bool)
+            for index, samples in _sample_chunks(now_us, count):
+                biz = _in_business(samples, intervals)
+                active = _nearest_active(pt, pa, samples)
+                up[index] = biz & active
+                down[index] = biz & ~active
+            for name, seconds in windows:
+                row[f"uptime_last_{name}"] = int(np.count_nonzero(up[count - seconds :]))
+                row[f"downtime_last_{name}"] = int(np.count_nonzero(down[count - seconds :]))
         out.append(row)
 
-    return pd.DataFrame(out, columns=COLUMNS)
+    return pd.DataFrame(out, columns=columns)
 
 
 # --------------------------------------------------------------------------- business time alone
 
 
-def business_time(polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.DataFrame, now: datetime) -> pd.DataFrame:
-    """Per store with a poll at or before ``now``: its business seconds in the last hour, day and
-    week (``business_hour``, ``business_day``, ``business_week``, counted on the same one-second
-    samples as :func:`brute_force_report`, statuses ignored) and ``counted_polls``, how many of
-    its polls at or before ``now`` lie inside its business hours."""
+def business_time(
+    polls: pd.DataFrame,
+    hours: pd.DataFrame,
+    timezones: pd.DataFrame,
+    now: datetime,
+    *,
+    special: pd.DataFrame | None = None,
+    periods: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Per store with a poll at or before ``now``: its business seconds in each window
+    (``business_hour``, ``business_day``, ``business_week``, then ``business_<p>`` for each period,
+    counted on the same one-second samples as :func:`brute_force_report`, statuses ignored) and
+    ``counted_polls``, how many of its polls at or before ``now`` lie inside its business hours."""
     now_us = _now_us(now)
-    t = _series_to_us(polls["timestamp_utc"]) if len(polls) else np.array([], np.int64)
-    p = pd.DataFrame({"store_id": polls["store_id"].astype(str).to_numpy(), "t": t})
-    p = p[p["t"] <= now_us].drop_duplicates()
-    day_col = next((c for c in ("day", "dayOfWeek", "day_of_week") if c in hours.columns), None)
-    k = np.arange(1, WEEK_S + 1, dtype=np.int64)
-    samples = now_us - k * US
+    windows = _windows(periods)
+    count = max(seconds for _, seconds in windows)
+    feeds = _Feeds(hours, timezones, special)
     out = []
-    for sid, g in sorted(p.groupby("store_id", sort=False), key=lambda kv: kv[0]):
-        rows, zi = _store_week(sid, hours, timezones, day_col)
-        earliest = min(int(g["t"].min()), now_us - WEEK_S * US)
-        intervals = business_intervals_utc(
-            rows, zi, _from_us(earliest).date() - timedelta(days=2), _from_us(now_us).date() + timedelta(days=2)
-        )
-        biz = _in_business(samples, intervals)
-        out.append(
-            {
-                "store_id": sid,
-                "business_hour": int(np.count_nonzero(biz[:HOUR_S])),
-                "business_day": int(np.count_nonzero(biz[:DAY_S])),
-                "business_week": int(np.count_nonzero(biz)),
-                "counted_polls": int(np.count_nonzero(_in_business(g["t"].to_numpy(np.int64), intervals))),
-            }
-        )
-    return pd.DataFrame(out, columns=["store_id", "business_hour", "business_day", "business_week", "counted_polls"])
+    for sid, g in _by_store(_polls(polls, now_us)):
+        intervals = feeds.intervals(sid, min(int(g["t"].min()), now_us - count * US), now_us)
+        biz = np.zeros(count, dtype=bool)
+        for index, samples in _sample_chunks(now_us, count):
+            biz[index] = _in_business(samples, intervals)
+        row = {"store_id": sid}
+        for name, seconds in windows:
+            row[f"business_{name}"] = int(np.count_nonzero(biz[count - seconds :]))
+        row["counted_polls"] = int(np.count_nonzero(_in_business(g["t"].to_numpy(np.int64), intervals)))
+        out.append(row)
+    return pd.DataFrame(out, columns=["store_id"] + [f"business_{name}" for name, _ in windows] + ["counted_polls"])
 
 
-def counted_polls(polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.DataFrame, now: datetime) -> pd.DataFrame:
+def counted_polls(
+    polls: pd.DataFrame,
+    hours: pd.DataFrame,
+    timezones: pd.DataFrame,
+    now: datetime,
+    *,
+    special: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """The counted polls (at or before ``now``, inside the store's business hours) of every
     store: ``store_id``, ``t`` (UTC microseconds), ``active``; sorted by store then time."""
     now_us = _now_us(now)
-    p = pd.DataFrame(
-        {
-            "store_id": polls["store_id"].astype(str).to_numpy(),
-            "t": _series_to_us(polls["timestamp_utc"]) if len(polls) else np.array([], np.int64),
-            "active": polls["status"].astype(str).str.strip().str.lower().eq("active").to_numpy(),
-        }
-    )
-    p = p[p["t"] <= now_us].drop_duplicates(subset=["store_id", "t"], keep="last")
-    day_col = next((c for c in ("day", "dayOfWeek", "day_of_week") if c in hours.columns), None)
+    feeds = _Feeds(hours, timezones, special)
+    p = _polls(polls, now_us)
     kept = []
-    for sid, g in sorted(p.groupby("store_id", sort=False), key=lambda kv: kv[0]):
-        rows, zi = _store_week(sid, hours, timezones, day_col)
-        intervals = business_intervals_utc(
-            rows,
-            zi,
-            _from_us(int(g["t"].min())).date() - timedelta(days=2),
-            _from_us(now_us).date() + timedelta(days=2),
-        )
+    for sid, g in _by_store(p):
+        intervals = feeds.intervals(sid, int(g["t"].min()), now_us)
         kept.append(g[_in_business(g["t"].to_numpy(np.int64), intervals)].sort_values("t"))
     if not kept:
         return p.iloc[:0].reset_index(drop=True)
@@ -367,26 +470,16 @@ def counted_polls(polls: pd.DataFrame, hours: pd.DataFrame, timezones: pd.DataFr
 
 def report_csv(brute: pd.DataFrame) -> str:
     """The report CSV that :func:`brute_force_report`'s seconds make under docs/report-rules.md:
-    minutes for the hour, hours for the day and week, ``numpy.round`` to 2 decimals (a tie goes
-    to the even digit), written with two decimals; rows sorted by store_id as text; an id
-    holding a comma, a quote, CR or LF, or starting or ending with a space, quoted."""
-    lines = [",".join(COLUMNS)]
+    minutes for the hour, hours for the day, the week and every period, ``numpy.round`` to 2
+    decimals (a tie goes to the even digit), written with two decimals; the columns of ``brute``
+    in its order; rows sorted by store_id as text; an id holding a comma, a quote, CR or LF, or
+    starting or ending with a space, quoted."""
+    columns = list(brute.columns)
+    lines = [",".join(columns)]
     for row in sorted(brute.to_dict("records"), key=lambda r: r["store_id"]):
         sid = row["store_id"]
         if any(c in sid for c in ',"\r\n') or sid != sid.strip(" "):
             sid = '"' + sid.replace('"', '""') + '"'
-        figures = [np.round(row[c] / (60 if c.endswith("_hour") else 3600), 2) for c in COLUMNS[1:]]
+        figures = [np.round(row[c] / (60 if c.endswith("_last_hour") else 3600), 2) for c in columns[1:]]
         lines.append(",".join([sid] + [f"{f:.2f}" for f in figures]))
     return "\n".join(lines) + "\n"
-
-
-def _store_week(sid: str, hours: pd.DataFrame, timezones: pd.DataFrame, day_col: str | None):
-    """One store's business-hours rows ``(day, start, end)`` as given, and its zone."""
-    mine = hours[hours["store_id"].astype(str) == sid]
-    rows = (
-        [(int(d), st, en) for d, st, en in zip(mine[day_col], mine["start_time_local"], mine["end_time_local"])]
-        if day_col
-        else []
-    )
-    zone = timezones[timezones["store_id"].astype(str) == sid]["timezone_str"] if "timezone_str" in timezones else []
-    return rows, resolve_zone(zone.iloc[-1] if len(zone) else None)
