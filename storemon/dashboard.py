@@ -69,6 +69,37 @@ COLUMN_TITLES = {
 }
 
 
+# --- formatting: the templates' filters, registered with the app once (with the blueprint) ---
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+@bp.app_template_filter("thousands")
+def thousands(value: int | None) -> str:
+    """``12345`` -> ``12,345``; nothing -> ``—``."""
+    return "—" if _missing(value) else f"{value:,}"
+
+
+@bp.app_template_filter("two_decimals")
+def two_decimals(value: float | None) -> str:
+    """``1234.5`` -> ``1,234.50`` (a figure: hours or minutes); nothing -> ``—``."""
+    return "—" if _missing(value) else f"{value:,.2f}"
+
+
+@bp.app_template_filter("three_decimals")
+def three_decimals(value: float | None) -> str:
+    """``0.0125`` -> ``0.013`` (a segment's hours: a few minutes still show); nothing -> ``—``."""
+    return "—" if _missing(value) else f"{value:,.3f}"
+
+
+@bp.app_template_filter("percent")
+def percent(value: float | None) -> str:
+    """A fraction, ``0.98501`` -> ``98.5 %``; nothing (no business time observed) -> ``—``."""
+    return "—" if _missing(value) else f"{100 * value:.1f} %"
+
+
 # --- overview --------------------------------------------------------------------------------
 
 
@@ -100,8 +131,8 @@ def recent_ingests(limit: int = 10) -> list[dict]:
             "kind": r["kind"],
             "file": r["file_name"],
             "source": r["source"],
-            "rows": f"{r['rows_read']:,}",
-            "stored": f"{r['rows_stored']:,}",
+            "rows": r["rows_read"],
+            "stored": r["rows_stored"],
             "outcome": r["outcome"],
         }
         for r in rows
@@ -117,7 +148,7 @@ class ReportLine:
     now: str | None
     status: str
     stage: str | None
-    duration: str | None
+    seconds: float | None  # how long it computed
     rows: int | None
 
 
@@ -125,9 +156,9 @@ def recent_reports(limit: int = RECENT_REPORTS) -> list[ReportLine]:
     reports = db.session.execute(select(Report).order_by(Report.created_at.desc()).limit(limit)).scalars().all()
     lines = []
     for r in reports:
-        duration = None
+        seconds = None
         if r.started_at is not None and r.finished_at is not None:
-            duration = f"{(r.finished_at - r.started_at).total_seconds():.2f} s"
+            seconds = (r.finished_at - r.started_at).total_seconds()
         lines.append(
             ReportLine(
                 id=r.id,
@@ -135,7 +166,7 @@ def recent_reports(limit: int = RECENT_REPORTS) -> list[ReportLine]:
                 now=format_instant_us(r.now_us) if r.now_us is not None else None,
                 status=r.status,
                 stage=r.stage,
-                duration=duration,
+                seconds=seconds,
                 rows=r.store_count,
             )
         )
@@ -205,10 +236,6 @@ class ReportSummary:
     unobserved: int  # stores with no business time observed in the week (no counted poll, ...)
     histogram: list[dict]  # {"label", "count", "height"} per bin; height 0..100 (% of the largest)
 
-    @property
-    def uptime_share_text(self) -> str:
-        return "—" if self.uptime_share is None else f"{100 * self.uptime_share:.1f} %"
-
 
 def summarise(frame: pd.DataFrame) -> ReportSummary:
     up, down = frame["uptime_last_week"].sum(), frame["downtime_last_week"].sum()
@@ -264,10 +291,7 @@ def table_page(frame: pd.DataFrame, sort: str, order: str, q: str, page: int, si
     pages = max(math.ceil(len(view) / size), 1)
     page = min(max(page, 1), pages)
     rows = view.iloc[(page - 1) * size : page * size]
-    records = []
-    for rec in rows.to_dict("records"):
-        rec[SHARE] = None if pd.isna(rec[SHARE]) else f"{100 * rec[SHARE]:.1f} %"
-        records.append(rec)
+    records = rows.astype(object).where(rows.notna(), None).to_dict("records")  # no share: None
     return TablePage(rows=records, page=page, pages=pages, matching=len(view), sort=sort, order=order, q=q)
 
 

@@ -195,6 +195,35 @@ def test_store_page(client, demo_loaded):
     assert missing.status_code == 404 and "no store &#39;no-such-store&#39;" in missing.get_data(as_text=True)
 
 
+def test_the_templates_filters_format_numbers_and_show_a_dash_for_nothing(app):
+    filters = app.jinja_env.filters
+    assert [filters[name] for name in ("thousands", "two_decimals", "three_decimals", "percent")] == [
+        dashboard.thousands,
+        dashboard.two_decimals,
+        dashboard.three_decimals,
+        dashboard.percent,
+    ]
+    assert [dashboard.thousands(v) for v in (0, 999, 1234567, None)] == ["0", "999", "1,234,567", "—"]
+    assert [dashboard.two_decimals(v) for v in (0.0, 1.005, 2208.0, 60, None, float("nan"))] == [
+        "0.00",
+        "1.00",  # 1.005 is 1.00499... in binary
+        "2,208.00",
+        "60.00",
+        "—",
+        "—",
+    ]
+    assert [dashboard.three_decimals(v) for v in (0.0125, 1234.5, None)] == ["0.013", "1,234.500", "—"]
+    assert [dashboard.percent(v) for v in (0.98501, 0.0, 1.0, None, float("nan"))] == [
+        "98.5 %",
+        "0.0 %",
+        "100.0 %",
+        "—",
+        "—",
+    ]
+    rendered = app.jinja_env.from_string("{{ n|thousands }} stores, {{ h|two_decimals }} h").render(n=14000, h=167.5)
+    assert rendered == "14,000 stores, 167.50 h"
+
+
 def test_report_page_of_a_reused_report_and_of_a_csv_kept_only_in_the_database(app, client, demo_loaded):
     """A second trigger with nothing new names the first report (``reuse_of``): its page is the
     first one's. A report whose file is gone (written on another host) is read from ``csv_gz``;
