@@ -179,12 +179,15 @@ def week_chart(t: Timeline) -> Chart:
                 f"poll {format_instant_us(p.ts_us)} {status}, {counted}",
             )
         )
+    # The standard windows' edges only: an extra period's start is in the windows table (one
+    # longer than the week starts before the chart's first row).
     labels = {"week": "week starts", "day": "day starts", "hour": "hour starts"}
-    for name, (start, _end) in t.windows.items():
+    for name, label in labels.items():
+        start = t.windows[name][0]
         i = row_of(start)
         x = x_of(i, start)
         # "hour starts" is close to "now": its label goes left of its line, "now"'s right of it.
-        chart.edges.append(_edge(i, x, labels[name], "end" if name == "hour" else "start"))
+        chart.edges.append(_edge(i, x, label, "end" if name == "hour" else "start"))
     i = row_of(now)
     x = x_of(i, now)
     chart.edges.append(_edge(i, x, "now", "start" if x < right - 30 else "end"))

@@ -31,8 +31,9 @@ def demo_loaded(engine, tmp_path):
     return engine
 
 
-def run_report(client) -> tuple[str, pd.DataFrame]:
-    report_id = client.post("/trigger_report").get_json()["report_id"]
+def run_report(client, **trigger) -> tuple[str, pd.DataFrame]:
+    """A report triggered with ``trigger`` (``periods="30d"``) and waited for: its id and rows."""
+    report_id = client.post("/trigger_report", json=trigger).get_json()["report_id"]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         with client.get(f"/get_report/{report_id}") as answer:  # a file response: close it
@@ -44,6 +45,12 @@ def run_report(client) -> tuple[str, pd.DataFrame]:
 
 def cells(page: str, column: str) -> list[str]:
     return re.findall(rf'<td class="num" data-column="{column}">([^<]*)</td>', page)
+
+
+def headers(page: str) -> dict[str, str]:
+    """The stores table's columns, as its header links name them, and their titles."""
+    head = re.search(r'<table id="stores".*?</thead>', page, re.S).group(0)
+    return {c: t.rstrip(" ▲▼") for c, t in re.findall(r'<a href="[^"]*" data-column="([^"]+)">([^<]*)</a>', head)}
 
 
 def store_links(page: str) -> list[str]:
@@ -193,6 +200,94 @@ def test_store_page(client, demo_loaded):
     assert '<td class="num" data-column="uptime_last_week">168.00</td>' in text
     missing = client.get("/stores/no-such-store")
     assert missing.status_code == 404 and "no store &#39;no-such-store&#39;" in missing.get_data(as_text=True)
+
+
+PERIOD_TITLES = {
+    "uptime_last_30d": "up, last 30d (h)",
+    "downtime_last_30d": "down, last 30d (h)",
+    "uptime_last_2h": "up, last 2h (h)",
+    "downtime_last_2h": "down, last 2h (h)",
+}
+
+
+def test_a_report_with_periods_shows_their_columns_sortable_and_filterable_after_the_weeks(client, demo_loaded):
+    plain_id, _ = run_report(client)
+    plain = client.get(f"/reports/{plain_id}").get_data(as_text=True)
+    assert headers(plain) == {c: dashboard.COLUMN_TITLES[c] for c in dashboard.TABLE_COLUMNS}
+    assert list(headers(plain)) == dashboard.TABLE_COLUMNS and "periods=" not in plain
+
+    report_id, frame = run_report(client, periods="30d,2h")
+    base = f"/reports/{report_id}"
+    page = client.get(base).get_data(as_text=True)
+    assert list(headers(page)) == [*dashboard.TABLE_COLUMNS, *PERIOD_TITLES]
+    assert headers(page) == {**headers(plain), **PERIOD_TITLES}
+    # The summary cards are the week's, as in the report without periods.
+    card = r'<span class="value[^"]*"[^>]*>([^<]*)</span>'
+    assert re.findall(card, page) == re.findall(card, plain)
+    # A period's column sorts both ways (ties by store id) and shows its figures, 2 decimals.
+    for order in ("asc", "desc"):
+        expected = frame.sort_values(["uptime_last_30d", "store_id"], ascending=[order == "asc", True], kind="stable")
+        shown = client.get(f"{base}?sort=uptime_last_30d&order={order}&page=2").get_data(as_text=True)
+        assert store_links(shown) == expected["store_id"].tolist()[50:100], order
+        assert cells(shown, "uptime_last_30d") == [f"{v:,.2f}" for v in expected["uptime_last_30d"][50:100]]
+        assert cells(shown, "downtime_last_2h") == [f"{v:,.2f}" for v in expected["downtime_last_2h"][50:100]]
+    # Filtered by id, sorted by a period's column: the sort and the filter keep each other.
+    some = frame["store_id"].iloc[3][2:5]
+    hits = frame[frame["store_id"].str.contains(some, case=False, regex=False)]
+    filtered = client.get(f"{base}?q={urllib.parse.quote(some)}&sort=downtime_last_30d&order=desc")
+    expected = hits.sort_values(["downtime_last_30d", "store_id"], ascending=[False, True], kind="stable")
+    assert store_links(filtered.get_data(as_text=True)) == expected["store_id"].tolist()[:50]
+    assert f'href="{base}?sort=uptime_last_30d&amp;order=asc&amp;q={urllib.parse.quote(some)}&amp;page=1"' in (
+        filtered.get_data(as_text=True)
+    )
+    # The store links carry the report's now and its periods.
+    odd = client.get(f"{base}?q=%3Cx%3E").get_data(as_text=True)
+    assert (
+        'href="/store?store_id=a/b+%3Cx%3E%22%26%2520&amp;as_of=2023-01-25T18:13:22.479220Z&amp;periods=30d,2h"' in odd
+    )
+
+
+def test_a_stores_page_reached_from_a_report_with_periods_shows_the_figures_of_its_row(client, demo_loaded):
+    report_id, frame = run_report(client, periods="30d,2h")
+    page = client.get(f"/reports/{report_id}?sort=downtime_last_30d&order=desc").get_data(as_text=True)
+    links = re.findall(r'<a class="store-link" href="([^"]*)">([^<]*)</a>', page)[:5]
+    figures = [c for c in frame.columns if c != "store_id"]
+    assert figures[6:] == list(PERIOD_TITLES)
+    for href, text in links:
+        store_id = html.unescape(text)
+        store = client.get(html.unescape(href)).get_data(as_text=True)
+        row = frame[frame["store_id"] == store_id].iloc[0]
+        assert {c: cells(store, c) for c in figures} == {c: [f"{row[c]:,.2f}"] for c in figures}, store_id
+        labels = re.findall(r"<tr><th>([^<]*)</th><td class=\"num\" data-column=\"uptime_last_", store)
+        assert labels == ["last hour (min)", "last day (h)", "last week (h)", "last 30d (h)", "last 2h (h)"]
+        json_href = html.unescape(re.search(r'<a id="timeline-json" href="([^"]*)"', store).group(1))
+        assert json_href.endswith("&as_of=2023-01-25T18:13:22.479220Z&periods=30d,2h"), json_href
+        timeline = client.get(json_href).get_json()
+        assert timeline["figures"] == {c: pytest.approx(row[c], abs=0.005) for c in figures}
+    assert frame.loc[frame["store_id"] == html.unescape(links[0][1]), "downtime_last_30d"].iloc[0] > 0
+
+
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("periods=1w", "periods: cannot read '1w'; give whole numbers of hours or days, e.g. 30d,2h"),
+        ("periods=93d", "periods: 93d is longer than 92d, the longest period"),
+        ("periods=2h,2h", "periods: 2h is given twice"),
+        ("as_of=soon", "as_of: cannot read 'soon' as an instant"),
+    ],
+    ids=["an unknown unit", "longer than 92 days", "twice", "an unreadable as_of"],
+)
+def test_a_store_page_asked_for_unreadable_periods_or_as_of_is_a_400_page_that_says_why(
+    client, demo_loaded, query, message
+):
+    answer = client.get(f"/store?store_id={urllib.parse.quote(ODD_ID)}&{query}")
+    assert answer.status_code == 400 and answer.mimetype == "text/html"
+    text = answer.get_data(as_text=True)
+    assert "<h1>Bad request</h1>" in text
+    assert html.unescape(re.search(r'<p id="bad-request">([^<]*)</p>', text).group(1)).startswith(message)
+    # The timeline JSON answers the same request with the same reason, as JSON.
+    json_answer = client.get(f"/store/timeline?store_id={urllib.parse.quote(ODD_ID)}&{query}")
+    assert json_answer.status_code == 400 and json_answer.get_json()["message"].startswith(message)
 
 
 def test_the_templates_filters_format_numbers_and_show_a_dash_for_nothing(app):
