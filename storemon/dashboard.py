@@ -13,8 +13,8 @@ Routes
 * ``GET /reports/<id>`` -- a finished report: summary, uptime-share histogram, and the stores
   table -- the columns of the report's CSV, extra periods included -- sorted (``sort``,
   ``order``), filtered (``q``) and paginated (``page``) on the server.
-* ``GET /store?store_id=<id>`` -- the store's week as a chart, its figures (``as_of``,
-  ``periods``) and notes.
+* ``GET /store?store_id=<id>`` -- the store's week as a chart (special days marked), its figures
+  (``as_of``, ``periods``), notes and special days.
 * ``GET /store/timeline?store_id=<id>`` -- the same, as JSON (:meth:`Timeline.to_dict`).
 * ``GET /stores/<store_id>`` and ``GET /stores/<store_id>/timeline`` -- the same two with the id
   in the path (a ``path`` converter).
@@ -45,7 +45,7 @@ from werkzeug.exceptions import BadRequest, NotFound
 from . import jobs, storage
 from .chart import histogram_chart, week_chart
 from .compute import REPORT_COLUMNS
-from .explain import Timeline, UnknownStoreError, load_timeline
+from .explain import Timeline, UnknownStoreError, clock, load_timeline
 from .extensions import db
 from .models import BusinessHours, Poll, RecentPoll, Report, Store, StoreTimezone
 from .openapi import describe, json_response, query
@@ -487,6 +487,7 @@ def _store_page(store_id: str):
         as_of=request.args.get("as_of") or None,
         periods=",".join(extra) or None,
         figures=figure_rows(timeline),
+        special_days=special_day_rows(timeline),
     )
 
 
@@ -504,4 +505,23 @@ def figure_rows(t: Timeline) -> list[FigureRow]:
     return [
         FigureRow(STANDARD_WINDOWS.get(name, f"last {name} (h)"), f"uptime_last_{name}", f"downtime_last_{name}")
         for name in t.windows
+    ]
+
+
+@dataclass
+class SpecialDayRow:
+    """A line of the store page's special-days table."""
+
+    date: str  # the store's local calendar date, YYYY-MM-DD
+    hours: str  # "closed", or the intervals as stored: "10:00:00–14:00:00, 18:00:00–02:00:00"
+    source: str  # the file that gave it
+
+
+def special_day_rows(t: Timeline) -> list[SpecialDayRow]:
+    """Every special date of the store, by date."""
+    return [
+        SpecialDayRow(
+            d.date, "closed" if d.closed else ", ".join(f"{clock(a)}–{clock(b)}" for a, b in d.hours), d.source
+        )
+        for d in sorted(t.special_days, key=lambda d: d.date)
     ]

@@ -11,7 +11,7 @@ import urllib.parse
 
 import pandas as pd
 import pytest
-from helpers import HAND_HOURS, HAND_ROWS, HAND_STATUS, HAND_ZONES, HOSTILE_IDS
+from helpers import HAND_HOURS, HAND_ROWS, HAND_STATUS, HAND_ZONES, HOSTILE_IDS, special_days_timeline
 from markupsafe import escape
 
 from storemon import dashboard
@@ -198,6 +198,7 @@ def test_store_page(client, demo_loaded):
     for note in timeline["notes"]:
         assert html.escape(note) in text
     assert '<td class="num" data-column="uptime_last_week">168.00</td>' in text
+    assert 'id="special-days"' not in text and 'id="legend-closed"' not in text and 'class="band special"' not in text
     missing = client.get("/stores/no-such-store")
     assert missing.status_code == 404 and "no store &#39;no-such-store&#39;" in missing.get_data(as_text=True)
 
@@ -288,6 +289,43 @@ def test_a_store_page_asked_for_unreadable_periods_or_as_of_is_a_400_page_that_s
     # The timeline JSON answers the same request with the same reason, as JSON.
     json_answer = client.get(f"/store/timeline?store_id={urllib.parse.quote(ODD_ID)}&{query}")
     assert json_answer.status_code == 400 and json_answer.get_json()["message"].startswith(message)
+
+
+def test_the_store_page_lists_the_special_days_and_draws_closed_days_and_special_hours_apart(client, monkeypatch):
+    """From a timeline built by hand (helpers.special_days_timeline): Sunday 2022-12-25 and Monday
+    2023-01-23 closed, Friday 2023-01-20 09:00-02:00 and Tuesday 2023-01-24 10:00-14:00."""
+    asked = []
+
+    def timeline(_engine, store_id, as_of_us, periods):
+        asked.append((store_id, as_of_us, periods))
+        return special_days_timeline()
+
+    monkeypatch.setattr(dashboard, "load_timeline", timeline)
+    answer = client.get("/store?store_id=holiday&periods=30d")
+    assert answer.status_code == 200 and asked == [("holiday", None, "30d")]
+    text = answer.get_data(as_text=True)
+    table = re.search(r'<table id="special-days".*?</table>', text, re.S).group(0)
+    assert re.findall(r"<tr[^>]*><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td></tr>", table) == [
+        ("2022-12-25", "closed", "holidays.csv"),
+        ("2023-01-20", "09:00:00–02:00:00", "holidays.csv"),
+        ("2023-01-23", "closed", "holidays.csv"),
+        ("2023-01-24", "10:00:00–14:00:00", "holidays.csv"),
+    ]
+    chart = re.search(r'<svg id="week-chart".*?</svg>', text, re.S).group(0)
+    assert '<pattern id="hatch-closed"' in chart
+    shape = r'<rect class="{}" [^>]*data-special-date="([^"]+)"><title>([^<]*)</title>'
+    assert re.findall(shape.format("closed"), chart) == [
+        ("2023-01-23", "closed (special day: 2023-01-23, from holidays.csv)")
+    ]
+    special = re.findall(shape.format("band special"), chart)
+    assert [date for date, _ in special] == ["2023-01-20", "2023-01-20", "2023-01-24"]
+    assert all(
+        title.startswith("special hours ") and title.endswith(f"(special day: {date}, from holidays.csv)")
+        for date, title in special
+    )
+    assert len(re.findall(r'<rect class="band" ', chart)) == 5  # the weekly hours' days
+    assert 'id="legend-special"' in text and 'id="legend-closed"' in text
+    assert cells(text, "uptime_last_30d") == ["1,234.50"] and cells(text, "downtime_last_30d") == ["0.25"]
 
 
 def test_the_templates_filters_format_numbers_and_show_a_dash_for_nothing(app):
