@@ -4,7 +4,9 @@
 One row per local calendar day of the store (the week window touches eight), time running left
 to right from local midnight to the next one, so a store's business hours line up from row to
 row. On each row: the business hours as a band, the up and down pieces on it, the polls as marks
-above it, and the window edges (week start, day start, hour start, now) as vertical lines.
+above it, and the window edges (week start, day start, hour start, now) as vertical lines. A
+special day's hours are a band of their own, a little taller than the others so that it shows
+above and below the up and down pieces; a special day closed all day covers its whole row.
 
 Pure layout, no drawing: this module computes every coordinate (SVG user units) and the template
 ``templates/_chart.html`` only places them, so the template holds no arithmetic. A day with a DST
@@ -26,6 +28,7 @@ RIGHT_PAD = 24
 TOP = 30  # room for the hour ticks
 ROW_HEIGHT = 50  # marks, band, and a line for the window edges' labels
 BAND_TOP, BAND_HEIGHT = 14, 20  # inside a row: the business-hours band
+SPECIAL_MARGIN = 3  # a special day's band and a closed day reach this far above and below the band
 MARK_Y = 7  # inside a row: where the poll marks sit
 TICK_HOURS = range(0, 25, 3)
 
@@ -37,6 +40,15 @@ class Box:
     width: float
     height: float
     title: str = ""
+
+
+@dataclass
+class SpecialBox(Box):
+    """A special day's hours (a business interval starting on it) or, ``closed``, the whole of a
+    special day the store is closed."""
+
+    date: str = ""  # the special day, YYYY-MM-DD (local)
+    closed: bool = False
 
 
 @dataclass
@@ -88,7 +100,9 @@ class Chart:
     plot_right: float
     rows: list[Row] = field(default_factory=list)
     ticks: list[Tick] = field(default_factory=list)
-    bands: list[Box] = field(default_factory=list)
+    bands: list[Box] = field(default_factory=list)  # the weekly hours
+    special_bands: list[SpecialBox] = field(default_factory=list)  # a special day's hours
+    closed: list[SpecialBox] = field(default_factory=list)  # the special days closed all day
     segments: list[SegmentBox] = field(default_factory=list)
     marks: list[Mark] = field(default_factory=list)
     edges: list[Edge] = field(default_factory=list)
@@ -134,17 +148,27 @@ def week_chart(t: Timeline) -> Chart:
     for i, day in enumerate(days):
         y = TOP + i * ROW_HEIGHT
         chart.rows.append(Row(y=y, label=day.strftime("%a %d %b"), line_y=y + BAND_TOP + BAND_HEIGHT))
+    special = {d.date: d for d in t.special_days}
+
+    def special_box(i: int, x0: float, x1: float, title: str, date: str, closed: bool) -> SpecialBox:
+        y = TOP + i * ROW_HEIGHT + BAND_TOP - SPECIAL_MARGIN
+        return SpecialBox(x0, y, x1 - x0, BAND_HEIGHT + 2 * SPECIAL_MARGIN, title, date=date, closed=closed)
+
+    def which(date: str) -> str:
+        return f"special day: {date}" + (f", from {special[date].source}" if date in special else "")
+
+    for d in t.special_days:
+        if d.closed:
+            title = f"closed ({which(d.date)})"
+            chart.closed += [special_box(i, x0, x1, title, d.date, True) for i, x0, x1 in pieces(d.start_us, d.end_us)]
     for iv in t.intervals:
         for i, x0, x1 in pieces(iv.start_us, iv.end_us):
-            chart.bands.append(
-                Box(
-                    x0,
-                    TOP + i * ROW_HEIGHT + BAND_TOP,
-                    x1 - x0,
-                    BAND_HEIGHT,
-                    f"business hours {iv.local_start} to {iv.local_end}",
-                )
-            )
+            if iv.special_date is not None:
+                title = f"special hours {iv.local_start} to {iv.local_end} ({which(iv.special_date)})"
+                chart.special_bands.append(special_box(i, x0, x1, title, iv.special_date, False))
+            else:
+                title = f"business hours {iv.local_start} to {iv.local_end}"
+                chart.bands.append(Box(x0, TOP + i * ROW_HEIGHT + BAND_TOP, x1 - x0, BAND_HEIGHT, title))
     for k, seg in enumerate(t.segments):
         for i, x0, x1 in pieces(seg.start_us, seg.end_us):
             word = "up" if seg.active else "down"
@@ -179,12 +203,15 @@ def week_chart(t: Timeline) -> Chart:
                 f"poll {format_instant_us(p.ts_us)} {status}, {counted}",
             )
         )
+    # The standard windows' edges only: an extra period's start is in the windows table (one
+    # longer than the week starts before the chart's first row).
     labels = {"week": "week starts", "day": "day starts", "hour": "hour starts"}
-    for name, (start, _end) in t.windows.items():
+    for name, label in labels.items():
+        start = t.windows[name][0]
         i = row_of(start)
         x = x_of(i, start)
         # "hour starts" is close to "now": its label goes left of its line, "now"'s right of it.
-        chart.edges.append(_edge(i, x, labels[name], "end" if name == "hour" else "start"))
+        chart.edges.append(_edge(i, x, label, "end" if name == "hour" else "start"))
     i = row_of(now)
     x = x_of(i, now)
     chart.edges.append(_edge(i, x, "now", "start" if x < right - 30 else "end"))

@@ -11,8 +11,10 @@ Routes
 * ``GET /`` -- counts, recent reports, a "Run report" control (``static/dashboard.js`` calls
   ``POST /trigger_report`` and polls ``GET /get_report/<id>``, same origin).
 * ``GET /reports/<id>`` -- a finished report: summary, uptime-share histogram, and the stores
-  table sorted (``sort``, ``order``), filtered (``q``) and paginated (``page``) on the server.
-* ``GET /store?store_id=<id>`` -- the store's week as a chart, its figures and notes.
+  table -- the columns of the report's CSV, extra periods included -- sorted (``sort``,
+  ``order``), filtered (``q``) and paginated (``page``) on the server.
+* ``GET /store?store_id=<id>`` -- the store's week as a chart (special days marked), its figures
+  (``as_of``, ``periods``), notes and special days.
 * ``GET /store/timeline?store_id=<id>`` -- the same, as JSON (:meth:`Timeline.to_dict`).
 * ``GET /stores/<store_id>`` and ``GET /stores/<store_id>/timeline`` -- the same two with the id
   in the path (a ``path`` converter).
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -42,7 +45,7 @@ from werkzeug.exceptions import BadRequest, NotFound
 from . import jobs, storage
 from .chart import histogram_chart, week_chart
 from .compute import REPORT_COLUMNS
-from .explain import UnknownStoreError, load_timeline
+from .explain import Timeline, UnknownStoreError, clock, load_timeline
 from .extensions import db
 from .models import BusinessHours, Poll, RecentPoll, Report, Store, StoreTimezone
 from .openapi import describe, json_response, query
@@ -67,6 +70,68 @@ COLUMN_TITLES = {
     "downtime_last_week": "down, week (h)",
     SHARE: "up share, week",
 }
+PERIOD_COLUMN = re.compile(r"(uptime|downtime)_last_(\d+[hd])")  # an extra period's column
+# The store page's figures table: a line per window; an extra period's reads "last 30d (h)".
+STANDARD_WINDOWS = {"hour": "last hour (min)", "day": "last day (h)", "week": "last week (h)"}
+
+
+@dataclass
+class Column:
+    """A column of the report page's stores table: its name in the CSV, its header, and whether
+    it is the uptime share (a fraction shown as a percentage) rather than a figure."""
+
+    name: str
+    title: str
+
+    @property
+    def share(self) -> bool:
+        return self.name == SHARE
+
+
+def column_title(name: str) -> str:
+    """A column's header: the standard ones from :data:`COLUMN_TITLES`, an extra period's as
+    ``up, last 30d (h)``."""
+    if name in COLUMN_TITLES:
+        return COLUMN_TITLES[name]
+    kind, period = PERIOD_COLUMN.fullmatch(name).groups()
+    return f"{'up' if kind == 'uptime' else 'down'}, last {period} (h)"
+
+
+def table_columns(frame: pd.DataFrame) -> list[str]:
+    """A report frame's table columns: the standard seven, the week's uptime share, then the
+    columns of any extra periods in the report's order."""
+    return [*TABLE_COLUMNS, *(c for c in frame.columns if PERIOD_COLUMN.fullmatch(c))]
+
+
+# --- formatting: the templates' filters, registered with the app once (with the blueprint) ---
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+@bp.app_template_filter("thousands")
+def thousands(value: int | None) -> str:
+    """``12345`` -> ``12,345``; nothing -> ``—``."""
+    return "—" if _missing(value) else f"{value:,}"
+
+
+@bp.app_template_filter("two_decimals")
+def two_decimals(value: float | None) -> str:
+    """``1234.5`` -> ``1,234.50`` (a figure: hours or minutes); nothing -> ``—``."""
+    return "—" if _missing(value) else f"{value:,.2f}"
+
+
+@bp.app_template_filter("three_decimals")
+def three_decimals(value: float | None) -> str:
+    """``0.0125`` -> ``0.013`` (a segment's hours: a few minutes still show); nothing -> ``—``."""
+    return "—" if _missing(value) else f"{value:,.3f}"
+
+
+@bp.app_template_filter("percent")
+def percent(value: float | None) -> str:
+    """A fraction, ``0.98501`` -> ``98.5 %``; nothing (no business time observed) -> ``—``."""
+    return "—" if _missing(value) else f"{100 * value:.1f} %"
 
 
 # --- overview --------------------------------------------------------------------------------
@@ -100,8 +165,8 @@ def recent_ingests(limit: int = 10) -> list[dict]:
             "kind": r["kind"],
             "file": r["file_name"],
             "source": r["source"],
-            "rows": f"{r['rows_read']:,}",
-            "stored": f"{r['rows_stored']:,}",
+            "rows": r["rows_read"],
+            "stored": r["rows_stored"],
             "outcome": r["outcome"],
         }
         for r in rows
@@ -117,7 +182,7 @@ class ReportLine:
     now: str | None
     status: str
     stage: str | None
-    duration: str | None
+    seconds: float | None  # how long it computed
     rows: int | None
 
 
@@ -125,9 +190,9 @@ def recent_reports(limit: int = RECENT_REPORTS) -> list[ReportLine]:
     reports = db.session.execute(select(Report).order_by(Report.created_at.desc()).limit(limit)).scalars().all()
     lines = []
     for r in reports:
-        duration = None
+        seconds = None
         if r.started_at is not None and r.finished_at is not None:
-            duration = f"{(r.finished_at - r.started_at).total_seconds():.2f} s"
+            seconds = (r.finished_at - r.started_at).total_seconds()
         lines.append(
             ReportLine(
                 id=r.id,
@@ -135,7 +200,7 @@ def recent_reports(limit: int = RECENT_REPORTS) -> list[ReportLine]:
                 now=format_instant_us(r.now_us) if r.now_us is not None else None,
                 status=r.status,
                 stage=r.stage,
-                duration=duration,
+                seconds=seconds,
                 rows=r.store_count,
             )
         )
@@ -205,10 +270,6 @@ class ReportSummary:
     unobserved: int  # stores with no business time observed in the week (no counted poll, ...)
     histogram: list[dict]  # {"label", "count", "height"} per bin; height 0..100 (% of the largest)
 
-    @property
-    def uptime_share_text(self) -> str:
-        return "—" if self.uptime_share is None else f"{100 * self.uptime_share:.1f} %"
-
 
 def summarise(frame: pd.DataFrame) -> ReportSummary:
     up, down = frame["uptime_last_week"].sum(), frame["downtime_last_week"].sum()
@@ -252,8 +313,9 @@ class TablePage:
 
 def table_page(frame: pd.DataFrame, sort: str, order: str, q: str, page: int, size: int = PAGE_SIZE) -> TablePage:
     """Filter by id (substring, any case), sort (ties by store id; no share last), one page."""
-    if sort not in TABLE_COLUMNS:
-        raise BadRequest(f"sort must be one of {', '.join(TABLE_COLUMNS)}")
+    columns = table_columns(frame)
+    if sort not in columns:
+        raise BadRequest(f"sort must be one of {', '.join(columns)}")
     if order not in ("asc", "desc"):
         raise BadRequest("order must be asc or desc")
     view = frame[frame["store_id"].str.contains(q, case=False, regex=False)] if q else frame
@@ -264,10 +326,7 @@ def table_page(frame: pd.DataFrame, sort: str, order: str, q: str, page: int, si
     pages = max(math.ceil(len(view) / size), 1)
     page = min(max(page, 1), pages)
     rows = view.iloc[(page - 1) * size : page * size]
-    records = []
-    for rec in rows.to_dict("records"):
-        rec[SHARE] = None if pd.isna(rec[SHARE]) else f"{100 * rec[SHARE]:.1f} %"
-        records.append(rec)
+    records = rows.astype(object).where(rows.notna(), None).to_dict("records")  # no share: None
     return TablePage(rows=records, page=page, pages=pages, matching=len(view), sort=sort, order=order, q=q)
 
 
@@ -307,8 +366,7 @@ def report_page(report_id: str):
         summary=summary,
         histogram=histogram_chart(summary.histogram),
         table=table,
-        columns=TABLE_COLUMNS,
-        titles=COLUMN_TITLES,
+        columns=[Column(c, column_title(c)) for c in table_columns(frame)],
     )
 
 
@@ -326,14 +384,16 @@ def _expired(report_id: str):
 # --- a store ---------------------------------------------------------------------------------
 
 
-def _timeline(store_id: str):
+def _timeline(store_id: str) -> Timeline:
+    """The store's timeline at ``?as_of=`` with ``?periods=`` (a ``BadRequest`` naming an
+    unreadable one)."""
     as_of, periods = request.args.get("as_of"), request.args.get("periods")
     try:
         as_of_us = parse_instant(as_of) if as_of else None
     except ValueError as exc:
         raise BadRequest(f"as_of: {exc}") from exc
     try:
-        return load_timeline(db.engine, store_id, as_of_us, periods), as_of
+        return load_timeline(db.engine, store_id, as_of_us, periods)
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
 
@@ -359,7 +419,7 @@ def _store_id_arg() -> str:
 
 def _timeline_json(store_id: str):
     try:
-        timeline, _ = _timeline(store_id)
+        timeline = _timeline(store_id)
     except (UnknownStoreError, NoPollsError) as exc:
         raise NotFound(str(exc)) from exc
     return jsonify(timeline.to_dict())
@@ -413,15 +473,55 @@ def store_page_by_path(store_id: str):
 
 def _store_page(store_id: str):
     try:
-        timeline, as_of = _timeline(store_id)
+        timeline = _timeline(store_id)
+    except BadRequest as exc:
+        return render_template("bad_request.html", what=exc.description), 400
     except (UnknownStoreError, NoPollsError) as exc:
         return render_template("not_found.html", what=str(exc)), 404
+    extra = [name for name in timeline.windows if name not in STANDARD_WINDOWS]
     return render_template(
         "store.html",
         t=timeline,
         data=timeline.to_dict(),
         chart=week_chart(timeline),
-        as_of=as_of,
-        columns=REPORT_COLUMNS[1:],
-        titles=COLUMN_TITLES,
+        as_of=request.args.get("as_of") or None,
+        periods=",".join(extra) or None,
+        figures=figure_rows(timeline),
+        special_days=special_day_rows(timeline),
     )
+
+
+@dataclass
+class FigureRow:
+    """A line of the store page's figures table: a window and its two columns."""
+
+    label: str  # "last hour (min)", "last 30d (h)"
+    up: str  # the column names, as in the report
+    down: str
+
+
+def figure_rows(t: Timeline) -> list[FigureRow]:
+    """The figures table: hour, day, week, then each extra period, as the report's columns."""
+    return [
+        FigureRow(STANDARD_WINDOWS.get(name, f"last {name} (h)"), f"uptime_last_{name}", f"downtime_last_{name}")
+        for name in t.windows
+    ]
+
+
+@dataclass
+class SpecialDayRow:
+    """A line of the store page's special-days table."""
+
+    date: str  # the store's local calendar date, YYYY-MM-DD
+    hours: str  # "closed", or the intervals as stored: "10:00:00–14:00:00, 18:00:00–02:00:00"
+    source: str  # the file that gave it
+
+
+def special_day_rows(t: Timeline) -> list[SpecialDayRow]:
+    """Every special date of the store, by date."""
+    return [
+        SpecialDayRow(
+            d.date, "closed" if d.closed else ", ".join(f"{clock(a)}–{clock(b)}" for a, b in d.hours), d.source
+        )
+        for d in sorted(t.special_days, key=lambda d: d.date)
+    ]

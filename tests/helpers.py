@@ -186,6 +186,75 @@ def frames(polls=(), hours=(), zones=()):
     )
 
 
+def local_us(text: str, zone: str = "America/New_York") -> int:
+    """A local wall-clock time (``2023-01-24 10:00``) in ``zone`` -> UTC microseconds."""
+    return pd.Timestamp(text, tz=zone).value // 1000
+
+
+def special_days_timeline():
+    """A store's Timeline built by hand (no database): New York, 09:00-17:00 every day, now
+    2023-01-25 18:00 UTC (13:00 local); special days from holidays.csv: Sunday 2022-12-25 closed
+    (before the week), Monday 2023-01-23 closed, Tuesday 2023-01-24 open 10:00-14:00 only, and
+    Friday 2023-01-20 open 09:00 to 02:00 the next morning (an interval over local midnight)."""
+    from storemon.explain import Interval, PollMark, Segment, SpecialDay, Timeline
+    from storemon.times import format_local
+
+    zone = "America/New_York"
+    now = local_us("2023-01-25 13:00")
+    hour, day = 3_600_000_000, 86_400_000_000
+
+    def interval(start: str, end: str, special: str | None = None) -> Interval:
+        a, b = local_us(start), local_us(end)
+        return Interval(a, b, format_local(a, zone), format_local(b, zone), special_date=special)
+
+    def span(date: str) -> tuple[int, int]:
+        midnight = pd.Timestamp(date, tz=zone)
+        return midnight.value // 1000, (midnight + pd.Timedelta(days=1)).value // 1000
+
+    intervals = [interval(f"2023-01-{d} 09:00", f"2023-01-{d} 17:00") for d in (18, 19, 21, 22)] + [
+        interval("2023-01-20 09:00", "2023-01-21 02:00", "2023-01-20"),
+        interval("2023-01-24 10:00", "2023-01-24 14:00", "2023-01-24"),
+        interval("2023-01-25 09:00", "2023-01-25 17:00"),
+    ]
+    polls = [PollMark(local_us("2023-01-24 11:00"), True, True, True)]
+    segments = [Segment(2 * local_us("2023-01-24 10:00"), 2 * local_us("2023-01-24 14:00"), True, polls[0].ts_us)]
+    figures = {
+        "store_id": "holiday",
+        "uptime_last_hour": 60.0,
+        "uptime_last_day": 4.0,
+        "uptime_last_week": 40.0,
+        "downtime_last_hour": 0.0,
+        "downtime_last_day": 0.0,
+        "downtime_last_week": 1.5,
+        "uptime_last_30d": 1234.5,
+        "downtime_last_30d": 0.25,
+    }
+    return Timeline(
+        store_id="holiday",
+        now_us=now,
+        windows={
+            "hour": (now - hour, now),
+            "day": (now - day, now),
+            "week": (now - 7 * day, now),
+            "30d": (now - 30 * day, now),
+        },
+        timezone=zone,
+        timezone_source="given",
+        timezone_given=zone,
+        hours_rows=[(d, 9 * 3600, 17 * 3600) for d in range(7)],
+        intervals=intervals,
+        polls=polls,
+        segments=segments,
+        figures=figures,
+        special_days=[
+            SpecialDay("2022-12-25", *span("2022-12-25"), [], "holidays.csv"),
+            SpecialDay("2023-01-20", *span("2023-01-20"), [(9 * 3600, 2 * 3600)], "holidays.csv"),
+            SpecialDay("2023-01-23", *span("2023-01-23"), [], "holidays.csv"),
+            SpecialDay("2023-01-24", *span("2023-01-24"), [(10 * 3600, 14 * 3600)], "holidays.csv"),
+        ],
+    )
+
+
 DAY = 86_400
 RANDOM_ZONES = [
     "America/New_York",

@@ -5,7 +5,7 @@ show no refusal (``goog:loggingPrefs``), and a page framed by another site must 
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``scripts/with-chromium.sh`` installs them
 and exports ``STOREMON_REQUIRE_BROWSER=1``, which turns a missing browser into a failure; plain
-``make test`` without them skips this test with the reason). Screenshots of the three pages are
+``make test`` without them skips this test with the reason). Screenshots of the pages are
 saved in the test's temp dir; their paths are printed (``pytest -s`` shows them).
 """
 
@@ -277,6 +277,69 @@ def test_dashboard_in_a_real_browser(browser, site, tmp_path, capsys):
     with urllib.request.urlopen(find(By.ID, "timeline-json").get_attribute("href"), timeout=30) as response:
         assert json.loads(response.read())["store_id"] == ODD_ID
     assert all(path.stat().st_size > 10_000 for path in shots)
+    assert csp_refusals(driver) == []
+
+
+def multipart(field: str, name: str, content: bytes) -> tuple[bytes, str]:
+    """A multipart/form-data body holding one file: the body and its Content-Type."""
+    boundary = "storemon-test-boundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
+            "Content-Type: text/csv\r\n\r\n"
+        ).encode()
+        + content
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def test_a_stores_special_days_in_a_real_browser(browser, site, tmp_path, capsys):
+    """A special-hours file uploaded over HTTP: on the store's page, the closed date is a hatched
+    row, the special hours a band of their own, both in the legend, and the table lists them
+    with the file's name; the page asked with ?periods=30d shows that period's figures."""
+    from selenium.webdriver.common.by import By
+
+    server, expected_csv = site
+    driver = browser
+    store_id = expected_csv.decode().splitlines()[1].split(",")[0]
+    special = (
+        f"store_id,date,start_time_local,end_time_local\n{store_id},2023-01-23,,\n{store_id},2023-01-24,10:00,14:00\n"
+    )
+    status, _headers, answer = server.request(
+        "POST", "/ingest/special_hours", *multipart("file", "holidays.csv", special.encode())
+    )
+    assert status == 200, answer[:300]
+    assert json.loads(answer)["rows_stored"] == 2
+
+    driver.get(server.base + "/store?" + urllib.parse.urlencode({"store_id": store_id, "periods": "30d"}))
+    wait_for(lambda: driver.find_elements(By.ID, "week-chart"), what="the store page")
+    assert csp_refusals(driver) == []
+    rows = [
+        [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+        for tr in driver.find_elements(By.CSS_SELECTOR, "#special-days tbody tr")
+    ]
+    assert rows == [["2023-01-23", "closed", "holidays.csv"], ["2023-01-24", "10:00:00–14:00:00", "holidays.csv"]]
+    closed = driver.find_elements(By.CSS_SELECTOR, '#week-chart rect.closed[data-special-date="2023-01-23"]')
+    assert len(closed) == 1
+    assert closed[0].find_element(By.TAG_NAME, "title").get_attribute("textContent") == (
+        "closed (special day: 2023-01-23, from holidays.csv)"
+    )
+    # The hatching is the stylesheet's pattern: the CSS was applied, nothing refused.
+    assert driver.execute_script("return getComputedStyle(arguments[0]).fill", closed[0]) == 'url("#hatch-closed")'
+    bands = driver.find_elements(By.CSS_SELECTOR, '#week-chart rect.band.special[data-special-date="2023-01-24"]')
+    assert len(bands) == 1
+    assert bands[0].find_element(By.TAG_NAME, "title").get_attribute("textContent").startswith("special hours ")
+    legend = {li.text for li in driver.find_elements(By.CSS_SELECTOR, ".legend li")}
+    assert legend >= {"closed (special day)", "special hours (special day)"}
+    # The figures include the period's, and equal the timeline's.
+    with urllib.request.urlopen(driver.find_element(By.ID, "timeline-json").get_attribute("href"), timeout=30) as r:
+        timeline = json.loads(r.read())
+    cells = {td.get_attribute("data-column"): td.text for td in driver.find_elements(By.CSS_SELECTOR, "#figures td")}
+    assert cells == {k: f"{v:,.2f}" for k, v in timeline["figures"].items()}
+    assert "uptime_last_30d" in cells
+    shot = screenshot(driver, tmp_path / "store-special-days.png", capsys)
+    assert shot.stat().st_size > 10_000
     assert csp_refusals(driver) == []
 
 

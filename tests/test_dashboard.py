@@ -11,7 +11,7 @@ import urllib.parse
 
 import pandas as pd
 import pytest
-from helpers import HAND_HOURS, HAND_ROWS, HAND_STATUS, HAND_ZONES, HOSTILE_IDS
+from helpers import HAND_HOURS, HAND_ROWS, HAND_STATUS, HAND_ZONES, HOSTILE_IDS, special_days_timeline
 from markupsafe import escape
 
 from storemon import dashboard
@@ -31,8 +31,9 @@ def demo_loaded(engine, tmp_path):
     return engine
 
 
-def run_report(client) -> tuple[str, pd.DataFrame]:
-    report_id = client.post("/trigger_report").get_json()["report_id"]
+def run_report(client, **trigger) -> tuple[str, pd.DataFrame]:
+    """A report triggered with ``trigger`` (``periods="30d"``) and waited for: its id and rows."""
+    report_id = client.post("/trigger_report", json=trigger).get_json()["report_id"]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         with client.get(f"/get_report/{report_id}") as answer:  # a file response: close it
@@ -44,6 +45,12 @@ def run_report(client) -> tuple[str, pd.DataFrame]:
 
 def cells(page: str, column: str) -> list[str]:
     return re.findall(rf'<td class="num" data-column="{column}">([^<]*)</td>', page)
+
+
+def headers(page: str) -> dict[str, str]:
+    """The stores table's columns, as its header links name them, and their titles."""
+    head = re.search(r'<table id="stores".*?</thead>', page, re.S).group(0)
+    return {c: t.rstrip(" ▲▼") for c, t in re.findall(r'<a href="[^"]*" data-column="([^"]+)">([^<]*)</a>', head)}
 
 
 def store_links(page: str) -> list[str]:
@@ -191,55 +198,163 @@ def test_store_page(client, demo_loaded):
     for note in timeline["notes"]:
         assert html.escape(note) in text
     assert '<td class="num" data-column="uptime_last_week">168.00</td>' in text
+    assert 'id="special-days"' not in text and 'id="legend-closed"' not in text and 'class="band special"' not in text
     missing = client.get("/stores/no-such-store")
     assert missing.status_code == 404 and "no store &#39;no-such-store&#39;" in missing.get_data(as_text=True)
 
 
-def test_week_chart_layout(engine, tmp_path):
-    """Rows are local days; a 09:00-17:00 band sits at 9/24..17/24 of the plot on every row."""
-    from storemon.chart import LABEL_WIDTH, RIGHT_PAD, WIDTH, week_chart
-    from storemon.explain import load_timeline
-    from storemon.times import to_us
+PERIOD_TITLES = {
+    "uptime_last_30d": "up, last 30d (h)",
+    "downtime_last_30d": "down, last 30d (h)",
+    "uptime_last_2h": "up, last 2h (h)",
+    "downtime_last_2h": "down, last 2h (h)",
+}
 
-    (tmp_path / "tz.csv").write_text("store_id,timezone_str\nk,America/New_York\n")
-    (tmp_path / "hours.csv").write_text(
-        "store_id,day,start_time_local,end_time_local\n" + "".join(f"k,{d},09:00,17:00\n" for d in range(7))
+
+def test_a_report_with_periods_shows_their_columns_sortable_and_filterable_after_the_weeks(client, demo_loaded):
+    plain_id, _ = run_report(client)
+    plain = client.get(f"/reports/{plain_id}").get_data(as_text=True)
+    assert headers(plain) == {c: dashboard.COLUMN_TITLES[c] for c in dashboard.TABLE_COLUMNS}
+    assert list(headers(plain)) == dashboard.TABLE_COLUMNS and "periods=" not in plain
+
+    report_id, frame = run_report(client, periods="30d,2h")
+    base = f"/reports/{report_id}"
+    page = client.get(base).get_data(as_text=True)
+    assert list(headers(page)) == [*dashboard.TABLE_COLUMNS, *PERIOD_TITLES]
+    assert headers(page) == {**headers(plain), **PERIOD_TITLES}
+    # The summary cards are the week's, as in the report without periods.
+    card = r'<span class="value[^"]*"[^>]*>([^<]*)</span>'
+    assert re.findall(card, page) == re.findall(card, plain)
+    # A period's column sorts both ways (ties by store id) and shows its figures, 2 decimals.
+    for order in ("asc", "desc"):
+        expected = frame.sort_values(["uptime_last_30d", "store_id"], ascending=[order == "asc", True], kind="stable")
+        shown = client.get(f"{base}?sort=uptime_last_30d&order={order}&page=2").get_data(as_text=True)
+        assert store_links(shown) == expected["store_id"].tolist()[50:100], order
+        assert cells(shown, "uptime_last_30d") == [f"{v:,.2f}" for v in expected["uptime_last_30d"][50:100]]
+        assert cells(shown, "downtime_last_2h") == [f"{v:,.2f}" for v in expected["downtime_last_2h"][50:100]]
+    # Filtered by id, sorted by a period's column: the sort and the filter keep each other.
+    some = frame["store_id"].iloc[3][2:5]
+    hits = frame[frame["store_id"].str.contains(some, case=False, regex=False)]
+    filtered = client.get(f"{base}?q={urllib.parse.quote(some)}&sort=downtime_last_30d&order=desc")
+    expected = hits.sort_values(["downtime_last_30d", "store_id"], ascending=[False, True], kind="stable")
+    assert store_links(filtered.get_data(as_text=True)) == expected["store_id"].tolist()[:50]
+    assert f'href="{base}?sort=uptime_last_30d&amp;order=asc&amp;q={urllib.parse.quote(some)}&amp;page=1"' in (
+        filtered.get_data(as_text=True)
     )
-    (tmp_path / "polls.csv").write_text(
-        "store_id,status,timestamp_utc\nk,active,2023-01-24 15:00:00 UTC\nk,inactive,2023-01-25 15:00:00 UTC\n"
+    # The store links carry the report's now and its periods.
+    odd = client.get(f"{base}?q=%3Cx%3E").get_data(as_text=True)
+    assert (
+        'href="/store?store_id=a/b+%3Cx%3E%22%26%2520&amp;as_of=2023-01-25T18:13:22.479220Z&amp;periods=30d,2h"' in odd
     )
-    for kind, name in (("timezones", "tz"), ("hours", "hours"), ("status", "polls")):
-        ingest_file(engine, kind, tmp_path / f"{name}.csv")
-    t = load_timeline(engine, "k", to_us("2023-01-25 18:00"))  # 13:00 in New York
-    chart = week_chart(t)
-    span = WIDTH - RIGHT_PAD - LABEL_WIDTH
-    assert [r.label for r in chart.rows] == [
-        "Wed 18 Jan",
-        "Thu 19 Jan",
-        "Fri 20 Jan",
-        "Sat 21 Jan",
-        "Sun 22 Jan",
-        "Mon 23 Jan",
-        "Tue 24 Jan",
-        "Wed 25 Jan",
+
+
+def test_a_stores_page_reached_from_a_report_with_periods_shows_the_figures_of_its_row(client, demo_loaded):
+    report_id, frame = run_report(client, periods="30d,2h")
+    page = client.get(f"/reports/{report_id}?sort=downtime_last_30d&order=desc").get_data(as_text=True)
+    links = re.findall(r'<a class="store-link" href="([^"]*)">([^<]*)</a>', page)[:5]
+    figures = [c for c in frame.columns if c != "store_id"]
+    assert figures[6:] == list(PERIOD_TITLES)
+    for href, text in links:
+        store_id = html.unescape(text)
+        store = client.get(html.unescape(href)).get_data(as_text=True)
+        row = frame[frame["store_id"] == store_id].iloc[0]
+        assert {c: cells(store, c) for c in figures} == {c: [f"{row[c]:,.2f}"] for c in figures}, store_id
+        labels = re.findall(r"<tr><th>([^<]*)</th><td class=\"num\" data-column=\"uptime_last_", store)
+        assert labels == ["last hour (min)", "last day (h)", "last week (h)", "last 30d (h)", "last 2h (h)"]
+        json_href = html.unescape(re.search(r'<a id="timeline-json" href="([^"]*)"', store).group(1))
+        assert json_href.endswith("&as_of=2023-01-25T18:13:22.479220Z&periods=30d,2h"), json_href
+        timeline = client.get(json_href).get_json()
+        assert timeline["figures"] == {c: pytest.approx(row[c], abs=0.005) for c in figures}
+    assert frame.loc[frame["store_id"] == html.unescape(links[0][1]), "downtime_last_30d"].iloc[0] > 0
+
+
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("periods=1w", "periods: cannot read '1w'; give whole numbers of hours or days, e.g. 30d,2h"),
+        ("periods=93d", "periods: 93d is longer than 92d, the longest period"),
+        ("periods=2h,2h", "periods: 2h is given twice"),
+        ("as_of=soon", "as_of: cannot read 'soon' as an instant"),
+    ],
+    ids=["an unknown unit", "longer than 92 days", "twice", "an unreadable as_of"],
+)
+def test_a_store_page_asked_for_unreadable_periods_or_as_of_is_a_400_page_that_says_why(
+    client, demo_loaded, query, message
+):
+    answer = client.get(f"/store?store_id={urllib.parse.quote(ODD_ID)}&{query}")
+    assert answer.status_code == 400 and answer.mimetype == "text/html"
+    text = answer.get_data(as_text=True)
+    assert "<h1>Bad request</h1>" in text
+    assert html.unescape(re.search(r'<p id="bad-request">([^<]*)</p>', text).group(1)).startswith(message)
+    # The timeline JSON answers the same request with the same reason, as JSON.
+    json_answer = client.get(f"/store/timeline?store_id={urllib.parse.quote(ODD_ID)}&{query}")
+    assert json_answer.status_code == 400 and json_answer.get_json()["message"].startswith(message)
+
+
+def test_the_store_page_lists_the_special_days_and_draws_closed_days_and_special_hours_apart(client, monkeypatch):
+    """From a timeline built by hand (helpers.special_days_timeline): Sunday 2022-12-25 and Monday
+    2023-01-23 closed, Friday 2023-01-20 09:00-02:00 and Tuesday 2023-01-24 10:00-14:00."""
+    asked = []
+
+    def timeline(_engine, store_id, as_of_us, periods):
+        asked.append((store_id, as_of_us, periods))
+        return special_days_timeline()
+
+    monkeypatch.setattr(dashboard, "load_timeline", timeline)
+    answer = client.get("/store?store_id=holiday&periods=30d")
+    assert answer.status_code == 200 and asked == [("holiday", None, "30d")]
+    text = answer.get_data(as_text=True)
+    table = re.search(r'<table id="special-days".*?</table>', text, re.S).group(0)
+    assert re.findall(r"<tr[^>]*><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td></tr>", table) == [
+        ("2022-12-25", "closed", "holidays.csv"),
+        ("2023-01-20", "09:00:00–02:00:00", "holidays.csv"),
+        ("2023-01-23", "closed", "holidays.csv"),
+        ("2023-01-24", "10:00:00–14:00:00", "holidays.csv"),
     ]
-    full = [b for b in chart.bands if b.y == chart.rows[1].y + 14]  # Thursday: a whole band
-    assert len(full) == 1
-    assert full[0].x == pytest.approx(LABEL_WIDTH + span * 9 / 24)
-    assert full[0].width == pytest.approx(span * 8 / 24)
-    # Wednesday the 18th: the band is cut by nothing (it overlaps the week), the up segment
-    # starts at the week's start, 13:00 local.
-    first = [s for s in chart.segments if s.y == chart.rows[0].y + 14]
-    assert first[0].x == pytest.approx(LABEL_WIDTH + span * 13 / 24) and first[0].active
-    now = next(e for e in chart.edges if e.label == "now")
-    assert now.x == pytest.approx(LABEL_WIDTH + span * 13 / 24) and now.y1 == chart.rows[-1].y + 2
-    # The down piece of the 25th runs from the midpoint of the polls (03:00 UTC, outside the
-    # hours) -- so from 09:00 local -- to now.
-    last = [s for s in chart.segments if s.y == chart.rows[-1].y + 14]
-    assert [(round(s.x, 6), round(s.x + s.width, 6), s.active) for s in last] == [
-        (round(LABEL_WIDTH + span * 9 / 24, 6), round(LABEL_WIDTH + span * 13 / 24, 6), False)
+    chart = re.search(r'<svg id="week-chart".*?</svg>', text, re.S).group(0)
+    assert '<pattern id="hatch-closed"' in chart
+    shape = r'<rect class="{}" [^>]*data-special-date="([^"]+)"><title>([^<]*)</title>'
+    assert re.findall(shape.format("closed"), chart) == [
+        ("2023-01-23", "closed (special day: 2023-01-23, from holidays.csv)")
     ]
-    assert [(m.counted, m.active) for m in chart.marks] == [(True, True), (True, False)]
+    special = re.findall(shape.format("band special"), chart)
+    assert [date for date, _ in special] == ["2023-01-20", "2023-01-20", "2023-01-24"]
+    assert all(
+        title.startswith("special hours ") and title.endswith(f"(special day: {date}, from holidays.csv)")
+        for date, title in special
+    )
+    assert len(re.findall(r'<rect class="band" ', chart)) == 5  # the weekly hours' days
+    assert 'id="legend-special"' in text and 'id="legend-closed"' in text
+    assert cells(text, "uptime_last_30d") == ["1,234.50"] and cells(text, "downtime_last_30d") == ["0.25"]
+
+
+def test_the_templates_filters_format_numbers_and_show_a_dash_for_nothing(app):
+    filters = app.jinja_env.filters
+    assert [filters[name] for name in ("thousands", "two_decimals", "three_decimals", "percent")] == [
+        dashboard.thousands,
+        dashboard.two_decimals,
+        dashboard.three_decimals,
+        dashboard.percent,
+    ]
+    assert [dashboard.thousands(v) for v in (0, 999, 1234567, None)] == ["0", "999", "1,234,567", "—"]
+    assert [dashboard.two_decimals(v) for v in (0.0, 1.005, 2208.0, 60, None, float("nan"))] == [
+        "0.00",
+        "1.00",  # 1.005 is 1.00499... in binary
+        "2,208.00",
+        "60.00",
+        "—",
+        "—",
+    ]
+    assert [dashboard.three_decimals(v) for v in (0.0125, 1234.5, None)] == ["0.013", "1,234.500", "—"]
+    assert [dashboard.percent(v) for v in (0.98501, 0.0, 1.0, None, float("nan"))] == [
+        "98.5 %",
+        "0.0 %",
+        "100.0 %",
+        "—",
+        "—",
+    ]
+    rendered = app.jinja_env.from_string("{{ n|thousands }} stores, {{ h|two_decimals }} h").render(n=14000, h=167.5)
+    assert rendered == "14,000 stores, 167.50 h"
 
 
 def test_report_page_of_a_reused_report_and_of_a_csv_kept_only_in_the_database(app, client, demo_loaded):
