@@ -157,7 +157,7 @@ def parse_clock(values: pd.Series) -> pd.Series:
 # Special dates before 2000 or more than a year ahead are taken for typos (1923 for 2023), as polls.
 EARLIEST_DATE = pd.Timestamp("2000-01-01")
 LATEST_DATE_AHEAD = pd.DateOffset(years=1)
-_DATE_PATTERN = r"\d{4}-\d{2}-\d{2}"
+_DATE_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"  # ASCII digits: a regex's \d takes every script's
 _DAY_NS = 86_400 * 10**9
 
 

@@ -60,7 +60,7 @@ def test_a_closed_row_with_only_one_time_is_a_bad_start_or_end_time():
 @pytest.mark.parametrize(
     "date",
     ["2023-02-30", "2023-02-29", "2023-13-01", "1999-12-31", "0001-01-01", "9999-12-31", "2023-1-23", "23-01-2023",
-     "20230123", "2023-01-23T00:00", "today", ""],
+     "20230123", "2023-01-23T00:00", "today", "", "\uff12\uff10\uff12\uff13-01-23", "\u0662\u0660\u0662\u0663-01-23"],
 )  # fmt: skip
 def test_a_date_that_is_no_real_date_or_lies_outside_2000_to_a_year_ahead_is_a_bad_date(date):
     _, reasons = special_rows(("a", date, "", ""))
