@@ -5,9 +5,9 @@
 
 Each request is an operation of /openapi.json (its method, path and summary come from there; an
 operation the collection does not use, or a step naming an operation that does not exist, stops
-the build), in the order a newcomer would call them: health, the document, upload the three
-sample feeds of docs/samples/, the ledger, trigger a report, poll it until its CSV arrives, fetch
-it as Excel, JSON and Parquet, then the error answers. Every request asserts its status and
+the build), in the order a newcomer would call them: health, the document, upload the four
+sample feeds of docs/samples/, list the sample store's special dates, the ledger, trigger a report, poll it until its CSV arrives, fetch
+it as Excel, JSON and Parquet, remove one special date, then the error answers. Every request asserts its status and
 content type; every error answer is
 checked for the JSON shape {"error", "message"} (a collection-level test); the report's CSV for
 its header row. Variables: base_url (default http://127.0.0.1:8000), api_token (only needed when
@@ -201,6 +201,36 @@ pm.test("Swagger UI from this server", function () { pm.expect(pm.response.text(
         uploaded("hours"),
     ),
     (
+        "Upload special hours (multipart, force: applied on every run)",
+        "ingest",
+        {"kind": "special_hours"},
+        {"force": "1"},
+        file_part("docs/samples/special_hours.csv"),
+        {},
+        uploaded("special_hours"),
+    ),
+    (
+        "Special dates of a store",
+        "special_hours",
+        {},
+        {"store_id": SAMPLE_STORE},
+        None,
+        {},
+        [
+            status(200),
+            content_type("application/json"),
+            f"""\
+pm.test("a closed date, and a date of two intervals", function () {{
+    const body = pm.response.json();
+    pm.expect(body.store_id).to.eql("{SAMPLE_STORE}");
+    pm.expect(body.special_hours.map(function (r) {{ return r.date; }})).to.eql(["2023-01-23", "2023-01-24", "2023-01-24"]);
+    pm.expect(body.special_hours[0].closed).to.eql(true);
+    pm.expect(body.special_hours[1].start_time_local).to.eql("10:00:00");
+    pm.expect(body.special_hours[1].source).to.eql("special_hours.csv");
+}});""",
+        ],
+    ),
+    (
         "Upload polls (text/csv body)",
         "ingest",
         {"kind": "status"},
@@ -362,6 +392,25 @@ pm.test("Prometheus text with storemon's counters", function () {
 });""",
         ],
     ),
+    (
+        "Remove a special date",
+        "remove_special_hours",
+        {},
+        {"store_id": SAMPLE_STORE, "date": "2023-01-24"},
+        None,
+        {},
+        [
+            status(200),
+            content_type("application/json"),
+            """\
+pm.test("its two rows removed, and recorded in the ledger", function () {
+    const body = pm.response.json();
+    pm.expect(body.date).to.eql("2023-01-24");
+    pm.expect(body.rows_removed).to.eql(2);
+    pm.expect(body.ledger_id).to.be.a("number");
+});""",
+        ],
+    ),
     ("Error: malformed report id", "get_report", {"report_id": "not-a-report-id"}, {}, None, {}, error(400)),
     ("Error: missing report id", "get_report_by_query", {}, {}, None, {}, error(400)),
     ("Error: unknown report", "get_report", {"report_id": "0" * 32}, {}, None, {}, error(404)),
@@ -398,6 +447,24 @@ pm.test("names the missing columns", function () { pm.expect(pm.response.json().
         ],
     ),
     ("Error: unknown store", "store_timeline", {"store_id": "no-such-store"}, {}, None, {}, error(404)),
+    (
+        "Error: a special date already removed",
+        "remove_special_hours",
+        {},
+        {"store_id": SAMPLE_STORE, "date": "2023-01-24"},
+        None,
+        {},
+        error(404),
+    ),
+    (
+        "Error: a date that is none",
+        "remove_special_hours",
+        {},
+        {"store_id": SAMPLE_STORE, "date": "2023-02-30"},
+        None,
+        {},
+        error(400),
+    ),
 ]
 
 

@@ -16,14 +16,15 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from . import formats, jobs, metrics, storage
 from .compute import REPORT_COLUMNS
+from .explain import clock
 from .extensions import db
-from .ingest import IngestBusy, IngestReadOnly, ingest_file
+from .ingest import IngestBusy, IngestReadOnly, NoSpecialDate, ingest_file, remove_special_date, special_dates
 from .models import BusinessHours, Poll, RecentPoll, Report, Store, StoreTimezone
 from .openapi import describe, json_response, query, ref
 from .parse import KINDS, IngestError
-from .schemas import AS_OF, PERIODS, REPORT_ID
+from .schemas import AS_OF, FEED_KIND, PERIODS, REPORT_ID, SPECIAL_DATE, STORE_ID
 from .security import CHALLENGES
-from .times import format_datetime, format_instant, parse_instant, parse_periods
+from .times import format_date, format_datetime, format_instant, parse_instant, parse_periods
 from .uploads import UploadError, receive_csv
 
 log = logging.getLogger(__name__)
@@ -344,13 +345,7 @@ _CSV_BODY = {"type": "string", "format": "binary"}
     summary="Upload one feed file",
     tags=("ingest",),
     errors=(400, 404, 413, 503),
-    path_schemas={
-        "kind": {
-            "type": "string",
-            "enum": ["status", "hours", "timezones"],
-            "description": "the feed: polls, business hours or time zones",
-        }
-    },
+    path_schemas={"kind": FEED_KIND},
     params=(
         query("strict", _FLAG, "`1`, `true` or `yes`: refuse the file if any row is unreadable"),
         query("force", _FLAG, "`1`, `true` or `yes`: apply content the ledger says was already stored"),
@@ -409,6 +404,84 @@ def ingest(kind: str):
     answer = summary.to_dict()
     metrics.ingested(answer)
     return jsonify(answer)
+
+
+# --- special hours: one store's special dates, listed and removed --------------------------------
+
+
+STORE_ID_QUERY = query("store_id", STORE_ID, "the store (its id exactly as in the feeds)", required=True)
+
+
+@bp.get("/special_hours")
+@describe(
+    summary="A store's special dates: hours or closed, and the file each came from",
+    tags=("ingest",),
+    errors=(400,),
+    params=(STORE_ID_QUERY,),
+    responses={200: json_response("SpecialHours", "The store's special-hours rows by date (none: an empty list)")},
+)
+def special_hours():
+    """One store's special dates (``?store_id=``), by date and start: each row's local hours, or
+    ``closed``, and the file that gave it. A store without any has an empty list: its weekly
+    hours apply every date."""
+    store_id = _required_arg("store_id")
+    rows = special_dates(db.engine, store_id)
+    return jsonify(store_id=store_id, special_hours=_special_rows(rows))
+
+
+@bp.delete("/special_hours")
+@describe(
+    summary="Remove a store's special hours on one date (its weekly hours apply again)",
+    tags=("ingest",),
+    errors=(400, 404, 503),
+    params=(STORE_ID_QUERY, query("date", SPECIAL_DATE, "the local date whose special hours go", required=True)),
+    responses={200: json_response("SpecialRemoved", "What was removed, and its line in the ingest ledger")},
+)
+def remove_special_hours():
+    """Remove the special hours of store ``store_id`` on ``date`` (``YYYY-MM-DD``), recorded in
+    the ingest ledger (kind ``special_hours``, file name ``remove <store> <date>``). A date the
+    store has no special hours on is ``404``; a date that is none, ``400``."""
+    store_id, date = _required_arg("store_id"), _required_arg("date")
+    try:
+        done = remove_special_date(
+            db.engine, store_id, date, source="http", wait_seconds=current_app.config["INGEST_WAIT_SECONDS"]
+        )
+    except ValueError as exc:
+        raise BadRequest(f"date: {exc}") from exc
+    except NoSpecialDate as exc:
+        raise NotFound(str(exc)) from exc
+    except IngestBusy as exc:
+        raise ApiError(503, str(exc), exc.retry_after) from exc
+    except IngestReadOnly as exc:
+        raise ApiError(503, str(exc), 60) from exc
+    return jsonify(
+        store_id=store_id,
+        date=done.date,
+        rows_removed=done.rows_removed,
+        removed=_special_rows(done.removed),
+        ledger_id=done.ledger_id,
+    )
+
+
+def _special_rows(rows) -> list[dict]:
+    """Special-hours rows (date, start_s, end_s, source) as the API shows them."""
+    return [
+        {
+            "date": format_date(row.date),
+            "closed": bool(row.start_s < 0),
+            "start_time_local": None if row.start_s < 0 else clock(row.start_s),
+            "end_time_local": None if row.start_s < 0 else clock(row.end_s),
+            "source": row.source,
+        }
+        for row in rows.itertuples(index=False)
+    ]
+
+
+def _required_arg(name: str) -> str:
+    value = request.args.get(name)
+    if not value:
+        raise BadRequest(f"{name} is required (?{name}=...)")
+    return value
 
 
 MAX_OFFSET = 2**63 - 1  # the largest offset the databases take

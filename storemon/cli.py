@@ -16,8 +16,9 @@ from sqlalchemy.engine import make_url
 from . import formats, storage
 from .config import DEFAULT_DEMO_DIR
 from .extensions import db
-from .ingest import IngestBusy, IngestReadOnly, ingest_files
-from .parse import IngestError
+from .ingest import IngestBusy, IngestReadOnly, NoSpecialDate, ingest_files, remove_special_date, special_dates
+from .parse import HOURS, SPECIAL, STATUS, TIMEZONES, IngestError, quote
+from .times import format_date
 
 EX_TEMPFAIL = 75  # sysexits.h: a temporary failure, try again later (another ingest is running)
 
@@ -46,29 +47,31 @@ def _progress_factory():
     return factory
 
 
+# The ingest command's file options, one per feed: (option, feed, what the file is). Each is
+# repeatable and becomes the keyword of ingest_files named like the option.
+FEED_OPTIONS = (
+    ("--status", STATUS, "A store-status (polls) CSV."),
+    ("--hours", HOURS, "A business-hours CSV."),
+    ("--timezones", TIMEZONES, "A time-zones CSV."),
+    ("--special", SPECIAL, "A special-hours CSV (hours or closures of single dates)."),
+)
+
+
+def _feed_options(command):
+    for option, _, text in reversed(FEED_OPTIONS):  # applied last to first: --help lists them in order
+        command = click.option(
+            option,
+            option.lstrip("-"),
+            multiple=True,
+            type=click.Path(exists=True, dir_okay=False),
+            help=f"{text} Repeatable.",
+        )(command)
+    return command
+
+
 @click.command("ingest")
 @click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False))
-@click.option(
-    "--status",
-    "status",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="A store-status (polls) CSV. Repeatable.",
-)
-@click.option(
-    "--hours",
-    "hours",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="A business-hours CSV. Repeatable.",
-)
-@click.option(
-    "--timezones",
-    "timezones",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="A time-zones CSV. Repeatable.",
-)
+@_feed_options
 @click.option("--strict", is_flag=True, help="Refuse a whole file if any row is unreadable.")
 @click.option(
     "--force",
@@ -76,7 +79,7 @@ def _progress_factory():
     help="Apply files again even if the ingest ledger shows their content was already ingested.",
 )
 @with_appcontext
-def ingest_command(folder, status, hours, timezones, strict, force):
+def ingest_command(folder, strict, force, **files):
     """Load the CSV feeds in FOLDER and/or the files named by options (one transaction per file).
 
     A file whose content was already ingested is skipped (see `flask ingests`) unless --force.
@@ -91,9 +94,7 @@ def ingest_command(folder, status, hours, timezones, strict, force):
         ingest_files(
             db.engine,
             folder,
-            status=status,
-            hours=hours,
-            timezones=timezones,
+            **files,
             strict=strict,
             force=force,
             chunk_rows=config["INGEST_CHUNK_ROWS"],
@@ -131,6 +132,50 @@ def ingests_command(limit):
         click.echo(line)
         if row["message"]:
             click.echo(f"       {row['message']}")
+
+
+@click.command("special-hours")
+@click.argument("store_id")
+@click.argument("date", required=False)
+@click.option("--remove", is_flag=True, help="Remove the store's special hours on DATE: its weekly hours apply again.")
+@with_appcontext
+def special_hours_command(store_id, date, remove):
+    """List STORE_ID's special dates (hours or closed, and the file each came from); with
+    --remove, remove its special hours on DATE (YYYY-MM-DD), recorded in the ingest ledger."""
+    from .explain import clock
+
+    def hours(start_s: int, end_s: int) -> str:
+        return "closed" if start_s < 0 else f"{clock(start_s)}-{clock(end_s)}"
+
+    if not remove:
+        if date is not None:
+            raise click.UsageError("DATE is only given with --remove (the list shows every date)")
+        rows = special_dates(db.engine, store_id)
+        if not len(rows):
+            click.echo(f"store {quote(store_id)!r} has no special hours: its weekly hours apply every date")
+            return
+        click.echo(f"store {quote(store_id)!r}: {rows['date'].nunique():,} special date(s)")
+        for row in rows.itertuples(index=False):
+            click.echo(f"{format_date(row.date)}  {hours(row.start_s, row.end_s):17}  {quote(row.source)}")
+        return
+    if date is None:
+        raise click.UsageError("--remove needs the DATE to remove (YYYY-MM-DD)")
+    try:
+        done = remove_special_date(
+            db.engine, store_id, date, source="cli", wait_seconds=current_app.config["INGEST_WAIT_SECONDS"]
+        )
+    except IngestBusy as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EX_TEMPFAIL)
+    except ValueError as exc:
+        raise click.ClickException(f"date: {exc}") from exc
+    except (NoSpecialDate, IngestReadOnly) as exc:
+        raise click.ClickException(str(exc)) from exc
+    what = ", ".join(f"{hours(r.start_s, r.end_s)} ({quote(r.source)})" for r in done.removed.itertuples(index=False))
+    click.echo(
+        f"removed the special hours of store {quote(store_id)!r} on {done.date}: {what}; its weekly hours apply "
+        f"again (ledger #{done.ledger_id})"
+    )
 
 
 @click.command("demo-data")
@@ -307,6 +352,7 @@ def explain_command(store_id, as_of, periods, as_json):
 def register(app: Flask) -> None:
     app.cli.add_command(ingest_command)
     app.cli.add_command(ingests_command)
+    app.cli.add_command(special_hours_command)
     app.cli.add_command(report_command)
     app.cli.add_command(demo_data_command)
     app.cli.add_command(reset_command)

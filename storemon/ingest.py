@@ -1,11 +1,12 @@
-"""Ingestion: the three CSV feeds (docs/data-formats.md) -> rows in the database.
+"""Ingestion: the four CSV feeds (docs/data-formats.md) -> rows in the database.
 
 The pipeline of one file: recognise it, check the ledger, read it as text (every column a
 string, nothing guessed) in chunks, have :mod:`storemon.parse` turn each chunk into typed columns
 and bad rows, and have :mod:`storemon.storage` write them. A row that cannot be read is skipped
 and counted by reason; a file that lacks a required column is refused before anything is
 written. One file is one transaction: either all its valid rows are stored, or (error,
-``strict`` refusal, crash) none are.
+``strict`` refusal, crash) none are. The removal of a store's special date
+(:func:`remove_special_date`) is recorded in the same ledger, as a change of that feed.
 
 The module passes 600 lines with what a file's outcome needs: its summary, and its line in the
 ledger, are written beside the pipeline that fills them.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import hashlib
 import logging
 import queue
 import threading
@@ -38,6 +40,7 @@ from .parse import (
     MAX_ZONE,
     NOT_UTF8,
     PARSERS,
+    SPECIAL,
     STATUS,
     TIMEZONES,
     TOO_MANY_HOURS,
@@ -47,9 +50,10 @@ from .parse import (
     KnownIds,
     quote,
     resolve_columns,
+    store_id_reason,
 )
 from .scan import FileScan
-from .times import DEFAULT_TIMEZONE, is_known_timezone
+from .times import DEFAULT_TIMEZONE, format_date, is_known_timezone, parse_date
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +78,11 @@ class IngestReadOnly(Exception):
 class FileSummary:
     """What ingesting one file did."""
 
-    kind: str  # "status", "hours" or "timezones"
+    kind: str  # "status", "hours", "timezones" or "special_hours"
     path: str
     rows_read: int = 0  # data rows in the file (header excluded)
     rows_stored: int = 0  # distinct valid rows written (a key given twice in the file counts once)
-    rows_changed: int | None = None  # polls/zones actually new or different; None for hours
+    rows_changed: int | None = None  # polls/zones actually new or different; None for hours and special hours
     stores: int = 0  # distinct stores among the valid rows
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> rows skipped
     examples: list[BadRow] = field(default_factory=list)  # the first few skipped rows
@@ -347,9 +351,9 @@ class _Load:
         self.mapping = mapping
         self.positions = [header.get_loc(theirs) for theirs in mapping.values()]
         self.columns = max(len(header), scan.widest)
-        self.writer = storage.FeedWriter.for_kind(kind)
+        self.writer = storage.FeedWriter.for_kind(kind, source=quote(Path(summary.path).name))
         self.known = KnownIds()
-        self.hours_limit = HoursLimit() if kind == HOURS else None
+        self.hours_limit = {HOURS: HoursLimit(), SPECIAL: HoursLimit(day="date")}.get(kind)
         self.stores: set[str] = set()  # the hours' and zones' stores (the polls writer counts its own)
         self.wide_text = {
             record: f"{fields:,} fields where the header has {scan.width:,}" for record, fields in scan.wide_examples
@@ -562,7 +566,7 @@ def _record_unchanged(engine, summary, before, started_at, started, wait_seconds
     when = before["finished_at"]
     when = when.strftime("%Y-%m-%d %H:%M:%S UTC") if hasattr(when, "strftime") else str(when)
     summary.outcome = "unchanged"
-    summary.rows_changed = None if summary.kind == HOURS else 0
+    summary.rows_changed = None if summary.kind in (HOURS, SPECIAL) else 0
     summary.message = (
         f"this content was already ingested as {quote(before['file_name'], 80)} on {when} "
         f"(ledger #{before['id']}); force re-applies it"
@@ -609,6 +613,7 @@ def ingest_files(
     status: Iterable[str | Path] = (),
     hours: Iterable[str | Path] = (),
     timezones: Iterable[str | Path] = (),
+    special: Iterable[str | Path] = (),
     strict: bool = False,
     force: bool = False,
     chunk_rows: int = 250_000,
@@ -616,7 +621,8 @@ def ingest_files(
     on_file: Callable[[FileSummary], None] | None = None,
     **options,
 ) -> IngestSummary:
-    """Ingest a folder's recognised files and/or named files: zones, then hours, then polls.
+    """Ingest a folder's recognised files and/or named files: zones, then hours, then special
+    hours, then polls.
 
     Each file is its own transaction; the first refused file stops the run with
     :class:`IngestError` (files before it stay stored). ``on_file`` is called with each file's
@@ -629,16 +635,17 @@ def ingest_files(
         if not any(plan.values()):
             raise IngestError(
                 f"{folder}: no recognised CSV files (expected names like store_status.csv, "
-                "menu_hours.csv, timezones.csv)"
+                "menu_hours.csv, timezones.csv, special_hours.csv)"
             )
     plan[STATUS] += [Path(p) for p in status]
     plan[HOURS] += [Path(p) for p in hours]
     plan[TIMEZONES] += [Path(p) for p in timezones]
+    plan[SPECIAL] += [Path(p) for p in special]
     if not any(plan.values()):
-        raise IngestError("nothing to ingest: give a folder or --status/--hours/--timezones files")
+        raise IngestError("nothing to ingest: give a folder or --status/--hours/--timezones/--special files")
 
     summary = IngestSummary()
-    for kind in (TIMEZONES, HOURS, STATUS):
+    for kind in (TIMEZONES, HOURS, SPECIAL, STATUS):
         for path in plan[kind]:
             progress = progress_factory(kind, path) if progress_factory else None
             summary.files.append(
@@ -649,3 +656,100 @@ def ingest_files(
             if on_file:
                 on_file(summary.files[-1])
     return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# One store's special dates: listed, and one removed
+
+
+def special_dates(engine: Engine, store_id: str) -> pd.DataFrame:
+    """One store's special-hours rows as :func:`storemon.storage.special_of_store` gives them
+    (date, start_s, end_s, source); none for an id no feed row can have (a control character, a
+    byte that was not UTF-8: a database may refuse to even look it up)."""
+    if store_id_reason(store_id) is not None:
+        return pd.DataFrame(
+            {
+                "date": np.empty(0, np.int64),
+                "start_s": np.empty(0, np.int64),
+                "end_s": np.empty(0, np.int64),
+                "source": np.empty(0, object),
+            }
+        )
+    with engine.connect() as conn:
+        return storage.special_of_store(conn, store_id)
+
+
+class NoSpecialDate(LookupError):
+    """The store has no special-hours row on that date: nothing to remove."""
+
+
+@dataclass
+class SpecialRemoval:
+    """What removing one store's special date did."""
+
+    store_id: str
+    date: str  # YYYY-MM-DD
+    removed: pd.DataFrame  # the rows removed: date, start_s, end_s (-1 and -1: closed), source
+    ledger_id: int
+
+    @property
+    def rows_removed(self) -> int:
+        return len(self.removed)
+
+
+# A removal reads no file: its ledger row has the size and sha256 of no bytes (no feed file is
+# empty -- it has a header -- so no file's content is taken for it).
+NO_CONTENT_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+def remove_special_date(
+    engine: Engine,
+    store_id: str,
+    date: str,
+    *,
+    source: str = "cli",
+    wait_seconds: float = default("INGEST_WAIT_SECONDS"),
+) -> SpecialRemoval:
+    """Remove a store's special hours on one date (``YYYY-MM-DD``): its weekly hours apply to it
+    again. One transaction: the rows go and the ingest ledger gains a ``special_hours`` row
+    (outcome ``stored``, file name ``remove <store> <date>``, ``rows_stored`` the rows removed),
+    so the data version moves.
+
+    Raises ``ValueError`` for a date that is not one (:func:`~storemon.times.parse_date`),
+    :class:`NoSpecialDate` when the store has no special hours that date (nothing is recorded
+    then), :class:`IngestBusy` / :class:`IngestReadOnly` as :func:`ingest_file` does.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}")
+    day = parse_date(date)
+    shown = f"{quote(store_id)!r} on {format_date(day)}"
+    nothing = f"store {quote(store_id)!r} has no special hours on {format_date(day)}: nothing to remove"
+    if store_id_reason(store_id) is not None:  # no row can have it
+        raise NoSpecialDate(nothing)
+    started_at = storage._utcnow()
+    try:
+        with storage.write_transaction(engine, wait_seconds) as conn:
+            rows = storage.special_of_store(conn, store_id)
+            rows = rows[rows["date"] == day].reset_index(drop=True)
+            removed = storage.remove_special(conn, store_id, day)
+            if not removed:
+                raise NoSpecialDate(nothing)
+            ledger_id = storage.ledger_add(
+                conn,
+                kind=SPECIAL,
+                file_name=quote(f"remove {store_id} {format_date(day)}"),
+                size=0,
+                sha256=NO_CONTENT_SHA256,
+                rows_read=0,
+                rows_stored=removed,
+                rows_skipped=0,
+                outcome="stored",
+                message=f"removed {removed:,} special-hours row(s): the weekly hours apply to that date again",
+                source=source,
+                started_at=started_at,
+            )
+    except storage.DatabaseBusy as exc:
+        raise IngestBusy(f"special hours of store {shown}: not removed, {exc}; try again later") from exc
+    except storage.DatabaseReadOnly as exc:
+        raise IngestReadOnly(f"special hours of store {shown}: not removed, the database is read-only ({exc})") from exc
+    return SpecialRemoval(store_id=store_id, date=format_date(day), removed=rows, ledger_id=ledger_id)

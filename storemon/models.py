@@ -85,6 +85,28 @@ class BusinessHours(db.Model):
     end_s: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
+class SpecialHours(db.Model):
+    """One special-hours row as given: on the local calendar date ``local_date`` the store is
+    open ``[start, end)`` local wall-clock time, or closed (``start_s`` and ``end_s`` NULL).
+
+    ``local_date`` is days since 1970-01-01; ``start_s`` / ``end_s`` are seconds after local
+    midnight exactly as written, as in :class:`BusinessHours`. A store's rows for a date replace
+    its weekly rows for the intervals starting that date (docs/report-rules.md). ``source`` is the
+    name of the file that gave the row, as the ingest ledger shows it.
+    """
+
+    __tablename__ = "special_hours"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    store_id: Mapped[str] = mapped_column(String, nullable=False)
+    local_date: Mapped[int] = mapped_column(Integer, nullable=False)  # days since 1970-01-01
+    start_s: Mapped[int | None] = mapped_column(Integer)  # NULL: closed that date
+    end_s: Mapped[int | None] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(255), nullable=False)
+
+    # A store's rows, and one date's (what a file replaces and a removal deletes), are one seek.
+    __table_args__ = (Index("ix_special_hours_store_date", "store_id", "local_date"),)
+
+
 class StoreTimezone(db.Model):
     """A store's IANA time zone name, as given (unknown names are kept; the report defaults them)."""
 
@@ -110,7 +132,7 @@ class IngestRecord(db.Model):
 
     __tablename__ = "ingests"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # status / hours / timezones
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # status / hours / timezones / special_hours
     file_name: Mapped[str] = mapped_column(String(255), nullable=False)
     size: Mapped[int] = mapped_column(BigInteger, nullable=False)  # bytes
     sha256: Mapped[str] = mapped_column(String(64), nullable=False)

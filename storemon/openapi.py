@@ -54,7 +54,7 @@ ERRORS = {
     ),
     401: ("Unauthorized", "No or wrong API token (only when the server has `STOREMON_API_TOKENS`)."),
     403: ("Forbidden", "A cross-site write (any mode), or, without API tokens, a `Host` that is not this machine."),
-    404: ("NotFound", "Unknown report, feed, store or route."),
+    404: ("NotFound", "Unknown report, feed, store, special date or route."),
     410: ("Gone", "The report expired and was deleted; trigger a new one."),
     406: ("NotAcceptable", "The `Accept` header takes none of the report's formats."),
     413: ("PayloadTooLarge", "The upload is larger than `MAX_UPLOAD_BYTES`."),
@@ -71,7 +71,8 @@ ERRORS = {
 }
 TAGS = {  # in the order /docs shows them
     "reports": "Trigger a report, then poll it until its CSV arrives",
-    "ingest": "Upload the feeds (streamed; one file, one transaction) and see the ingest ledger",
+    "ingest": "Upload the feeds (streamed; one file, one transaction), see the ingest ledger, list and remove a "
+    "store's special dates",
     "stores": "One store, explained",
     "operations": "Health and Prometheus metrics",
     "documentation": "This document and its interactive page",
@@ -138,6 +139,8 @@ COMPONENT_SCHEMAS = {
     "ReportFailed": schemas.ReportFailedSchema,
     "ReportRows": schemas.ReportRowsSchema,
     "FileSummary": schemas.FileSummarySchema,
+    "SpecialHours": schemas.SpecialHoursSchema,
+    "SpecialRemoved": schemas.SpecialRemovedSchema,
     "Ledger": schemas.LedgerSchema,
     "Health": schemas.HealthSchema,
     "Timeline": schemas.TimelineSchema,
@@ -196,7 +199,7 @@ def build_spec(app: Flask) -> dict:
         if op is None:
             continue
         path = _RULE_ARG.sub(r"{\1}", rule.rule)
-        methods = [m for m in ("POST", "GET") if m in rule.methods]  # the first is the view's name
+        methods = [m for m in ("POST", "GET", "DELETE") if m in rule.methods]  # the first is the view's name
         operations = {m.lower(): _operation(op, rule, m, first=(i == 0)) for i, m in enumerate(methods)}
         spec.path(path=path, operations=operations)
     return spec.to_dict()

@@ -8,11 +8,14 @@ reader gives it) and leaves as typed columns plus, for each row that cannot be r
   ``active`` (bool);
 * :func:`parse_hours_rows` -- ``store_id``, ``day`` (0 = Monday), ``start_s`` / ``end_s``
   (seconds after local midnight, 0..86400);
-* :func:`parse_timezone_rows` -- ``store_id``, ``timezone_str``.
+* :func:`parse_timezone_rows` -- ``store_id``, ``timezone_str``;
+* :func:`parse_special_rows` -- ``store_id``, ``date`` (the local calendar date, days since
+  1970-01-01), ``start_s`` / ``end_s`` (seconds after local midnight, 0..86400; -1 and -1 for a
+  date the store is closed).
 
-Here too: the feed kinds and their columns (:data:`KINDS`, :data:`COLUMNS`), the store-id rules,
-the per-store limit on business-hours rows (:class:`HoursLimit`), and :func:`quote`, which makes
-any value from a file safe and short to show.
+Here too: the feed kinds and their columns (:data:`KINDS`, :data:`COLUMNS`), the store-id rules
+(:func:`store_id_reason` for one id), the per-store limit on business-hours rows
+(:class:`HoursLimit`), and :func:`quote`, which makes any value from a file safe and short to show.
 """
 
 from __future__ import annotations
@@ -25,16 +28,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .times import parse_clock, parse_timestamps
+from .times import parse_clock, parse_dates, parse_timestamps
 
-STATUS, HOURS, TIMEZONES = "status", "hours", "timezones"
-KINDS = (STATUS, HOURS, TIMEZONES)
+STATUS, HOURS, TIMEZONES, SPECIAL = "status", "hours", "timezones", "special_hours"
+KINDS = (STATUS, HOURS, TIMEZONES, SPECIAL)
 
 # File names recognised in a folder (matched case-insensitively), per feed.
 FILE_PATTERNS: dict[str, tuple[str, ...]] = {
     STATUS: ("store_status*.csv", "store status*.csv"),
     HOURS: ("menu_hours*.csv", "menu hours*.csv", "business_hours*.csv", "business hours*.csv"),
     TIMEZONES: ("timezones*.csv", "store_timezone*.csv", "bq-results-*.csv"),
+    SPECIAL: ("special_hours*.csv", "special hours*.csv", "closures*.csv", "holidays*.csv"),
 }
 
 # Required columns per feed: our name -> the header names accepted for it (case-insensitive).
@@ -47,6 +51,12 @@ COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
         "end_time_local": ("end_time_local",),
     },
     TIMEZONES: {"store_id": ("store_id",), "timezone_str": ("timezone_str",)},
+    SPECIAL: {
+        "store_id": ("store_id",),
+        "date": ("date",),
+        "start_time_local": ("start_time_local",),
+        "end_time_local": ("end_time_local",),
+    },
 }
 
 MAX_EXAMPLES = 5  # bad rows quoted (with line numbers) per file
@@ -54,7 +64,8 @@ MAX_QUOTE = 200  # characters of any value from a file (row, header, name) quote
 MAX_STORE_ID = 255  # characters; a longer store_id is a bad row
 MAX_COLUMNS = 64  # fields of the header or a row; a file with more is refused (the feeds have 2 to 4)
 MAX_ZONE = 64  # characters of a timezone_str; a longer one is a bad row (IANA names have at most 32)
-MAX_HOURS_PER_DAY = 50  # distinct business-hours rows kept per store and weekday; more are bad rows
+MAX_HOURS_PER_DAY = 50  # distinct hours rows kept per store and weekday (or special date); more are bad rows
+CLOSED = -1  # start_s and end_s of a special-hours row that says the store is closed that date
 
 # A store_id that a spreadsheet would run as a formula, or that holds control characters
 # (tab, CR, LF, NUL, ...), is refused: reports are opened in Excel, and ids travel in CSV cells.
@@ -207,6 +218,16 @@ def store_id_failures(ids: pd.Series, known: KnownIds | None = None, factorized=
     ]
 
 
+def store_id_reason(store_id: str) -> str | None:
+    """Why no feed row could store ``store_id`` (the reason such a row is skipped with: the
+    :func:`store_id_failures` checks, and ``not UTF-8`` for bytes that were not), or None when
+    it is an id storemon can hold. For an id a user names (a removal, a listing)."""
+    if re.search(r"[\ud800-\udfff]", store_id):
+        return "not UTF-8"
+    failures = store_id_failures(pd.Series([store_id], dtype=object))
+    return next((reason for reason, failed in failures if bool(failed.iloc[0])), None)
+
+
 def parse_status_rows(raw: pd.DataFrame, known: KnownIds | None = None) -> tuple[pd.DataFrame, pd.Series]:
     """Raw poll rows -> (store_id, ts_us, active) and the reasons for the rows skipped."""
     ts = parse_timestamps(raw["timestamp_utc"])
@@ -290,6 +311,44 @@ def parse_timezone_rows(raw: pd.DataFrame, known: KnownIds | None = None) -> tup
     return rows, reasons
 
 
+def parse_special_rows(raw: pd.DataFrame, known: KnownIds | None = None) -> tuple[pd.DataFrame, pd.Series]:
+    """Raw special-hours rows -> (store_id, date, start_s, end_s) and reasons for skipped rows.
+
+    ``date`` is the store's local calendar date in days since 1970-01-01 (``YYYY-MM-DD``, from
+    2000-01-01 to one year after today: :func:`~storemon.times.parse_dates`); ``start_s`` /
+    ``end_s`` are seconds after local midnight as written (0..86400, read as the weekly rows'
+    are), or :data:`CLOSED` and :data:`CLOSED` for a row whose start and end are both empty (or
+    all spaces): the store is closed that date. A row with only one of them empty has a bad
+    start or end time.
+    """
+    start_text = raw["start_time_local"].str.strip()
+    end_text = raw["end_time_local"].str.strip()
+    closed = ((start_text == "") & (end_text == "")).to_numpy(dtype=bool)
+    date = parse_dates(raw["date"])
+    start = parse_clock(raw["start_time_local"])
+    end = parse_clock(raw["end_time_local"])
+    reasons = _first_failure(
+        [
+            ("empty line", _empty_lines(raw)),
+            *store_id_failures(raw["store_id"], known),
+            ("bad date", date.isna()),
+            ("bad start time", ~closed & (start.isna() | (start >= 86400)).to_numpy(dtype=bool)),
+            ("bad end time", ~closed & end.isna().to_numpy(dtype=bool)),
+        ],
+        raw.index,
+    )
+    good = ~raw.index.isin(reasons.index)
+    rows = pd.DataFrame(
+        {
+            "store_id": raw["store_id"][good],
+            "date": date[good].astype("int64"),
+            "start_s": start.where(~closed, CLOSED)[good].astype("int64"),
+            "end_s": end.where(~closed, CLOSED)[good].astype("int64"),
+        }
+    )
+    return rows, reasons
+
+
 def _bad_zones(tz: pd.Series) -> pd.Series:
     """Zone names too long or holding a control character (each distinct name looked at once)."""
     codes, names = pd.factorize(tz)
@@ -298,13 +357,19 @@ def _bad_zones(tz: pd.Series) -> pd.Series:
     return pd.Series(np.append(bad, False)[codes], index=tz.index)
 
 
-PARSERS = {STATUS: parse_status_rows, HOURS: parse_hours_rows, TIMEZONES: parse_timezone_rows}
+PARSERS = {
+    STATUS: parse_status_rows,
+    HOURS: parse_hours_rows,
+    TIMEZONES: parse_timezone_rows,
+    SPECIAL: parse_special_rows,
+}
 
 TOO_MANY_HOURS = "too many hours rows for the store"
 
 
 class HoursLimit:
-    """Keeps at most ``limit`` distinct business-hours rows per store and weekday over one file.
+    """Keeps at most ``limit`` distinct hours rows per store and ``day`` over one file: the
+    weekday of business hours (``day``), the date of special hours (``date``).
 
     The ingest keeps a row given twice once (overlapping rows are kept as given: the report
     unites them), so a repeat of a row already counted is no new row. Rows and (store, day)
@@ -312,8 +377,9 @@ class HoursLimit:
     a collision would miscount one row, it changes no stored value.
     """
 
-    def __init__(self, limit: int = MAX_HOURS_PER_DAY):
+    def __init__(self, limit: int = MAX_HOURS_PER_DAY, day: str = "day"):
         self.limit = limit
+        self.day = day  # the column that names the day
         self.rows = np.empty(0, dtype=np.uint64)  # the distinct rows counted in
         self.days = np.empty(0, dtype=np.uint64)  # the (store, day) pairs met ...
         self.counts = np.empty(0, dtype=np.int64)  # ... and their rows counted in
@@ -322,8 +388,8 @@ class HoursLimit:
         """For parsed hours rows, in file order: which are beyond the limit (the others are counted in)."""
         if not len(rows):
             return np.zeros(0, dtype=bool)
-        row_hash = pd.util.hash_pandas_object(rows[["store_id", "day", "start_s", "end_s"]], index=False).to_numpy()
-        day_hash = pd.util.hash_pandas_object(rows[["store_id", "day"]], index=False).to_numpy()
+        row_hash = pd.util.hash_pandas_object(rows[["store_id", self.day, "start_s", "end_s"]], index=False).to_numpy()
+        day_hash = pd.util.hash_pandas_object(rows[["store_id", self.day]], index=False).to_numpy()
         codes, distinct = pd.factorize(row_hash)  # distinct rows in order of first appearance
         first = np.unique(codes, return_index=True)[1]
         fresh = np.flatnonzero(~_found(self.rows, distinct)[1])

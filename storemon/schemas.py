@@ -34,6 +34,20 @@ PERIODS = {
 }
 
 
+FEED_KIND = {
+    "type": "string",
+    "enum": list(KINDS),
+    "description": "the feed: polls, business hours, time zones or special hours (single dates)",
+}
+STORE_ID = {"type": "string", "minLength": 1, "example": "007", "description": "a store id, exactly as in the feeds"}
+SPECIAL_DATE = {
+    "type": "string",
+    "pattern": r"^\d{4}-\d{2}-\d{2}$",
+    "example": "2023-01-23",
+    "description": "a local calendar date, `YYYY-MM-DD`, from 2000-01-01 to one year after today",
+}
+
+
 def _ts(description: str, **kw) -> fields.String:
     return fields.String(metadata={"description": description, "example": "2023-01-25T18:13:22Z"}, **kw)
 
@@ -133,7 +147,7 @@ class SkippedRowSchema(Schema):
 
 
 class FileSummarySchema(Schema):
-    """What came of one uploaded file (``rows_changed`` is null for business hours)."""
+    """What came of one uploaded file (``rows_changed`` is null for business hours and special hours)."""
 
     kind = fields.String(required=True, validate=validate.OneOf(list(KINDS)))
     file = fields.String(required=True)
@@ -191,6 +205,39 @@ class LedgerSchema(Schema):
     ingests = fields.List(fields.Nested(LedgerRowSchema), required=True)
     limit = fields.Integer(required=True)
     offset = fields.Integer(required=True)
+
+
+class SpecialHoursRow(Schema):
+    """One special-hours row: the store's local hours on that date, or closed."""
+
+    date = fields.String(required=True, metadata={"example": "2023-01-23", "description": "`YYYY-MM-DD`, local"})
+    closed = fields.Boolean(required=True, metadata={"description": "the store is closed that date"})
+    start_time_local = fields.String(
+        required=True, allow_none=True, metadata={"example": "09:00:00", "description": "null when closed"}
+    )
+    end_time_local = fields.String(
+        required=True, allow_none=True, metadata={"example": "13:00:00", "description": "null when closed"}
+    )
+    source = fields.String(
+        required=True, metadata={"example": "holidays.csv", "description": "the file that gave the row"}
+    )
+
+
+class SpecialHoursSchema(Schema):
+    """One store's special dates, by date and start (docs/data-formats.md)."""
+
+    store_id = fields.String(required=True)
+    special_hours = fields.List(fields.Nested(SpecialHoursRow), required=True)
+
+
+class SpecialRemovedSchema(Schema):
+    """A store's special hours on one date, removed: its weekly hours apply to it again."""
+
+    store_id = fields.String(required=True)
+    date = fields.String(required=True, metadata={"example": "2023-01-23"})
+    rows_removed = fields.Integer(required=True)
+    removed = fields.List(fields.Nested(SpecialHoursRow), required=True)
+    ledger_id = fields.Integer(required=True, metadata={"description": "the removal's row in the ingest ledger"})
 
 
 class HealthSchema(Schema):

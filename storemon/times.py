@@ -14,6 +14,9 @@ meets those integers only here:
   instant, whatever its year);
 * clocks -- :func:`parse_clock` (``HH:MM[:SS]`` -> seconds after local midnight);
 * durations -- :func:`parse_periods` (a report's extra periods, ``30d,2h`` -> names and lengths);
+* calendar dates -- :func:`parse_dates` (a feed's column of ``YYYY-MM-DD``, vectorised, within
+  :data:`EARLIEST_DATE` .. one year after today), :func:`parse_date` (one date a user gave, with a
+  readable error) and :func:`format_date`: a date is an integer, days since 1970-01-01;
 * time zones -- :data:`DEFAULT_TIMEZONE`, the zone of a store without a known one
   (docs/report-rules.md), and the names that are known (:func:`is_known_timezone`).
 """
@@ -21,7 +24,7 @@ meets those integers only here:
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -150,6 +153,57 @@ def parse_clock(values: pd.Series) -> pd.Series:
     ok = (h <= 24) & (m < 60) & (s < 60) & ((h < 24) | (seconds == 86400))
     per_text = seconds.where(ok).to_numpy(dtype=float)
     return pd.Series(np.append(per_text, np.nan)[codes], index=values.index)
+
+
+# Special dates before 2000 or more than a year ahead are taken for typos (1923 for 2023), as polls.
+EARLIEST_DATE = pd.Timestamp("2000-01-01")
+LATEST_DATE_AHEAD = pd.DateOffset(years=1)
+_DATE_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"  # ASCII digits: a regex's \d takes every script's
+_DAY_NS = 86_400 * 10**9
+
+
+def latest_date() -> int:
+    """The last date accepted: one year after today (UTC), in days since 1970-01-01."""
+    return (pd.Timestamp.now(tz="UTC").tz_localize(None).normalize() + LATEST_DATE_AHEAD).value // _DAY_NS
+
+
+def parse_dates(values: pd.Series) -> pd.Series:
+    """``YYYY-MM-DD`` (surrounding spaces allowed) -> days since 1970-01-01 (float64); a text that
+    is not a real calendar date (``2023-02-30``), or a date outside 2000-01-01 .. one year after
+    today (UTC) -> NaN. Each distinct text is parsed once."""
+    codes, texts = pd.factorize(values)
+    texts = pd.Series(texts, dtype=object).str.strip()
+    shaped = texts.str.fullmatch(_DATE_PATTERN).fillna(False).astype(bool)
+    parsed = pd.to_datetime(texts.where(shaped), format="%Y-%m-%d", errors="coerce")
+    days = np.full(len(texts), np.nan)
+    read = parsed.notna().to_numpy()
+    days[read] = parsed[read].to_numpy().astype("datetime64[D]").astype(np.int64)
+    with np.errstate(invalid="ignore"):
+        days[(days < EARLIEST_DATE.value // _DAY_NS) | (days > latest_date())] = np.nan
+    return pd.Series(np.append(days, np.nan)[codes], index=values.index)
+
+
+def parse_date(text: str) -> int:
+    """One date a user gave (``YYYY-MM-DD``) -> days since 1970-01-01, within the range of
+    :func:`parse_dates`. Raises ``ValueError`` with a readable message."""
+    value = parse_dates(pd.Series([str(text)], dtype=object)).iloc[0]
+    if not pd.isna(value):
+        return int(value)
+    if not re.fullmatch(_DATE_PATTERN, str(text).strip()):
+        raise ValueError(f"cannot read {text!r} as a date; use YYYY-MM-DD, e.g. 2023-01-23")
+    try:
+        date.fromisoformat(str(text).strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a real calendar date (YYYY-MM-DD, e.g. 2023-01-23)") from None
+    raise ValueError(
+        f"{text!r} is outside the accepted range: from {EARLIEST_DATE.date()} to one year after today "
+        f"({format_date(latest_date())})"
+    )
+
+
+def format_date(days: int) -> str:
+    """Days since 1970-01-01 -> ``YYYY-MM-DD``."""
+    return str(np.datetime64(int(days), "D"))
 
 
 def parse_instant(text: str) -> int:

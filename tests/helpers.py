@@ -74,6 +74,19 @@ def hours(engine):
     return table(engine, "SELECT store_id, day, start_s, end_s FROM business_hours ORDER BY 1, 2")
 
 
+def special(engine):
+    """Every special-hours row as (store_id, date ``YYYY-MM-DD``, start_s, end_s, source), NULL
+    start and end (a closed date) as None, by store, date and times."""
+    from storemon.times import format_date
+
+    rows = table(
+        engine,
+        "SELECT store_id, local_date, start_s, end_s, source FROM special_hours "
+        "ORDER BY store_id, local_date, coalesce(start_s, -1), coalesce(end_s, -1)",
+    )
+    return [(store_id, format_date(day), start, end, source) for store_id, day, start, end, source in rows]
+
+
 def snapshot(engine):
     """Everything the data database holds, to compare before and after."""
     return {
@@ -81,12 +94,14 @@ def snapshot(engine):
         "stores": table(engine, "SELECT store_id, first_poll_us, last_poll_us FROM stores ORDER BY store_id"),
         "hours": table(engine, "SELECT store_id, day, start_s, end_s FROM business_hours ORDER BY 1, 2, 3, 4"),
         "zones": table(engine, "SELECT store_id, timezone_str FROM store_timezones ORDER BY 1"),
+        "special": special(engine),
     }
 
 
 # --- feeds ----------------------------------------------------------------------------------------
 
 STATUS_HEADER = "store_id,status,timestamp_utc\n"
+SPECIAL_HEADER = "store_id,date,start_time_local,end_time_local\n"
 # Polls of two stores: 007 (active at 10:14, inactive at 11:15) and one polled once, at now,
 # Monday 2023-01-23 12:00 UTC. conftest's `loaded` adds 007's hours (Monday 09:00-12:00) and zone.
 STATUS = (

@@ -1,5 +1,6 @@
 """The HTTP API (storemon/api.py, docs/interfaces.md) with the Flask test client, on both databases:
-triggering and fetching reports, uploads, as_of, the trigger limit, /health and read-only databases."""
+triggering and fetching reports, uploads, as_of, the trigger limit, /health and read-only databases;
+special hours uploaded, listed and removed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from helpers import EXPECTED, STATUS, add_report, as_of, postgres_database, wait_for
+from helpers import EXPECTED, SPECIAL_HEADER, STATUS, add_report, as_of, postgres_database, special, wait_for
 
 from storemon import create_app, jobs, storage
 from storemon.api import TRIGGER_BURST, TRIGGER_WINDOW_S, TriggerLimiter
@@ -174,6 +175,135 @@ def test_ingest_upload_errors(client):
     assert client.post("/ingest/status", data="x", content_type="application/octet-stream").status_code == 400
     response = client.post("/ingest/status?strict=1", data=STATUS + "1,active,nope\n", content_type="text/csv")
     assert response.status_code == 400 and "line 5: bad timestamp" in response.get_json()["message"]
+
+
+# --- special hours: uploaded, listed, removed -------------------------------------------------------
+
+SPECIAL = SPECIAL_HEADER + (
+    '007,2023-01-23,,\n007,2023-01-24,10:00,14:00\n007,2023-01-24,17:00,24:00:00\n"a ""quoted"", id",2023-01-23,,\n'
+    "=cmd,2023-01-23,,\n"
+)
+
+
+def test_special_hours_are_uploaded_as_multipart_or_text_csv_like_every_feed(client, engine):
+    response = client.post(
+        "/ingest/special_hours",
+        data={"file": (io.BytesIO(SPECIAL.encode()), "holidays.csv")},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 200
+    body = response.get_json()
+    assert (body["kind"], body["file"], body["rows_read"], body["rows_stored"], body["rows_changed"]) == (
+        "special_hours",
+        "holidays.csv",
+        5,
+        4,
+        None,
+    )
+    assert (body["stores"], body["skipped"]) == (2, {"unsafe store_id": 1})
+    assert [row[4] for row in special(engine)] == ["holidays.csv"] * 4
+    later = client.post("/ingest/special_hours", data=SPECIAL_HEADER + "007,2023-01-24,,\n", content_type="text/csv")
+    assert later.status_code == 200 and later.get_json()["rows_stored"] == 1
+    assert [(r[0], r[1], r[2], r[4]) for r in special(engine)][:3] == [
+        ("007", "2023-01-23", None, "holidays.csv"),
+        ("007", "2023-01-24", None, "upload.csv"),  # the upload's date replaced, the other kept
+        ('a "quoted", id', "2023-01-23", None, "holidays.csv"),
+    ]
+    strict = SPECIAL_HEADER + "x,2023-01-23,,\nx,2023-02-30,,\n"
+    refused = client.post("/ingest/special_hours?strict=1", data=strict, content_type="text/csv")
+    assert refused.status_code == 400 and "line 3: bad date" in refused.get_json()["message"]
+
+
+def test_a_stores_special_dates_are_listed_by_date_with_hours_or_closed_and_their_file(client):
+    client.post("/ingest/special_hours", data={"file": (io.BytesIO(SPECIAL.encode()), "holidays.csv")})
+    answer = client.get("/special_hours", query_string={"store_id": "007"})
+    assert answer.status_code == 200
+    assert answer.get_json() == {
+        "store_id": "007",
+        "special_hours": [
+            {
+                "date": "2023-01-23",
+                "closed": True,
+                "start_time_local": None,
+                "end_time_local": None,
+                "source": "holidays.csv",
+            },
+            {
+                "date": "2023-01-24",
+                "closed": False,
+                "start_time_local": "10:00:00",
+                "end_time_local": "14:00:00",
+                "source": "holidays.csv",
+            },
+            {
+                "date": "2023-01-24",
+                "closed": False,
+                "start_time_local": "17:00:00",
+                "end_time_local": "24:00:00",
+                "source": "holidays.csv",
+            },
+        ],
+    }
+    quoted = client.get("/special_hours", query_string={"store_id": 'a "quoted", id'}).get_json()
+    assert [row["date"] for row in quoted["special_hours"]] == ["2023-01-23"]
+    for nobody in ("7", "=cmd", "a\x00b", " "):  # none stored, or none can be: an empty list
+        answer = client.get("/special_hours", query_string={"store_id": nobody})
+        assert answer.status_code == 200 and answer.get_json() == {"store_id": nobody, "special_hours": []}
+    for missing in ("/special_hours", "/special_hours?store_id="):
+        answer = client.get(missing)
+        assert answer.status_code == 400 and answer.get_json()["message"] == "store_id is required (?store_id=...)"
+
+
+def test_removing_a_special_date_answers_what_went_and_records_it_in_the_ledger(client, engine):
+    client.post("/ingest/special_hours", data={"file": (io.BytesIO(SPECIAL.encode()), "holidays.csv")})
+    answer = client.delete("/special_hours", query_string={"store_id": "007", "date": "2023-01-24"})
+    assert answer.status_code == 200
+    body = answer.get_json()
+    assert (body["store_id"], body["date"], body["rows_removed"]) == ("007", "2023-01-24", 2)
+    assert [(r["start_time_local"], r["end_time_local"]) for r in body["removed"]] == [
+        ("10:00:00", "14:00:00"),
+        ("17:00:00", "24:00:00"),
+    ]
+    ledger = client.get("/ingests?limit=1").get_json()["ingests"][0]
+    assert (ledger["id"], ledger["kind"], ledger["file_name"], ledger["outcome"], ledger["rows_stored"]) == (
+        body["ledger_id"],
+        "special_hours",
+        "remove 007 2023-01-24",
+        "stored",
+        2,
+    )
+    assert ledger["source"] == "http"
+    quoted = client.delete("/special_hours", query_string={"store_id": 'a "quoted", id', "date": "2023-01-23"})
+    assert quoted.status_code == 200 and quoted.get_json()["rows_removed"] == 1
+    assert [(r[0], r[1]) for r in special(engine)] == [("007", "2023-01-23")]
+
+
+@pytest.mark.parametrize(
+    "query, code, message",
+    [
+        (
+            {"store_id": "007", "date": "2023-01-25"},
+            404,
+            "store '007' has no special hours on 2023-01-25: nothing to remove",
+        ),
+        ({"store_id": "=cmd", "date": "2023-01-23"}, 404, "store '=cmd' has no special hours on 2023-01-23"),
+        ({"store_id": "007", "date": "2023-02-30"}, 400, "date: '2023-02-30' is not a real calendar date"),
+        ({"store_id": "007", "date": "1999-12-31"}, 400, "date: '1999-12-31' is outside the accepted range"),
+        ({"store_id": "007", "date": "23-01-2023"}, 400, "date: cannot read '23-01-2023' as a date"),
+        ({"store_id": "007"}, 400, "date is required"),
+        ({"date": "2023-01-23"}, 400, "store_id is required"),
+    ],
+)
+def test_removing_what_is_not_there_or_a_date_that_is_none_is_a_json_error_and_records_nothing(
+    client, engine, query, code, message
+):
+    client.post("/ingest/special_hours", data=SPECIAL, content_type="text/csv")
+    before = client.get("/ingests").get_json()["ingests"]
+    answer = client.delete("/special_hours", query_string=query)
+    assert answer.status_code == code
+    assert answer.get_json()["message"].startswith(message)
+    assert client.get("/ingests").get_json()["ingests"] == before
+    assert len(special(engine)) == 4
 
 
 # --- as_of: the accepted range, the `now` used, a warning when it is far after the data -----------

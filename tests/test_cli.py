@@ -1,5 +1,6 @@
-"""The ``storemon`` command (storemon/cli.py ``main``), installed in the venv by ``make``: run as a
-user would, from a folder outside the repository, with its settings in the environment."""
+"""The commands (storemon/cli.py): the ``storemon`` command installed in the venv by ``make``, run
+as a user would, from a folder outside the repository, with its settings in the environment; and
+with Flask's CLI runner on both databases, the feed options of ``ingest`` and ``special-hours``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import free_port
+from helpers import SPECIAL_HEADER, free_port, special, table, write_csv
+
+from storemon.cli import FEED_OPTIONS
 
 STOREMON = Path(sys.executable).parent / "storemon"
 FEEDS = {
@@ -22,7 +25,7 @@ FEEDS = {
     "menu_hours.csv": "store_id,day,start_time_local,end_time_local\n007,0,09:00,12:00\n",
     "timezones.csv": "store_id,timezone_str\n007,UTC\n",
 }
-COMMANDS = ["ingest", "ingests", "report", "explain", "demo-data", "reset", "serve"]
+COMMANDS = ["ingest", "ingests", "special-hours", "report", "explain", "demo-data", "reset", "serve"]
 
 
 @pytest.fixture
@@ -115,3 +118,87 @@ def test_storemon_serve_serves_the_database_as_it_is(user):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+# --- with Flask's CLI runner, on both databases ----------------------------------------------------
+
+SPECIAL = SPECIAL_HEADER + "007,2023-01-23,,\n007,2023-01-24,10:00,14:00\n007,2023-01-24,17:00,24:00:00\n"
+
+
+def test_ingest_has_one_repeatable_option_per_feed_from_one_table(runner, engine, tmp_path):
+    assert [option for option, *_ in FEED_OPTIONS] == ["--status", "--hours", "--timezones", "--special"]
+    helped = runner.invoke(args=["ingest", "--help"]).output
+    assert [helped.index(option) for option, *_ in FEED_OPTIONS] == sorted(helped.index(o) for o, *_ in FEED_OPTIONS)
+    assert "A special-hours CSV" in helped
+    first = write_csv(tmp_path / "a.csv", SPECIAL)
+    second = write_csv(tmp_path / "b.csv", SPECIAL_HEADER + "008,2023-01-23,09:00,09:00\n")
+    zones = write_csv(tmp_path / "z.csv", "store_id,timezone_str\n007,UTC\n")
+    result = runner.invoke(
+        args=["ingest", "--special", str(first), "--special", str(second), "--timezones", str(zones)]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("timezones z.csv: 1 rows read")
+    assert lines[1].startswith("special_hours a.csv: 3 rows read, 3 stored, 0 skipped, 1 stores")
+    assert lines[2].startswith("special_hours b.csv: 1 rows read, 1 stored")
+    assert len(special(engine)) == 4
+    nothing = runner.invoke(args=["ingest"])
+    assert nothing.exit_code == 1 and "--status/--hours/--timezones/--special" in nothing.output
+
+
+def test_special_hours_lists_a_stores_dates_with_hours_or_closed_and_their_file(runner, engine, tmp_path):
+    assert (
+        runner.invoke(args=["ingest", "--special", str(write_csv(tmp_path / "holidays.csv", SPECIAL))]).exit_code == 0
+    )
+    result = runner.invoke(args=["special-hours", "007"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "store '007': 2 special date(s)",
+        "2023-01-23  closed             holidays.csv",
+        "2023-01-24  10:00:00-14:00:00  holidays.csv",
+        "2023-01-24  17:00:00-24:00:00  holidays.csv",
+    ]
+    for nobody in ("7", "=cmd", 'a "b"'):
+        result = runner.invoke(args=["special-hours", nobody])
+        assert result.exit_code == 0 and "has no special hours: its weekly hours apply every date" in result.output
+
+
+def test_special_hours_remove_removes_one_date_says_what_and_records_it(runner, engine, tmp_path):
+    runner.invoke(args=["ingest", "--special", str(write_csv(tmp_path / "holidays.csv", SPECIAL))])
+    result = runner.invoke(args=["special-hours", "--remove", "007", "2023-01-24"])
+    assert result.exit_code == 0, result.output
+    ledger = table(engine, "SELECT id, kind, file_name, outcome, rows_stored, source FROM ingests ORDER BY id DESC")[0]
+    assert ledger[1:] == ("special_hours", "remove 007 2023-01-24", "stored", 2, "cli")
+    assert result.output == (
+        "removed the special hours of store '007' on 2023-01-24: 10:00:00-14:00:00 (holidays.csv), "
+        f"17:00:00-24:00:00 (holidays.csv); its weekly hours apply again (ledger #{ledger[0]})\n"
+    )
+    assert [(r[0], r[1]) for r in special(engine)] == [("007", "2023-01-23")]
+    listed = runner.invoke(args=["ingests", "--limit", "1"]).output
+    assert "cli  special_hours stored    remove 007 2023-01-24  0 B  0 read, 2 stored, 0 skipped" in listed
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (
+            ["--remove", "007", "2023-01-25"],
+            1,
+            "Error: store '007' has no special hours on 2023-01-25: nothing to remove",
+        ),
+        (["--remove", "=cmd", "2023-01-23"], 1, "Error: store '=cmd' has no special hours on 2023-01-23"),
+        (["--remove", "007", "2023-02-30"], 1, "Error: date: '2023-02-30' is not a real calendar date"),
+        (["--remove", "007", "1999-12-31"], 1, "Error: date: '1999-12-31' is outside the accepted range"),
+        (["--remove", "007"], 2, "Error: --remove needs the DATE to remove"),
+        (["007", "2023-01-23"], 2, "Error: DATE is only given with --remove"),
+    ],
+)
+def test_special_hours_errors_are_one_line_and_change_nothing(runner, engine, tmp_path, args, code, message):
+    runner.invoke(args=["ingest", "--special", str(write_csv(tmp_path / "holidays.csv", SPECIAL))])
+    ledger = table(engine, "SELECT count(*) FROM ingests")
+    result = runner.invoke(args=["special-hours", *args])
+    assert result.exit_code == code
+    assert message in result.output and "Traceback" not in result.output
+    if code == 1:
+        assert result.output.startswith(message) and result.output.count("\n") == 1
+    assert table(engine, "SELECT count(*) FROM ingests") == ledger and len(special(engine)) == 3

@@ -1,9 +1,11 @@
-"""Ingestion of the three feeds (storemon/ingest.py, docs/data-formats.md) into SQLite and
+"""Ingestion of the four feeds (storemon/ingest.py, docs/data-formats.md) into SQLite and
 PostgreSQL: what is stored and what is skipped (with its line), store ids, chunks; the limits (files
 too wide, rows too long -- a row is a CSV record, the line breaks of its quoted fields included --,
 fields too big for Python's csv module, too many hours rows for one store, zone names that are no
 names, how much of a value a summary or an error quotes; the memory an ingest takes, measured in a
-subprocess); the ledger of ingests, a long ingest holding the database, and `flask ingest`."""
+subprocess); the ledger of ingests, a long ingest holding the database, and `flask ingest`;
+special hours -- a date named twice, 50 rows per store and date, their file names -- and the
+removal of a special date, recorded in the ledger."""
 
 from __future__ import annotations
 
@@ -18,12 +20,14 @@ import time
 import pytest
 from helpers import (
     REAL_SAMPLE,
+    SPECIAL_HEADER,
     STATUS,
     STATUS_HEADER,
     fetch_report,
     hours,
     polls,
     snapshot,
+    special,
     table,
     upload,
     wait_for,
@@ -32,7 +36,7 @@ from helpers import (
 
 from storemon import ingest, parse, storage
 from storemon import scan as scan_module
-from storemon.ingest import IngestBusy, find_files, ingest_file, ingest_files
+from storemon.ingest import IngestBusy, NoSpecialDate, find_files, ingest_file, ingest_files, remove_special_date
 from storemon.parse import IngestError
 from storemon.times import to_us
 
@@ -1054,3 +1058,153 @@ def test_a_date_alone_is_its_midnight_utc(engine, tmp_path):
     path = write_csv(tmp_path / "s.csv", STATUS_HEADER + "d,active,2023-01-25\nt,active,2023-01-25T00:00:00Z\n")
     assert ingest_file(engine, "status", path).rows_stored == 2
     assert [ts for _, ts, _ in polls(engine)] == [to_us("2023-01-25 00:00")] * 2
+
+
+# --- special hours ----------------------------------------------------------------------------------
+
+
+def test_special_hours_files_are_recognised_by_name_and_loaded_after_hours_before_polls(engine, tmp_path):
+    for day, name in enumerate(["special_hours.csv", "Special Hours 2023.csv", "closures-jan.csv", "HOLIDAYS.csv"]):
+        write_csv(tmp_path / name, SPECIAL_HEADER + f"s,2023-01-2{day},,\n")
+    write_csv(tmp_path / "store_status.csv", STATUS_HEADER + "s,active,2023-01-25 12:00:00 UTC\n")
+    write_csv(tmp_path / "menu_hours.csv", HOURS + "s,0,09:00,17:00\n")
+    write_csv(tmp_path / "timezones.csv", ZONES + "s,UTC\n")
+    found = find_files(tmp_path)
+    assert [p.name for p in found["special_hours"]] == [
+        "HOLIDAYS.csv",
+        "Special Hours 2023.csv",
+        "closures-jan.csv",
+        "special_hours.csv",
+    ]
+    summary = ingest_files(engine, tmp_path)
+    assert [f.kind for f in summary.files] == ["timezones", "hours"] + ["special_hours"] * 4 + ["status"]
+    assert {row[4] for row in special(engine)} == {p.name for p in found["special_hours"]}
+
+
+def test_a_file_naming_a_date_twice_gives_it_both_rows_and_a_repeated_row_once(engine, tmp_path):
+    ingest_file(engine, "special_hours", write_csv(tmp_path / "old.csv", SPECIAL_HEADER + "s,2023-01-23,08:00,20:00\n"))
+    rows = [
+        "s,2023-01-23,09:00,12:00",
+        "t,2023-01-23,,",
+        "s,2023-01-23,14:00,18:00",  # the same date again, further down the file (another chunk)
+        "s,2023-01-23,09:00,12:00",  # a row given twice: kept once
+        "t,2023-01-23,,",
+    ]
+    path = write_csv(tmp_path / "new.csv", SPECIAL_HEADER + "\n".join(rows) + "\n")
+    summary = ingest_file(engine, "special_hours", path, chunk_rows=2)
+    assert (summary.rows_read, summary.rows_stored, summary.skipped) == (5, 3, {})
+    assert special(engine) == [  # the earlier file's 08:00-20:00 replaced by both of the new rows
+        ("s", "2023-01-23", 32400, 43200, "new.csv"),
+        ("s", "2023-01-23", 50400, 64800, "new.csv"),
+        ("t", "2023-01-23", None, None, "new.csv"),
+    ]
+
+
+def test_special_rows_keep_24_hour_and_end_of_day_forms_as_written(engine, tmp_path):
+    rows = (
+        "s,2023-01-23,09:00,09:00\ns,2023-01-24,18:00,23:59:59\ns,2023-01-25,00:00,24:00:00\ns,2023-01-26,22:00,02:00\n"
+    )
+    assert ingest_file(engine, "special_hours", write_csv(tmp_path / "s.csv", SPECIAL_HEADER + rows)).skipped == {}
+    assert [(date, a, b) for _, date, a, b, _ in special(engine)] == [
+        ("2023-01-23", 32400, 32400),  # end equal to start: the 24 hours from 09:00
+        ("2023-01-24", 64800, 86399),
+        ("2023-01-25", 0, 86400),
+        ("2023-01-26", 79200, 7200),  # past midnight
+    ]
+
+
+def test_bad_special_rows_are_skipped_counted_and_located(engine, tmp_path):
+    rows = [
+        "ok,2023-01-23,,",
+        "a,2023-02-30,,",
+        "a,1999-12-31,09:00,10:00",
+        "a,2023-01-23,,10:00",
+        "a,2023-01-23,10:00,",
+        "=cmd,2023-01-23,,",
+        "a,2023-01-23,24:00,10:00",
+    ]
+    text = SPECIAL_HEADER + "\n".join(rows) + "\n"
+    summary = ingest_file(engine, "special_hours", write_csv(tmp_path / "s.csv", text))
+    assert summary.skipped == {"bad date": 2, "bad start time": 2, "bad end time": 1, "unsafe store_id": 1}
+    assert [(b.line, b.reason) for b in summary.examples] == [
+        (3, "bad date"),
+        (4, "bad date"),
+        (5, "bad start time"),
+        (6, "bad end time"),
+        (7, "unsafe store_id"),
+    ]
+    assert [row[0] for row in special(engine)] == ["ok"]
+    with pytest.raises(IngestError, match="line 3: bad date"):
+        ingest_file(engine, "special_hours", write_csv(tmp_path / "t.csv", text), strict=True, force=True)
+
+
+def test_a_special_hours_file_missing_the_date_column_is_refused_naming_it(engine, tmp_path):
+    path = write_csv(tmp_path / "holidays.csv", "store_id,day,start_time_local,end_time_local\ns,0,,\n")
+    with pytest.raises(IngestError, match=r"missing required column\(s\) date for a special_hours file"):
+        ingest_file(engine, "special_hours", path)
+    assert special(engine) == []
+
+
+def test_a_huge_special_file_for_one_store_keeps_50_rows_per_date(engine, tmp_path):
+    def clock(second):
+        return f"{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}"
+
+    rows = "".join(f"big,2023-01-{23 + i % 3},{clock(i // 3)},23:59:59\n" for i in range(30_000))  # all distinct
+    path = write_csv(tmp_path / "special_hours.csv", SPECIAL_HEADER + rows)
+    summary = ingest_file(engine, "special_hours", path, chunk_rows=4_000)
+    assert (summary.rows_stored, summary.skipped) == (150, {"too many hours rows for the store": 30_000 - 150})
+    assert summary.examples[0].line == 2 + 150  # the 151st row is the first beyond: the 51st of its date
+    per_date = table(engine, "SELECT local_date, count(*) FROM special_hours GROUP BY local_date ORDER BY 1")
+    assert per_date == [(19380, 50), (19381, 50), (19382, 50)]
+
+
+def test_removing_a_special_date_is_a_stored_change_in_the_ledger_that_moves_the_data_version(engine, tmp_path):
+    rows = "007,2023-01-23,,\n007,2023-01-24,10:00,14:00\n007,2023-01-24,17:00,22:00\n"
+    ingest_file(engine, "special_hours", write_csv(tmp_path / "holidays.csv", SPECIAL_HEADER + rows))
+    with engine.connect() as conn:
+        before = storage.data_version(conn)
+    done = remove_special_date(engine, "007", " 2023-01-24 ", source="http")
+    assert (done.store_id, done.date, done.rows_removed) == ("007", "2023-01-24", 2)
+    assert done.removed.values.tolist() == [
+        [19381, 36000, 50400, "holidays.csv"],
+        [19381, 61200, 79200, "holidays.csv"],
+    ]
+    with engine.connect() as conn:
+        assert storage.data_version(conn) == done.ledger_id > before
+        row = storage.ledger_list(conn, limit=1)[0]
+    assert {k: row[k] for k in ("kind", "file_name", "outcome", "rows_stored", "rows_read", "size", "source")} == {
+        "kind": "special_hours",
+        "file_name": "remove 007 2023-01-24",
+        "outcome": "stored",
+        "rows_stored": 2,
+        "rows_read": 0,
+        "size": 0,
+        "source": "http",
+    }
+    assert [(r[0], r[1]) for r in special(engine)] == [("007", "2023-01-23")]
+
+
+def test_removing_a_date_without_special_hours_or_a_date_that_is_none_records_nothing(engine, tmp_path):
+    ingest_file(engine, "special_hours", write_csv(tmp_path / "h.csv", SPECIAL_HEADER + "007,2023-01-23,,\n"))
+    ledger = table(engine, "SELECT count(*) FROM ingests")
+    with pytest.raises(NoSpecialDate, match="store '007' has no special hours on 2023-01-24: nothing to remove"):
+        remove_special_date(engine, "007", "2023-01-24")
+    for store_id in ("7", "=cmd", "a\x00b", ""):
+        with pytest.raises(NoSpecialDate):
+            remove_special_date(engine, store_id, "2023-01-23")
+    for date in ("2023-02-30", "1999-12-31", "yesterday"):
+        with pytest.raises(ValueError):
+            remove_special_date(engine, "007", date)
+    assert table(engine, "SELECT count(*) FROM ingests") == ledger
+    assert len(special(engine)) == 1
+
+
+def test_a_removed_date_stays_removed_when_its_file_is_ingested_again_unless_forced(engine, tmp_path):
+    path = write_csv(tmp_path / "holidays.csv", SPECIAL_HEADER + "007,2023-01-23,,\n")
+    ingest_file(engine, "special_hours", path)
+    remove_special_date(engine, "007", "2023-01-23")
+    again = ingest_file(engine, "special_hours", path)
+    assert (again.outcome, again.rows_changed) == ("unchanged", None)
+    assert special(engine) == []
+    ingest_file(engine, "special_hours", path, force=True)
+    assert special(engine) == [("007", "2023-01-23", None, None, "holidays.csv")]

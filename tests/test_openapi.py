@@ -25,7 +25,7 @@ from storemon.openapi import ERRORS, UNDOCUMENTED
 CSV_HEADER = (
     "store_id,uptime_last_hour,uptime_last_day,uptime_last_week,downtime_last_hour,downtime_last_day,downtime_last_week"
 )
-DOCUMENTED_METHODS = ("GET", "POST")
+DOCUMENTED_METHODS = ("GET", "POST", "DELETE")
 
 
 @pytest.fixture
@@ -61,6 +61,7 @@ def test_every_route_is_described(sqlite_app):
         "/get_report/{report_id}",
         "/ingest/{kind}",
         "/ingests",
+        "/special_hours",
         "/health",
         "/stores/{store_id}/timeline",
         "/store/timeline",
@@ -130,10 +131,16 @@ def test_every_route_is_described(sqlite_app):
         "required": True,
         "schema": {
             "type": "string",
-            "enum": ["status", "hours", "timezones"],
-            "description": "the feed: polls, business hours or time zones",
+            "enum": ["status", "hours", "timezones", "special_hours"],
+            "description": "the feed: polls, business hours, time zones or special hours (single dates)",
         },
     }
+    # Special dates: listed (GET) and one removed (DELETE), on one path.
+    special = spec["paths"]["/special_hours"]
+    assert set(special) == {"get", "delete"}
+    assert special["delete"]["operationId"] == "remove_special_hours"
+    assert {"400", "404", "503"} <= set(special["delete"]["responses"])
+    assert [p["name"] for p in special["delete"]["parameters"]] == ["store_id", "date"]
 
 
 def test_a_body_that_is_no_object_a_non_string_as_of_and_an_offset_past_64_bits_are_400(sqlite_app):

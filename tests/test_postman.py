@@ -52,7 +52,12 @@ def test_collection_is_generated_from_the_document():
 
 
 def test_sample_feeds_are_small_and_clean(app):
-    for kind, name in (("timezones", "timezones.csv"), ("hours", "menu_hours.csv"), ("status", "store_status.csv")):
+    for kind, name in (
+        ("timezones", "timezones.csv"),
+        ("hours", "menu_hours.csv"),
+        ("special_hours", "special_hours.csv"),
+        ("status", "store_status.csv"),
+    ):
         path = SAMPLES / name
         assert path.stat().st_size < 4096
         with app.app_context():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 
 import pytest
-from helpers import STATUS, STATUS_HEADER, Server, free_port, start_and_wait
+from helpers import SPECIAL_HEADER, STATUS, STATUS_HEADER, Server, free_port, special, start_and_wait
 
 from storemon.extensions import db
 from storemon.models import IngestRecord, Report, StoreTimezone
@@ -39,16 +39,25 @@ def test_a_cross_site_write_is_403_whatever_credentials_it_carries(app, loaded, 
     if credentials:
         app.config["STOREMON_API_TOKENS"] = TOKEN
     client = app.test_client()
-    before = counts(app)
+    special_file = SPECIAL_HEADER + "007,2023-01-23,,\n"
+    assert (
+        client.post(
+            "/ingest/special_hours", data=special_file, content_type="text/csv", headers=credentials
+        ).status_code
+        == 200
+    )
+    before, closed = counts(app), special(loaded)
     headers = {**credentials, **cross}
     for response in (
         client.post("/ingest/timezones", data=TIMEZONES, content_type="text/plain", headers=headers),
         client.get("/trigger_report?as_of=2023-01-25T12:00:00Z", headers=headers),  # a link or navigation
         client.post("/trigger_report", headers=headers),
+        client.delete("/special_hours?store_id=007&date=2023-01-23", headers=headers),
     ):
         assert response.status_code == 403
         assert response.is_json and "cross-site request refused" in response.get_json()["message"]
     assert counts(app) == before  # nothing stored, no ledger entry, no report
+    assert special(loaded) == closed != []  # the special date is still there
 
 
 @pytest.mark.parametrize("credentials", [{}, BEARER, BASIC], ids=["no tokens", "bearer token", "basic login"])
@@ -92,10 +101,21 @@ def basic(password: str, user: str = "") -> dict:
         lambda c: c.get("/ingests"),
         lambda c: c.get("/get_report/" + "0" * 32),
         lambda c: c.post("/ingest/status", data=STATUS, content_type="text/csv"),
+        lambda c: c.get("/special_hours?store_id=007"),
+        lambda c: c.delete("/special_hours?store_id=007&date=2023-01-23"),
         lambda c: c.post("/trigger_report", headers={"Authorization": "Bearer wrong"}),
         lambda c: c.post("/trigger_report", headers=basic("wrong")),
     ],
-    ids=["trigger", "ingests", "get_report", "ingest", "a wrong bearer token", "a wrong basic password"],
+    ids=[
+        "trigger",
+        "ingests",
+        "get_report",
+        "ingest",
+        "special_hours",
+        "remove special hours",
+        "a wrong bearer token",
+        "a wrong basic password",
+    ],
 )
 def test_with_api_tokens_a_call_without_a_valid_one_is_401_with_both_challenges(secured, loaded, call):
     response = call(secured)

@@ -1,6 +1,6 @@
 """Storage (storemon/storage/): polls in ``polls_recent`` folded into ``polls``, polls packed for
 SQLite, distinct keys counted, the schema created by processes starting at once and upgraded at
-start-up.
+start-up; special hours written, read by store key and by store, and removed (both databases).
 
 New polls land in ``polls_recent`` and are folded into ``polls`` (SQLite). Whatever the mix of
 files -- an hour of new polls, overwrites of keys in either table, a key repeated across the
@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import ROOT, wait_for
+from helpers import ROOT, SPECIAL_HEADER, STATUS_HEADER, polls, special, wait_for, write_csv
 from sqlalchemy import inspect as sa_inspect
 
 from storemon import create_app, storage
@@ -308,6 +308,87 @@ def test_an_older_reports_table_gains_the_new_columns(app, client, loaded, datab
         test_client = again.test_client()
         report_id = test_client.post("/trigger_report", json={"as_of": "2023-03-01T00:00:00Z"}).get_json()["report_id"]
         assert "X-Report-Warning" in wait_for(test_client, report_id).headers
+    finally:
+        with again.app_context():
+            db.session.remove()
+            storage.dispose_all()
+
+
+# --- special hours (storemon/storage/special.py) --------------------------------------------------
+
+
+def test_a_special_hours_file_replaces_each_store_and_date_it_names_and_keeps_the_others(engine, tmp_path):
+    first = SPECIAL_HEADER + "007,2023-01-23,,\n007,2023-01-24,09:00,13:00\n008,2023-01-24,10:00,12:00\n"
+    ingest_file(engine, "special_hours", write_csv(tmp_path / "holidays.csv", first))
+    later = SPECIAL_HEADER + "007,2023-01-24,15:00,18:00\n007,2023-01-25,,\n"
+    summary = ingest_file(engine, "special_hours", write_csv(tmp_path / "special_hours_feb.csv", later))
+    assert (summary.rows_stored, summary.stores, summary.rows_changed) == (2, 1, None)
+    assert special(engine) == [
+        ("007", "2023-01-23", None, None, "holidays.csv"),  # another date: kept
+        ("007", "2023-01-24", 54000, 64800, "special_hours_feb.csv"),  # replaced, 09:00-13:00 gone
+        ("007", "2023-01-25", None, None, "special_hours_feb.csv"),
+        ("008", "2023-01-24", 36000, 43200, "holidays.csv"),  # another store: kept
+    ]
+
+
+def test_special_hours_by_store_key_are_those_of_stores_with_polls_closed_dates_as_minus_one(engine, tmp_path):
+    polls = STATUS_HEADER + "".join(f"{s},active,2023-01-23 12:00:00 UTC\n" for s in ("a", "b", "c"))
+    ingest_file(engine, "status", write_csv(tmp_path / "s.csv", polls))
+    rows = (
+        "b,2023-01-24,22:00,02:00\nb,2023-01-23,00:00,24:00:00\nb,2023-01-24,09:00,09:00\na,2023-01-23,,\n"
+        "c,2000-01-01,08:00,23:59:59\nno-polls,2023-01-23,,\n"
+    )
+    ingest_file(engine, "special_hours", write_csv(tmp_path / "sp.csv", SPECIAL_HEADER + rows))
+    with engine.connect() as conn:
+        keys = dict(conn.exec_driver_sql("SELECT store_id, store_key FROM stores").all())
+        everything = storage.special_by_key(conn)
+        only_b = storage.special_by_key(conn, (keys["b"], keys["b"] + 1))
+    assert everything.dtypes.tolist() == [np.int64] * 4
+    assert everything.values.tolist() == [
+        [keys["a"], 19380, -1, -1],
+        [keys["b"], 19380, 0, 86400],
+        [keys["b"], 19381, 32400, 32400],
+        [keys["b"], 19381, 79200, 7200],
+        [keys["c"], 10957, 28800, 86399],
+    ]  # by store key, date and start; the store without polls is not read
+    assert only_b.values.tolist() == everything.values.tolist()[1:4]
+
+
+def test_one_stores_special_hours_come_by_date_then_start_with_their_source(engine, tmp_path):
+    rows = "s,2023-01-24,17:00,22:00\ns,2023-01-24,10:00,14:00\ns,2023-01-23,,\nt,2023-01-23,09:00,10:00\n"
+    ingest_file(engine, "special_hours", write_csv(tmp_path / "closures 2023.csv", SPECIAL_HEADER + rows))
+    with engine.connect() as conn:
+        found = storage.special_of_store(conn, "s")
+        none = storage.special_of_store(conn, "nobody")
+    assert found.values.tolist() == [
+        [19380, -1, -1, "closures 2023.csv"],
+        [19381, 36000, 50400, "closures 2023.csv"],
+        [19381, 61200, 79200, "closures 2023.csv"],
+    ]
+    assert list(none.columns) == ["date", "start_s", "end_s", "source"] and none.empty
+
+
+def test_removing_a_stores_special_date_removes_only_that_date_and_says_how_many_rows(engine, tmp_path):
+    rows = "s,2023-01-24,17:00,22:00\ns,2023-01-24,10:00,14:00\ns,2023-01-23,,\nt,2023-01-24,09:00,10:00\n"
+    ingest_file(engine, "special_hours", write_csv(tmp_path / "sp.csv", SPECIAL_HEADER + rows))
+    with engine.begin() as conn:
+        assert storage.remove_special(conn, "s", 19381) == 2
+        assert storage.remove_special(conn, "s", 19381) == 0
+    assert [(r[0], r[1]) for r in special(engine)] == [("s", "2023-01-23"), ("t", "2023-01-24")]
+
+
+def test_a_database_made_before_special_hours_gains_the_table_at_start_up_and_keeps_its_data(app, loaded, database_url):
+    with app.app_context():
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE special_hours")
+        storage.dispose_all()
+    again = create_app({"TESTING": True, "DATABASE_URL": database_url, "REPORTS_DIR": app.config["REPORTS_DIR"]})
+    try:
+        with again.app_context():
+            assert "special_hours" in sa_inspect(db.engine).get_table_names()
+            assert len(polls(db.engine)) == 3
+        answer = again.test_client().get("/special_hours?store_id=007")
+        assert answer.status_code == 200 and answer.get_json()["special_hours"] == []
     finally:
         with again.app_context():
             db.session.remove()

@@ -11,6 +11,8 @@ Where each part lives:
 * :mod:`.polls` -- the bulk writes of polls: ``polls`` and ``polls_recent`` on SQLite and their
   fold, COPY on PostgreSQL.
 * :mod:`.reads` -- what a report reads (one read transaction), and one store's rows.
+* :mod:`.special` -- special hours (the fourth feed): its writer, its reads, the removal of one
+  store's date.
 * :mod:`.sql` -- how the modules above run SQL: parameter marks, the driver's cursor for bulk
   work (:func:`~.sql.dbapi_cursor`), a query as a DataFrame.
 * :mod:`.packing` -- small integers packed into one int64 (:func:`~.packing.pack`), lists of
@@ -63,6 +65,7 @@ from .reads import (
     timezone_of_store,
     zones_by_key,
 )
+from .special import SpecialHoursWriter, remove_special, special_by_key, special_of_store
 from .writers import DistinctKeys, FeedWriter, HoursWriter, PollWriter, StoreKeys, TimezoneWriter
 
 __all__ = [
@@ -75,6 +78,7 @@ __all__ = [
     "FeedWriter",
     "HoursWriter",
     "PollWriter",
+    "SpecialHoursWriter",
     "StoreKeys",
     "TimezoneWriter",
     "add_missing_columns",
@@ -110,7 +114,10 @@ __all__ = [
     "read_only_reason",
     "recent_limit",
     "remove_database",
+    "remove_special",
     "report_stores",
+    "special_by_key",
+    "special_of_store",
     "store_row",
     "timezone_of_store",
     "update_polls",

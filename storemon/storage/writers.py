@@ -8,6 +8,8 @@ rows chunk by chunk, inside the file's one transaction.
 * :class:`HoursWriter`: replaces each named store's business hours by the file's rows.
 * :class:`TimezoneWriter`: sets each store's time zone.
 
+The special-hours writer is in :mod:`storemon.storage.special`, with that feed's reads.
+
 Instants are microseconds since the epoch, UTC; business hours are seconds after local midnight.
 """
 
@@ -31,11 +33,23 @@ class FeedWriter:
     kind = ""
     rows_stored = 0  # distinct rows the file stored (known after finish)
     span: tuple[int, int] | None = None  # polls: earliest and latest instant written (the ledger's)
+    source = ""  # the file's name as the ingest ledger shows it (special hours store it with each row)
 
     @staticmethod
-    def for_kind(kind: str) -> FeedWriter:
-        """A new writer for the feed ``kind`` ("status", "hours" or "timezones")."""
-        return {"status": PollWriter, "hours": HoursWriter, "timezones": TimezoneWriter}[kind]()
+    def for_kind(kind: str, source: str = "") -> FeedWriter:
+        """A new writer for the feed ``kind`` ("status", "hours", "timezones" or "special_hours")
+        of the file named ``source``."""
+        from .special import SpecialHoursWriter  # (special.py builds on this module)
+
+        writers = {
+            "status": PollWriter,
+            "hours": HoursWriter,
+            "timezones": TimezoneWriter,
+            "special_hours": SpecialHoursWriter,
+        }
+        writer = writers[kind]()
+        writer.source = source
+        return writer
 
     def write(self, conn, rows) -> int | None:
         """Store a chunk of rows; return how many rows changed, or None when not counted."""
