@@ -22,7 +22,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from . import storage
-from .compute import US_PER_SECOND, WEEK_US, History, Schedule, explain_store, report_windows
+from .compute import US_PER_DAY, US_PER_SECOND, WEEK_US, History, Schedule, explain_store, localize, report_windows
 from .reports import LOOK_BACK_US, NoPollsError, read_snapshot
 from .times import DEFAULT_TIMEZONE, format_instant_us, format_local, is_known_timezone
 
@@ -153,6 +153,7 @@ class Timeline:
                     "end": format_instant_us(i.end_us),
                     "local_start": i.local_start,
                     "local_end": i.local_end,
+                    "special_date": i.special_date,
                 }
                 for i in self.intervals
             ],
@@ -176,6 +177,17 @@ class Timeline:
                     "seconds": s.seconds,
                 }
                 for s in self.segments
+            ],
+            "special_days": [
+                {
+                    "date": d.date,
+                    "closed": d.closed,
+                    "hours": [{"start_time_local": clock(a), "end_time_local": clock(b)} for a, b in d.hours],
+                    "source": d.source,
+                    "start": format_instant_us(d.start_us),
+                    "end": format_instant_us(d.end_us),
+                }
+                for d in self.special_days
             ],
             "figures": {c: v for c, v in self.figures.items() if c != "store_id"},
             "notes": self.notes,
@@ -202,6 +214,14 @@ class Timeline:
         ]
         lines.append("business hours (as stored, local)")
         lines += [f"  {DAY_NAMES[d]:<9} {clock(a)}-{clock(b)}" for d, a, b in self.hours_rows] or ["  none: open 24x7"]
+        if self.special_days:
+            lines.append("special days (local dates)")
+            lines += [
+                f"  {d.date} "
+                + ("closed" if d.closed else ", ".join(f"{clock(a)}-{clock(b)}" for a, b in d.hours))
+                + f"  ({d.source})"
+                for d in self.special_days
+            ]
         lines.append("business intervals in the week (UTC | local)")
         lines += [
             f"  {format_instant_us(i.start_us)} .. {format_instant_us(i.end_us)} | {i.local_start} .. {i.local_end}"
@@ -257,13 +277,17 @@ def load_timeline(engine: Engine, store_id: str, as_of_us: int | None = None, pe
         complete_from = now_us - max(WEEK_US, *(w.length_us for w in windows)) - LOOK_BACK_US
         polls = storage.polls_of_stores(conn, np.array([key]), complete_from, now_us + 1).assign(store=0)
         hours = storage.hours_of_store(conn, store_id)
+        special = storage.special_of_store(conn, store_id).fillna({"start_s": -1, "end_s": -1})
         zone_given = storage.timezone_of_store(conn, store_id)
 
         def fetch_older(_codes: np.ndarray, from_us: int, to_us: int) -> pd.DataFrame:
             return storage.polls_of_stores(conn, np.array([key]), from_us, to_us).assign(store=0)
 
         schedule = Schedule.build(
-            1, hours.assign(store=0), pd.Series([zone_given], index=[0]) if zone_given is not None else None
+            1,
+            hours.assign(store=0),
+            pd.Series([zone_given], index=[0]) if zone_given is not None else None,
+            special.assign(store=0)[["store", "date", "start_s", "end_s"]],
         )
         found = explain_store(
             store_id,
@@ -282,14 +306,13 @@ def load_timeline(engine: Engine, store_id: str, as_of_us: int | None = None, pe
         if zone_given is None
         else "default: unknown name"
     )
-    no_rows = hours.empty
     week_start = now_us - WEEK_US
+    special_days = _special_days(special, zone)
+    ends = [(int(a), int(b)) for a, b in zip(found.iv_start, found.iv_end)]
+    if hours.empty:  # open around the clock: its intervals have no real ends, show the week's
+        ends = [(max(a, week_start), min(b, now_us)) for a, b in ends]
     intervals = [
-        # A store open around the clock has one interval without real ends: show the week's.
-        Interval(s, e, format_local(s, zone), format_local(e, zone))
-        for s, e in (
-            (week_start, now_us) if no_rows else (int(a), int(b)) for a, b in zip(found.iv_start, found.iv_end)
-        )
+        Interval(a, b, format_local(a, zone), format_local(b, zone), _special_date_of(a, special_days)) for a, b in ends
     ]
     timeline = Timeline(
         store_id=store_id,
@@ -309,16 +332,54 @@ def load_timeline(engine: Engine, store_id: str, as_of_us: int | None = None, pe
             for a, b, s, p in zip(found.seg_start2, found.seg_end2, found.seg_active, found.seg_poll)
         ],
         figures=found.figures,
+        special_days=special_days,
     )
     timeline.notes = _notes(timeline, found.counted_polls, found.nearest_before_week)
     return timeline
 
 
+def _special_days(special: pd.DataFrame, zone: str) -> list[SpecialDay]:
+    """The store's special dates (rows: date, start_s, end_s, source; a closed row's times are
+    -1), each with its local date's span in UTC."""
+    days = []
+    for date, rows in special.groupby("date", sort=True):
+        midnights = localize(np.array([date, date + 1], dtype=np.int64) * US_PER_DAY, zone)
+        opens = rows[rows["start_s"].to_numpy(np.int64) >= 0]
+        days.append(
+            SpecialDay(
+                date=str(np.datetime64(int(date), "D")),
+                start_us=int(midnights[0]),
+                end_us=int(midnights[1]),
+                hours=[(int(a), int(b)) for a, b in zip(opens["start_s"], opens["end_s"])],
+                source=", ".join(dict.fromkeys(rows["source"].astype(str))),
+            )
+        )
+    return days
+
+
+def _special_date_of(start_us: int, special_days: list[SpecialDay]) -> str | None:
+    """The special date an interval starting at ``start_us`` belongs to, if any (the local date
+    it starts on is special)."""
+    return next((d.date for d in special_days if d.start_us <= start_us < d.end_us and d.hours), None)
+
+
 def _notes(t: Timeline, counted_polls: int, nearest_before_week: int | None) -> list[str]:
     """Plain sentences for the cases an all-zero or surprising row does not explain itself."""
     notes = []
+    week_start = t.now_us - WEEK_US
+    for day in t.special_days:
+        if day.start_us < t.now_us and day.end_us > week_start:
+            hours = ", ".join(f"{clock(a)}-{clock(b)}" for a, b in day.hours)
+            notes.append(
+                f"Closed on {day.date} (special day, from {day.source}): no business hours that date."
+                if day.closed
+                else f"Open {hours} on {day.date} (special day, from {day.source}) instead of the weekly hours."
+            )
     if not t.hours_rows:
-        notes.append("No business hours are stored for this store: it is open 24x7.")
+        notes.append(
+            "No business hours are stored for this store: it is open 24x7"
+            + (", except on its special days." if t.special_days else ".")
+        )
     if t.timezone_source == "default: missing":
         notes.append(f"No time zone is stored for this store: {DEFAULT_TIMEZONE} is used.")
     elif t.timezone_source == "default: unknown name":

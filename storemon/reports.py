@@ -7,8 +7,11 @@ transaction, so an ingest committing meanwhile is not half seen) and writes the 
 from __future__ import annotations
 
 import os
+import queue
 import tempfile
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +80,7 @@ def build_report(
     cache: ReportCache | None = None,
     batch_stores: int = BATCH_STORES,
     windows: tuple[Window, ...] = WINDOWS,
+    parallel: int = 1,
 ) -> ReportResult:
     """Compute the report from the database as of ``as_of_us`` (default: the latest poll).
 
@@ -86,17 +90,20 @@ def build_report(
     ``batch_stores`` stores. With ``cache`` (a serving process's
     :class:`~storemon.snapshot.ReportCache`) the batches read are kept, and the next report reads
     only what changed since (:mod:`storemon.snapshot`); the result is the same either way. The
-    cache holds the week: a report with a longer window reads the database without it.
+    cache holds the week: a report with a longer window reads the database without it. With
+    ``parallel`` > 1 that many batches are computed at once, each by a thread in its own read
+    snapshot of the same data (:func:`_batches`); the report is the same.
     """
     span = max(w.length_us for w in windows)
     if span > WEEK_US:
         cache, batch_stores = None, max(1, batch_stores * WEEK_US // span)
     if cache is None:
         with read_snapshot(engine) as conn:
-            return _build(conn, as_of_us, progress, on_now, None, batch_stores, "", windows)
+            return _build(conn, as_of_us, progress, on_now, None, batch_stores, "", windows, parallel)
     with cache.lock:  # before the snapshot: it is then at least as new as what the cache holds
         with read_snapshot(engine) as conn:
-            return _build(conn, as_of_us, progress, on_now, cache, cache.batch_stores, str(engine.url), windows)
+            url = str(engine.url)
+            return _build(conn, as_of_us, progress, on_now, cache, cache.batch_stores, url, windows, parallel)
 
 
 @contextmanager
@@ -111,7 +118,7 @@ def read_snapshot(engine: Engine):
 
 
 def _build(
-    conn, as_of_us, progress, on_now, cache: ReportCache | None, batch_stores: int, url: str, windows
+    conn, as_of_us, progress, on_now, cache: ReportCache | None, batch_stores: int, url: str, windows, parallel: int
 ) -> ReportResult:
     """The reads (all in the caller's transaction) and the computation, batch by batch."""
     # One function on purpose: every read of a report happens inside this one snapshot.
@@ -147,46 +154,31 @@ def _build(
         starts = keys[::batch_stores]
         bounds = list(zip(starts.tolist(), [*starts[1:].tolist(), snapshot.MAX_US]))
         changes = None
+    plan = _Plan(
+        stores=(keys, ids, first_poll, in_report),
+        version=version,
+        fingerprint=storage.ledger_fingerprint(conn, version) if version else None,
+        complete_from=complete_from,
+        now_us=now_us,
+        horizon=max(latest_in_db, now_us) + snapshot.HORIZON_US,
+        windows=windows,
+        kept=kept if usable else [],
+        changes=changes,
+    )
     keeping = cache is not None and (usable or not kept or max(b.version for b in kept) <= version)
-    horizon = max(latest_in_db, now_us) + snapshot.HORIZON_US
 
     frames, batches, held = [], [], 0
-    for i, (lo, hi) in enumerate(bounds):
-        at = slice(np.searchsorted(keys, lo), np.searchsorted(keys, hi))
-        batch, counted_as = None, "built"
-        if usable:
-            old = kept[i]
-            if old.version == version:
-                batch, counted_as = old, "reused"
-            else:
-                batch, counted_as = snapshot.refresh(old, conn, keys[at], version, changes, complete_from), "refreshed"
-        if batch is None or not batch.covers(complete_from, now_us) or not np.array_equal(batch.keys, keys[at]):
-            counted_as = "built"
-            if keeping:
-                batch = snapshot.build(conn, keys[at], lo, hi, version, complete_from, snapshot.MAX_US, horizon)
-            else:
-                batch = snapshot.build(conn, keys[at], lo, hi, version, complete_from, now_us, now_us)
+    batch_results = _batches(conn, plan, bounds, parallel, lambda: keeping, progress)
+    for i, (frame, batch, counted_as) in enumerate(batch_results):
         if cache is not None:
             cache.counts[counted_as] += 1
-        mine = in_report[at]
-        if mine.any():
-            stages = _within(progress, at.start / len(keys), at.stop / len(keys))
-            frames.append(
-                _compute_batch(
-                    conn,
-                    batch,
-                    keys[at][mine],
-                    ids[at][mine],
-                    first_poll[at][mine],
-                    complete_from,
-                    now_us,
-                    stages,
-                    windows,
-                )
-            )
+        if frame is not None:
+            frames.append(frame)
         if keeping:
             held += batch.polls
-            expected = held * len(keys) / max(at.stop, 1)  # the stores so far tell the total
+            expected = (
+                held * len(keys) / max(np.searchsorted(keys, bounds[i][1]), 1)
+            )  # the stores so far tell the total
             if held <= cache.max_polls and expected <= 1.2 * cache.max_polls:
                 batches.append(batch)
             else:  # too big to keep: compute the rest without holding it
@@ -204,6 +196,123 @@ def _build(
     return ReportResult(
         frame=frame, now_us=now_us, store_count=len(frame), latest_poll_us=latest_us, data_version=version
     )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every batch of one report shares: the stores (keys, ids, first polls, in the report
+    or not), the snapshot's data version and its ledger fingerprint, the range read, and the
+    kept batches with the ledger rows stored since (when they serve)."""
+
+    stores: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    version: int
+    fingerprint: str | None
+    complete_from: int
+    now_us: int
+    horizon: int
+    windows: tuple[Window, ...]
+    kept: list
+    changes: pd.DataFrame | None
+
+
+def _batches(conn, plan: _Plan, bounds, parallel: int, keeping: Callable[[], bool], progress: Progress | None):
+    """``(frame, batch, how)`` for each batch of ``bounds``, in order: its rows (None when none
+    of its stores is in the report), the batch read, and whether it was ``built``, ``refreshed``
+    or ``reused``.
+
+    With ``parallel`` > 1, batches are computed by that many threads, each in a read snapshot of
+    its own: the data version and its ledger row's fingerprint are the same as the report's, or
+    the batch is computed again here, in the report's own snapshot (an ingest committed
+    meanwhile). Every write goes with a ledger row in the same transaction, so the same version
+    is the same data. At most ``parallel`` batches run and one waits to be taken at a time; the
+    threads' progress reaches ``progress`` from this thread, never going back.
+    """
+    if parallel <= 1 or len(bounds) <= 1:
+        for i, (lo, hi) in enumerate(bounds):
+            yield _one_batch(conn, plan, i, lo, hi, keeping(), _share(progress, plan, lo, hi))
+        return
+    engine, told = conn.engine, queue.SimpleQueue()
+    furthest = [0.0]
+
+    def relay(fraction: float, stage: str) -> None:
+        if fraction > furthest[0]:
+            furthest[0] = fraction
+            progress(fraction, stage)
+
+    def run(i: int, lo: int, hi: int, keep: bool):
+        share = _share((lambda fraction, stage: told.put((fraction, stage))) if progress else None, plan, lo, hi)
+        with read_snapshot(engine) as own:
+            if storage.data_version(own) != plan.version or (
+                plan.version and storage.ledger_fingerprint(own, plan.version) != plan.fingerprint
+            ):
+                return None  # another state of the data: computed again in the report's snapshot
+            return _one_batch(own, plan, i, lo, hi, keep, share)
+
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="report-batch") as pool:
+        pending: deque = deque()
+        for i, (lo, hi) in enumerate(bounds):
+            pending.append((i, lo, hi, pool.submit(run, i, lo, hi, keeping())))
+            while pending and (len(pending) > parallel or i == len(bounds) - 1):
+                j, lo_j, hi_j, future = pending.popleft()
+                while not _done(future, told, relay if progress else None):
+                    pass
+                result = future.result()
+                yield result if result is not None else _one_batch(conn, plan, j, lo_j, hi_j, keeping(), None)
+
+
+def _done(future, told: queue.SimpleQueue, relay) -> bool:
+    """Wait a moment for ``future``, passing on the progress told meanwhile; True when it is done."""
+    try:
+        future.result(timeout=0.05)
+    except TimeoutError:
+        pass
+    except Exception:  # noqa: BLE001 -- raised again by the caller's future.result()
+        return True
+    while not told.empty():
+        fraction, stage = told.get()
+        if relay:
+            relay(fraction, stage)
+    return future.done()
+
+
+def _share(progress: Progress | None, plan: _Plan, lo: int, hi: int) -> Progress | None:
+    """The engine's progress within the batch of keys ``[lo, hi)`` as the report's."""
+    keys = plan.stores[0]
+    start, stop = np.searchsorted(keys, lo), np.searchsorted(keys, hi)
+    return _within(progress, start / len(keys), stop / len(keys))
+
+
+def _one_batch(conn, plan: _Plan, i: int, lo: int, hi: int, keeping: bool, progress: Progress | None):
+    """One batch read (kept and brought up to date, or built) and computed: ``(frame, batch, how)``."""
+    keys, ids, first_poll, in_report = plan.stores
+    at = slice(np.searchsorted(keys, lo), np.searchsorted(keys, hi))
+    batch, how = None, "built"
+    if plan.kept:
+        old = plan.kept[i]
+        if old.version == plan.version:
+            batch, how = old, "reused"
+        else:
+            batch = snapshot.refresh(old, conn, keys[at], plan.version, plan.changes, plan.complete_from)
+            how = "refreshed"
+    if batch is None or not batch.covers(plan.complete_from, plan.now_us) or not np.array_equal(batch.keys, keys[at]):
+        how = "built"
+        to_us, horizon = (snapshot.MAX_US, plan.horizon) if keeping else (plan.now_us, plan.now_us)
+        batch = snapshot.build(conn, keys[at], lo, hi, plan.version, plan.complete_from, to_us, horizon)
+    mine = in_report[at]
+    if not mine.any():
+        return None, batch, how
+    frame = _compute_batch(
+        conn,
+        batch,
+        keys[at][mine],
+        ids[at][mine],
+        first_poll[at][mine],
+        plan.complete_from,
+        plan.now_us,
+        progress,
+        plan.windows,
+    )
+    return frame, batch, how
 
 
 def _within(progress: Progress | None, start: float, stop: float) -> Progress | None:

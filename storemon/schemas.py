@@ -268,6 +268,25 @@ class HoursRow(Schema):
 class BusinessInterval(Interval):
     local_start = fields.String(required=True)
     local_end = fields.String(required=True)
+    special_date = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"example": "2023-01-24", "description": "the special date it starts on; null: weekly hours"},
+    )
+
+
+class LocalHours(Schema):
+    start_time_local = fields.String(required=True, metadata={"example": "10:00:00"})
+    end_time_local = fields.String(required=True, metadata={"example": "14:00:00"})
+
+
+class TimelineSpecialDay(Interval):
+    """A special date of the store; ``start``/``end``: its local date's span in UTC."""
+
+    date = fields.String(required=True, metadata={"example": "2023-01-23", "description": "`YYYY-MM-DD`, local"})
+    closed = fields.Boolean(required=True)
+    hours = fields.List(fields.Nested(LocalHours), required=True, metadata={"description": "empty when closed"})
+    source = fields.String(required=True, metadata={"example": "holidays.csv"})
 
 
 class TimelinePoll(Schema):
@@ -294,7 +313,7 @@ class TimelineSchema(Schema):
         keys=fields.String(),
         values=fields.Nested(Interval),
         required=True,
-        metadata={"description": "`hour`, `day`, `week`"},
+        metadata={"description": "`hour`, `day`, `week` and any extra period"},
     )
     timezone = fields.String(required=True)
     timezone_source = fields.String(required=True)
@@ -303,10 +322,11 @@ class TimelineSchema(Schema):
     business_intervals = fields.List(fields.Nested(BusinessInterval), required=True)
     polls = fields.List(fields.Nested(TimelinePoll), required=True)
     segments = fields.List(fields.Nested(Segment), required=True)
+    special_days = fields.List(fields.Nested(TimelineSpecialDay), required=True)
     figures = fields.Dict(
         keys=fields.String(),
         values=fields.Float(),
         required=True,
-        metadata={"description": "the report row's six figures, by column"},
+        metadata={"description": "the report row's figures (six, and two per extra period), by column"},
     )
     notes = fields.List(fields.String(), required=True)

@@ -76,25 +76,37 @@ class Batch:
 
 
 def _schedule(conn, keys: np.ndarray, lo: int, hi: int) -> Schedule:
-    """The business hours and zones of stores ``keys`` (all within ``[lo, hi)``), local indices."""
+    """The business hours, special days and zones of stores ``keys`` (all within ``[lo, hi)``),
+    in local indices."""
     hours = storage.hours_by_key(conn, (lo, hi))
+    special = storage.special_by_key(conn, (lo, hi))
     zones = storage.zones_by_key(conn, (lo, hi))
-    local = np.searchsorted(keys, hours["store_key"].to_numpy(np.int64))
-    inside = (local < len(keys)) & (keys[np.minimum(local, len(keys) - 1)] == hours["store_key"].to_numpy())
     names = np.full(len(keys), DEFAULT_TIMEZONE, dtype=object)
-    if len(zones):
-        zone_local = np.searchsorted(keys, zones["store_key"].to_numpy(np.int64))
-        given = zones["timezone_str"].to_numpy(object)
-        ok = (zone_local < len(keys)) & np.array([isinstance(z, str) and is_known_timezone(z) for z in given], bool)
-        ok &= keys[np.minimum(zone_local, len(keys) - 1)] == zones["store_key"].to_numpy()
-        names[zone_local[ok]] = given[ok]
+    zone_local, ok = _local(keys, zones["store_key"])
+    given = zones["timezone_str"].to_numpy(object)
+    ok &= np.array([isinstance(z, str) and is_known_timezone(z) for z in given], bool)
+    names[zone_local[ok]] = given[ok]
+    local, inside = _local(keys, hours["store_key"])
+    special_local, special_inside = _local(keys, special["store_key"])
     return Schedule(
-        store=local[inside].astype(np.int64),
+        store=local[inside],
         day=hours["day"].to_numpy(np.int64)[inside],
         start_s=hours["start_s"].to_numpy(np.int64)[inside],
         end_s=hours["end_s"].to_numpy(np.int64)[inside],
         zones=names,
+        special_store=special_local[special_inside],
+        special_date=special["date"].to_numpy(np.int64)[special_inside],
+        special_start_s=special["start_s"].to_numpy(np.int64)[special_inside],
+        special_end_s=special["end_s"].to_numpy(np.int64)[special_inside],
     )
+
+
+def _local(keys: np.ndarray, store_keys: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of ``store_keys`` in the sorted ``keys``, and which of them are there."""
+    wanted = store_keys.to_numpy(np.int64)
+    local = np.searchsorted(keys, wanted).astype(np.int64)
+    inside = (local < len(keys)) & (keys[np.minimum(local, len(keys) - 1)] == wanted)
+    return local, inside
 
 
 def _counted(store, ts, intervals, n, from_us, horizon_us) -> np.ndarray:

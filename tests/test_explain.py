@@ -225,8 +225,10 @@ def test_timeline_json(client, demo):
             "end": "2023-01-23T10:00:00.000000Z",
             "local_start": "2023-01-23T09:00:00+00:00",
             "local_end": "2023-01-23T10:00:00+00:00",
+            "special_date": None,
         }
     ]
+    assert t["special_days"] == []
     assert [(p["timestamp"], p["status"], p["counted"], p["reason"]) for p in t["polls"]] == [
         ("2023-01-24T03:00:00.000000Z", "active", False, "outside business hours"),
         ("2023-01-25T03:00:00.000000Z", "inactive", False, "outside business hours"),
@@ -268,6 +270,7 @@ def test_timeline_notes_for_the_special_cases(client, demo):
             "end": NOW,
             "local_start": "2023-01-18T12:13:22.479220-06:00",
             "local_end": "2023-01-25T12:13:22.479220-06:00",
+            "special_date": None,
         }
     ]
     assert always["figures"]["uptime_last_week"] == 168.0

@@ -267,6 +267,30 @@ def test_a_report_reads_one_snapshot_while_an_ingest_commits(app, loaded, tmp_pa
     assert "new" in after["store_id"].tolist() and not after.equals(before)
 
 
+def test_a_parallel_report_reads_one_snapshot_while_an_ingest_commits(app, loaded, tmp_path, monkeypatch):
+    """Batches computed by threads, each in its own read snapshot: an ingest commits as the first
+    thread begins; a batch whose snapshot sees the new data is computed again in the report's
+    own, and the report is the one of the database before the ingest."""
+    before = build_report(loaded, batch_stores=1).frame
+    newer = write_csv(tmp_path / "later.csv", "store_id,status,timestamp_utc\n007,active,2023-01-23 11:50:00 UTC\n")
+    real_version, ingested, readers = storage.data_version, {}, []
+
+    def version_after_an_ingest(conn):
+        readers.append(threading.current_thread().name)
+        if readers[-1].startswith("report-batch") and not ingested:
+            with app.app_context():
+                ingested["summary"] = ingest_file(db.engine, "status", newer)
+        return real_version(conn)
+
+    monkeypatch.setattr(storage, "data_version", version_after_an_ingest)
+    during = build_report(loaded, batch_stores=1, parallel=2).frame
+    assert ingested["summary"].rows_stored == 1
+    assert readers.count("MainThread") == 1 and len(readers) == 3, readers  # the report's, then both threads'
+    pd.testing.assert_frame_equal(during, before)
+    monkeypatch.undo()
+    assert not build_report(loaded).frame.equals(before)
+
+
 def test_report_files_are_written_atomically(tmp_path):
     frame = pd.DataFrame({"store_id": ["1"], "uptime_last_hour": [1.0]})
     path = write_report(frame, tmp_path / "r.csv")

@@ -228,6 +228,29 @@ def test_batches_and_a_small_cache_give_the_same_report(engine, tmp_path, loaded
     assert tiny.batches == [] and csv_bytes(build_report(engine, cache=tiny), tmp_path, "tiny2.csv") == expected
 
 
+@pytest.mark.parametrize("parallel", [2, 3])
+def test_parallel_batches_give_the_one_core_report(engine, tmp_path, loaded_random, parallel):
+    expected = csv_bytes(build_report(engine, batch_stores=1000), tmp_path, "all.csv")
+    for size in (1, 7):
+        built = build_report(engine, batch_stores=size, parallel=parallel)
+        assert csv_bytes(built, tmp_path, f"p{size}.csv") == expected
+    cache = ReportCache(max_polls=10**6, batch_stores=5)
+    cold = build_report(engine, cache=cache, parallel=parallel)
+    kept = len(cache.batches)
+    assert kept > 1 and csv_bytes(cold, tmp_path, "cold.csv") == expected
+    polls = feed_polls([(f"{i:03d}", "inactive", pd.Timestamp(NOW) - pd.Timedelta(hours=2)) for i in range(40)])
+    ingest_file(engine, "status", write(tmp_path, "hour.csv", polls))
+    warm = build_report(engine, cache=cache, parallel=parallel)
+    assert cache.counts["refreshed"] == kept
+    assert csv_bytes(warm, tmp_path, "warm.csv") == csv_bytes(build_report(engine), tmp_path, "again.csv")
+
+
+def test_parallel_progress_never_goes_back(engine, loaded_random):
+    told = []
+    build_report(engine, batch_stores=3, parallel=3, progress=lambda fraction, stage: told.append(fraction))
+    assert told == sorted(told) and told[0] == 0.02 and told[-1] == 0.95 and len(told) > 14
+
+
 def test_report_jobs_use_the_cache_and_match_a_cold_report(app, client, engine, tmp_path, loaded_random):
     from storemon import jobs
 
