@@ -212,6 +212,7 @@ def report(db_path: str, reports_dir: str, periods: str = "") -> dict:
     first report: batches of REPORT_BATCH_STORES stores, kept if they fit REPORT_CACHE_POLLS;
     with extra ``periods`` (e.g. ``30d``) when given."""
     from storemon.compute import report_windows
+    from storemon.config import report_parallelism
     from storemon.extensions import db
     from storemon.jobs import report_cache
     from storemon.reports import build_report
@@ -220,11 +221,13 @@ def report(db_path: str, reports_dir: str, periods: str = "") -> dict:
     with app.app_context():
         engine = db.engine
         started = time.perf_counter()
+        threads, batch_stores = report_parallelism(app.config)
         result = build_report(
             engine,
             cache=report_cache(app),
-            batch_stores=app.config["REPORT_BATCH_STORES"],
+            batch_stores=batch_stores,
             windows=report_windows(periods),
+            parallel=threads,
         )
         seconds = time.perf_counter() - started
         engine.dispose()

@@ -14,7 +14,7 @@ from flask.cli import with_appcontext
 from sqlalchemy.engine import make_url
 
 from . import formats, storage
-from .config import DEFAULT_DEMO_DIR
+from .config import DEFAULT_DEMO_DIR, report_parallelism
 from .extensions import db
 from .ingest import IngestBusy, IngestReadOnly, NoSpecialDate, ingest_files, remove_special_date, special_dates
 from .parse import HOURS, SPECIAL, STATUS, TIMEZONES, IngestError, quote
@@ -295,9 +295,8 @@ def report_command(out, fmt, as_of, periods):
         as_of_us = parse_instant(as_of) if as_of else None
         windows = report_windows(periods)
         started = time.perf_counter()
-        result = build_report(
-            db.engine, as_of_us, batch_stores=current_app.config["REPORT_BATCH_STORES"], windows=windows
-        )
+        threads, batch_stores = report_parallelism(current_app.config)
+        result = build_report(db.engine, as_of_us, batch_stores=batch_stores, windows=windows, parallel=threads)
     except (ValueError, NoPollsError) as exc:
         raise click.ClickException(str(exc)) from exc
     if chosen is formats.CSV:

@@ -177,6 +177,16 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
     ),
     Setting(
+        "REPORT_PARALLEL",
+        0,
+        int,
+        "threads that compute one report's batches at once, each batch of `REPORT_BATCH_STORES` / threads "
+        "stores (memory stays that of one batch); `0`: the cores this process may use, at most 8; `1`: one",
+        "reports",
+        minimum=0,
+        shown="0 (the cores, at most 8)",
+    ),
+    Setting(
         "REPORT_CACHE_POLLS",
         6_000_000,
         int,
@@ -264,6 +274,24 @@ def default(name: str):
 def defaults() -> dict:
     """Every app setting (all but the web server's) at its default, for ``app.config``."""
     return {s.name: s.default for s in SETTINGS if s.group != "server"}
+
+
+# Threads a report uses when REPORT_PARALLEL is 0 (the cores), at most; and a thread's batch
+# holds at least this many stores.
+MAX_REPORT_THREADS = 8
+MIN_THREAD_BATCH_STORES = 1_000
+
+
+def report_parallelism(config) -> tuple[int, int]:
+    """``(threads, stores per batch)`` for one report: REPORT_PARALLEL threads (0: the cores this
+    process may use, at most :data:`MAX_REPORT_THREADS`), each computing batches of
+    REPORT_BATCH_STORES / threads stores, so the batches in flight hold as many stores as one
+    batch did -- and never fewer than :data:`MIN_THREAD_BATCH_STORES` a batch (fewer threads
+    then)."""
+    batch = int(config["REPORT_BATCH_STORES"])
+    threads = int(config["REPORT_PARALLEL"]) or min(len(os.sched_getaffinity(0)), MAX_REPORT_THREADS)
+    threads = max(1, min(threads, batch // MIN_THREAD_BATCH_STORES))
+    return threads, max(1, batch // threads)
 
 
 def from_environment(environ=None) -> dict:

@@ -42,6 +42,7 @@ from sqlalchemy import delete, func, select, update
 
 from . import formats, metrics, snapshot, storage
 from .compute import report_windows
+from .config import report_parallelism
 from .extensions import db
 from .models import Report
 from .processes import process_alive
@@ -337,6 +338,7 @@ def run_report(app: Flask, report_id: str) -> None:
             report = db.session.get(Report, report_id)
             now_us = report.now_us if report.now_us is not None else report.as_of_us
             windows = report_windows(report.periods)
+            threads, batch_stores = report_parallelism(app.config)
             db.session.rollback()  # end the read; the computation uses its own snapshot
             result = build_report(
                 db.engine,
@@ -344,8 +346,9 @@ def run_report(app: Flask, report_id: str) -> None:
                 progress=_ProgressWriter(report_id),
                 on_now=_NowRecorder(report_id),
                 cache=report_cache(app),
-                batch_stores=app.config["REPORT_BATCH_STORES"],
+                batch_stores=batch_stores,
                 windows=windows,
+                parallel=threads,
             )
             path = write_csv(result.frame, report_path(app, report_id))
             _finish(
@@ -383,7 +386,7 @@ def report_cache(app: Flask) -> snapshot.ReportCache | None:
     """This process's report cache (storemon/snapshot.py), or None when REPORT_CACHE_POLLS is 0."""
     if not app.config["REPORT_CACHE_POLLS"]:
         return None
-    return snapshot.process_cache(app.config["REPORT_CACHE_POLLS"], app.config["REPORT_BATCH_STORES"])
+    return snapshot.process_cache(app.config["REPORT_CACHE_POLLS"], report_parallelism(app.config)[1])
 
 
 def _finish(report_id: str, **values) -> None:

@@ -9,7 +9,16 @@ import pytest
 from helpers import ROOT
 
 from storemon import create_app
-from storemon.config import BY_NAME, SERVER_SETTINGS, SETTINGS, ConfigError, default, document, from_environment
+from storemon.config import (
+    BY_NAME,
+    SERVER_SETTINGS,
+    SETTINGS,
+    ConfigError,
+    default,
+    document,
+    from_environment,
+    report_parallelism,
+)
 
 # What the code reads from app.config or the environment, wherever it is read.
 READ = re.compile(r"""(?:config|environ)(?:\.get)?[\[(]\s*["']([A-Z][A-Z0-9_]+)["']""")
@@ -60,3 +69,18 @@ def test_functions_take_their_defaults_from_the_table():
     from storemon import reports
 
     assert reports.BATCH_STORES == default("REPORT_BATCH_STORES") == 10_000
+
+
+@pytest.mark.parametrize(
+    "parallel, batch, cores, expected",
+    [
+        (0, 10_000, 2, (2, 5_000)),  # the cores, each thread a share of the batch
+        (0, 10_000, 64, (8, 1_250)),  # at most 8 threads by default
+        (16, 10_000, 2, (10, 1_000)),  # asked for: no batch below 1,000 stores
+        (1, 10_000, 8, (1, 10_000)),
+        (0, 1_500, 4, (1, 1_500)),  # a batch too small to share
+    ],
+)
+def test_a_report_uses_the_cores_with_the_memory_of_one_batch(monkeypatch, parallel, batch, cores, expected):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)))
+    assert report_parallelism({"REPORT_PARALLEL": parallel, "REPORT_BATCH_STORES": batch}) == expected

@@ -8,9 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from bruteforce import brute_force_report, report_csv
-from helpers import frames
+from helpers import frames, wait_for
 
-from storemon.compute import REPORT_COLUMNS, report_from_frames
+from storemon.compute import REPORT_COLUMNS, report_from_frames, report_windows
+from storemon.ingest import ingest_files, remove_special_date
+from storemon.reports import build_report, write_csv
+from storemon.snapshot import ReportCache
+from storemon.times import to_us
 
 DAY_S = 86_400
 PERIODS = ("2h", "30d", "92d")
@@ -191,3 +195,68 @@ def test_worked_example_on_a_closed_monday_is_all_zeros():
     assert engine_s == brute == ["007", 0, 0, 0, 0, 0, 0, 0, 0]
     assert engine == ["007"] + [0.0] * 8
     assert csv.splitlines()[1] == "007" + ",0.00" * 8
+
+
+# --- through the database ----------------------------------------------------------------------
+
+
+def feed_files(folder, polls, hours, zones, special):
+    """The frames written as the four feeds, in a folder `ingest_files` recognises."""
+    folder.mkdir(exist_ok=True)
+    polls = polls.assign(timestamp_utc=pd.to_datetime(polls["timestamp_utc"]).dt.strftime("%Y-%m-%d %H:%M:%S UTC"))
+    polls.to_csv(folder / "store_status.csv", index=False)
+    hours.to_csv(folder / "menu_hours.csv", index=False)
+    zones.to_csv(folder / "timezones.csv", index=False)
+    special.to_csv(folder / "holidays.csv", index=False)
+    return folder
+
+
+@pytest.mark.parametrize("seed, now", [CASES[0], CASES[4]], ids=[CASES[0][1][:10], CASES[4][1][:10]])
+def test_ingested_special_days_give_the_brute_force_report_in_batches_threads_and_from_the_cache(
+    engine, tmp_path, seed, now
+):
+    polls, hours, zones, special = random_special_stores(np.random.default_rng(seed), now)
+    ingest_files(engine, feed_files(tmp_path / "feeds", polls, hours, zones, special))
+    windows = report_windows(PERIODS)
+    expected = report_csv(brute_force_report(polls, hours, zones, pd.Timestamp(now), special=special, periods=PERIODS))
+    now_us = to_us(now)
+
+    def csv(**options) -> str:
+        frame = build_report(engine, now_us, windows=windows, **options).frame
+        return write_csv(frame, tmp_path / "out.csv").read_text()
+
+    assert csv(batch_stores=1000) == csv(batch_stores=2, parallel=2) == expected
+    # The week-only report from the cache, before and after a special date is removed.
+    week = brute_force_report(polls, hours, zones, pd.Timestamp(now), special=special)
+    cache = ReportCache(max_polls=10**6, batch_stores=2)
+    assert write_csv(build_report(engine, now_us, cache=cache).frame, tmp_path / "w.csv").read_text() == report_csv(
+        week
+    )
+    store, date = special.iloc[-1][["store_id", "date"]]
+    remove_special_date(engine, store, date)
+    kept = special[(special["store_id"] != store) | (special["date"] != date)]
+    after = report_csv(brute_force_report(polls, hours, zones, pd.Timestamp(now), special=kept))
+    assert write_csv(build_report(engine, now_us, cache=cache).frame, tmp_path / "w2.csv").read_text() == after
+    assert cache.counts["built"] > 0 and cache.counts["reused"] == 0
+
+
+def test_special_days_uploaded_over_http_shape_the_report_with_periods(client, loaded):
+    """conftest's `loaded` (the worked example), its Monday made a special day over HTTP."""
+    answer = client.post(
+        "/ingest/special_hours",
+        data="store_id,date,start_time_local,end_time_local\n007,2023-01-23,09:00,11:00\n",
+        content_type="text/csv",
+    )
+    assert answer.status_code == 200, answer.get_json()
+    report_id = client.post("/trigger_report", json={"periods": "2h"}).get_json()["report_id"]
+    lines = wait_for(client, report_id).get_data(as_text=True).splitlines()
+    assert lines[1] == "007,0.00,2.00,2.00,0.00,0.00,0.00,1.00,0.00"
+    timeline = client.get("/store/timeline?store_id=007&periods=2h").get_json()
+    assert timeline["figures"] == {c: float(v) for c, v in zip(lines[0].split(",")[1:], lines[1].split(",")[1:])}
+    assert timeline["special_days"][0]["date"] == "2023-01-23" and timeline["business_intervals"][0][
+        "special_date"
+    ] == ("2023-01-23")
+    assert "Open 09:00:00-11:00:00 on 2023-01-23 (special day, from " in " ".join(timeline["notes"])
+    assert client.delete("/special_hours?store_id=007&date=2023-01-23").status_code == 200
+    report_id = client.post("/trigger_report").get_json()["report_id"]
+    assert wait_for(client, report_id).get_data(as_text=True).splitlines()[1] == "007,0.00,1.74,1.74,60.00,1.26,1.26"
