@@ -283,7 +283,8 @@ def _share(progress: Progress | None, plan: _Plan, lo: int, hi: int) -> Progress
 
 
 def _one_batch(conn, plan: _Plan, i: int, lo: int, hi: int, keeping: bool, progress: Progress | None):
-    """One batch read (kept and brought up to date, or built) and computed: ``(frame, batch, how)``."""
+    """One batch read (kept and brought up to date, or built) and computed: ``(frame, batch, how)``,
+    the batch only when it is to be kept (else None: its memory goes as soon as it is computed)."""
     keys, ids, first_poll, in_report = plan.stores
     at = slice(np.searchsorted(keys, lo), np.searchsorted(keys, hi))
     batch, how = None, "built"
@@ -300,7 +301,7 @@ def _one_batch(conn, plan: _Plan, i: int, lo: int, hi: int, keeping: bool, progr
         batch = snapshot.build(conn, keys[at], lo, hi, plan.version, plan.complete_from, to_us, horizon)
     mine = in_report[at]
     if not mine.any():
-        return None, batch, how
+        return None, batch if keeping else None, how
     frame = _compute_batch(
         conn,
         batch,
@@ -312,7 +313,7 @@ def _one_batch(conn, plan: _Plan, i: int, lo: int, hi: int, keeping: bool, progr
         progress,
         plan.windows,
     )
-    return frame, batch, how
+    return frame, batch if keeping else None, how
 
 
 def _within(progress: Progress | None, start: float, stop: float) -> Progress | None:
