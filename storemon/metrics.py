@@ -9,6 +9,9 @@
   process: its ingests are in the ledger, ``GET /ingests``);
 * ``storemon_report_duration_seconds{outcome}`` (histogram) -- report jobs, from claim to CSV
   (``complete``) or to failure (``failed``);
+* ``storemon_report_batches_total{how}`` -- the batches of stores those jobs computed, by how
+  they were got: ``built`` (read from the database), ``refreshed`` or ``reused`` (kept by this
+  process from its last report; see :mod:`storemon.snapshot`);
 * ``storemon_reports{state}`` -- reports by state, read from the jobs table at scrape time.
 
 Several gunicorn workers: counters and histograms live in ``prometheus_client``'s multiprocess
@@ -51,6 +54,12 @@ REPORT_DURATION = Histogram(
     ["outcome"],
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, float("inf")),
 )
+REPORT_BATCHES = Counter(
+    "storemon_report_batches_total",
+    "Batches of stores of the reports computed here, by how they were got: built (read from the database), "
+    "refreshed (kept from the last report and brought up to date) or reused (kept, unchanged)",
+    ["how"],
+)
 REPORT_STATES = ("queued", "running", "complete", "failed", "expired")
 
 
@@ -80,8 +89,10 @@ def ingested(summary: dict) -> None:
     POLLS_INGESTED.labels(summary["kind"], "skipped").inc(summary["rows_skipped"])
 
 
-def report_finished(outcome: str, seconds: float) -> None:
+def report_finished(outcome: str, seconds: float, batches: dict[str, int] | None = None) -> None:
     REPORT_DURATION.labels(outcome).observe(seconds)
+    for how, count in (batches or {}).items():
+        REPORT_BATCHES.labels(how).inc(count)
 
 
 class _ReportsByState:

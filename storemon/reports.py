@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import queue
 import tempfile
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,7 @@ class ReportResult:
     store_count: int  # rows in the report
     latest_poll_us: int  # the latest poll at or before `now` (UTC microseconds)
     data_version: int = 0  # the ingest ledger's last stored id in the snapshot read
+    batches: dict[str, int] = field(default_factory=dict)  # how its batches were got: built/refreshed/reused
 
     @property
     def warning(self) -> str | None:
@@ -167,9 +168,10 @@ def _build(
     )
     keeping = cache is not None and (usable or not kept or max(b.version for b in kept) <= version)
 
-    frames, batches, held = [], [], 0
+    frames, batches, held, got = [], [], 0, []
     batch_results = _batches(conn, plan, bounds, parallel, lambda: keeping, progress)
     for i, (frame, batch, counted_as) in enumerate(batch_results):
+        got.append(counted_as)
         if cache is not None:
             cache.counts[counted_as] += 1
         if frame is not None:
@@ -194,7 +196,12 @@ def _build(
         else (pd.concat(frames, ignore_index=True).sort_values("store_id", kind="stable").reset_index(drop=True))
     )
     return ReportResult(
-        frame=frame, now_us=now_us, store_count=len(frame), latest_poll_us=latest_us, data_version=version
+        frame=frame,
+        now_us=now_us,
+        store_count=len(frame),
+        latest_poll_us=latest_us,
+        data_version=version,
+        batches=dict(Counter(how for how in got)),
     )
 
 

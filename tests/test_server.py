@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -168,9 +169,19 @@ def test_a_report_killed_mid_run_is_rerun_after_restart(dataset, tmp_path):
         server.stop()
 
 
+# An hour after the last poll (hand-1's, 2023-01-25 19:00 UTC), three stores polled again.
+HOUR_LATER = (
+    "store_id,status,timestamp_utc\n"
+    "hand-1,inactive,2023-01-25 20:00:00 UTC\n"
+    "hand-2,active,2023-01-25 20:00:00 UTC\n"
+    "hand-3,inactive,2023-01-25 20:00:00 UTC\n"
+)
+
+
 def test_several_hosts_share_one_postgresql_database(feeds, tmp_path):
     """Two separate servers (as on two hosts) on one PostgreSQL database: a report triggered on
-    one is answered by the other, and each report is computed exactly once."""
+    one is answered by the other, each report is computed exactly once, and an hour uploaded to
+    one host followed by a warm report on the other gives the cold report's bytes."""
     with postgres_database() as url:
         app = create_app({"DATABASE_URL": url, "REPORTS_DIR": str(tmp_path / "shared-reports")})
         with app.app_context():
@@ -188,6 +199,26 @@ def test_several_hosts_share_one_postgresql_database(feeds, tmp_path):
             for i, report_id in enumerate(ids):
                 body, _, _ = poll_until_done(second if i % 2 else first, report_id)
                 assert body == feeds["expected"]
+            # A report of its own on the second host (two more columns: not the same report)
+            # leaves its batches kept there; an hour of polls uploaded to the first host; the
+            # second host's next report brings its batches up to date: the cold report's bytes.
+            own = json.loads(second.request("POST", "/trigger_report?periods=2h")[2])["report_id"]
+            poll_until_done(second, own)
+            status, _, answer = first.request("POST", "/ingest/status", HOUR_LATER.encode(), "text/csv")
+            assert status == 200 and json.loads(answer)["rows_stored"] == 3, answer
+            warm = json.loads(second.request("POST", "/trigger_report")[2])["report_id"]
+            body, _, _ = poll_until_done(first, warm)  # polled on the other host
+            metrics = second.get("/metrics")[2].decode()
+            assert re.search(r'storemon_report_batches_total\{how="refreshed"\} [1-9]', metrics), metrics
+            cold = tmp_path / "cold.csv"
+            subprocess.run(
+                [sys.executable, "-m", "flask", "--app", "storemon", "report", "--out", str(cold)],
+                cwd=ROOT,
+                env={**os.environ, "DATABASE_URL": url, "REPORTS_DIR": str(tmp_path / "cli")},
+                check=True,
+                capture_output=True,
+            )
+            assert body == cold.read_bytes() != feeds["expected"]
         finally:
             first.stop()
             second.stop()
@@ -196,5 +227,5 @@ def test_several_hosts_share_one_postgresql_database(feeds, tmp_path):
             db.session.remove()
             storage.dispose_all()
         # Identical reports (same now, same data): computed exactly once, by one host.
-        assert sorted(r.attempts for r in rows if r.reuse_of is None) == [1]
-        assert len(rows) == 4
+        assert sorted(r.attempts for r in rows if r.reuse_of is None) == [1, 1, 1]
+        assert len(rows) == 6
