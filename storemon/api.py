@@ -16,7 +16,6 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from . import formats, jobs, metrics, storage
 from .compute import REPORT_COLUMNS
-from .explain import clock
 from .extensions import db
 from .ingest import IngestBusy, IngestReadOnly, NoSpecialDate, ingest_file, remove_special_date, special_dates
 from .models import BusinessHours, Poll, RecentPoll, Report, Store, StoreTimezone
@@ -24,7 +23,7 @@ from .openapi import describe, json_response, query, ref
 from .parse import KINDS, IngestError
 from .schemas import AS_OF, FEED_KIND, PERIODS, REPORT_ID, SPECIAL_DATE, STORE_ID
 from .security import CHALLENGES
-from .times import format_date, format_datetime, format_instant, parse_instant, parse_periods
+from .times import format_clock, format_date, format_datetime, format_instant, parse_instant, parse_periods
 from .uploads import UploadError, receive_csv
 
 log = logging.getLogger(__name__)
@@ -469,8 +468,8 @@ def _special_rows(rows) -> list[dict]:
         {
             "date": format_date(row.date),
             "closed": bool(row.start_s < 0),
-            "start_time_local": None if row.start_s < 0 else clock(row.start_s),
-            "end_time_local": None if row.start_s < 0 else clock(row.end_s),
+            "start_time_local": None if row.start_s < 0 else format_clock(row.start_s),
+            "end_time_local": None if row.start_s < 0 else format_clock(row.end_s),
             "source": row.source,
         }
         for row in rows.itertuples(index=False)

@@ -18,7 +18,7 @@ from .config import DEFAULT_DEMO_DIR, report_parallelism
 from .extensions import db
 from .ingest import IngestBusy, IngestReadOnly, NoSpecialDate, ingest_files, remove_special_date, special_dates
 from .parse import HOURS, SPECIAL, STATUS, TIMEZONES, IngestError, quote
-from .times import format_date
+from .times import format_clock, format_date
 
 EX_TEMPFAIL = 75  # sysexits.h: a temporary failure, try again later (another ingest is running)
 
@@ -142,10 +142,9 @@ def ingests_command(limit):
 def special_hours_command(store_id, date, remove):
     """List STORE_ID's special dates (hours or closed, and the file each came from); with
     --remove, remove its special hours on DATE (YYYY-MM-DD), recorded in the ingest ledger."""
-    from .explain import clock
 
     def hours(start_s: int, end_s: int) -> str:
-        return "closed" if start_s < 0 else f"{clock(start_s)}-{clock(end_s)}"
+        return "closed" if start_s < 0 else f"{format_clock(start_s)}-{format_clock(end_s)}"
 
     if not remove:
         if date is not None:

@@ -45,13 +45,13 @@ from werkzeug.exceptions import BadRequest, NotFound
 from . import jobs, storage
 from .chart import histogram_chart, week_chart
 from .compute import REPORT_COLUMNS
-from .explain import Timeline, UnknownStoreError, clock, load_timeline
+from .explain import Timeline, UnknownStoreError, load_timeline
 from .extensions import db
 from .models import BusinessHours, Poll, RecentPoll, Report, Store, StoreTimezone
 from .openapi import describe, json_response, query
 from .reports import NoPollsError
 from .schemas import AS_OF, PERIODS
-from .times import format_datetime, format_instant_us, parse_instant
+from .times import format_clock, format_datetime, format_instant_us, parse_instant
 
 bp = Blueprint("dashboard", __name__, template_folder="templates")
 
@@ -521,7 +521,9 @@ def special_day_rows(t: Timeline) -> list[SpecialDayRow]:
     """Every special date of the store, by date."""
     return [
         SpecialDayRow(
-            d.date, "closed" if d.closed else ", ".join(f"{clock(a)}–{clock(b)}" for a, b in d.hours), d.source
+            d.date,
+            "closed" if d.closed else ", ".join(f"{format_clock(a)}–{format_clock(b)}" for a, b in d.hours),
+            d.source,
         )
         for d in sorted(t.special_days, key=lambda d: d.date)
     ]

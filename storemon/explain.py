@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 from . import storage
 from .compute import US_PER_DAY, US_PER_SECOND, WEEK_US, History, Schedule, explain_store, localize, report_windows
 from .reports import LOOK_BACK_US, NoPollsError, read_snapshot
-from .times import DEFAULT_TIMEZONE, format_instant_us, format_local, is_known_timezone
+from .times import DEFAULT_TIMEZONE, format_clock, format_instant_us, format_local, is_known_timezone
 
 DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 NOT_COUNTED_REASON = "outside business hours"
@@ -32,11 +32,6 @@ NOT_COUNTED_REASON = "outside business hours"
 
 class UnknownStoreError(LookupError):
     """No such store in the database, or none of its polls is at or before ``now``."""
-
-
-def clock(seconds: int) -> str:
-    """Seconds after local midnight -> ``HH:MM:SS`` (``24:00:00`` stays so)."""
-    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 @dataclass
@@ -144,7 +139,12 @@ class Timeline:
             "timezone_source": self.timezone_source,
             "timezone_given": self.timezone_given,
             "business_hours": [
-                {"day": d, "day_name": DAY_NAMES[d], "start_time_local": clock(a), "end_time_local": clock(b)}
+                {
+                    "day": d,
+                    "day_name": DAY_NAMES[d],
+                    "start_time_local": format_clock(a),
+                    "end_time_local": format_clock(b),
+                }
                 for d, a, b in self.hours_rows
             ],
             "business_intervals": [
@@ -182,7 +182,9 @@ class Timeline:
                 {
                     "date": d.date,
                     "closed": d.closed,
-                    "hours": [{"start_time_local": clock(a), "end_time_local": clock(b)} for a, b in d.hours],
+                    "hours": [
+                        {"start_time_local": format_clock(a), "end_time_local": format_clock(b)} for a, b in d.hours
+                    ],
                     "source": d.source,
                     "start": format_instant_us(d.start_us),
                     "end": format_instant_us(d.end_us),
@@ -213,12 +215,14 @@ class Timeline:
             f"  {name:<5} {format_instant_us(a)} .. {format_instant_us(b)}" for name, (a, b) in self.windows.items()
         ]
         lines.append("business hours (as stored, local)")
-        lines += [f"  {DAY_NAMES[d]:<9} {clock(a)}-{clock(b)}" for d, a, b in self.hours_rows] or ["  none: open 24x7"]
+        lines += [f"  {DAY_NAMES[d]:<9} {format_clock(a)}-{format_clock(b)}" for d, a, b in self.hours_rows] or [
+            "  none: open 24x7"
+        ]
         if self.special_days:
             lines.append("special days (local dates)")
             lines += [
                 f"  {d.date} "
-                + ("closed" if d.closed else ", ".join(f"{clock(a)}-{clock(b)}" for a, b in d.hours))
+                + ("closed" if d.closed else ", ".join(f"{format_clock(a)}-{format_clock(b)}" for a, b in d.hours))
                 + f"  ({d.source})"
                 for d in self.special_days
             ]
@@ -369,7 +373,7 @@ def _notes(t: Timeline, counted_polls: int, nearest_before_week: int | None) -> 
     week_start = t.now_us - WEEK_US
     for day in t.special_days:
         if day.start_us < t.now_us and day.end_us > week_start:
-            hours = ", ".join(f"{clock(a)}-{clock(b)}" for a, b in day.hours)
+            hours = ", ".join(f"{format_clock(a)}-{format_clock(b)}" for a, b in day.hours)
             notes.append(
                 f"Closed on {day.date} (special day, from {day.source}): no business hours that date."
                 if day.closed

@@ -12,7 +12,8 @@ meets those integers only here:
   :func:`parse_instant` (one ``as_of`` a user gave, with a readable error), :func:`to_us`
   (anything pandas reads as an instant; naive means UTC) and :func:`read_iso` (any ISO 8601
   instant, whatever its year);
-* clocks -- :func:`parse_clock` (``HH:MM[:SS]`` -> seconds after local midnight);
+* clocks -- :func:`parse_clock` (``HH:MM[:SS]`` -> seconds after local midnight) and
+  :func:`format_clock` (back);
 * durations -- :func:`parse_periods` (a report's extra periods, ``30d,2h`` -> names and lengths);
 * calendar dates -- :func:`parse_dates` (a feed's column of ``YYYY-MM-DD``, vectorised, within
   :data:`EARLIEST_DATE` .. one year after today), :func:`parse_date` (one date a user gave, with a
@@ -204,6 +205,11 @@ def parse_date(text: str) -> int:
 def format_date(days: int) -> str:
     """Days since 1970-01-01 -> ``YYYY-MM-DD``."""
     return str(np.datetime64(int(days), "D"))
+
+
+def format_clock(seconds: int) -> str:
+    """Seconds after local midnight -> ``HH:MM:SS`` (``24:00:00`` stays so): a clock as stored."""
+    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def parse_instant(text: str) -> int:
