@@ -55,6 +55,7 @@ APPEND_CSV = CACHE / f"append-{SEED}.csv"
 HOUR_CSV = str(CACHE / f"hour-{SEED}-{{}}.csv")  # HOURS_AHEAD files of the hourly loop (1x)
 TRIGGERS = 50  # identical reports asked for at once
 UPLOAD_MB = 1023  # a body just under the default 1 GiB upload limit
+CORES = len(os.sched_getaffinity(0))  # a report's threads by default (REPORT_PARALLEL=0)
 
 
 def say(text: str) -> None:
@@ -302,17 +303,21 @@ class Bench:
         runs = self.repeat("append", self.runs, run)
         self.add("append 10,000 polls to the four-week db: time", [r["seconds"] for r in runs], "s", 1)
 
-    def report(self, label: str, n: int, time_target=None, mb_target=None, ratio_target=None, periods="") -> Figure:
+    def report(
+        self, label: str, n: int, time_target=None, mb_target=None, ratio_target=None, periods="", parallel=""
+    ) -> Figure:
         ds = DATASETS[label]
         with scratch_copy() as (_, reports):  # read only: runs on the cached database itself
-            runs = self.repeat(f"report {label}", n, lambda i: run_phase("report", ds.db_path, reports, periods))
-        name = {
-            "1x": "report 1x",
-            "4w": "report four weeks",
-            "2x": "report 2x",
-            "5x": "report 5x",
-            "10x": "report 10x",
-        }[label] + (f" with periods={periods}" if periods else "")
+            runs = self.repeat(
+                f"report {label}", n, lambda i: run_phase("report", ds.db_path, reports, periods, parallel)
+            )
+        name = (
+            {"1x": "report 1x", "4w": "report four weeks", "2x": "report 2x", "5x": "report 5x", "10x": "report 10x"}[
+                label
+            ]
+            + (f" with periods={periods}" if periods else "")
+            + (" on one core" if parallel == "1" else "")
+        )
         once = " (1 run)" if n == 1 else ""
         figure = self.add(
             f"{name}: time{once}", [r["seconds"] for r in runs], "s", time_target, ratio_target=ratio_target
@@ -620,6 +625,8 @@ def main(argv: list[str]) -> int:
             bench.append()
         if "report" in chosen:
             one = bench.report("1x", RUNS, mb_target=500, ratio_target=1.5)
+            one_core = bench.report("1x", RUNS, parallel="1")
+            bench.add(f"report 1x: {CORES} cores / one core (time)", [one.value / one_core.value], "x", 0.7)
             four = bench.report("4w", RUNS)
             bench.add("report four weeks / one week (1x)", [four.value / one.value], "x", 1.2)
             month = bench.report("4w", RUNS, mb_target=600, periods="30d")
@@ -629,6 +636,8 @@ def main(argv: list[str]) -> int:
             bench.add("report 5x / 1x (time)", [five.value / one.value], "x", 5.5)
             ten = bench.report("10x", RUNS_5X, mb_target=600)
             bench.add("report 10x / 1x (time)", [ten.value / one.value], "x", 11)
+            ten_one_core = bench.report("10x", RUNS_5X, parallel="1")
+            bench.add(f"report 10x: {CORES} cores / one core (time)", [ten.value / ten_one_core.value], "x", 0.6)
         if "formats" in chosen:
             bench.formats()
         if "warm" in chosen:

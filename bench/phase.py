@@ -46,11 +46,12 @@ def is_url(db: str) -> bool:
     return "://" in db
 
 
-def make_app(db: str, reports_dir: str):
+def make_app(db: str, reports_dir: str, **settings):
     """storemon's app on the given SQLite file or database URL (the schema is created if missing)."""
     from storemon import create_app
 
-    return create_app({"DATABASE_URL": db if is_url(db) else f"sqlite:///{db}", "REPORTS_DIR": reports_dir})
+    url = db if is_url(db) else f"sqlite:///{db}"
+    return create_app({"DATABASE_URL": url, "REPORTS_DIR": reports_dir, **settings})
 
 
 def checkpoint(db_path: str) -> None:
@@ -207,17 +208,18 @@ def append(db_path: str, new_polls_csv: str, reports_dir: str) -> dict:
     return {"seconds": seconds, "rows": summary.rows_read, "peak_mb": peak_mb()}
 
 
-def report(db_path: str, reports_dir: str, periods: str = "") -> dict:
+def report(db_path: str, reports_dir: str, periods: str = "", parallel: str = "") -> dict:
     """storemon.reports.build_report on a cached database (read only), as a serving process's
-    first report: batches of REPORT_BATCH_STORES stores, kept if they fit REPORT_CACHE_POLLS;
-    with extra ``periods`` (e.g. ``30d``) when given."""
+    first report: batches of REPORT_BATCH_STORES stores, kept if they fit REPORT_CACHE_POLLS, on
+    REPORT_PARALLEL threads (``parallel``; default: the setting's); with extra ``periods`` (e.g.
+    ``30d``) when given."""
     from storemon.compute import report_windows
     from storemon.config import report_parallelism
     from storemon.extensions import db
     from storemon.jobs import report_cache
     from storemon.reports import build_report
 
-    app = make_app(db_path, reports_dir)
+    app = make_app(db_path, reports_dir, **({"REPORT_PARALLEL": int(parallel)} if parallel else {}))
     with app.app_context():
         engine = db.engine
         started = time.perf_counter()
