@@ -72,6 +72,17 @@ def unexpected_error(exc: Exception):
     return http_error(InternalServerError("internal error; see the server log"))
 
 
+@bp.errorhandler(IngestBusy)
+def ingest_busy(exc: IngestBusy):
+    """Another ingest holds the write lock longer than INGEST_WAIT_SECONDS: try again later."""
+    return http_error(ApiError(503, str(exc), exc.retry_after))
+
+
+@bp.errorhandler(IngestReadOnly)
+def ingest_read_only(exc: IngestReadOnly):
+    return http_error(ApiError(503, str(exc), 60))
+
+
 def _reason(code: int) -> str:
     return HTTP_STATUS_CODES.get(code, "Error")
 
@@ -394,10 +405,6 @@ def ingest(kind: str):
         )
     except IngestError as exc:
         raise BadRequest(str(exc)) from exc
-    except IngestBusy as exc:
-        raise ApiError(503, str(exc), exc.retry_after) from exc
-    except IngestReadOnly as exc:
-        raise ApiError(503, str(exc), 60) from exc
     finally:
         upload.remove()
     answer = summary.to_dict()
@@ -449,10 +456,6 @@ def remove_special_hours():
         raise BadRequest(f"date: {exc}") from exc
     except NoSpecialDate as exc:
         raise NotFound(str(exc)) from exc
-    except IngestBusy as exc:
-        raise ApiError(503, str(exc), exc.retry_after) from exc
-    except IngestReadOnly as exc:
-        raise ApiError(503, str(exc), 60) from exc
     return jsonify(
         store_id=store_id,
         date=done.date,

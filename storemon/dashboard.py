@@ -336,7 +336,7 @@ def report_page(report_id: str):
         raise BadRequest(f"malformed report id: expected {jobs.ID_HEX_CHARS} lowercase hex characters")
     asked = db.session.get(Report, report_id)
     if asked is None:
-        return render_template("not_found.html", what=f"No report with id {report_id}."), 404
+        return render_template("error.html", title="Not found", what=f"No report with id {report_id}."), 404
     report = jobs.resolve(asked)  # a reused report shows the one that computed it
     if report is None or jobs.EXPIRED in (asked.status, report.status):
         return _expired(report_id)
@@ -345,7 +345,7 @@ def report_page(report_id: str):
     try:
         frame = report_frames.get(report.id, lambda: report_table(_report_csv(report)))
     except ReportCsvMissing as exc:
-        return render_template("not_found.html", what=str(exc)), 404
+        return render_template("error.html", title="Not found", what=str(exc)), 404
     try:
         page = int(request.args.get("page", "1"))
     except ValueError as exc:
@@ -373,7 +373,8 @@ def report_page(report_id: str):
 def _expired(report_id: str):
     config = current_app.config
     return render_template(
-        "not_found.html",
+        "error.html",
+        title="Not found",
         what=(
             f"Report {report_id} has expired and was deleted (reports are kept {config['REPORT_RETENTION_DAYS']:g} "
             f"days, at most {config['REPORT_KEEP']} of them); run a new one from the overview."
@@ -475,9 +476,9 @@ def _store_page(store_id: str):
     try:
         timeline = _timeline(store_id)
     except BadRequest as exc:
-        return render_template("bad_request.html", what=exc.description), 400
+        return render_template("error.html", title="Bad request", what=exc.description), 400
     except (UnknownStoreError, NoPollsError) as exc:
-        return render_template("not_found.html", what=str(exc)), 404
+        return render_template("error.html", title="Not found", what=str(exc)), 404
     extra = [name for name in timeline.windows if name not in STANDARD_WINDOWS]
     return render_template(
         "store.html",
