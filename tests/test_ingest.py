@@ -599,8 +599,8 @@ def test_postgresql_copies_a_first_load_straight_in_and_upserts_later_files(engi
     paths_taken = []
     real = storage.writers.copy_upsert_polls
 
-    def spy(conn, frame, direct):
-        changed, still_direct = real(conn, frame, direct)
+    def spy(conn, store_key, ts_us, active, direct):
+        changed, still_direct = real(conn, store_key, ts_us, active, direct)
         paths_taken.append(still_direct)
         return changed, still_direct
 

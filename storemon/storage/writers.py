@@ -125,10 +125,9 @@ class PollWriter(FeedWriter):
         self.distinct.add(keys, ts, overlaps=bool((ts <= file_last[keys]).any()))
         file_last[keys[ends]] = np.maximum(file_last[keys[ends]], ts[ends])
         if conn.dialect.name == "postgresql":
-            frame = pd.DataFrame({"store_key": keys, "ts_us": ts, "active": active})
             if self.direct is None:  # decided once per file, at its first write
                 self.direct = conn.exec_driver_sql("SELECT NOT EXISTS (SELECT 1 FROM polls)").scalar()
-            changed, self.direct = copy_upsert_polls(conn, frame, self.direct)
+            changed, self.direct = copy_upsert_polls(conn, keys, ts, active, self.direct)
             return changed
         changed = self._write_sqlite(conn, keys, ts, active, whole_file=final and not self.flushed)
         self.flushed = True
@@ -256,10 +255,17 @@ class StoreKeys:
     def _create(self, conn, store_ids: np.ndarray, first: np.ndarray, last: np.ndarray) -> None:
         """Insert a ``stores`` row per new id, spanning ``first`` to ``last``, and learn the keys."""
         top = int(self.key_of.max()) if len(self.key_of) else 0
-        conn.exec_driver_sql(
-            f"INSERT INTO stores (store_id, first_poll_us, last_poll_us) VALUES ({placeholders(conn, 3)})",
-            list(zip(store_ids.tolist(), first.tolist(), last.tolist())),
-        )
+        if conn.dialect.name == "postgresql":  # one statement: the columns as three arrays
+            conn.exec_driver_sql(
+                "INSERT INTO stores (store_id, first_poll_us, last_poll_us) "
+                "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[])",
+                (store_ids.tolist(), first.tolist(), last.tolist()),
+            )
+        else:
+            conn.exec_driver_sql(
+                f"INSERT INTO stores (store_id, first_poll_us, last_poll_us) VALUES ({placeholders(conn, 3)})",
+                list(zip(store_ids.tolist(), first.tolist(), last.tolist())),
+            )
         added = frame(
             conn,
             f"SELECT store_id, store_key FROM stores WHERE store_key > {placeholders(conn, 1)}",
@@ -276,12 +282,24 @@ class StoreKeys:
         mark = placeholders(conn, 1)
         low, high = min_max_names(conn)
         earlier = np.flatnonzero(self.first < self.db_first)  # a back-fill
+        later = np.flatnonzero(self.last > self.db_last)  # every store of an hourly feed
+        if conn.dialect.name == "postgresql":  # one statement each: (key, instant) as two arrays
+            for column, function, keys, values in (
+                ("first_poll_us", low, earlier, self.first),
+                ("last_poll_us", high, later, self.last),
+            ):
+                if len(keys):
+                    conn.exec_driver_sql(
+                        f"UPDATE stores SET {column} = {function}({column}, given.ts_us) FROM unnest(%s::integer[], "
+                        "%s::bigint[]) AS given (store_key, ts_us) WHERE stores.store_key = given.store_key",
+                        (keys.tolist(), values[keys].tolist()),
+                    )
+            return
         if len(earlier):
             conn.exec_driver_sql(
                 f"UPDATE stores SET first_poll_us = {low}(first_poll_us, {mark}) WHERE store_key = {mark}",
                 list(zip(self.first[earlier].tolist(), earlier.tolist())),
             )
-        later = np.flatnonzero(self.last > self.db_last)  # every store of an hourly feed
         if not len(later):
             return
         last = self.last[later]
@@ -413,15 +431,24 @@ class HoursWriter(FeedWriter):
         self.rows_stored += len(rows)
         if fresh and self.empty:
             self.replaced.update(fresh)
+        elif fresh and conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("DELETE FROM business_hours WHERE store_id = ANY(%s::text[])", (fresh,))
+            self.replaced.update(fresh)
         elif fresh:
             conn.exec_driver_sql(f"DELETE FROM business_hours WHERE store_id = {mark}", [(s,) for s in fresh])
             self.replaced.update(fresh)
-        conn.exec_driver_sql(
-            f"INSERT INTO business_hours (store_id, day, start_s, end_s) VALUES ({placeholders(conn, 4)})",
-            list(
-                zip(rows["store_id"].tolist(), rows["day"].tolist(), rows["start_s"].tolist(), rows["end_s"].tolist())
-            ),
-        )
+        columns = [rows[c].tolist() for c in ("store_id", "day", "start_s", "end_s")]
+        if conn.dialect.name == "postgresql":  # one statement: the columns as arrays
+            conn.exec_driver_sql(
+                "INSERT INTO business_hours (store_id, day, start_s, end_s) "
+                "SELECT * FROM unnest(%s::text[], %s::integer[], %s::integer[], %s::integer[])",
+                tuple(columns),
+            )
+        else:
+            conn.exec_driver_sql(
+                f"INSERT INTO business_hours (store_id, day, start_s, end_s) VALUES ({placeholders(conn, 4)})",
+                list(zip(*columns)),
+            )
         return None
 
     def finish(self, conn) -> None:
@@ -451,10 +478,13 @@ class TimezoneWriter(FeedWriter):
         self.stores_seen.update(rows["store_id"].unique().tolist())
         self.rows_stored = len(self.stores_seen)
         rows = rows.drop_duplicates("store_id", keep="last")
+        columns = rows["store_id"].tolist(), rows["timezone_str"].tolist()
+        postgresql = conn.dialect.name == "postgresql"  # one statement: the columns as arrays
         result = conn.exec_driver_sql(
-            f"INSERT INTO store_timezones (store_id, timezone_str) VALUES ({placeholders(conn, 2)}) "
-            "ON CONFLICT (store_id) DO UPDATE SET timezone_str = excluded.timezone_str "
+            "INSERT INTO store_timezones (store_id, timezone_str) "
+            + ("SELECT * FROM unnest(%s::text[], %s::text[]) " if postgresql else f"VALUES ({placeholders(conn, 2)}) ")
+            + "ON CONFLICT (store_id) DO UPDATE SET timezone_str = excluded.timezone_str "
             "WHERE store_timezones.timezone_str <> excluded.timezone_str",
-            list(zip(rows["store_id"].tolist(), rows["timezone_str"].tolist())),
+            columns if postgresql else list(zip(*columns)),
         )
         return max(result.rowcount, 0)
