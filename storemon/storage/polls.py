@@ -1,10 +1,13 @@
-"""Writing polls in bulk: into ``polls`` or ``polls_recent`` on SQLite, by COPY on PostgreSQL.
+"""Writing polls in bulk into ``polls`` or ``polls_recent``: on SQLite as JSON arrays of packed
+integers, on PostgreSQL by binary COPY.
 
 The status writer (:class:`~storemon.storage.writers.PollWriter`) decides where a file's polls
 go; these functions write them. On SQLite one statement takes :data:`WRITE_ROWS` polls as one
 JSON array of packed integers (:func:`packed_polls`), unpacked inside SQLite by
-:data:`UNPACK_POLLS`. ``polls_recent`` takes new polls until it would pass :func:`recent_limit`,
-then :func:`fold_recent_polls` moves it into ``polls`` (docs/internals.md, "Storage").
+:data:`UNPACK_POLLS`; PostgreSQL takes them as one binary COPY stream built by numpy
+(:func:`binary_polls`). ``polls_recent`` takes new polls until it would pass
+:func:`recent_limit`, then :func:`fold_recent_polls` moves it into ``polls`` (docs/internals.md,
+"Storage").
 Instants are microseconds since the epoch, UTC.
 """
 
@@ -98,9 +101,36 @@ def fold_recent_polls(conn) -> int:
     return max(moved, 0)
 
 
+def insert_recent_polls(conn, store_key: np.ndarray, ts_us: np.ndarray, active: np.ndarray) -> int:
+    """Polls known to be in neither table (each later than every poll of its store) added to
+    ``polls_recent``; returns how many."""
+    if conn.dialect.name != "postgresql":
+        return insert_polls(conn, store_key, ts_us, active, "", table="polls_recent")
+    if len(ts_us):
+        with dbapi_cursor(conn) as cursor:
+            with cursor.copy("COPY polls_recent (store_key, ts_us, active) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.write(binary_polls(store_key, ts_us, active))
+    return len(ts_us)
+
+
 def update_polls(conn, store_key: np.ndarray, ts_us: np.ndarray, active: np.ndarray) -> int:
-    """Polls that may already be stored, on SQLite: a key in ``polls_recent`` is updated there,
-    any other key upserted into ``polls``. Returns the keys that are new or change a status."""
+    """Polls that may already be stored: a key in ``polls_recent`` is updated there, any other
+    key upserted into ``polls``. Returns the keys that are new or change a status."""
+    if conn.dialect.name == "postgresql":
+        with dbapi_cursor(conn) as cursor:
+            _copy_incoming(cursor, binary_polls(store_key, ts_us, active))
+            cursor.execute(
+                "UPDATE polls_recent SET active = given.active FROM polls_incoming AS given WHERE "
+                "polls_recent.store_key = given.store_key AND polls_recent.ts_us = given.ts_us "
+                "AND polls_recent.active <> given.active"
+            )
+            changed = max(cursor.rowcount, 0)
+            cursor.execute(
+                "INSERT INTO polls (store_key, ts_us, active) SELECT store_key, ts_us, active FROM polls_incoming "
+                "AS given WHERE NOT EXISTS (SELECT 1 FROM polls_recent r WHERE r.store_key = given.store_key "
+                f"AND r.ts_us = given.ts_us) {POLL_CONFLICT}"
+            )
+            return changed + max(cursor.rowcount, 0)
     # (a subquery, not WITH: Python's sqlite3 gives no rowcount for a statement that starts with WITH)
     given = f"({UNPACK_POLLS}) AS given"
     changed = 0
@@ -175,15 +205,21 @@ def copy_upsert_polls(
                 if getattr(exc, "sqlstate", None) != "23505":  # unique_violation
                     raise
                 cursor.execute("ROLLBACK TO SAVEPOINT polls_direct")
-        cursor.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS polls_incoming "
-            "(store_key integer, ts_us bigint, active boolean) ON COMMIT DELETE ROWS"
-        )
-        cursor.execute("TRUNCATE polls_incoming")
-        with cursor.copy("COPY polls_incoming (store_key, ts_us, active) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.write(data)
+        _copy_incoming(cursor, data)
         cursor.execute(
             f"INSERT INTO polls (store_key, ts_us, active) SELECT store_key, ts_us, active "
             f"FROM polls_incoming {POLL_CONFLICT}"
         )
         return max(cursor.rowcount, 0), False
+
+
+def _copy_incoming(cursor, data: bytes) -> None:
+    """Binary COPY ``data`` (:func:`binary_polls`) into this session's empty temp table
+    ``polls_incoming`` (PostgreSQL), for an upsert from it."""
+    cursor.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS polls_incoming "
+        "(store_key integer, ts_us bigint, active boolean) ON COMMIT DELETE ROWS"
+    )
+    cursor.execute("TRUNCATE polls_incoming")
+    with cursor.copy("COPY polls_incoming (store_key, ts_us, active) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.write(data)

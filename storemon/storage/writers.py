@@ -19,7 +19,15 @@ import numpy as np
 import pandas as pd
 
 from .packing import json_ints, pack, time_bits, unpack
-from .polls import POLL_CONFLICT, copy_upsert_polls, fold_recent_polls, insert_polls, recent_limit, update_polls
+from .polls import (
+    POLL_CONFLICT,
+    copy_upsert_polls,
+    fold_recent_polls,
+    insert_polls,
+    insert_recent_polls,
+    recent_limit,
+    update_polls,
+)
 from .sql import fetch_all, frame, min_max_names, placeholders
 
 FLUSH_ROWS = 500_000  # parsed polls held before they are written in key order (17 bytes each: 9 MB)
@@ -57,13 +65,16 @@ class PollWriter(FeedWriter):
     number of chunks and the pages each touches both grow. Only keys that are new or change a
     status are counted, so re-ingesting an unchanged file reports 0.
 
-    On SQLite a small write -- the hourly feed -- goes to ``polls_recent`` (see
+    A small write -- the hourly feed -- goes to ``polls_recent`` (see
     :class:`~storemon.models.RecentPoll`): a poll later than every poll stored for its store is
     inserted there; any other poll updates its key where it is (``polls_recent`` or ``polls``) or
     is added to ``polls``, so a key is never in both tables. A file that would take
     ``polls_recent`` past :func:`~storemon.storage.polls.recent_limit` first folds it into
     ``polls``; a file bigger than the limit itself or than one write (:data:`FLUSH_ROWS`: a first
-    load, a back-fill) goes to ``polls``, after a fold.
+    load, a back-fill) goes to ``polls``, after a fold. The same on both databases; the writes
+    themselves differ (:mod:`~storemon.storage.polls`): SQLite unpacks JSON arrays of packed
+    integers, PostgreSQL takes binary COPY, straight into ``polls`` when it was empty (a first
+    load), else through a temporary table and an upsert.
     """
 
     kind = "status"
@@ -74,10 +85,12 @@ class PollWriter(FeedWriter):
         self.pending: list[dict[str, np.ndarray]] = []  # parsed chunks not written yet
         self.pending_rows = 0
         self.flushed = False  # rows were written already (the file is bigger than one write)
-        self.direct: bool | None = None  # PostgreSQL: COPY straight into an empty polls table
-        self.recent: int | None = None  # SQLite: rows in polls_recent (counted at the first write) ...
+        self.direct: bool | None = None  # PostgreSQL: COPY straight into an empty polls table ...
+        self.first_load = False  # ... which it was at the file's first write to it
+        self.recent: int | None = None  # rows in polls_recent (counted at the first write) ...
         self.recent_limit = 0  # ... and how many it may hold
-        self.to_polls = False  # SQLite: this file's rows go to polls (it was too big for polls_recent)
+        self.to_polls = False  # this file's rows go to polls (it was too big for polls_recent)
+        self.folded = False  # this file folded polls_recent into polls first
 
     @property
     def stores(self) -> int:
@@ -124,18 +137,13 @@ class PollWriter(FeedWriter):
         file_last = self.store_keys.file_last
         self.distinct.add(keys, ts, overlaps=bool((ts <= file_last[keys]).any()))
         file_last[keys[ends]] = np.maximum(file_last[keys[ends]], ts[ends])
-        if conn.dialect.name == "postgresql":
-            if self.direct is None:  # decided once per file, at its first write
-                self.direct = conn.exec_driver_sql("SELECT NOT EXISTS (SELECT 1 FROM polls)").scalar()
-            changed, self.direct = copy_upsert_polls(conn, keys, ts, active, self.direct)
-            return changed
-        changed = self._write_sqlite(conn, keys, ts, active, whole_file=final and not self.flushed)
+        changed = self._write(conn, keys, ts, active, whole_file=final and not self.flushed)
         self.flushed = True
         stored_last = self.store_keys.stored_last
         stored_last[keys[ends]] = np.maximum(stored_last[keys[ends]], ts[ends])
         return changed
 
-    def _write_sqlite(self, conn, keys: np.ndarray, ts: np.ndarray, active: np.ndarray, whole_file: bool) -> int:
+    def _write(self, conn, keys: np.ndarray, ts: np.ndarray, active: np.ndarray, whole_file: bool) -> int:
         """Write sorted, distinct polls to ``polls_recent`` or ``polls`` (see the class docstring).
         ``whole_file``: these are all the file's polls (it came in one write)."""
         if self.recent is None:
@@ -144,12 +152,19 @@ class PollWriter(FeedWriter):
         if not self.to_polls and (not whole_file or self.recent + len(ts) > self.recent_limit):
             if self.recent:
                 fold_recent_polls(conn)
+                self.folded = True
             self.recent = 0
             self.to_polls = not whole_file or len(ts) > self.recent_limit
         if self.to_polls:
-            return insert_polls(conn, keys, ts, active, POLL_CONFLICT)
+            if conn.dialect.name != "postgresql":
+                return insert_polls(conn, keys, ts, active, POLL_CONFLICT)
+            if self.direct is None:  # decided once per file, at its first write to polls
+                self.direct = conn.exec_driver_sql("SELECT NOT EXISTS (SELECT 1 FROM polls)").scalar()
+                self.first_load = self.direct
+            changed, self.direct = copy_upsert_polls(conn, keys, ts, active, self.direct)
+            return changed
         fresh = ts > self.store_keys.stored_last[keys]  # later than any poll of its store: in neither table
-        changed = insert_polls(conn, keys[fresh], ts[fresh], active[fresh], "", table="polls_recent")
+        changed = insert_recent_polls(conn, keys[fresh], ts[fresh], active[fresh])
         self.recent += changed
         if not fresh.all():
             old = ~fresh
@@ -162,6 +177,14 @@ class PollWriter(FeedWriter):
         changed = self._flush(conn, final=True)
         self.rows_stored = self.distinct.count()
         self.store_keys.write_spans(conn)
+        if (self.to_polls or self.folded) and conn.dialect.name == "postgresql":
+            # The pages this file added to polls (directly or by a fold) in the time index: a
+            # page range not summarised yet matches every query (engine.tune_postgresql).
+            conn.exec_driver_sql("SELECT brin_summarize_new_values('polls_ts_brin')")
+        if self.first_load:
+            # The planner's statistics for what a first load wrote, before anyone reads it (a
+            # table without them gets guessed row counts, and plans to match).
+            conn.exec_driver_sql("ANALYZE stores, polls")
         return changed
 
 
