@@ -8,8 +8,8 @@ Where each part lives:
 * :mod:`.ledger` -- the ingest ledger (table ``ingests``) and the data version read from it.
 * :mod:`.writers` -- one writer class per feed (status, hours, time zones), and the status
   writer's per-file bookkeeping (:class:`StoreKeys`, :class:`DistinctKeys`).
-* :mod:`.polls` -- the bulk writes of polls: ``polls`` and ``polls_recent`` on SQLite and their
-  fold, COPY on PostgreSQL.
+* :mod:`.polls` -- the bulk writes of polls: ``polls`` and ``polls_recent`` and their fold
+  (SQLite: JSON arrays unpacked by ``json_each``; PostgreSQL: binary COPY).
 * :mod:`.reads` -- what a report reads (one read transaction), and one store's rows.
 * :mod:`.sql` -- how the modules above run SQL: parameter marks, the driver's cursor for bulk
   work (:func:`~.sql.dbapi_cursor`), a query as a DataFrame.

@@ -232,6 +232,8 @@ def hours_by_key(conn, keys: tuple[int, int] | None = None) -> pd.DataFrame:
             cursor.execute(sql, params, binary=True)
             blobs = cursor.fetchone()
         store_key, packed = (np.frombuffer(b or b"", dtype=">i8").astype(np.int64) for b in blobs)
+        order = np.argsort(store_key, kind="stable")  # by store, as SQLite gives them
+        store_key, packed = store_key[order], packed[order]
     day, times = unpack(packed, 36)
     start_s, end_s = unpack(times, 18)
     return pd.DataFrame({"store_key": store_key, "day": day, "start_s": start_s, "end_s": end_s})
