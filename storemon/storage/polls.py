@@ -181,36 +181,62 @@ def binary_polls(store_key: np.ndarray, ts_us: np.ndarray, active: np.ndarray) -
     return COPY_HEADER + rows.tobytes() + COPY_TRAILER
 
 
-def copy_upsert_polls(
-    conn, store_key: np.ndarray, ts_us: np.ndarray, active: np.ndarray, direct: bool
-) -> tuple[int, bool]:
-    """PostgreSQL's path, by binary COPY (:func:`binary_polls`). Returns (rows changed, whether
-    ``direct`` still holds).
-
-    ``direct`` (the polls table was empty when the file began): COPY the chunk straight into
-    ``polls`` -- a first load at COPY speed. Should a key repeat across chunks, the unique
-    violation is rolled back to a savepoint and this and later chunks take the general path:
-    COPY into a temp table, then one ``INSERT ... ON CONFLICT`` (the later row wins).
-    """
-    data = binary_polls(store_key, ts_us, active)
+def copy_upsert_polls(conn, store_key: np.ndarray, ts_us: np.ndarray, active: np.ndarray, table: str = "polls") -> int:
+    """PostgreSQL: polls upserted into ``table`` (``polls``, or :data:`LOAD_TABLE` once it has
+    its key) by binary COPY into a temp table and one ``INSERT ... ON CONFLICT`` (the later row
+    wins). Returns the keys that are new or change a status."""
     with dbapi_cursor(conn) as cursor:
-        if direct:
-            cursor.execute("SAVEPOINT polls_direct")
-            try:
-                with cursor.copy("COPY polls (store_key, ts_us, active) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.write(data)
-                cursor.execute("RELEASE SAVEPOINT polls_direct")
-                return len(ts_us), True
-            except Exception as exc:  # noqa: BLE001
-                if getattr(exc, "sqlstate", None) != "23505":  # unique_violation
-                    raise
-                cursor.execute("ROLLBACK TO SAVEPOINT polls_direct")
-        _copy_incoming(cursor, data)
+        _copy_incoming(cursor, binary_polls(store_key, ts_us, active))
         cursor.execute(
-            f"INSERT INTO polls (store_key, ts_us, active) SELECT store_key, ts_us, active "
-            f"FROM polls_incoming {POLL_CONFLICT}"
+            f"INSERT INTO {table} (store_key, ts_us, active) SELECT store_key, ts_us, active FROM polls_incoming "
+            "ON CONFLICT (store_key, ts_us) DO UPDATE SET active = excluded.active "
+            f"WHERE {table}.active <> excluded.active"
         )
-        return max(cursor.rowcount, 0), False
+        return max(cursor.rowcount, 0)
+
+
+# A first load on PostgreSQL (``polls`` empty when the file begins) is built beside it, in a table
+# the ingest's transaction creates: COPY into a table without indexes, created in the same
+# transaction, writes its rows frozen (no hint bits to set on the first read) and maintains no
+# index; the primary key is then built in one sorted pass (a compact index), and the table takes
+# the place of ``polls`` at the end, under a lock held for milliseconds. About twice as fast as
+# COPY into the indexed ``polls`` (measured at 1x: 1.5 s against 2.9 s), and reads after it are
+# faster too.
+LOAD_TABLE = "polls_load"
+
+
+def begin_first_load(conn) -> None:
+    """Create :data:`LOAD_TABLE`, with the columns of ``polls`` and no index."""
+    conn.exec_driver_sql(f"CREATE TABLE {LOAD_TABLE} (LIKE polls INCLUDING DEFAULTS)")
+
+
+def copy_first_load(conn, store_key: np.ndarray, ts_us: np.ndarray, active: np.ndarray) -> int:
+    """Polls of a first load, all distinct from those copied before, appended to
+    :data:`LOAD_TABLE` frozen (``COPY ... FREEZE``). Returns how many."""
+    with dbapi_cursor(conn) as cursor:
+        with cursor.copy(f"COPY {LOAD_TABLE} (store_key, ts_us, active) FROM STDIN (FORMAT BINARY, FREEZE)") as copy:
+            copy.write(binary_polls(store_key, ts_us, active))
+    return len(ts_us)
+
+
+def key_first_load(conn) -> None:
+    """The primary key of :data:`LOAD_TABLE`, built from the rows it holds (they are distinct):
+    before a write that may repeat a key (then upserted), or at the end."""
+    conn.exec_driver_sql(f"ALTER TABLE {LOAD_TABLE} ADD CONSTRAINT {LOAD_TABLE}_pkey PRIMARY KEY (store_key, ts_us)")
+
+
+def end_first_load(conn) -> None:
+    """:data:`LOAD_TABLE` (keyed) becomes ``polls``: its time index and statistics first, then
+    the empty ``polls`` dropped and the names taken over, inside the ingest's transaction."""
+    conn.exec_driver_sql(f"CREATE INDEX {LOAD_TABLE}_ts_brin ON {LOAD_TABLE} USING brin (ts_us)")
+    conn.exec_driver_sql(f"ANALYZE {LOAD_TABLE}")
+    conn.exec_driver_sql("LOCK TABLE polls IN ACCESS EXCLUSIVE MODE")
+    if conn.exec_driver_sql("SELECT EXISTS (SELECT 1 FROM polls)").scalar():
+        raise RuntimeError("storage: polls is no longer empty, a first load cannot replace it")
+    conn.exec_driver_sql("DROP TABLE polls")
+    conn.exec_driver_sql(f"ALTER TABLE {LOAD_TABLE} RENAME TO polls")
+    conn.exec_driver_sql(f"ALTER INDEX {LOAD_TABLE}_pkey RENAME TO polls_pkey")  # (and its constraint)
+    conn.exec_driver_sql(f"ALTER INDEX {LOAD_TABLE}_ts_brin RENAME TO polls_ts_brin")
 
 
 def _copy_incoming(cursor, data: bytes) -> None:

@@ -20,15 +20,20 @@ import pandas as pd
 
 from .packing import json_ints, pack, time_bits, unpack
 from .polls import (
+    LOAD_TABLE,
     POLL_CONFLICT,
+    begin_first_load,
+    copy_first_load,
     copy_upsert_polls,
+    end_first_load,
     fold_recent_polls,
     insert_polls,
     insert_recent_polls,
+    key_first_load,
     recent_limit,
     update_polls,
 )
-from .sql import fetch_all, frame, min_max_names, placeholders
+from .sql import dbapi_cursor, fetch_all, frame, min_max_names, placeholders
 
 FLUSH_ROWS = 500_000  # parsed polls held before they are written in key order (17 bytes each: 9 MB)
 
@@ -73,8 +78,8 @@ class PollWriter(FeedWriter):
     ``polls``; a file bigger than the limit itself or than one write (:data:`FLUSH_ROWS`: a first
     load, a back-fill) goes to ``polls``, after a fold. The same on both databases; the writes
     themselves differ (:mod:`~storemon.storage.polls`): SQLite unpacks JSON arrays of packed
-    integers, PostgreSQL takes binary COPY, straight into ``polls`` when it was empty (a first
-    load), else through a temporary table and an upsert.
+    integers, PostgreSQL takes binary COPY -- into a table built beside an empty ``polls`` that
+    then takes its place (a first load), else through a temporary table and an upsert.
     """
 
     kind = "status"
@@ -85,8 +90,10 @@ class PollWriter(FeedWriter):
         self.pending: list[dict[str, np.ndarray]] = []  # parsed chunks not written yet
         self.pending_rows = 0
         self.flushed = False  # rows were written already (the file is bigger than one write)
-        self.direct: bool | None = None  # PostgreSQL: COPY straight into an empty polls table ...
-        self.first_load = False  # ... which it was at the file's first write to it
+        # PostgreSQL, at the file's first write to polls: "copy" (polls was empty: a first load,
+        # copied into a table built beside it), "upsert" (the same, keyed: a key may repeat), ""
+        # (polls held rows: upserts)
+        self.load: str | None = None
         self.recent: int | None = None  # rows in polls_recent (counted at the first write) ...
         self.recent_limit = 0  # ... and how many it may hold
         self.to_polls = False  # this file's rows go to polls (it was too big for polls_recent)
@@ -135,17 +142,21 @@ class PollWriter(FeedWriter):
             keys, ts, active = keys[last], ts[last], active[last]
         ends = np.r_[keys[1:] != keys[:-1], True]  # each store's last row
         file_last = self.store_keys.file_last
-        self.distinct.add(keys, ts, overlaps=bool((ts <= file_last[keys]).any()))
+        overlaps = bool((ts <= file_last[keys]).any())  # a key may repeat one of an earlier write
+        self.distinct.add(keys, ts, overlaps=overlaps)
         file_last[keys[ends]] = np.maximum(file_last[keys[ends]], ts[ends])
-        changed = self._write(conn, keys, ts, active, whole_file=final and not self.flushed)
+        changed = self._write(conn, keys, ts, active, whole_file=final and not self.flushed, overlaps=overlaps)
         self.flushed = True
         stored_last = self.store_keys.stored_last
         stored_last[keys[ends]] = np.maximum(stored_last[keys[ends]], ts[ends])
         return changed
 
-    def _write(self, conn, keys: np.ndarray, ts: np.ndarray, active: np.ndarray, whole_file: bool) -> int:
+    def _write(
+        self, conn, keys: np.ndarray, ts: np.ndarray, active: np.ndarray, whole_file: bool, overlaps: bool
+    ) -> int:
         """Write sorted, distinct polls to ``polls_recent`` or ``polls`` (see the class docstring).
-        ``whole_file``: these are all the file's polls (it came in one write)."""
+        ``whole_file``: these are all the file's polls (it came in one write); ``overlaps``: a
+        key may repeat one of an earlier write of the file."""
         if self.recent is None:
             self.recent = int(conn.exec_driver_sql("SELECT count(*) FROM polls_recent").scalar())
             self.recent_limit = recent_limit(self.store_keys.known)
@@ -158,11 +169,7 @@ class PollWriter(FeedWriter):
         if self.to_polls:
             if conn.dialect.name != "postgresql":
                 return insert_polls(conn, keys, ts, active, POLL_CONFLICT)
-            if self.direct is None:  # decided once per file, at its first write to polls
-                self.direct = conn.exec_driver_sql("SELECT NOT EXISTS (SELECT 1 FROM polls)").scalar()
-                self.first_load = self.direct
-            changed, self.direct = copy_upsert_polls(conn, keys, ts, active, self.direct)
-            return changed
+            return self._write_postgresql(conn, keys, ts, active, overlaps)
         fresh = ts > self.store_keys.stored_last[keys]  # later than any poll of its store: in neither table
         changed = insert_recent_polls(conn, keys[fresh], ts[fresh], active[fresh])
         self.recent += changed
@@ -171,20 +178,38 @@ class PollWriter(FeedWriter):
             changed += update_polls(conn, keys[old], ts[old], active[old])
         return changed
 
+    def _write_postgresql(self, conn, keys: np.ndarray, ts: np.ndarray, active: np.ndarray, overlaps: bool) -> int:
+        """Polls bound for ``polls`` on PostgreSQL: into an empty ``polls`` (a first load) by
+        COPY into a table built beside it (:data:`~storemon.storage.polls.LOAD_TABLE`), keyed
+        before a write that may repeat a key; otherwise upserted."""
+        if self.load is None:  # decided once per file, at its first write to polls
+            self.load = "copy" if conn.exec_driver_sql("SELECT NOT EXISTS (SELECT 1 FROM polls)").scalar() else ""
+            if self.load:
+                begin_first_load(conn)
+        if self.load == "copy" and overlaps:
+            key_first_load(conn)
+            self.load = "upsert"
+        if self.load == "copy":
+            return copy_first_load(conn, keys, ts, active)
+        return copy_upsert_polls(conn, keys, ts, active, LOAD_TABLE if self.load else "polls")
+
     def finish(self, conn) -> int:
         """The rows still held, then the spans in ``stores`` the file widens
         (:meth:`StoreKeys.write_spans`). Returns how many keys the last write made new or changed."""
         changed = self._flush(conn, final=True)
         self.rows_stored = self.distinct.count()
         self.store_keys.write_spans(conn)
-        if (self.to_polls or self.folded) and conn.dialect.name == "postgresql":
-            # The pages this file added to polls (directly or by a fold) in the time index: a
-            # page range not summarised yet matches every query (engine.tune_postgresql).
-            conn.exec_driver_sql("SELECT brin_summarize_new_values('polls_ts_brin')")
-        if self.first_load:
+        if self.load:  # a first load on PostgreSQL: its table takes the place of polls
+            if self.load == "copy":
+                key_first_load(conn)
+            end_first_load(conn)
             # The planner's statistics for what a first load wrote, before anyone reads it (a
             # table without them gets guessed row counts, and plans to match).
-            conn.exec_driver_sql("ANALYZE stores, polls")
+            conn.exec_driver_sql("ANALYZE stores")
+        elif (self.to_polls or self.folded) and conn.dialect.name == "postgresql":
+            # The pages this file added to polls (upserted or by a fold) in the time index: a
+            # page range not summarised yet matches every query (engine.tune_postgresql).
+            conn.exec_driver_sql("SELECT brin_summarize_new_values('polls_ts_brin')")
         return changed
 
 
@@ -461,12 +486,11 @@ class HoursWriter(FeedWriter):
             conn.exec_driver_sql(f"DELETE FROM business_hours WHERE store_id = {mark}", [(s,) for s in fresh])
             self.replaced.update(fresh)
         columns = [rows[c].tolist() for c in ("store_id", "day", "start_s", "end_s")]
-        if conn.dialect.name == "postgresql":  # one statement: the columns as arrays
-            conn.exec_driver_sql(
-                "INSERT INTO business_hours (store_id, day, start_s, end_s) "
-                "SELECT * FROM unnest(%s::text[], %s::integer[], %s::integer[], %s::integer[])",
-                tuple(columns),
-            )
+        if conn.dialect.name == "postgresql":  # COPY (the driver escapes each row)
+            with dbapi_cursor(conn) as cursor:
+                with cursor.copy("COPY business_hours (store_id, day, start_s, end_s) FROM STDIN") as copy:
+                    for row in zip(*columns):
+                        copy.write_row(row)
         else:
             conn.exec_driver_sql(
                 f"INSERT INTO business_hours (store_id, day, start_s, end_s) VALUES ({placeholders(conn, 4)})",
