@@ -481,9 +481,9 @@ class Bench:
                 seconds = [r["seconds"] for r in lite], [r["seconds"] for r in pg]
                 rows("ingest 1x, 3 files into an empty db", *seconds, 1.5)
                 self.add("PostgreSQL: ingest 1x: peak RSS", [r["peak_mb"] for r in pg], "MB", 600)
-                # The first read of rows just loaded sets their hint bits (PostgreSQL writes them
-                # once, as VACUUM would): timed on its own, then the reports side by side on
-                # that database, as SQLite's on its cached one.
+                # The first report on a database just loaded (the server's cache cold) is timed
+                # on its own, then the reports side by side on that database, as SQLite's on its
+                # cached one.
                 first = run_phase("report", urls[0], reports)
                 say(f"  report 1x PostgreSQL, first read after the load: {first['seconds']:.2f} s")
                 self.add("PostgreSQL: report 1x, first read after the load: time", [first["seconds"]], "s")
