@@ -578,11 +578,16 @@ def machine() -> list[tuple[str, str]]:
     ]
 
 
-def write_results(bench: Bench, text: str, elapsed: float) -> None:
-    info = "\n".join(f"- **{k}:** {v}" for k, v in machine())
-    details = "\n".join(
+def all_runs(bench: Bench) -> str:
+    """Every run of each figure measured more than once, one line per figure."""
+    return "\n".join(
         f"- {f.name}: " + ", ".join(f.show(v) for v in f.values) for f in bench.figures if len(f.values) > 1
     )
+
+
+def write_results(bench: Bench, text: str, elapsed: float) -> None:
+    info = "\n".join(f"- **{k}:** {v}" for k, v in machine())
+    details = all_runs(bench)
     RESULTS_MD.write_text(f"""# storemon benchmark results
 
 Written by `make bench` (`python -m bench`); this run took {elapsed / 60:.1f} min in all.
@@ -724,6 +729,8 @@ def main(argv: list[str]) -> int:
     if chosen == phases:  # a partial run does not replace the full results
         write_results(bench, text, elapsed)
         written = f" Written to {RESULTS_MD.relative_to(ROOT)}."
+    else:  # ... it shows every run instead
+        say("All runs:\n" + all_runs(bench) + "\n")
     say(
         f"{len(missed)} target(s) missed"
         + (": " + "; ".join(missed) if missed else "")
