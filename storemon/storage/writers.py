@@ -33,7 +33,7 @@ from .polls import (
     recent_limit,
     update_polls,
 )
-from .sql import dbapi_cursor, fetch_all, frame, min_max_names, placeholders
+from .sql import dbapi_cursor, frame, min_max_names, placeholders
 
 FLUSH_ROWS = 500_000  # parsed polls held before they are written in key order (17 bytes each: 9 MB)
 
@@ -253,10 +253,20 @@ class StoreKeys:
                 ).one()
                 ids = json.loads(row[0])
                 columns = [np.array(text.split(",") if text else [], dtype=np.int64) for text in row[1:]]
-            else:
-                known = fetch_all(conn, "SELECT store_id, store_key, first_poll_us, last_poll_us FROM stores")
-                ids = [row[0] for row in known]
-                columns = [np.fromiter((row[i] for row in known), dtype=np.int64, count=len(known)) for i in (1, 2, 3)]
+            else:  # the same, the numbers as bytea of int8 (no tuple per store: less for the GC to walk)
+                with dbapi_cursor(conn) as cursor:
+                    cursor.execute(
+                        "SELECT json_agg(store_id ORDER BY store_key)::text, "
+                        + ", ".join(
+                            f"string_agg(int8send({c}::bigint), '' ORDER BY store_key)"
+                            for c in ("store_key", "first_poll_us", "last_poll_us")
+                        )
+                        + " FROM stores",
+                        binary=True,
+                    )
+                    row = cursor.fetchone()
+                ids = json.loads(row[0]) if row[0] else []
+                columns = [np.frombuffer(b or b"", dtype=">i8").astype(np.int64) for b in row[1:]]
             self.ids = pd.Index(ids, dtype=object)
             self.key_of = columns[0]
             self._grow()
