@@ -253,13 +253,14 @@ class StoreKeys:
                 ).one()
                 ids = json.loads(row[0])
                 columns = [np.array(text.split(",") if text else [], dtype=np.int64) for text in row[1:]]
-            else:  # the same, the numbers as bytea of int8 (no tuple per store: less for the GC to walk)
+            else:  # the same, the numbers as bytea of int8 (no tuple per store: less for the GC to walk);
+                # the aggregates of one pass see the rows in one order, so they stay aligned (no sort)
                 with dbapi_cursor(conn) as cursor:
                     cursor.execute(
-                        "SELECT json_agg(store_id ORDER BY store_key)::text, "
+                        "SELECT json_agg(store_id)::text, "
                         + ", ".join(
-                            f"string_agg(int8send({c}::bigint), '' ORDER BY store_key)"
-                            for c in ("store_key", "first_poll_us", "last_poll_us")
+                            f"string_agg(int8send({column}::bigint), '')"
+                            for column in ("store_key", "first_poll_us", "last_poll_us")
                         )
                         + " FROM stores",
                         binary=True,
