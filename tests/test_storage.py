@@ -181,6 +181,12 @@ def test_random_files_store_what_later_rows_win_says(engine, tmp_path, monkeypat
             assert summary.rows_changed == changed, (step, kind)
         assert summary.rows_stored == len({(s, t) for s, t, _ in rows}), (step, kind)
         assert stored(engine) == model, (step, kind)
+        spans: dict = {}
+        for s, t in model:
+            spans[s] = (min(t, spans.get(s, (t, t))[0]), max(t, spans.get(s, (t, t))[1]))
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT store_id, first_poll_us, last_poll_us FROM stores").all()
+        assert {s: (first, last) for s, first, last in rows} == spans, (step, kind)  # each store's span
         latest = max(t for _, t in model)
     with engine.connect() as conn:
         frame = storage.polls_between(conn, T0, latest)
