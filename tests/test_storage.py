@@ -340,3 +340,8 @@ def test_postgresql_schema_has_its_time_index_and_room_for_hot_updates(engine, t
     hour = [(f"s{i}", T0 + 5000 * 60_000_000 + i, True) for i in range(40)]
     ingest_file(engine, "status", write_feed(tmp_path / "hour.csv", hour))
     assert table_sizes(engine) == (4000, 40)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("DROP INDEX polls_ts_brin")  # a database without it still ingests ...
+        conn.commit()
+    ingest_file(engine, "status", write_feed(tmp_path / "again.csv", rows[:2000]), force=True, chunk_rows=500)
+    assert storage.engine.tune_postgresql(engine) == ["polls_ts_brin"]  # ... and gets it at the next start

@@ -273,9 +273,12 @@ def tune_postgresql(engine: Engine) -> list[str]:
 
 
 def empty_database() -> None:
-    """Drop storemon's tables and create them again, empty."""
+    """Drop storemon's tables and create them again, empty (on PostgreSQL with what
+    :func:`tune_postgresql` adds)."""
     db.drop_all()
     db.create_all()
+    if db.engine.dialect.name == "postgresql":
+        tune_postgresql(db.engine)
 
 
 def remove_database() -> str:

@@ -209,7 +209,9 @@ class PollWriter(FeedWriter):
         elif (self.to_polls or self.folded) and conn.dialect.name == "postgresql":
             # The pages this file added to polls (upserted or by a fold) in the time index: a
             # page range not summarised yet matches every query (engine.tune_postgresql).
-            conn.exec_driver_sql("SELECT brin_summarize_new_values('polls_ts_brin')")
+            conn.exec_driver_sql(
+                "SELECT brin_summarize_new_values(i) FROM to_regclass('polls_ts_brin') AS i WHERE i IS NOT NULL"
+            )
         return changed
 
 
