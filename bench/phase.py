@@ -281,7 +281,7 @@ class Gunicorn:
         self.base = f"http://127.0.0.1:{port}"
         env = {
             **os.environ,
-            "DATABASE_URL": f"sqlite:///{db_path}",
+            "DATABASE_URL": db_path if is_url(db_path) else f"sqlite:///{db_path}",
             "REPORTS_DIR": reports_dir,
             "STOREMON_BIND": f"127.0.0.1:{port}",
             "STOREMON_WEB_WORKERS": str(workers),

@@ -49,14 +49,14 @@ class Poll(_PollColumns, db.Model):
     table's own B-tree: each store's polls are stored together in time order, and "the polls of
     every store between A and B" is one seek plus one contiguous range read per store -- the cost
     follows the polls in the range, not the length of history kept. (Appending the hourly feed
-    here would touch one leaf per store: on SQLite new polls land in :class:`RecentPoll` first.)
+    here would touch one leaf per store: new polls land in :class:`RecentPoll` first.)
     """
 
     __tablename__ = "polls"
 
 
 class RecentPoll(_PollColumns, db.Model):
-    """Polls just ingested, not yet folded into :class:`Poll` (SQLite; same key and columns).
+    """Polls just ingested, not yet folded into :class:`Poll` (same key and columns).
 
     Each hour's feed adds about one poll per store. Added to ``polls`` it changes one leaf page
     per store -- 14,000 pages (57 MB of write-ahead log) for 14,000 polls. Added here, to a table

@@ -597,29 +597,43 @@ def test_chunks_are_written_together_in_key_order(engine, tmp_path):
     assert (s.rows_read, s.rows_stored, s.rows_changed, s.stores) == (5, 4, 4, 4)
 
 
-def test_postgresql_copies_a_first_load_straight_in_and_upserts_later_files(engine, tmp_path, monkeypatch):
-    """The fast path is taken when it may be: every chunk of a first load goes straight into
-    `polls`; once the table holds rows, chunks go through the upsert. SQLite never uses COPY."""
+def test_postgresql_copies_a_first_load_beside_polls_and_upserts_later_files(engine, tmp_path, monkeypatch):
+    """The fast path is taken when it may be: a first load is copied into a table built beside the
+    empty `polls`, keyed before a write that may repeat a key, and takes the place of `polls`
+    with its primary key and time index; once `polls` holds rows, writes are upserts. SQLite
+    never uses COPY."""
     paths_taken = []
-    real = storage.writers.copy_upsert_polls
+    for name in ("copy_first_load", "key_first_load", "end_first_load", "copy_upsert_polls"):
+        real = getattr(storage.writers, name)
 
-    def spy(conn, frame, direct):
-        changed, still_direct = real(conn, frame, direct)
-        paths_taken.append(still_direct)
-        return changed, still_direct
+        def spy(*args, real=real, name=name):
+            paths_taken.append(name)
+            return real(*args)
 
-    monkeypatch.setattr(storage.writers, "copy_upsert_polls", spy)
+        monkeypatch.setattr(storage.writers, name, spy)
     header = "store_id,status,timestamp_utc\n"
-    first = write_csv(tmp_path / "a.csv", header + "".join(f"{i},active,2023-01-25 12:00:00 UTC\n" for i in range(6)))
+    first = write_csv(
+        tmp_path / "a.csv",
+        header
+        + "".join(f"{i},active,2023-01-25 12:00:0{i} UTC\n" for i in range(6))
+        + "0,inactive,2023-01-25 12:00:00 UTC\n",  # the first row's key again, in the last write
+    )
     later = write_csv(tmp_path / "b.csv", header + "".join(f"{i},inactive,2023-01-25 13:00:00 UTC\n" for i in range(4)))
     monkeypatch.setattr(storage.writers, "FLUSH_ROWS", 2)  # each chunk written on its own
-    ingest_file(engine, "status", first, chunk_rows=2)
-    ingest_file(engine, "status", later, chunk_rows=2)
+    summary = ingest_file(engine, "status", first, chunk_rows=2)
+    assert summary.rows_stored == 6
     if engine.dialect.name == "postgresql":
-        assert paths_taken == [True, True, True, False, False]
-    else:
-        assert paths_taken == []
+        copies = ["copy_first_load"] * 3
+        assert paths_taken == [*copies, "key_first_load", "copy_upsert_polls", "end_first_load"]
+        with engine.connect() as conn:
+            indexes = conn.exec_driver_sql("SELECT indexname FROM pg_indexes WHERE tablename = 'polls'").scalars().all()
+            assert sorted(indexes) == ["polls_pkey", "polls_ts_brin"]
+            assert not conn.exec_driver_sql("SELECT to_regclass('polls_load') IS NOT NULL").scalar()
+    paths_taken.clear()
+    ingest_file(engine, "status", later, chunk_rows=2)
+    assert paths_taken == (["copy_upsert_polls"] * 2 if engine.dialect.name == "postgresql" else [])
     assert len(polls(engine)) == 10
+    assert ("0", 1674648000000000, False) in polls(engine)  # the later row for the key won
 
 
 @pytest.mark.parametrize("loaded_before", [False, True])

@@ -89,8 +89,8 @@ def loaded_random(engine, tmp_path):
 
 @pytest.fixture(params=["polls_recent", "folds"])
 def recent_limit(request, monkeypatch):
-    """SQLite keeps new polls in polls_recent: with its default limit, these small files all stay
-    there; with a limit of a few polls, most files fold it into polls first."""
+    """New polls land in polls_recent (both databases): with its default limit, these small
+    files all stay there; with a limit of a few polls, most files fold it into polls first."""
     if request.param == "folds":
         monkeypatch.setattr(storage.polls, "RECENT_POLLS_MIN", 0)
         monkeypatch.setattr(storage.polls, "RECENT_POLLS_PER_STORE", 1)

@@ -1,8 +1,10 @@
 """Storage (storemon/storage/): polls in ``polls_recent`` folded into ``polls``, polls packed for
-SQLite, distinct keys counted, the schema created by processes starting at once and upgraded at
-start-up; special hours written, read by store key and by store, and removed (both databases).
+SQLite and for PostgreSQL's binary COPY, distinct keys counted, the schema created by processes
+starting at once and upgraded at start-up, PostgreSQL's own indexes and table settings; special
+hours written, read by store key and by store, and removed (both databases).
 
-New polls land in ``polls_recent`` and are folded into ``polls`` (SQLite). Whatever the mix of
+New polls land in ``polls_recent`` and are folded into ``polls`` (on both databases, each test
+runs on both). Whatever the mix of
 files -- an hour of new polls, overwrites of keys in either table, a key repeated across the
 chunks of one file, a file too big for ``polls_recent`` -- the database must hold exactly what a
 plain "the later row for a key wins" dictionary holds, each key in one table only, and every
@@ -26,22 +28,6 @@ from storemon.ingest import ingest_file
 
 HOUR_US = 3_600_000_000
 T0 = 1_674_000_000_000_000  # 2023-01-18
-
-
-@pytest.fixture
-def sqlite_engine(tmp_path):
-    """The recent-polls path is SQLite's (PostgreSQL writes polls directly)."""
-    app = create_app(
-        {
-            "TESTING": True,
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'storemon.db'}",
-            "REPORTS_DIR": str(tmp_path / "reports"),
-            "UPLOAD_DIR": str(tmp_path / "uploads"),
-        }
-    )
-    with app.app_context():
-        yield db.engine
-        storage.dispose_all()
 
 
 def write_feed(path, rows) -> str:
@@ -78,27 +64,27 @@ def table_sizes(engine) -> tuple[int, int]:
         )
 
 
-def test_an_hour_of_polls_lands_in_polls_recent_and_a_fold_moves_it(sqlite_engine, tmp_path, monkeypatch):
+def test_an_hour_of_polls_lands_in_polls_recent_and_a_fold_moves_it(engine, tmp_path, monkeypatch):
     monkeypatch.setattr(storage.polls, "RECENT_POLLS_MIN", 0)
     monkeypatch.setattr(storage.polls, "RECENT_POLLS_PER_STORE", 3)  # 30 polls for 10 stores
     stores = [f"{i:03d}" for i in range(10)]
     first = [(s, T0 + h * HOUR_US + i, True) for h in range(5) for i, s in enumerate(stores)]
-    ingest_file(sqlite_engine, "status", write_feed(tmp_path / "first.csv", first))
-    assert table_sizes(sqlite_engine) == (50, 0)  # 50 polls: more than polls_recent takes, so polls
+    ingest_file(engine, "status", write_feed(tmp_path / "first.csv", first))
+    assert table_sizes(engine) == (50, 0)  # 50 polls: more than polls_recent takes, so polls
     sizes = []
     for h in range(5, 10):
         hour = [(s, T0 + h * HOUR_US + i, h % 2 == 0) for i, s in enumerate(stores)]
-        summary = ingest_file(sqlite_engine, "status", write_feed(tmp_path / f"h{h}.csv", hour))
+        summary = ingest_file(engine, "status", write_feed(tmp_path / f"h{h}.csv", hour))
         assert summary.rows_changed == summary.rows_stored == 10
-        sizes.append(table_sizes(sqlite_engine))
+        sizes.append(table_sizes(engine))
     # 10 a file: the fourth file would pass 30, so it first moves the 30 held into polls.
     assert sizes == [(50, 10), (50, 20), (50, 30), (80, 10), (80, 20)]
     expected = {(s, t): a for s, t, a in first}
     for h in range(5, 10):
         expected.update({(s, T0 + h * HOUR_US + i): h % 2 == 0 for i, s in enumerate(stores)})
-    assert stored(sqlite_engine) == expected
+    assert stored(engine) == expected
 
-    with sqlite_engine.connect() as conn:
+    with engine.connect() as conn:
         frame = storage.polls_between(conn, T0, T0 + 20 * HOUR_US)
         assert len(frame) == 100
         keys, ts = frame["store_key"].to_numpy(), frame["ts_us"].to_numpy()
@@ -110,13 +96,13 @@ def test_an_hour_of_polls_lands_in_polls_recent_and_a_fold_moves_it(sqlite_engin
         assert storage.latest_poll_at_or_before(conn, T0 + 9 * HOUR_US - 1) == T0 + 8 * HOUR_US + 9
 
 
-def test_overwrites_find_their_key_in_either_table_and_count_only_changes(sqlite_engine, tmp_path):
+def test_overwrites_find_their_key_in_either_table_and_count_only_changes(engine, tmp_path):
     old = [("a", T0, True), ("a", T0 + HOUR_US, True), ("b", T0, False)]
-    ingest_file(sqlite_engine, "status", write_feed(tmp_path / "1.csv", old), force=True)
-    storage_fold(sqlite_engine)  # these three are now in polls
+    ingest_file(engine, "status", write_feed(tmp_path / "1.csv", old), force=True)
+    storage_fold(engine)  # these three are now in polls
     new = [("a", T0 + 2 * HOUR_US, True), ("b", T0 + 2 * HOUR_US, True)]
-    ingest_file(sqlite_engine, "status", write_feed(tmp_path / "2.csv", new))
-    assert table_sizes(sqlite_engine) == (3, 2)
+    ingest_file(engine, "status", write_feed(tmp_path / "2.csv", new))
+    assert table_sizes(engine) == (3, 2)
     # One key of each table flipped, one of each repeated as it is, one new key between old ones.
     mixed = [
         ("a", T0, False),
@@ -125,9 +111,9 @@ def test_overwrites_find_their_key_in_either_table_and_count_only_changes(sqlite
         ("a", T0 + 2 * HOUR_US, True),
         ("b", T0 + HOUR_US, True),
     ]
-    summary = ingest_file(sqlite_engine, "status", write_feed(tmp_path / "3.csv", mixed))
+    summary = ingest_file(engine, "status", write_feed(tmp_path / "3.csv", mixed))
     assert summary.rows_changed == 3
-    assert stored(sqlite_engine) == {
+    assert stored(engine) == {
         ("a", T0): False,
         ("a", T0 + HOUR_US): True,
         ("a", T0 + 2 * HOUR_US): True,
@@ -135,7 +121,7 @@ def test_overwrites_find_their_key_in_either_table_and_count_only_changes(sqlite
         ("b", T0 + HOUR_US): True,
         ("b", T0 + 2 * HOUR_US): False,
     }
-    assert table_sizes(sqlite_engine) == (4, 2)  # the new old key went to polls
+    assert table_sizes(engine) == (4, 2)  # the new old key went to polls
 
 
 def storage_fold(engine) -> None:
@@ -144,7 +130,7 @@ def storage_fold(engine) -> None:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_random_files_store_what_later_rows_win_says(sqlite_engine, tmp_path, monkeypatch, seed):
+def test_random_files_store_what_later_rows_win_says(engine, tmp_path, monkeypatch, seed):
     """Random files (new hours, back-fills, repeats within a file across its chunks, big files)
     with a small polls_recent and small write batches: the database always equals the model."""
     rng = np.random.default_rng(seed)
@@ -184,7 +170,7 @@ def test_random_files_store_what_later_rows_win_says(sqlite_engine, tmp_path, mo
             model[(s, t)] = a
         changed = sum(1 for k in set((s, t) for s, t, _ in rows) if before.get(k) != model[k])
         summary = ingest_file(
-            sqlite_engine,
+            engine,
             "status",
             write_feed(tmp_path / f"{step}.csv", rows),
             force=True,
@@ -195,26 +181,32 @@ def test_random_files_store_what_later_rows_win_says(sqlite_engine, tmp_path, mo
         else:
             assert summary.rows_changed == changed, (step, kind)
         assert summary.rows_stored == len({(s, t) for s, t, _ in rows}), (step, kind)
-        assert stored(sqlite_engine) == model, (step, kind)
+        assert stored(engine) == model, (step, kind)
+        spans: dict = {}
+        for s, t in model:
+            spans[s] = (min(t, spans.get(s, (t, t))[0]), max(t, spans.get(s, (t, t))[1]))
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT store_id, first_poll_us, last_poll_us FROM stores").all()
+        assert {s: (first, last) for s, first, last in rows} == spans, (step, kind)  # each store's span
         latest = max(t for _, t in model)
-    with sqlite_engine.connect() as conn:
+    with engine.connect() as conn:
         frame = storage.polls_between(conn, T0, latest)
         ids = dict(conn.exec_driver_sql("SELECT store_key, store_id FROM stores").all())
         assert {(ids[k], t): a for k, t, a in frame.itertuples(index=False)} == model
         assert storage.latest_poll_at_or_before(conn, latest) == latest
 
 
-def test_a_file_bigger_than_one_write_goes_to_polls(sqlite_engine, tmp_path, monkeypatch):
+def test_a_file_bigger_than_one_write_goes_to_polls(engine, tmp_path, monkeypatch):
     """polls_recent would take 40 polls; a 25-poll file written 10 at a time goes to polls all the
     same (a big first load is not written twice), a 5-poll file to polls_recent."""
     monkeypatch.setattr(storage.polls, "RECENT_POLLS_MIN", 40)
     monkeypatch.setattr(storage.writers, "FLUSH_ROWS", 10)
     rows = [(f"s{i % 5}", T0 + i * HOUR_US, True) for i in range(25)]
-    ingest_file(sqlite_engine, "status", write_feed(tmp_path / "big.csv", rows), chunk_rows=10)
-    assert table_sizes(sqlite_engine) == (25, 0)
+    ingest_file(engine, "status", write_feed(tmp_path / "big.csv", rows), chunk_rows=10)
+    assert table_sizes(engine) == (25, 0)
     more = [(f"s{i}", T0 + 30 * HOUR_US, False) for i in range(5)]
-    ingest_file(sqlite_engine, "status", write_feed(tmp_path / "hour.csv", more), chunk_rows=10)
-    assert table_sizes(sqlite_engine) == (25, 5)
+    ingest_file(engine, "status", write_feed(tmp_path / "hour.csv", more), chunk_rows=10)
+    assert table_sizes(engine) == (25, 5)
 
 
 @pytest.mark.parametrize("key_bits, span_us", [(4, 10**6), (20, 2**45), (31, 2**50)])
@@ -393,3 +385,45 @@ def test_a_database_made_before_special_hours_gains_the_table_at_start_up_and_ke
         with again.app_context():
             db.session.remove()
             storage.dispose_all()
+
+
+def test_binary_copy_of_polls_comes_back_exactly(engine):
+    """binary_polls builds PostgreSQL's COPY format with numpy: every key, instant and status
+    must come back as given, extremes included."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's COPY format")
+    keys = np.array([1, 2, 2**31 - 1, 7, 7])
+    ts = np.array([T0, -(2**62), 2**62, 0, 1])
+    active = np.array([True, False, True, False, True])
+    with storage.write_transaction(engine, 5) as conn:
+        with storage.sql.dbapi_cursor(conn) as cursor:
+            cursor.execute("CREATE TEMP TABLE copied (store_key integer, ts_us bigint, active boolean) ON COMMIT DROP")
+            with cursor.copy("COPY copied FROM STDIN (FORMAT BINARY)") as copy:
+                copy.write(storage.polls.binary_polls(keys, ts, active))
+            cursor.execute("SELECT store_key, ts_us, active FROM copied")
+            assert cursor.fetchall() == list(zip(keys.tolist(), ts.tolist(), active.tolist()))
+
+
+def test_postgresql_schema_has_its_time_index_and_room_for_hot_updates(engine, tmp_path, monkeypatch):
+    """tune_postgresql adds the BRIN index on polls.ts_us and stores' fillfactor once (a second
+    start adds nothing); a first load leaves every page range of polls summarised and the
+    planner's statistics gathered, and an hour's file goes to polls_recent."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's own schema settings")
+    assert storage.engine.tune_postgresql(engine) == []  # create_app added them
+    monkeypatch.setattr(storage.writers, "FLUSH_ROWS", 1000)  # a file of several writes: to polls
+    rows = [(f"s{i % 40}", T0 + i * 60_000_000, i % 3 > 0) for i in range(4000)]
+    ingest_file(engine, "status", write_feed(tmp_path / "first.csv", rows), chunk_rows=500)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT brin_summarize_new_values('polls_ts_brin')").scalar() == 0
+        assert conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_stats WHERE tablename = 'polls' AND attname = 'ts_us'"
+        ).scalar()
+    hour = [(f"s{i}", T0 + 5000 * 60_000_000 + i, True) for i in range(40)]
+    ingest_file(engine, "status", write_feed(tmp_path / "hour.csv", hour))
+    assert table_sizes(engine) == (4000, 40)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("DROP INDEX polls_ts_brin")  # a database without it still ingests ...
+        conn.commit()
+    ingest_file(engine, "status", write_feed(tmp_path / "again.csv", rows[:2000]), force=True, chunk_rows=500)
+    assert storage.engine.tune_postgresql(engine) == ["polls_ts_brin"]  # ... and gets it at the next start

@@ -8,8 +8,8 @@ Where each part lives:
 * :mod:`.ledger` -- the ingest ledger (table ``ingests``) and the data version read from it.
 * :mod:`.writers` -- one writer class per feed (status, hours, time zones), and the status
   writer's per-file bookkeeping (:class:`StoreKeys`, :class:`DistinctKeys`).
-* :mod:`.polls` -- the bulk writes of polls: ``polls`` and ``polls_recent`` on SQLite and their
-  fold, COPY on PostgreSQL.
+* :mod:`.polls` -- the bulk writes of polls: ``polls`` and ``polls_recent`` and their fold
+  (SQLite: JSON arrays unpacked by ``json_each``; PostgreSQL: binary COPY).
 * :mod:`.reads` -- what a report reads (one read transaction), and one store's rows.
 * :mod:`.special` -- special hours (the fourth feed): its writer, its reads, the removal of one
   store's date.

@@ -169,6 +169,8 @@ def configure_engine(engine: Engine, busy_timeout_ms: int) -> None:
       ``sqlite_begin="IMMEDIATE"`` to take the write lock up front, which avoids the
       "cannot upgrade a read transaction" failure under concurrency.
     """
+    if engine.dialect.name == "postgresql":
+        _configure_postgresql(engine)
     if engine.dialect.name != "sqlite":
         return
     _busy_timeout_ms[id(engine)] = busy_timeout_ms
@@ -188,6 +190,18 @@ def configure_engine(engine: Engine, busy_timeout_ms: int) -> None:
     def _on_begin(conn) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    """PostgreSQL sessions without JIT compilation: storemon's queries are index range scans
+    whose row estimates (a table just loaded, a key range) can pass ``jit_above_cost``, and then
+    compiling the expressions costs more (60 to 180 ms a query, measured) than running them."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET jit = off")
+        dbapi_connection.commit()
 
 
 def dispose_all() -> None:
@@ -211,12 +225,60 @@ def init_schema() -> None:
             with conn.begin():
                 db.metadatas[key].create_all(conn)
         add_missing_columns(engine, db.metadatas[key])
+        if engine.dialect.name == "postgresql" and "polls" in db.metadatas[key].tables:
+            tune_postgresql(engine)
+
+
+# PostgreSQL only: what a fresh schema gets beside the models' tables (see tune_postgresql).
+POSTGRESQL_TUNING = {
+    "polls_ts_brin": (
+        "SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE tablename = 'polls' AND indexname = 'polls_ts_brin')",
+        "CREATE INDEX IF NOT EXISTS polls_ts_brin ON polls USING brin (ts_us)",
+    ),
+    "stores fillfactor": (
+        "SELECT coalesce('fillfactor=50' = ANY(reloptions), false) FROM pg_class WHERE oid = 'stores'::regclass",
+        "ALTER TABLE stores SET (fillfactor = 50)",
+    ),
+}
+
+
+def tune_postgresql(engine: Engine) -> list[str]:
+    """Give a PostgreSQL schema what the models cannot say; returns what it added.
+
+    * A BRIN index on ``polls.ts_us``: polls are appended in time order, so "the polls between
+      A and B" (a warm report reading what the last ingests wrote) reads the few pages that
+      hold them, where the primary key would walk every store's entries.
+    * ``stores`` with half-empty pages (fillfactor 50): every hourly file moves every store's
+      ``last_poll_us``, and with room on its page the new row version is a HOT update, which
+      writes no index entry (measured: 14,000 updates in 17 ms instead of 93 to 170 ms).
+
+    Checked first, so a database that has them (or a read-only one) is not written; processes
+    starting at once take turns on an advisory lock. On an existing database the index is built
+    at the first start-up (one scan of ``polls``; writes wait meanwhile, reads do not).
+    """
+    added = []
+    with engine.connect() as conn:
+        missing = [name for name, (check, _) in POSTGRESQL_TUNING.items() if not conn.exec_driver_sql(check).scalar()]
+        conn.rollback()  # (the checks' transaction)
+        if not missing:
+            return added
+        with conn.begin():
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_INGEST_LOCK + 1})")
+            for name in missing:
+                check, change = POSTGRESQL_TUNING[name]
+                if not conn.exec_driver_sql(check).scalar():
+                    conn.exec_driver_sql(change)
+                    added.append(name)
+    return added
 
 
 def empty_database() -> None:
-    """Drop storemon's tables and create them again, empty."""
+    """Drop storemon's tables and create them again, empty (on PostgreSQL with what
+    :func:`tune_postgresql` adds)."""
     db.drop_all()
     db.create_all()
+    if db.engine.dialect.name == "postgresql":
+        tune_postgresql(db.engine)
 
 
 def remove_database() -> str:

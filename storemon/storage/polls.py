@@ -1,10 +1,13 @@
-"""Writing polls in bulk: into ``polls`` or ``polls_recent`` on SQLite, by COPY on PostgreSQL.
+"""Writing polls in bulk into ``polls`` or ``polls_recent``: on SQLite as JSON arrays of packed
+integers, on PostgreSQL by binary COPY.
 
 The status writer (:class:`~storemon.storage.writers.PollWriter`) decides where a file's polls
 go; these functions write them. On SQLite one statement takes :data:`WRITE_ROWS` polls as one
 JSON array of packed integers (:func:`packed_polls`), unpacked inside SQLite by
-:data:`UNPACK_POLLS`. ``polls_recent`` takes new polls until it would pass :func:`recent_limit`,
-then :func:`fold_recent_polls` moves it into ``polls`` (docs/internals.md, "Storage").
+:data:`UNPACK_POLLS`; PostgreSQL takes them as one binary COPY stream built by numpy
+(:func:`binary_polls`). ``polls_recent`` takes new polls until it would pass
+:func:`recent_limit`, then :func:`fold_recent_polls` moves it into ``polls`` (docs/internals.md,
+"Storage").
 Instants are microseconds since the epoch, UTC.
 """
 
@@ -13,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-import pandas as pd
 
 from .packing import json_ints, pack, time_bits
 from .sql import dbapi_cursor
@@ -99,9 +101,36 @@ def fold_recent_polls(conn) -> int:
     return max(moved, 0)
 
 
+def insert_recent_polls(conn, store_key: np.ndarray, ts_us: np.ndarray, active: np.ndarray) -> int:
+    """Polls known to be in neither table (each later than every poll of its store) added to
+    ``polls_recent``; returns how many."""
+    if conn.dialect.name != "postgresql":
+        return insert_polls(conn, store_key, ts_us, active, "", table="polls_recent")
+    if len(ts_us):
+        with dbapi_cursor(conn) as cursor:
+            with cursor.copy("COPY polls_recent (store_key, ts_us, active) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.write(binary_polls(store_key, ts_us, active))
+    return len(ts_us)
+
+
 def update_polls(conn, store_key: np.ndarray, ts_us: np.ndarray, active: np.ndarray) -> int:
-    """Polls that may already be stored, on SQLite: a key in ``polls_recent`` is updated there,
-    any other key upserted into ``polls``. Returns the keys that are new or change a status."""
+    """Polls that may already be stored: a key in ``polls_recent`` is updated there, any other
+    key upserted into ``polls``. Returns the keys that are new or change a status."""
+    if conn.dialect.name == "postgresql":
+        with dbapi_cursor(conn) as cursor:
+            _copy_incoming(cursor, binary_polls(store_key, ts_us, active))
+            cursor.execute(
+                "UPDATE polls_recent SET active = given.active FROM polls_incoming AS given WHERE "
+                "polls_recent.store_key = given.store_key AND polls_recent.ts_us = given.ts_us "
+                "AND polls_recent.active <> given.active"
+            )
+            changed = max(cursor.rowcount, 0)
+            cursor.execute(
+                "INSERT INTO polls (store_key, ts_us, active) SELECT store_key, ts_us, active FROM polls_incoming "
+                "AS given WHERE NOT EXISTS (SELECT 1 FROM polls_recent r WHERE r.store_key = given.store_key "
+                f"AND r.ts_us = given.ts_us) {POLL_CONFLICT}"
+            )
+            return changed + max(cursor.rowcount, 0)
     # (a subquery, not WITH: Python's sqlite3 gives no rowcount for a statement that starts with WITH)
     given = f"({UNPACK_POLLS}) AS given"
     changed = 0
@@ -126,36 +155,98 @@ def update_polls(conn, store_key: np.ndarray, ts_us: np.ndarray, active: np.ndar
     return changed
 
 
-def copy_upsert_polls(conn, frame: pd.DataFrame, direct: bool) -> tuple[int, bool]:
-    """PostgreSQL's fast path. Returns (rows changed, whether ``direct`` still holds).
+# PostgreSQL's binary COPY format: a header, one fixed-width record per poll (its field count,
+# then each field's length and big-endian value: integer, bigint, boolean), and a trailer.
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension length
+COPY_TRAILER = b"\xff\xff"  # a field count of -1
+COPY_POLL = np.dtype(
+    [
+        ("fields", ">i2"),
+        ("key_len", ">i4"),
+        ("store_key", ">i4"),
+        ("ts_len", ">i4"),
+        ("ts_us", ">i8"),
+        ("active_len", ">i4"),
+        ("active", "u1"),
+    ]
+)
 
-    ``direct`` (the polls table was empty when the file began): COPY the chunk straight into
-    ``polls`` -- a first load at COPY speed. Should a key repeat across chunks, the unique
-    violation is rolled back to a savepoint and this and later chunks take the general path:
-    COPY into a temp table, then one ``INSERT ... ON CONFLICT`` (the later row wins).
-    """
-    text = frame.to_csv(sep="\t", header=False, index=False)
+
+def binary_polls(store_key: np.ndarray, ts_us: np.ndarray, active: np.ndarray) -> bytes:
+    """Polls as one ``COPY ... (FORMAT BINARY)`` stream, built by numpy: 27 bytes a poll, no
+    Python object per row and no text to parse on either side."""
+    rows = np.empty(len(ts_us), dtype=COPY_POLL)
+    rows["fields"], rows["key_len"], rows["ts_len"], rows["active_len"] = 3, 4, 8, 1
+    rows["store_key"], rows["ts_us"], rows["active"] = store_key, ts_us, active
+    return COPY_HEADER + rows.tobytes() + COPY_TRAILER
+
+
+def copy_upsert_polls(conn, store_key: np.ndarray, ts_us: np.ndarray, active: np.ndarray, table: str = "polls") -> int:
+    """PostgreSQL: polls upserted into ``table`` (``polls``, or :data:`LOAD_TABLE` once it has
+    its key) by binary COPY into a temp table and one ``INSERT ... ON CONFLICT`` (the later row
+    wins). Returns the keys that are new or change a status."""
     with dbapi_cursor(conn) as cursor:
-        if direct:
-            cursor.execute("SAVEPOINT polls_direct")
-            try:
-                with cursor.copy("COPY polls (store_key, ts_us, active) FROM STDIN") as copy:
-                    copy.write(text)
-                cursor.execute("RELEASE SAVEPOINT polls_direct")
-                return len(frame), True
-            except Exception as exc:  # noqa: BLE001
-                if getattr(exc, "sqlstate", None) != "23505":  # unique_violation
-                    raise
-                cursor.execute("ROLLBACK TO SAVEPOINT polls_direct")
+        _copy_incoming(cursor, binary_polls(store_key, ts_us, active))
         cursor.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS polls_incoming "
-            "(store_key integer, ts_us bigint, active boolean) ON COMMIT DELETE ROWS"
+            f"INSERT INTO {table} (store_key, ts_us, active) SELECT store_key, ts_us, active FROM polls_incoming "
+            "ON CONFLICT (store_key, ts_us) DO UPDATE SET active = excluded.active "
+            f"WHERE {table}.active <> excluded.active"
         )
-        cursor.execute("TRUNCATE polls_incoming")
-        with cursor.copy("COPY polls_incoming (store_key, ts_us, active) FROM STDIN") as copy:
-            copy.write(text)
-        cursor.execute(
-            f"INSERT INTO polls (store_key, ts_us, active) SELECT store_key, ts_us, active "
-            f"FROM polls_incoming {POLL_CONFLICT}"
-        )
-        return max(cursor.rowcount, 0), False
+        return max(cursor.rowcount, 0)
+
+
+# A first load on PostgreSQL (``polls`` empty at the file's first write to it) is built beside
+# it, in a table the ingest's transaction creates: COPY into a table without indexes, created in
+# the same transaction, writes its rows frozen (no hint bits to set on the first read) and
+# maintains no index; the primary key is then built in one sorted pass (a compact index), and
+# the table takes the place of ``polls`` at the end, under a lock held for milliseconds. About
+# twice as fast as COPY into the indexed ``polls`` (measured at 1x: 1.5 s against 2.9 s), and
+# reads after it are faster too. The new table is the ingest role's, with the columns, keys and
+# indexes storemon gives ``polls``; grants someone made on the empty ``polls`` do not carry over.
+LOAD_TABLE = "polls_load"
+
+
+def begin_first_load(conn) -> None:
+    """Create :data:`LOAD_TABLE`, with the columns of ``polls`` and no index."""
+    conn.exec_driver_sql(f"CREATE TABLE {LOAD_TABLE} (LIKE polls INCLUDING DEFAULTS)")
+
+
+def copy_first_load(conn, store_key: np.ndarray, ts_us: np.ndarray, active: np.ndarray) -> int:
+    """Polls of a first load, all distinct from those copied before, appended to
+    :data:`LOAD_TABLE` frozen (``COPY ... FREEZE``). Returns how many."""
+    with dbapi_cursor(conn) as cursor:
+        with cursor.copy(f"COPY {LOAD_TABLE} (store_key, ts_us, active) FROM STDIN (FORMAT BINARY, FREEZE)") as copy:
+            copy.write(binary_polls(store_key, ts_us, active))
+    return len(ts_us)
+
+
+def key_first_load(conn) -> None:
+    """The primary key of :data:`LOAD_TABLE`, built from the rows it holds (they are distinct):
+    before a write that may repeat a key (then upserted), or at the end."""
+    conn.exec_driver_sql(f"ALTER TABLE {LOAD_TABLE} ADD CONSTRAINT {LOAD_TABLE}_pkey PRIMARY KEY (store_key, ts_us)")
+
+
+def end_first_load(conn) -> None:
+    """:data:`LOAD_TABLE` (keyed) becomes ``polls``: its time index and statistics first, then
+    the empty ``polls`` dropped and the names taken over, inside the ingest's transaction."""
+    conn.exec_driver_sql(f"CREATE INDEX {LOAD_TABLE}_ts_brin ON {LOAD_TABLE} USING brin (ts_us)")
+    conn.exec_driver_sql(f"ANALYZE {LOAD_TABLE}")
+    conn.exec_driver_sql("LOCK TABLE polls IN ACCESS EXCLUSIVE MODE")
+    if conn.exec_driver_sql("SELECT EXISTS (SELECT 1 FROM polls)").scalar():
+        raise RuntimeError("storage: polls is no longer empty, a first load cannot replace it")
+    conn.exec_driver_sql("DROP TABLE polls")
+    conn.exec_driver_sql(f"ALTER TABLE {LOAD_TABLE} RENAME TO polls")
+    conn.exec_driver_sql(f"ALTER INDEX {LOAD_TABLE}_pkey RENAME TO polls_pkey")  # (and its constraint)
+    conn.exec_driver_sql(f"ALTER INDEX {LOAD_TABLE}_ts_brin RENAME TO polls_ts_brin")
+
+
+def _copy_incoming(cursor, data: bytes) -> None:
+    """Binary COPY ``data`` (:func:`binary_polls`) into this session's empty temp table
+    ``polls_incoming`` (PostgreSQL), for an upsert from it."""
+    cursor.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS polls_incoming "
+        "(store_key integer, ts_us bigint, active boolean) ON COMMIT DELETE ROWS"
+    )
+    cursor.execute("TRUNCATE polls_incoming")
+    with cursor.copy("COPY polls_incoming (store_key, ts_us, active) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.write(data)
