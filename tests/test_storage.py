@@ -387,11 +387,10 @@ def test_a_database_made_before_special_hours_gains_the_table_at_start_up_and_ke
             storage.dispose_all()
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_binary_copy_of_polls_comes_back_exactly(engine):
     """binary_polls builds PostgreSQL's COPY format with numpy: every key, instant and status
     must come back as given, extremes included."""
-    if engine.dialect.name != "postgresql":
-        pytest.skip("PostgreSQL's COPY format")
     keys = np.array([1, 2, 2**31 - 1, 7, 7])
     ts = np.array([T0, -(2**62), 2**62, 0, 1])
     active = np.array([True, False, True, False, True])
@@ -404,12 +403,11 @@ def test_binary_copy_of_polls_comes_back_exactly(engine):
             assert cursor.fetchall() == list(zip(keys.tolist(), ts.tolist(), active.tolist()))
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_postgresql_schema_has_its_time_index_and_room_for_hot_updates(engine, tmp_path, monkeypatch):
     """tune_postgresql adds the BRIN index on polls.ts_us and stores' fillfactor once (a second
     start adds nothing); a first load leaves every page range of polls summarised and the
     planner's statistics gathered, and an hour's file goes to polls_recent."""
-    if engine.dialect.name != "postgresql":
-        pytest.skip("PostgreSQL's own schema settings")
     assert storage.engine.tune_postgresql(engine) == []  # create_app added them
     monkeypatch.setattr(storage.writers, "FLUSH_ROWS", 1000)  # a file of several writes: to polls
     rows = [(f"s{i % 40}", T0 + i * 60_000_000, i % 3 > 0) for i in range(4000)]
