@@ -178,9 +178,8 @@ def _build(
             frames.append(frame)
         if keeping:
             held += batch.polls
-            expected = (
-                held * len(keys) / max(np.searchsorted(keys, bounds[i][1]), 1)
-            )  # the stores so far tell the total
+            stores_so_far = max(np.searchsorted(keys, bounds[i][1]), 1)
+            expected = held * len(keys) / stores_so_far  # the stores so far tell the total
             if held <= cache.max_polls and expected <= 1.2 * cache.max_polls:
                 batches.append(batch)
             else:  # too big to keep: compute the rest without holding it
@@ -201,7 +200,7 @@ def _build(
         store_count=len(frame),
         latest_poll_us=latest_us,
         data_version=version,
-        batches=dict(Counter(how for how in got)),
+        batches=dict(Counter(got)),
     )
 
 
