@@ -849,21 +849,25 @@ def report_from_frames(
     )
     zones = timezones[timezones["store_id"].astype(str).isin(code.index)]
     zone_of_store = pd.Series(zones["timezone_str"].to_numpy(), index=code[zones["store_id"].astype(str)].to_numpy())
-    special_frame = None
-    if special is not None:
-        special = special[special["store_id"].astype(str).isin(code.index)]
-        start = parse_clock(special["start_time_local"].fillna("").astype(str))
-        closed = special["start_time_local"].fillna("").astype(str).str.strip().eq("").to_numpy()
-        special_frame = pd.DataFrame(
-            {
-                "store": code[special["store_id"].astype(str)].to_numpy(),
-                "date": pd.to_datetime(special["date"]).to_numpy().astype("datetime64[D]").astype(np.int64),
-                "start_s": np.where(closed, -1, start.fillna(-1)).astype(np.int64),
-                "end_s": np.where(
-                    closed, -1, parse_clock(special["end_time_local"].fillna("").astype(str)).fillna(-1)
-                ).astype(np.int64),
-            }
-        )
+    special_frame = None if special is None else _special_frame(special, code)
     schedule = Schedule.build(len(store_ids), hours_frame, zone_of_store, special_frame)
     windows = report_windows(periods)
     return compute_report(store_ids, frame, schedule, now_us, windows=windows, exact_seconds=exact_seconds)
+
+
+def _special_frame(special: pd.DataFrame, code: pd.Series) -> pd.DataFrame:
+    """Feed-shaped special days of the stores in ``code`` (store_id -> code) as
+    :meth:`Schedule.build` takes them: store, date (days since 1970-01-01), start_s, end_s
+    (-1 and -1 for a closed date)."""
+    special = special[special["store_id"].astype(str).isin(code.index)]
+    start_text = special["start_time_local"].fillna("").astype(str)
+    closed = start_text.str.strip().eq("").to_numpy()
+    end = parse_clock(special["end_time_local"].fillna("").astype(str)).fillna(-1)
+    return pd.DataFrame(
+        {
+            "store": code[special["store_id"].astype(str)].to_numpy(),
+            "date": pd.to_datetime(special["date"]).to_numpy().astype("datetime64[D]").astype(np.int64),
+            "start_s": np.where(closed, -1, parse_clock(start_text).fillna(-1)).astype(np.int64),
+            "end_s": np.where(closed, -1, end).astype(np.int64),
+        }
+    )

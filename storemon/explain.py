@@ -128,6 +128,7 @@ class Timeline:
 
     def to_dict(self) -> dict:
         """The JSON answer of ``GET /stores/<id>/timeline``."""
+        # Long as the answer it writes: one literal, field by field (docs/interfaces.md#timeline).
         return {
             "store_id": self.store_id,
             "now": format_instant_us(self.now_us),

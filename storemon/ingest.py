@@ -8,8 +8,9 @@ written. One file is one transaction: either all its valid rows are stored, or (
 ``strict`` refusal, crash) none are. The removal of a store's special date
 (:func:`remove_special_date`) is recorded in the same ledger, as a change of that feed.
 
-The module passes 600 lines with what a file's outcome needs: its summary, and its line in the
-ledger, are written beside the pipeline that fills them.
+The module passes 600 lines with what a file's outcome needs -- its summary and its line in the
+ledger, written beside the pipeline that fills them -- and the ledger's other change, a special
+date removed.
 """
 
 from __future__ import annotations

@@ -148,9 +148,8 @@ def submit_report(app: Flask, as_of_us: int | None = None, periods: str | None =
     ``periods``: the extra periods, as :func:`~storemon.times.parse_periods` reads them (None or
     empty: none). ``now`` (``as_of_us`` or the latest poll) and the data version are read here,
     so two triggers with nothing ingested between them ask for the same report (same periods
-    too) and share it. The check
-    and the insert are one write transaction on the jobs database, so concurrent triggers (any
-    process) see each other. Raises :class:`QueueFull`.
+    too) and share it. The check and the insert are one write transaction on the jobs database,
+    so concurrent triggers (any process) see each other. Raises :class:`QueueFull`.
     """
     expire_reports(app)
     with db.engine.connect() as conn:  # a short read of the data (never waits for an ingest)
