@@ -209,34 +209,40 @@ def all_timezones(conn) -> pd.DataFrame:
 def hours_by_key(conn, keys: tuple[int, int] | None = None) -> pd.DataFrame:
     """Business-hours rows of stores that have polls: store_key, day, start_s, end_s
     (``keys``: only ``low <= store_key < high``), each row packed by the database as
-    ``day << 36 | start_s << 18 | end_s``. SQLite: each store's rows as one text value
-    (comma-separated), as in :func:`polls_between`. PostgreSQL: every row of the range in one
-    result row, the store keys and the packed rows as two ``bytea`` of int8 (one aggregate over
-    the join, no grouping)."""
+    ``day << 36 | start_s << 18 | end_s`` (:func:`packed_by_key`)."""
+    packed_sql = "(CAST(h.day AS BIGINT) << 36) | (CAST(h.start_s AS BIGINT) << 18) | h.end_s"
+    store_key, packed = packed_by_key(conn, "business_hours", packed_sql, keys)
+    day, times = unpack(packed, 36)
+    start_s, end_s = unpack(times, 18)
+    return pd.DataFrame({"store_key": store_key, "day": day, "start_s": start_s, "end_s": end_s})
+
+
+def packed_by_key(conn, table: str, packed_sql: str, keys: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``table`` (alias ``h``, joined on ``store_id``) of the stores that have polls, each
+    packed by the database into one int64 by ``packed_sql``: ``(store_key, packed)``, sorted by
+    store (``keys``: only ``low <= store_key < high``). SQLite: each store's rows as one text
+    value (comma-separated), as in :func:`polls_between`. PostgreSQL: every row of the range in
+    one result row, the store keys and the packed rows as two ``bytea`` of int8 (one aggregate
+    over the join, no grouping)."""
     mark = placeholders(conn, 1)
     where = f"WHERE s.store_key >= {mark} AND s.store_key < {mark}" if keys else ""
     params = tuple(int(k) for k in keys) if keys else ()
     if conn.dialect.name == "sqlite":
         sql = (
-            "SELECT s.store_key, (SELECT group_concat((h.day << 36) | (h.start_s << 18) | h.end_s) "
-            f"FROM business_hours h WHERE h.store_id = s.store_id) FROM stores s {where}"
+            f"SELECT s.store_key, (SELECT group_concat({packed_sql}) "
+            f"FROM {table} h WHERE h.store_id = s.store_id) FROM stores s {where}"
         )
-        store_key, packed = parse_per_store([row for row in fetch_all(conn, sql, params) if row[1]])
-    else:
-        sql = (
-            "SELECT string_agg(int8send(s.store_key::bigint), ''), string_agg(int8send((h.day::bigint << 36) | "
-            "(h.start_s::bigint << 18) | h.end_s), '') "
-            f"FROM stores s JOIN business_hours h ON h.store_id = s.store_id {where}"
-        )
-        with dbapi_cursor(conn) as cursor:
-            cursor.execute(sql, params, binary=True)
-            blobs = cursor.fetchone()
-        store_key, packed = (np.frombuffer(b or b"", dtype=">i8").astype(np.int64) for b in blobs)
-        order = np.argsort(store_key, kind="stable")  # by store, as SQLite gives them
-        store_key, packed = store_key[order], packed[order]
-    day, times = unpack(packed, 36)
-    start_s, end_s = unpack(times, 18)
-    return pd.DataFrame({"store_key": store_key, "day": day, "start_s": start_s, "end_s": end_s})
+        return parse_per_store([row for row in fetch_all(conn, sql, params) if row[1]])
+    sql = (
+        f"SELECT string_agg(int8send(s.store_key::bigint), ''), string_agg(int8send({packed_sql}), '') "
+        f"FROM stores s JOIN {table} h ON h.store_id = s.store_id {where}"
+    )
+    with dbapi_cursor(conn) as cursor:
+        cursor.execute(sql, params, binary=True)
+        blobs = cursor.fetchone()
+    store_key, packed = (np.frombuffer(b or b"", dtype=">i8").astype(np.int64) for b in blobs)
+    order = np.argsort(store_key, kind="stable")  # by store, as SQLite gives them
+    return store_key[order], packed[order]
 
 
 def zones_by_key(conn, keys: tuple[int, int] | None = None) -> pd.DataFrame:

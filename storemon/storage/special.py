@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 from ..parse import CLOSED
-from .packing import parse_per_store, unpack
-from .sql import fetch_all, frame, placeholders
+from .packing import unpack
+from .reads import packed_by_key
+from .sql import frame, placeholders
 from .writers import FeedWriter
 
 
@@ -90,23 +91,12 @@ _DATE_SHIFT, _TIME_BITS = 36, 18
 def special_by_key(conn, keys: tuple[int, int] | None = None) -> pd.DataFrame:
     """Special-hours rows of stores that have polls: store_key, date, start_s, end_s (int64; a
     closed date -1 and -1), by store_key, date, start and end (``keys``: only ``low <= store_key
-    < high``). Each store's rows come back as one text value, as in
-    :func:`~storemon.storage.reads.hours_by_key`."""
-    mark = placeholders(conn, 1)
-    where = f"WHERE s.store_key >= {mark} AND s.store_key < {mark}" if keys else ""
-    if conn.dialect.name == "sqlite":
-        sql = (
-            "SELECT s.store_key, (SELECT group_concat((h.local_date << 36) | ((coalesce(h.start_s, -1) + 1) << 18) "
-            f"| (coalesce(h.end_s, -1) + 1)) FROM special_hours h WHERE h.store_id = s.store_id) FROM stores s {where}"
-        )
-    else:
-        sql = (
-            "SELECT s.store_key, string_agg(((h.local_date::bigint << 36) | ((coalesce(h.start_s, -1) + 1)::bigint "
-            "<< 18) | (coalesce(h.end_s, -1) + 1))::text, ',') "
-            f"FROM stores s JOIN special_hours h ON h.store_id = s.store_id {where} GROUP BY s.store_key"
-        )
-    rows = fetch_all(conn, sql, tuple(int(k) for k in keys) if keys else ())
-    store_key, packed = parse_per_store([row for row in rows if row[1]])
+    < high``), each row packed by the database (:func:`~storemon.storage.reads.packed_by_key`)."""
+    packed_sql = (
+        f"(CAST(h.local_date AS BIGINT) << {_DATE_SHIFT}) | (CAST(coalesce(h.start_s, -1) + 1 AS BIGINT) "
+        f"<< {_TIME_BITS}) | (coalesce(h.end_s, -1) + 1)"
+    )
+    store_key, packed = packed_by_key(conn, "special_hours", packed_sql, keys)
     date, times = unpack(packed, _DATE_SHIFT)
     start_s, end_s = unpack(times, _TIME_BITS)
     found = pd.DataFrame({"store_key": store_key, "date": date, "start_s": start_s - 1, "end_s": end_s - 1})
