@@ -51,7 +51,7 @@ from .models import BusinessHours, Poll, RecentPoll, Report, Store, StoreTimezon
 from .openapi import describe, json_response, query
 from .reports import NoPollsError
 from .schemas import AS_OF, PERIODS
-from .times import format_clock, format_datetime, format_instant_us, parse_instant
+from .times import format_datetime, format_instant_us, parse_instant
 
 bp = Blueprint("dashboard", __name__, template_folder="templates")
 
@@ -520,11 +520,4 @@ class SpecialDayRow:
 
 def special_day_rows(t: Timeline) -> list[SpecialDayRow]:
     """Every special date of the store, by date."""
-    return [
-        SpecialDayRow(
-            d.date,
-            "closed" if d.closed else ", ".join(f"{format_clock(a)}–{format_clock(b)}" for a, b in d.hours),
-            d.source,
-        )
-        for d in sorted(t.special_days, key=lambda d: d.date)
-    ]
+    return [SpecialDayRow(d.date, d.hours_text("–"), d.source) for d in sorted(t.special_days, key=lambda d: d.date)]

@@ -64,6 +64,12 @@ class SpecialDay:
     def closed(self) -> bool:
         return not self.hours
 
+    def hours_text(self, dash: str = "-") -> str:
+        """``closed``, or its hours as stored: ``10:00:00-14:00:00, 18:00:00-22:00:00``."""
+        return (
+            "closed" if self.closed else ", ".join(f"{format_clock(a)}{dash}{format_clock(b)}" for a, b in self.hours)
+        )
+
 
 @dataclass
 class PollMark:
@@ -221,12 +227,7 @@ class Timeline:
         ]
         if self.special_days:
             lines.append("special days (local dates)")
-            lines += [
-                f"  {d.date} "
-                + ("closed" if d.closed else ", ".join(f"{format_clock(a)}-{format_clock(b)}" for a, b in d.hours))
-                + f"  ({d.source})"
-                for d in self.special_days
-            ]
+            lines += [f"  {d.date} " + d.hours_text() + f"  ({d.source})" for d in self.special_days]
         lines.append("business intervals in the week (UTC | local)")
         lines += [
             f"  {format_instant_us(i.start_us)} .. {format_instant_us(i.end_us)} | {i.local_start} .. {i.local_end}"
@@ -374,11 +375,11 @@ def _notes(t: Timeline, counted_polls: int, nearest_before_week: int | None) -> 
     week_start = t.now_us - WEEK_US
     for day in t.special_days:
         if day.start_us < t.now_us and day.end_us > week_start:
-            hours = ", ".join(f"{format_clock(a)}-{format_clock(b)}" for a, b in day.hours)
             notes.append(
                 f"Closed on {day.date} (special day, from {day.source}): no business hours that date."
                 if day.closed
-                else f"Open {hours} on {day.date} (special day, from {day.source}) instead of the weekly hours."
+                else f"Open {day.hours_text()} on {day.date} (special day, from {day.source}) "
+                "instead of the weekly hours."
             )
     if not t.hours_rows:
         notes.append(
