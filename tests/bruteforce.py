@@ -396,8 +396,7 @@ def brute_force_report(
         if len(pt):
             up = np.zeros(count, dtype=bool)  # index count - k: the sample now - k s
             down = np.zeros(count, dtype=bool)
-            for index, samples in _sample_chunks(now_us, count):
-                biz = _in_business(samples, intervals)
+            for index, samples, biz in _business_samples(now_us, count, intervals):
                 active = _nearest_active(pt, pa, samples)
                 up[index] = biz & active
                 down[index] = biz & ~active
@@ -407,6 +406,13 @@ def brute_force_report(
         out.append(row)
 
     return pd.DataFrame(out, columns=columns)
+
+
+def _business_samples(now_us: int, count: int, intervals):
+    """``(index, samples, in business hours)`` for the ``count`` one-second samples before
+    ``now``, a chunk at a time (see :func:`_sample_chunks`)."""
+    for index, samples in _sample_chunks(now_us, count):
+        yield index, samples, _in_business(samples, intervals)
 
 
 # --------------------------------------------------------------------------- business time alone
@@ -433,8 +439,8 @@ def business_time(
     for sid, g in _by_store(_polls(polls, now_us)):
         intervals = feeds.intervals(sid, min(int(g["t"].min()), now_us - count * US), now_us)
         biz = np.zeros(count, dtype=bool)
-        for index, samples in _sample_chunks(now_us, count):
-            biz[index] = _in_business(samples, intervals)
+        for index, _samples, in_hours in _business_samples(now_us, count, intervals):
+            biz[index] = in_hours
         row = {"store_id": sid}
         for name, seconds in windows:
             row[f"business_{name}"] = int(np.count_nonzero(biz[count - seconds :]))
