@@ -82,6 +82,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -242,40 +243,70 @@ def localize(wall_us: np.ndarray, zone: str) -> np.ndarray:
     do: a wall time that occurs twice (autumn) takes its first, daylight-saving occurrence; one
     that does not exist (spring gap) becomes the first instant after the gap, i.e. the transition
     instant itself. (pandas' own ``shift_forward`` misses that instant in a few zones, e.g.
-    America/Anchorage and Australia/Lord_Howe, so gaps are resolved here by
-    :func:`_gap_transition`.) Each distinct wall time is converted once.
+    America/Anchorage and Australia/Lord_Howe, so the rule is applied here, to the zone's offsets.)
+
+    The zone's UTC offsets come from :func:`_offset_segments` as segments of real time: segment
+    ``i`` starts at UTC instant ``starts[i]`` and has offset ``offsets[i]``, so it shows wall
+    times from ``starts[i] + offsets[i]`` to ``starts[i + 1] + offsets[i]``. A wall time belongs
+    to the first segment still showing it -- after an autumn change two segments show it, and
+    the first one is the earlier instant -- and converts by that segment's offset. If that
+    segment only begins after it, the wall time fell in a spring gap, and the segment's start
+    (the transition instant) is its instant. Vectorised: one ``searchsorted`` for all.
     """
-    inverse, distinct = pd.factorize(wall_us)
-    index = pd.DatetimeIndex(distinct.astype("datetime64[us]"))
-    local = index.tz_localize(zone, ambiguous=np.ones(len(distinct), dtype=bool), nonexistent="NaT")
-    utc = local.as_unit("us").asi8.copy()
-    gap = np.asarray(local.isna())
-    if gap.any():
-        utc[gap] = _gap_transition(distinct[gap], zone)
-    return utc[inverse]
+    wall_us = np.asarray(wall_us, dtype=np.int64)
+    if not len(wall_us):
+        return wall_us.copy()
+    # Offsets lie within +-1 day, so segments of real time two days either side cover every wall time.
+    starts, offsets = _offset_segments(zone, int(wall_us.min()) - 2 * US_PER_DAY, int(wall_us.max()) + 2 * US_PER_DAY)
+    shown_until = starts[1:] + offsets[:-1]  # the wall time at which each segment (but the last) ends
+    segment = np.searchsorted(shown_until, wall_us, side="right")
+    utc = wall_us - offsets[segment]
+    return np.maximum(utc, starts[segment])  # before its segment began: in a spring gap
+
+
+def _offset_segments(zone: str, from_us: int, to_us: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(starts, offsets)``: the UTC offsets of ``zone`` over at least ``[from_us, to_us]``, as
+    segments of real time (UTC microseconds) each with one offset; the first starts at or
+    before ``from_us``. Built month by month (:func:`_month_offsets`, kept per process)."""
+    months = range(_month_of(from_us), _month_of(to_us) + 1)
+    parts = [_month_offsets(zone, month) for month in months]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+@lru_cache(maxsize=16_384)
+def _month_offsets(zone: str, month: int) -> tuple[np.ndarray, np.ndarray]:
+    """The offset segments of ``zone`` in one calendar month (months since 1970-01, UTC): the
+    month's first instant, then each instant the offset changes at.
+
+    The offsets are pandas' own (``tz_convert``, whatever time-zone database pandas uses),
+    sampled every 15 minutes; each change is then found to the microsecond by bisection (the
+    offset only changes once between two samples: zones change offsets months apart).
+    """
+    first = int(np.datetime64(month, "M").astype("datetime64[us]").astype(np.int64))
+    last = int(np.datetime64(month + 1, "M").astype("datetime64[us]").astype(np.int64))
+    samples = np.arange(first, last + 1, 15 * US_PER_MINUTE, dtype=np.int64)
+    offsets = _wall_clock(samples, zone) - samples
+    changed = np.flatnonzero(offsets[1:] != offsets[:-1])
+    before, after = samples[changed], samples[changed + 1]  # each change lies in (before, after]
+    while np.any(after - before > 1):
+        mid = before + (after - before) // 2
+        moved = _wall_clock(mid, zone) - mid != offsets[changed]
+        after, before = np.where(moved, mid, after), np.where(moved, before, mid)
+    starts = np.concatenate([[first], after]).astype(np.int64)
+    values = np.concatenate([offsets[:1], offsets[changed + 1]]).astype(np.int64)
+    starts.flags.writeable = values.flags.writeable = False  # shared by every caller
+    return starts, values
+
+
+def _month_of(us: int) -> int:
+    """Months since 1970-01 of a UTC instant (microseconds)."""
+    return int(np.datetime64(us, "us").astype("datetime64[M]").astype(np.int64))
 
 
 def _wall_clock(utc_us: np.ndarray, zone: str) -> np.ndarray:
     """UTC microseconds -> local wall-clock microseconds (as if UTC)."""
     index = pd.DatetimeIndex(utc_us.astype("datetime64[us]")).tz_localize("UTC").tz_convert(zone)
     return index.tz_localize(None).as_unit("us").asi8
-
-
-def _gap_transition(wall_us: np.ndarray, zone: str) -> np.ndarray:
-    """For wall times inside a spring-forward gap: the UTC instant at which the gap begins.
-
-    That is the smallest UTC instant whose wall clock reads at or after the given time. Wall
-    clock time only jumps forward near a gap, so a bisection over +-15 h (offsets span -12..+14 h)
-    finds it exactly, to the microsecond.
-    """
-    lo = wall_us - 15 * US_PER_HOUR  # wall clock here is before wall_us
-    hi = wall_us + 15 * US_PER_HOUR  # and here after it
-    while np.any(hi - lo > 1):
-        mid = lo + (hi - lo) // 2
-        after = _wall_clock(mid, zone) >= wall_us
-        hi = np.where(after, mid, hi)
-        lo = np.where(after, lo, mid)
-    return hi
 
 
 # ---------------------------------------------------------------------------------------------

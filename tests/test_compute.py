@@ -9,6 +9,7 @@ from bruteforce import brute_force_report, business_time
 from helpers import frames, random_stores
 
 from storemon.compute import REPORT_COLUMNS, localize, report_from_frames
+from storemon.times import KNOWN_TIMEZONES
 
 HOUR, DAY, WEEK = 3600, 86400, 7 * 86400
 
@@ -224,6 +225,37 @@ def test_localize_follows_the_spec_at_dst_edges():
     assert utc("2023-03-12 02:30", "America/Anchorage") == pd.Timestamp("2023-03-12 11:00Z")
     # Lord Howe's half-hour shift: 02:00 -> 02:30 at 2023-09-30 15:30 UTC.
     assert utc("2023-10-01 02:10", "Australia/Lord_Howe") == pd.Timestamp("2023-09-30 15:30Z")
+
+
+def test_localize_is_pandas_own_conversion_in_every_zone_to_the_microsecond():
+    """Every known zone, 2022-2024: random wall times and those within a microsecond, a minute
+    and two hours of each clock change. A wall time that exists converts as pandas'
+    ``tz_localize(ambiguous=True)`` does; one in a spring gap becomes the first instant whose
+    wall clock reads at or after it."""
+    rng = np.random.default_rng(7)
+    lo, hi = pd.Timestamp("2022-01-01").value // 1000, pd.Timestamp("2025-01-01").value // 1000
+    quarters = np.arange(lo, hi, 15 * 60_000_000)  # clocks change on a quarter hour UTC
+    for zone in sorted(KNOWN_TIMEZONES):
+        walls = wall_clock(quarters, zone)
+        offsets = walls - quarters
+        changes = np.flatnonzero(offsets[1:] != offsets[:-1]) + 1
+        edges = np.concatenate([walls[changes] + offsets[changes - 1] - offsets[changes], walls[changes]])
+        near = [edges[:, None] + np.array([-1, 0, 1, -60_000_000, 60_000_000, -7_200_000_000, 7_200_000_000])]
+        wall = np.concatenate([rng.integers(lo, hi, 300), *(n.ravel() for n in near)])
+        got = localize(wall, zone)
+        index = pd.DatetimeIndex(wall.astype("datetime64[us]"))
+        expected = index.tz_localize(zone, ambiguous=np.ones(len(wall), bool), nonexistent="NaT")
+        exists = ~np.asarray(expected.isna())
+        assert np.array_equal(got[exists], expected[exists].as_unit("us").asi8), zone
+        gap = ~exists
+        assert np.all(wall_clock(got[gap], zone) >= wall[gap]), zone
+        assert np.all(wall_clock(got[gap] - 1, zone) < wall[gap]), zone
+
+
+def wall_clock(utc_us: np.ndarray, zone: str) -> np.ndarray:
+    """UTC microseconds -> the zone's wall clock (microseconds, as if UTC), by pandas."""
+    index = pd.DatetimeIndex(utc_us.astype("datetime64[us]")).tz_localize("UTC").tz_convert(zone)
+    return index.tz_localize(None).as_unit("us").asi8
 
 
 @pytest.mark.parametrize(
