@@ -84,7 +84,9 @@ def _schedule(conn, keys: np.ndarray, lo: int, hi: int) -> Schedule:
     names = np.full(len(keys), DEFAULT_TIMEZONE, dtype=object)
     zone_local, ok = _local(keys, zones["store_key"])
     given = zones["timezone_str"].to_numpy(object)
-    ok &= np.array([isinstance(z, str) and is_known_timezone(z) for z in given], bool)
+    code, distinct = pd.factorize(given)  # each distinct name checked once
+    known = np.array([isinstance(z, str) and is_known_timezone(z) for z in distinct] + [False], bool)
+    ok &= known[code]  # code -1 (no name): the False at the end
     names[zone_local[ok]] = given[ok]
     local, inside = _local(keys, hours["store_key"])
     special_local, special_inside = _local(keys, special["store_key"])

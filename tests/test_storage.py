@@ -13,6 +13,7 @@ reader (polls_between, polls_of_stores, latest_poll_at_or_before) must see both.
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 
@@ -25,6 +26,7 @@ from sqlalchemy import inspect as sa_inspect
 from storemon import create_app, storage
 from storemon.extensions import db
 from storemon.ingest import ingest_file
+from storemon.storage.packing import parse_marked
 
 HOUR_US = 3_600_000_000
 T0 = 1_674_000_000_000_000  # 2023-01-18
@@ -425,3 +427,53 @@ def test_postgresql_schema_has_its_time_index_and_room_for_hot_updates(engine, t
         conn.commit()
     ingest_file(engine, "status", write_feed(tmp_path / "again.csv", rows[:2000]), force=True, chunk_rows=500)
     assert storage.engine.tune_postgresql(engine) == ["polls_ts_brin"]  # ... and gets it at the next start
+
+
+def test_marked_numbers_parse_to_each_stores_key_in_store_order():
+    assert [a.tolist() for a in parse_marked("-8,5,6,-3,0,4,-11,1")] == [[2, 2, 7, 7, 10], [0, 4, 5, 6, 1]]
+    assert [a.tolist() for a in parse_marked("-1,9,-2")] == [[0], [9]]  # a mark with no numbers
+    assert [a.tolist() for a in parse_marked(None)] == [[], []]
+    for broken in ("5,-1,2", "-1,2,x,3", "-1,,2"):
+        with pytest.raises(RuntimeError, match="did not parse"):
+            parse_marked(broken)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_batch_too_long_for_one_sqlite_text_is_read_in_parts(engine, tmp_path, monkeypatch):
+    """SQLite gives a batch's polls (and hours) as one text; past its length limit (set low
+    here) the key range is read in halves, and the result is the same."""
+    monkeypatch.setattr(storage.polls, "RECENT_POLLS_MIN", 0)
+    monkeypatch.setattr(storage.polls, "RECENT_POLLS_PER_STORE", 0)  # every poll in polls
+    stores = [f"{i:03d}" for i in range(40)]
+    rows = [(s, T0 + h * HOUR_US + i, (h + i) % 3 > 0) for h in range(6) for i, s in enumerate(stores)]
+    ingest_file(engine, "status", write_feed(tmp_path / "polls.csv", rows))
+    hours = "store_id,dayOfWeek,start_time_local,end_time_local\n" + "".join(
+        f"{s},{d},09:00,17:00\n" for s in stores for d in range(3)
+    )
+    ingest_file(engine, "hours", write_csv(tmp_path / "hours.csv", hours))
+    with engine.connect() as conn:
+        whole = storage.polls_between(conn, T0, T0 + 10 * HOUR_US)
+        whole_hours = storage.hours_by_key(conn)
+        driver = conn.connection.dbapi_connection
+        driver.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 300)  # a few stores a text
+        with pytest.raises(sqlite3.DataError):  # the text of all the stores no longer fits
+            driver.execute("SELECT group_concat(store_id || store_id || store_id) FROM stores").fetchone()
+        parts = storage.polls_between(conn, T0, T0 + 10 * HOUR_US)
+        parts_hours = storage.hours_by_key(conn)
+    assert len(whole) == 240 and len(whole_hours) == 120
+    pd.testing.assert_frame_equal(parts, whole)
+    pd.testing.assert_frame_equal(parts_hours, whole_hours)
+
+
+def test_time_zones_by_store_key_come_by_key_with_the_names_as_given(engine, tmp_path):
+    polls = STATUS_HEADER + "".join(f"{s},active,2023-01-23 12:00:00 UTC\n" for s in ("a", "b", "c", "d"))
+    ingest_file(engine, "status", write_csv(tmp_path / "s.csv", polls))
+    zones = "store_id,timezone_str\nc,Asia/Kolkata\na,Asia/Kolkata\nb,Not/AZone\nno-polls,Europe/Berlin\n"
+    ingest_file(engine, "timezones", write_csv(tmp_path / "z.csv", zones))
+    with engine.connect() as conn:
+        keys = dict(conn.exec_driver_sql("SELECT store_id, store_key FROM stores").all())
+        everything = storage.zones_by_key(conn)
+        only_c = storage.zones_by_key(conn, (keys["c"], keys["c"] + 1))
+    expected = sorted([[keys["a"], "Asia/Kolkata"], [keys["b"], "Not/AZone"], [keys["c"], "Asia/Kolkata"]])
+    assert everything.values.tolist() == expected  # d has no zone; the store without polls is not read
+    assert only_c.values.tolist() == [[keys["c"], "Asia/Kolkata"]]

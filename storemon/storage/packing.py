@@ -6,7 +6,8 @@ field.
 of such calls. The status writer packs ``(store key, time offset, status)`` to hand SQLite one
 JSON array per write (:func:`json_ints`, unpacked by SQLite's ``json_each``) and keeps the file's
 distinct ``(store key, time offset)`` packed in memory; the reads let the database pack each
-store's polls or hours into one comma-separated text (:func:`parse_per_store`) and unpack it here.
+batch's polls or hours into one comma-separated text, each store's after its key
+(:func:`parse_marked`), and unpack it here.
 Time offsets are microseconds after a base instant.
 """
 
@@ -37,13 +38,25 @@ def json_ints(values: np.ndarray) -> str:
     return "[" + ",".join(map(str, values.tolist())) + "]"
 
 
-def parse_per_store(rows: list[tuple[int, str]]) -> tuple[np.ndarray, np.ndarray]:
-    """(store_key, comma-separated numbers) rows -> (store key per number, the numbers)."""
-    if not rows:
+def parse_marked(text: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """A text of comma-separated numbers in which each store's numbers (all >= 0) follow its
+    key as a negative mark, ``-1 - store_key`` -> ``(store key per number, the numbers)``, sorted
+    by store (each store's numbers in the order given).
+
+    The database writes the marks, so a whole batch of stores comes back as one text (one Python
+    object) and numpy parses it in one call; each number's store is the mark before it."""
+    if not text:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    texts = [row[1] for row in rows]
-    counts = np.fromiter((t.count(",") + 1 for t in texts), dtype=np.int64, count=len(texts))
-    packed = np.fromstring(",".join(texts), dtype=np.int64, sep=",")  # text mode: not deprecated
-    if len(packed) != counts.sum():
+    try:
+        numbers = np.fromstring(text, dtype=np.int64, sep=",")  # text mode: not deprecated
+    except ValueError:
+        numbers = np.empty(0, np.int64)
+    if len(numbers) != text.count(",") + 1 or numbers[0] >= 0:
         raise RuntimeError("storage: numbers aggregated by the database did not parse as expected")
-    return np.repeat(np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows)), counts), packed
+    mark = numbers < 0
+    keys = (-1 - numbers[mark])[np.cumsum(mark)[~mark] - 1]
+    numbers = numbers[~mark]
+    if len(keys) > 1 and np.any(keys[1:] < keys[:-1]):  # the stores came in another order
+        order = np.argsort(keys, kind="stable")
+        keys, numbers = keys[order], numbers[order]
+    return keys, numbers
