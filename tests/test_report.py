@@ -18,7 +18,7 @@ from storemon import storage
 from storemon.compute import REPORT_COLUMNS, report_from_frames
 from storemon.extensions import db
 from storemon.ingest import ingest_file, ingest_files
-from storemon.reports import build_report
+from storemon.reports import _even_batches, build_report
 from storemon.reports import write_csv as write_report
 from storemon.times import to_us
 
@@ -265,6 +265,20 @@ def test_a_report_reads_one_snapshot_while_an_ingest_commits(app, loaded, tmp_pa
     monkeypatch.undo()
     after = build_report(loaded).frame
     assert "new" in after["store_id"].tolist() and not after.equals(before)
+
+
+@pytest.mark.parametrize(
+    "stores, batch_stores, parallel, size",
+    [
+        (14_000, 5_000, 2, 3_500),  # four batches, two rounds, not 5,000 + 5,000 then 4,000 alone
+        (14_000, 10_000, 1, 7_000),  # two even batches on one thread
+        (140_000, 5_000, 2, 5_000),  # 28 batches already share evenly
+        (4_000, 5_000, 2, 4_000),  # one batch stays one
+        (5_001, 5_000, 4, 1_251),  # two batches become four, one a thread
+    ],
+)
+def test_batches_are_even_and_shared_evenly_by_the_threads(stores, batch_stores, parallel, size):
+    assert _even_batches(stores, batch_stores, parallel) == size
 
 
 def test_a_parallel_report_reads_one_snapshot_while_an_ingest_commits(app, loaded, tmp_path, monkeypatch):
