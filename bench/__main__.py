@@ -47,7 +47,8 @@ from bench import (
 )
 
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
-RUNS_5X = 1  # one 5x (and one 10x) report run keeps `make bench` within minutes on 2 cores
+RUNS_5X = 1  # one 5x report run keeps `make bench` within minutes on 2 cores
+CORE_PAIRS_1X, CORE_PAIRS_10X = 5, 3  # reports on all cores and on one, alternating (Bench.cores)
 HTTP_SAMPLES = 200  # at least this many latency samples ...
 HTTP_REPORTS = 3  # ... over at least this many reports
 DASHBOARD_STORES = 50  # timeline and store-page requests, one per random store
@@ -311,6 +312,12 @@ class Bench:
             runs = self.repeat(
                 f"report {label}", n, lambda i: run_phase("report", ds.db_path, reports, periods, parallel)
             )
+        return self.report_rows(label, runs, time_target, mb_target, ratio_target, periods, parallel)
+
+    def report_rows(
+        self, label: str, runs: list[dict], time_target=None, mb_target=None, ratio_target=None, periods="", parallel=""
+    ) -> Figure:
+        """The time and peak RSS rows of a report's runs."""
         name = (
             {"1x": "report 1x", "4w": "report four weeks", "2x": "report 2x", "5x": "report 5x", "10x": "report 10x"}[
                 label
@@ -318,12 +325,33 @@ class Bench:
             + (f" with periods={periods}" if periods else "")
             + (" on one core" if parallel == "1" else "")
         )
-        once = " (1 run)" if n == 1 else ""
+        once = " (1 run)" if len(runs) == 1 else ""
         figure = self.add(
             f"{name}: time{once}", [r["seconds"] for r in runs], "s", time_target, ratio_target=ratio_target
         )
         self.add(f"{name}: peak RSS{once}", [r["peak_mb"] for r in runs], "MB", mb_target)
         return figure
+
+    def cores(self, label: str, pairs: int, target: float, **targets) -> tuple[Figure, Figure]:
+        """The report on its default threads and on one core, the runs alternating so that load
+        from elsewhere on the machine falls on both, and the time ratio taken pair by pair: the
+        row shows the median and the spread (lowest-highest) of the pairs' ratios."""
+        ds = DATASETS[label]
+        both: dict[str, list[dict]] = {"": [], "1": []}
+        with scratch_copy() as (_, reports):
+            for i in range(pairs):
+                for parallel, runs in both.items():
+                    runs.append(run_phase("report", ds.db_path, reports, "", parallel))
+                    say(
+                        f"  report {label} {'on one core' if parallel else f'on {CORES} cores'} run {i + 1}/{pairs}: "
+                        f"{runs[-1]['seconds']:.2f} s, peak {runs[-1]['peak_mb']:,.0f} MB"
+                    )
+        threads = self.report_rows(label, both[""], **targets)
+        single = self.report_rows(label, both["1"], parallel="1")
+        ratios = [a["seconds"] / b["seconds"] for a, b in zip(both[""], both["1"])]
+        spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+        self.add(f"report {label}: {CORES} cores / one core (time; {pairs} pairs, {spread})", ratios, "x", target)
+        return threads, single
 
     def formats(self) -> None:
         """Each report format made from the stored CSV at 1x and 10x: time and peak RSS."""
@@ -689,9 +717,7 @@ def main(argv: list[str]) -> int:
             ensure_append_csv()
             bench.append()
         if "report" in chosen:
-            one = bench.report("1x", RUNS, mb_target=500, ratio_target=1.5)
-            one_core = bench.report("1x", RUNS, parallel="1")
-            bench.add(f"report 1x: {CORES} cores / one core (time)", [one.value / one_core.value], "x", 0.7)
+            one, _ = bench.cores("1x", CORE_PAIRS_1X, 0.7, mb_target=500, ratio_target=1.5)
             four = bench.report("4w", RUNS)
             bench.add("report four weeks / one week (1x)", [four.value / one.value], "x", 1.2)
             month = bench.report("4w", RUNS, mb_target=600, periods="30d")
@@ -699,10 +725,8 @@ def main(argv: list[str]) -> int:
             bench.report("2x", RUNS)
             five = bench.report("5x", RUNS_5X, mb_target=600)
             bench.add("report 5x / 1x (time)", [five.value / one.value], "x", 5.5)
-            ten = bench.report("10x", RUNS_5X, mb_target=600)
+            ten, _ = bench.cores("10x", CORE_PAIRS_10X, 0.6, mb_target=600)
             bench.add("report 10x / 1x (time)", [ten.value / one.value], "x", 11)
-            ten_one_core = bench.report("10x", RUNS_5X, parallel="1")
-            bench.add(f"report 10x: {CORES} cores / one core (time)", [ten.value / ten_one_core.value], "x", 0.6)
         if "formats" in chosen:
             bench.formats()
         if "warm" in chosen:
