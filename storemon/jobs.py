@@ -35,10 +35,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
 
 from flask import Flask
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 
 from . import formats, metrics, snapshot, storage
 from .compute import report_windows
@@ -236,6 +237,9 @@ def expire_reports(app: Flask) -> int:
     keep, days = int(config["REPORT_KEEP"]), float(config["REPORT_RETENTION_DAYS"])
     computed, reused = Report.reuse_of.is_(None), Report.reuse_of.is_not(None)
     finished = [COMPLETE, FAILED]
+    if _within_bounds(keep, days):  # as every trigger asks: one query when nothing is due
+        _remove_files_not_live(app)
+        return 0
     # Each step reads first, then writes in a transaction that begins with a write (on SQLite a
     # read transaction that turns into a write fails at once if another writer came between).
     ids = _beyond(computed & Report.status.in_(finished), keep, _now() - timedelta(days=days))
@@ -261,11 +265,8 @@ def expire_reports(app: Flask) -> int:
         if row.reuse_of not in kept
     ]  # reused rows whose report is gone
     gone = sorted(set(gone) | set(_beyond(reused, keep, None)))
-    live = set(
-        db.session.execute(select(Report.id).where(computed, Report.status.in_([QUEUED, RUNNING, COMPLETE]))).scalars()
-    )
     db.session.rollback()
-    _remove_files_not_of(app, live)
+    _remove_files_not_live(app)
     if gone:
         for chunk in _chunks(gone):
             db.session.execute(delete(Report).where(Report.id.in_(chunk)).execution_options(synchronize_session=False))
@@ -273,10 +274,45 @@ def expire_reports(app: Flask) -> int:
     return len(ids)
 
 
-def _remove_files_not_of(app: Flask, live: set[str]) -> None:
+def _within_bounds(keep: int, days: float) -> bool:
+    """Is nothing in the reports table due to expire or go (see :func:`expire_reports`)? At most
+    ``keep`` finished, expired and reused rows each, none past its time, and no reused row
+    naming a report that is gone -- counted in one query."""
+    retention = _now() - timedelta(days=days)
+    counts = db.session.execute(
+        _bounds_query(), {"retention": retention, "tombstone": retention - timedelta(days=TOMBSTONE_DAYS)}
+    ).one()
+    db.session.rollback()
+    return counts[0] <= keep and counts[1] <= keep and counts[2] <= keep and counts[3] == 0
+
+
+@cache
+def _bounds_query():
+    """:func:`_within_bounds`' query, built once (a statement with an alias costs a millisecond)."""
+    computed, reused = Report.reuse_of.is_(None), Report.reuse_of.is_not(None)
+    finished = computed & Report.status.in_([COMPLETE, FAILED])
+    expired = computed & (Report.status == EXPIRED)
+    original = Report.__table__.alias("original")
+    orphan = reused & ~select(original.c.id).where(original.c.id == Report.reuse_of).exists()
+    due = (
+        (finished & (Report.created_at < bindparam("retention", type_=Report.created_at.type)))
+        | (expired & (Report.created_at < bindparam("tombstone", type_=Report.created_at.type)))
+        | orphan
+    )
+    counts = (func.count().filter(which) for which in (finished, expired, reused, due))
+    return select(*counts).select_from(Report)
+
+
+def _remove_files_not_live(app: Flask) -> None:
     """Remove the report files (any format) in this process's REPORTS_DIR whose report is not
-    ``live`` (queued, running or complete): expired by another process, perhaps on another
-    host with its own REPORTS_DIR, or deleted."""
+    live (queued, running or complete): expired by another process, perhaps on another host
+    with its own REPORTS_DIR, or deleted."""
+    live = set(
+        db.session.execute(
+            select(Report.id).where(Report.reuse_of.is_(None), Report.status.in_([QUEUED, RUNNING, COMPLETE]))
+        ).scalars()
+    )
+    db.session.rollback()
     for path in Path(app.config["REPORTS_DIR"]).glob("report_*.*"):
         report_id, _, extension = path.name[len("report_") :].partition(".")
         if extension in formats.FORMATS and is_report_id(report_id) and report_id not in live:

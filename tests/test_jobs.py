@@ -13,6 +13,7 @@ import threading
 
 import pytest
 from helpers import EXPECTED, STATUS, STATUS_HEADER, add_report, as_of, wait_for
+from sqlalchemy import delete
 
 from storemon import jobs
 from storemon.extensions import db
@@ -218,6 +219,21 @@ def test_the_reports_table_stays_bounded(app, client, loaded):
     assert [client.get(f"/get_report/{asked[2]}").status_code for asked in ids[:4]] == [404] * 4
     for report_id in ids[5]:
         assert client.get(f"/get_report/{report_id}", buffered=True).mimetype == "text/csv"
+
+
+def test_a_reused_row_whose_report_is_gone_goes_even_when_nothing_else_is_due(app, client, loaded):
+    """Expiry looks at the whole table only when something is due; a reused row left naming a
+    deleted report (another process deleted it as this row was written) is such a thing."""
+    first = client.post("/trigger_report", json=as_of(12)).get_json()["report_id"]
+    reused = client.post("/trigger_report", json=as_of(12)).get_json()["report_id"]
+    assert wait_for(client, reused).mimetype == "text/csv"
+    with app.app_context():
+        assert jobs.expire_reports(app) == 0 and rows(app) == {"complete": 1, "reused": 1}  # nothing due
+        db.session.execute(delete(Report).where(Report.id == first))
+        db.session.commit()
+        jobs.expire_reports(app)
+    assert rows(app) == {}
+    assert client.get(f"/get_report/{reused}").status_code == 404
 
 
 def test_a_reused_report_expires_with_the_report_it_names(app, client, loaded):
