@@ -180,8 +180,8 @@ SETTINGS: tuple[Setting, ...] = (
         "REPORT_PARALLEL",
         0,
         int,
-        "threads that compute one report's batches at once, each batch of `REPORT_BATCH_STORES` / threads "
-        "stores (memory stays that of one batch); `0`: the cores this process may use, at most 8; `1`: one",
+        "threads that compute one report's batches at once, each batch of at most `REPORT_BATCH_STORES` / "
+        "threads stores (memory stays that of one batch); `0`: the cores this process may use, at most 8; `1`: one",
         "reports",
         minimum=0,
         shown="0 (the cores, at most 8)",
