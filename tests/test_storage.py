@@ -1,7 +1,8 @@
 """Storage (storemon/storage/): polls in ``polls_recent`` folded into ``polls``, polls packed for
 SQLite and for PostgreSQL's binary COPY, distinct keys counted, the schema created by processes
 starting at once and upgraded at start-up, PostgreSQL's own indexes and table settings; special
-hours written, read by store key and by store, and removed (both databases).
+hours written, read by store key and by store, and removed (both databases); SQLite's memory
+statistics off when storemon is imported before any SQLite connection, and left alone after.
 
 New polls land in ``polls_recent`` and are folded into ``polls`` (on both databases, each test
 runs on both). Whatever the mix of
@@ -477,3 +478,34 @@ def test_time_zones_by_store_key_come_by_key_with_the_names_as_given(engine, tmp
     expected = sorted([[keys["a"], "Asia/Kolkata"], [keys["b"], "Not/AZone"], [keys["c"], "Asia/Kolkata"]])
     assert everything.values.tolist() == expected  # d has no zone; the store without polls is not read
     assert only_c.values.tolist() == [[keys["c"], "Asia/Kolkata"]]
+
+
+def run_python(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+
+SQLITE_MEMORY = (
+    "import ctypes, _sqlite3, sqlite3\n"
+    "memory = ctypes.CDLL(_sqlite3.__file__).sqlite3_memory_used\n"
+    "memory.restype = ctypes.c_int64\n"
+)
+
+
+def test_sqlite_counts_no_memory_once_storemon_is_imported_first():
+    """No process-wide allocation counting (its mutex made threads' reads wait on each other)."""
+    out = run_python(
+        SQLITE_MEMORY + "import storemon.storage.engine as engine\n"
+        "c = sqlite3.connect(':memory:'); c.execute('CREATE TABLE t (x)'); c.execute('INSERT INTO t VALUES (1)')\n"
+        "print(engine.sqlite_without_memory_statistics(), memory(), c.execute('SELECT x FROM t').fetchone()[0])\n"
+    )
+    assert out.split() == ["True", "0", "1"]
+
+
+def test_sqlite_is_left_as_it_is_when_a_connection_was_open_before_storemon():
+    out = run_python(
+        SQLITE_MEMORY + "c = sqlite3.connect(':memory:'); c.execute('CREATE TABLE t (x)')\n"
+        "import storemon.storage.engine as engine\n"
+        "c.execute('INSERT INTO t VALUES (1)')\n"
+        "print(engine.sqlite_without_memory_statistics(), memory() > 0, c.execute('SELECT x FROM t').fetchone()[0])\n"
+    )
+    assert out.split() == ["False", "True", "1"]
