@@ -44,7 +44,9 @@ def sqlite_without_memory_statistics() -> bool:
     10x polls in 0.72x the time of one, with it off in 0.60x. Python's ``sqlite3`` has no call
     for it, so the C library that module uses is asked through ``ctypes``: statistics can only
     be changed while SQLite is shut down, which is safe only while it holds no memory -- no
-    connection open -- so nothing is done otherwise (or when the library is not reachable).
+    connection open -- so nothing is done otherwise (or when the library is not reachable). Were
+    the statistics already off (by some other code in the process, none of storemon's), the
+    memory would read 0 with connections open too: that case is not told apart.
     Called once, when this module is imported; connections opened later behave the same but for
     the statistics, which storemon does not read.
     """
