@@ -15,6 +15,7 @@ reader (polls_between, polls_of_stores, latest_poll_at_or_before) must see both.
 from __future__ import annotations
 
 import sqlite3
+import struct
 import subprocess
 import sys
 
@@ -57,6 +58,24 @@ def stored(engine) -> dict:
             f"SELECT s.store_id, p.ts_us, p.active FROM {storage.ALL_POLLS} p JOIN stores s USING (store_key)"
         ).all()
     return {(s, t): bool(a) for s, t, a in rows}
+
+
+def chunks_stored(engine) -> dict:
+    """PostgreSQL's poll_chunks as {(store_key, chunk): packed bytes}."""
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT store_key, chunk, packed FROM poll_chunks").all()
+    return {(key, chunk): bytes(packed) for key, chunk, packed in rows}
+
+
+def chunks_expected(engine) -> dict:
+    """poll_chunks as docs/internals.md says it is, computed here from polls: each store's polls
+    with the same floor(ts_us / 2^36), in time order, as big-endian int8 ``ts_us * 2 + active``."""
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT store_key, ts_us, active FROM polls ORDER BY store_key, ts_us").all()
+    packed: dict = {}
+    for key, ts, active in rows:
+        packed.setdefault((key, ts // 2**36), bytearray()).extend(struct.pack(">q", ts * 2 + int(active)))
+    return {chunk: bytes(value) for chunk, value in packed.items()}
 
 
 def table_sizes(engine) -> tuple[int, int]:
@@ -191,12 +210,23 @@ def test_random_files_store_what_later_rows_win_says(engine, tmp_path, monkeypat
         with engine.connect() as conn:
             rows = conn.exec_driver_sql("SELECT store_id, first_poll_us, last_poll_us FROM stores").all()
         assert {s: (first, last) for s, first, last in rows} == spans, (step, kind)  # each store's span
+        if engine.dialect.name == "postgresql":
+            assert chunks_stored(engine) == chunks_expected(engine), (step, kind)
         latest = max(t for _, t in model)
     with engine.connect() as conn:
         frame = storage.polls_between(conn, T0, latest)
         ids = dict(conn.exec_driver_sql("SELECT store_key, store_id FROM stores").all())
         assert {(ids[k], t): a for k, t, a in frame.itertuples(index=False)} == model
         assert storage.latest_poll_at_or_before(conn, latest) == latest
+        keys, key_of = sorted(ids), {store: key for key, store in ids.items()}
+        spans = [(T0 - HOUR_US, latest + HOUR_US), (latest - 2**36 + 1, latest), (latest - 2**36, latest)]
+        for step in range(20):  # any range of instants and of store keys (on PostgreSQL shorter
+            # than a chunk or not): the polls in both tables
+            a, b = spans[step] if step < len(spans) else sorted(int(x) for x in rng.integers(*spans[0], 2))
+            lo, hi = sorted(int(x) for x in rng.integers(keys[0], keys[-1] + 2, 2))
+            frame = storage.polls_between(conn, a, b, keys=(lo, hi))
+            want = {(s, t): v for (s, t), v in model.items() if lo <= key_of[s] < hi and a <= t <= b}
+            assert {(ids[k], t): v for k, t, v in frame.itertuples(index=False)} == want, (a, b, lo, hi)
 
 
 def test_a_file_bigger_than_one_write_goes_to_polls(engine, tmp_path, monkeypatch):
@@ -509,3 +539,65 @@ def test_sqlite_is_left_as_it_is_when_a_connection_was_open_before_storemon():
         "print(engine.sqlite_without_memory_statistics(), memory() > 0, c.execute('SELECT x FROM t').fetchone()[0])\n"
     )
     assert out.split() == ["False", "True", "1"]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_poll_chunks_follow_every_write_to_polls(engine, tmp_path, monkeypatch):
+    """poll_chunks (PostgreSQL) equals polls packed after a first load, an upsert, a fold, a status
+    changed in polls, and statements run by hand on polls: a key moved, rows deleted, TRUNCATE."""
+    monkeypatch.setattr(storage.writers, "FLUSH_ROWS", 1000)  # the first load in several writes
+    rows = [(f"s{i % 30}", T0 + i * 97_000_000, i % 4 > 0) for i in range(6000)]  # 6.7 days
+    ingest_file(engine, "status", write_feed(tmp_path / "first.csv", rows), chunk_rows=700)
+    chunks = chunks_stored(engine)
+    assert len(chunks) > 30 * 8 and chunks == chunks_expected(engine)
+    back = [(s, t, not a) for s, t, a in rows[::7]] + [(f"s{i}", T0 + i, True) for i in range(40)]  # new stores too
+    ingest_file(engine, "status", write_feed(tmp_path / "back.csv", back), force=True)
+    assert chunks_stored(engine) == chunks_expected(engine)
+    later = rows[-1][1]
+    hour = [(f"s{i}", later + HOUR_US + i, False) for i in range(30)]
+    ingest_file(engine, "status", write_feed(tmp_path / "hour.csv", hour))
+    storage_fold(engine)
+    assert table_sizes(engine)[1] == 0 and chunks_stored(engine) == chunks_expected(engine)
+    by_hand = [
+        "UPDATE polls SET active = NOT active WHERE mod(ts_us, 5) = 0",
+        f"UPDATE polls SET ts_us = ts_us + {2**36} WHERE store_key = 3",  # to other chunks
+        "DELETE FROM polls WHERE store_key = 4",  # its chunks go
+        f"DELETE FROM polls WHERE store_key = 5 AND ts_us < {T0 + 2**37}",
+    ]
+    for statement in by_hand:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(statement)
+        assert chunks_stored(engine) == chunks_expected(engine), statement
+    with engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE polls")
+    assert chunks_stored(engine) == {}
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_database_without_poll_chunks_gains_them_at_start_up_and_the_reader_sorts_a_chunk_out_of_order(
+    engine, tmp_path, monkeypatch
+):
+    """A PostgreSQL database whose polls have no chunks (made before them, or its triggers
+    dropped) gets them at the next start, equal to polls packed; and a chunk packed out of time
+    order still reads back sorted."""
+    monkeypatch.setattr(storage.writers, "FLUSH_ROWS", 1000)  # to polls, not polls_recent
+    rows = [(f"s{i % 20}", T0 + i * 150_000_000, i % 3 > 0) for i in range(3000)]
+    ingest_file(engine, "status", write_feed(tmp_path / "first.csv", rows))
+    assert table_sizes(engine) == (3000, 0)
+    with engine.begin() as conn:
+        storage.chunks.drop_poll_chunks(conn)
+    ingest_file(engine, "status", write_feed(tmp_path / "more.csv", [("s1", T0 - 1, True)]))  # still ingests
+    assert storage.engine.tune_postgresql(engine) == ["poll_chunks"]
+    assert storage.engine.tune_postgresql(engine) == []
+    assert chunks_stored(engine) == chunks_expected(engine)
+    with engine.connect() as conn:
+        whole = storage.polls_between(conn, T0 - HOUR_US, T0 + 3000 * 150_000_000)
+        # One chunk rewritten with its polls reversed (the triggers are on polls, not here).
+        conn.exec_driver_sql(
+            "UPDATE poll_chunks SET packed = (SELECT string_agg(substr(packed, 8 * i + 1, 8), '' ORDER BY i DESC) "
+            "FROM generate_series(0, length(packed) / 8 - 1) AS i) WHERE (store_key, chunk) = "
+            "(SELECT store_key, chunk FROM poll_chunks WHERE length(packed) > 16 ORDER BY store_key, chunk LIMIT 1)"
+        )
+        assert storage.polls_between(conn, T0 - HOUR_US, T0 + 3000 * 150_000_000).equals(whole)
+        conn.rollback()
+    assert len(whole) == 3001 and whole.equals(whole.sort_values(["store_key", "ts_us"], ignore_index=True))

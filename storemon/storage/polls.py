@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from .chunks import fill_poll_chunks, keep_poll_chunks
 from .packing import json_ints, pack, time_bits
 from .sql import dbapi_cursor
 
@@ -227,17 +228,19 @@ def key_first_load(conn) -> None:
 
 
 def end_first_load(conn) -> None:
-    """:data:`LOAD_TABLE` (keyed) becomes ``polls``: its time index and statistics first, then
-    the empty ``polls`` dropped and the names taken over, inside the ingest's transaction."""
+    """:data:`LOAD_TABLE` (keyed) becomes ``polls``: its time index, statistics and
+    ``poll_chunks`` first, then the empty ``polls`` dropped and the names taken over, and the
+    triggers that keep ``poll_chunks`` installed on it, inside the ingest's transaction."""
     conn.exec_driver_sql(f"CREATE INDEX {LOAD_TABLE}_ts_brin ON {LOAD_TABLE} USING brin (ts_us)")
     conn.exec_driver_sql(f"ANALYZE {LOAD_TABLE}")
-    conn.exec_driver_sql("LOCK TABLE polls IN ACCESS EXCLUSIVE MODE")
+    fill_poll_chunks(conn, LOAD_TABLE)
     if conn.exec_driver_sql("SELECT EXISTS (SELECT 1 FROM polls)").scalar():
         raise RuntimeError("storage: polls is no longer empty, a first load cannot replace it")
     conn.exec_driver_sql("DROP TABLE polls")
     conn.exec_driver_sql(f"ALTER TABLE {LOAD_TABLE} RENAME TO polls")
     conn.exec_driver_sql(f"ALTER INDEX {LOAD_TABLE}_pkey RENAME TO polls_pkey")  # (and its constraint)
     conn.exec_driver_sql(f"ALTER INDEX {LOAD_TABLE}_ts_brin RENAME TO polls_ts_brin")
+    keep_poll_chunks(conn)
 
 
 def _copy_incoming(cursor, data: bytes) -> None:

@@ -4,7 +4,8 @@ The report's reads run inside one read transaction, so they see one consistent s
 database (:func:`~storemon.storage.engine.configure_engine`): the latest poll, the stores, the
 polls of a time range, the business hours and time zones, each as a DataFrame keyed by
 ``store_key``. The bulk reads let the database pack each store's rows into one value -- text on
-SQLite (:mod:`storemon.storage.packing`), a ``bytea`` of int8 on PostgreSQL. One store's rows
+SQLite (:mod:`storemon.storage.packing`), a ``bytea`` of int8 on PostgreSQL, where the polls
+are also kept packed ahead of time (:mod:`storemon.storage.chunks`). One store's rows
 (:func:`store_row`, :func:`hours_of_store`, :func:`timezone_of_store`) are for its timeline
 (:mod:`storemon.explain`), whose polls come from :func:`polls_of_stores`.
 
@@ -20,6 +21,7 @@ import sqlite3
 import numpy as np
 import pandas as pd
 
+from .chunks import CHUNK_SHIFT
 from .packing import parse_marked, unpack
 from .sql import dbapi_cursor, fetch_all, frame, placeholders
 
@@ -87,11 +89,16 @@ def polls_between(conn, from_us: int, to_us: int, keys: tuple[int, int] | None =
     each store's after its key (:func:`_marked_by_key`) -- which numpy parses in one call: one
     Python object for the range instead of one per poll, about three times faster than fetching
     1.85M rows, and the GIL is free while the database works.
-    PostgreSQL: the same values, as binary int8 (:func:`_packed_polls_postgresql`). The few
-    polls of ``polls_recent`` are read the same way and put after their store's.
+    PostgreSQL: the same values, as binary int8, from the polls packed ahead of time
+    (:func:`_chunked_polls_postgresql`), or for a span shorter than a chunk packed by the server
+    from ``polls`` (:func:`_packed_polls_postgresql`), as are the few polls of ``polls_recent``,
+    put after their store's.
     """
     if conn.dialect.name == "postgresql":
-        keys_out, packed = _packed_polls_postgresql(conn, "polls", from_us, to_us, keys)
+        if to_us - from_us >= 1 << CHUNK_SHIFT:
+            keys_out, packed = _chunked_polls_postgresql(conn, from_us, to_us, keys)
+        else:  # a short span (a warm report's): the few polls in it, through polls' time index
+            keys_out, packed = _packed_polls_postgresql(conn, "polls", from_us, to_us, keys)
         recent_keys, recent = _packed_polls_postgresql(conn, "polls_recent", from_us, to_us, keys)
         keys_out, packed = _merge_recent(keys_out, packed, recent_keys, recent)
     else:
@@ -111,23 +118,52 @@ def polls_between(conn, from_us: int, to_us: int, keys: tuple[int, int] | None =
     return polls
 
 
+def _chunked_polls_postgresql(
+    conn, from_us: int, to_us: int, keys: tuple[int, int] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`polls_between` of ``polls`` on PostgreSQL, read from ``poll_chunks``
+    (:mod:`storemon.storage.chunks`): (store key per poll, ``(ts_us - from_us) * 2 + active``).
+
+    The chunks that meet ``[from_us, to_us]`` -- about ten per store for a report's eight days --
+    in one range scan of their primary key, each store's concatenated in key order, so the
+    server handles a row per chunk instead of a row per poll; the first and last chunk's polls
+    outside the range are dropped here."""
+    where, params = "", [from_us >> CHUNK_SHIFT, to_us >> CHUNK_SHIFT]
+    if keys is not None:
+        where, params = "AND store_key >= %s AND store_key < %s", [*params, int(keys[0]), int(keys[1])]
+    store_keys, stored = _binary_rows(
+        conn,
+        f"SELECT store_key, string_agg(packed, '') FROM poll_chunks WHERE chunk >= %s AND chunk <= %s {where} "
+        "GROUP BY store_key ORDER BY store_key",
+        params,
+    )
+    packed = stored - 2 * from_us  # ts_us * 2 + active -> (ts_us - from_us) * 2 + active
+    inside = (packed >= 0) & (packed <= 2 * (to_us - from_us) + 1)
+    return store_keys[inside], packed[inside]
+
+
 def _packed_polls_postgresql(
     conn, table: str, from_us: int, to_us: int, keys: tuple[int, int] | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`polls_between` of one table on PostgreSQL: (store key per poll, ``(ts_us - from_us)
-    * 2 + active``), each store's polls as one ``bytea`` of big-endian int8 (``int8send``),
-    fetched in binary and read by numpy in one call.
-
-    One range scan of the polls primary key in key order, no join: ``GROUP BY store_key`` then
-    aggregates as it goes (no sort), and the polls within a store come in time order (the caller
-    sorts them if a plan ever gave another order)."""
+    """:func:`polls_between` of one table on PostgreSQL (``polls_recent``, or ``polls`` for a
+    short span), the polls packed by the server: (store key per poll, ``(ts_us - from_us) * 2 +
+    active``). One range scan, no join: ``GROUP BY store_key`` aggregates as it goes, and the
+    polls within a store come in time order (the caller sorts them if a plan ever gave another
+    order)."""
     where, params = "", [from_us, from_us, to_us]
     if keys is not None:
         where, params = "AND store_key >= %s AND store_key < %s", [*params, int(keys[0]), int(keys[1])]
-    sql = (
+    return _binary_rows(
+        conn,
         f"SELECT store_key, string_agg(int8send((ts_us - %s) * 2 + active::int), '') FROM {table} "
-        f"WHERE ts_us >= %s AND ts_us <= %s {where} GROUP BY store_key ORDER BY store_key"
+        f"WHERE ts_us >= %s AND ts_us <= %s {where} GROUP BY store_key ORDER BY store_key",
+        params,
     )
+
+
+def _binary_rows(conn, sql: str, params: list) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of (store key, ``bytea`` of big-endian int8), fetched in binary, as (the key of each
+    int8, the int8s): numpy reads all the values in one call."""
     with dbapi_cursor(conn) as cursor:
         cursor.execute(sql, params, binary=True)
         rows = cursor.fetchall()
@@ -135,8 +171,8 @@ def _packed_polls_postgresql(
         return np.empty(0, np.int64), np.empty(0, np.int64)
     blobs = [row[1] for row in rows]
     counts = np.fromiter((len(b) for b in blobs), dtype=np.int64, count=len(blobs)) // 8
-    packed = np.frombuffer(b"".join(blobs), dtype=">i8").astype(np.int64)
-    return np.repeat(np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows)), counts), packed
+    values = np.frombuffer(b"".join(blobs), dtype=">i8").astype(np.int64)
+    return np.repeat(np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows)), counts), values
 
 
 def _add_recent_polls(
