@@ -1,6 +1,7 @@
 """Storage (storemon/storage/): polls in ``polls_recent`` folded into ``polls``, polls packed for
 SQLite and for PostgreSQL's binary COPY, distinct keys counted, the schema created by processes
-starting at once and upgraded at start-up, PostgreSQL's own indexes and table settings; special
+starting at once and upgraded at start-up, PostgreSQL's own indexes and table settings and its
+``poll_chunks`` equal to ``polls`` packed after every kind of write; special
 hours written, read by store key and by store, and removed (both databases); SQLite's memory
 statistics off when storemon is imported before any SQLite connection, and left alone after.
 
@@ -601,3 +602,26 @@ def test_a_database_without_poll_chunks_gains_them_at_start_up_and_the_reader_so
         assert storage.polls_between(conn, T0 - HOUR_US, T0 + 3000 * 150_000_000).equals(whole)
         conn.rollback()
     assert len(whole) == 3001 and whole.equals(whole.sort_values(["store_key", "ts_us"], ignore_index=True))
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_starting_over_empties_poll_chunks_and_removing_the_database_drops_them(app, engine, tmp_path, monkeypatch):
+    """PostgreSQL: start-over leaves poll_chunks empty and kept (the next load is packed), and
+    removing the database takes poll_chunks and its trigger function with storemon's tables."""
+    monkeypatch.setattr(storage.writers, "FLUSH_ROWS", 100)  # to polls, not polls_recent
+    rows = [(f"s{i % 10}", T0 + i * 600_000_000, True) for i in range(500)]
+    ingest_file(engine, "status", write_feed(tmp_path / "old.csv", rows))
+    assert chunks_stored(engine)
+    with app.app_context():
+        storage.empty_database()
+    assert chunks_stored(engine) == {}
+    rows = [(f"t{i % 7}", T0 + i * 900_000_000, i % 2 > 0) for i in range(400)]
+    ingest_file(engine, "status", write_feed(tmp_path / "new.csv", rows))
+    assert table_sizes(engine) == (400, 0) and chunks_stored(engine) == chunks_expected(engine)
+    with app.app_context():
+        storage.remove_database()
+    with engine.connect() as conn:
+        left = conn.exec_driver_sql(
+            "SELECT to_regclass('poll_chunks'), to_regprocedure('storemon_repack_poll_chunks()')"
+        ).one()
+    assert left == (None, None)
