@@ -234,6 +234,7 @@ def end_first_load(conn) -> None:
     conn.exec_driver_sql(f"CREATE INDEX {LOAD_TABLE}_ts_brin ON {LOAD_TABLE} USING brin (ts_us)")
     conn.exec_driver_sql(f"ANALYZE {LOAD_TABLE}")
     fill_poll_chunks(conn, LOAD_TABLE)
+    conn.exec_driver_sql("LOCK TABLE polls IN ACCESS EXCLUSIVE MODE")
     if conn.exec_driver_sql("SELECT EXISTS (SELECT 1 FROM polls)").scalar():
         raise RuntimeError("storage: polls is no longer empty, a first load cannot replace it")
     conn.exec_driver_sql("DROP TABLE polls")
