@@ -49,7 +49,9 @@ class Poll(_PollColumns, db.Model):
     table's own B-tree: each store's polls are stored together in time order, and "the polls of
     every store between A and B" is one seek plus one contiguous range read per store -- the cost
     follows the polls in the range, not the length of history kept. (Appending the hourly feed
-    here would touch one leaf per store: new polls land in :class:`RecentPoll` first.)
+    here would touch one leaf per store: new polls land in :class:`RecentPoll` first.) On
+    PostgreSQL, triggers keep a packed copy of this table for the report's read
+    (:mod:`storemon.storage.chunks`).
     """
 
     __tablename__ = "polls"

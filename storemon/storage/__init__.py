@@ -10,6 +10,8 @@ Where each part lives:
   writer's per-file bookkeeping (:class:`StoreKeys`, :class:`DistinctKeys`).
 * :mod:`.polls` -- the bulk writes of polls: ``polls`` and ``polls_recent`` and their fold
   (SQLite: JSON arrays unpacked by ``json_each``; PostgreSQL: binary COPY).
+* :mod:`.chunks` -- PostgreSQL: ``poll_chunks``, the polls packed ahead of time for the
+  report's read, and the triggers on ``polls`` that keep it.
 * :mod:`.reads` -- what a report reads (one read transaction), and one store's rows.
 * :mod:`.special` -- special hours (the fourth feed): its writer, its reads, the removal of one
   store's date.
