@@ -19,6 +19,8 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -579,8 +581,8 @@ def test_a_database_without_poll_chunks_gains_them_at_start_up_and_the_reader_so
     engine, tmp_path, monkeypatch
 ):
     """A PostgreSQL database whose polls have no chunks (made before them, or its triggers
-    dropped) gets them at the next start, equal to polls packed; and a chunk packed out of time
-    order still reads back sorted."""
+    dropped), or chunks packed another way, gets them at the next start, equal to polls packed;
+    and a chunk packed out of time order still reads back sorted."""
     monkeypatch.setattr(storage.writers, "FLUSH_ROWS", 1000)  # to polls, not polls_recent
     rows = [(f"s{i % 20}", T0 + i * 150_000_000, i % 3 > 0) for i in range(3000)]
     ingest_file(engine, "status", write_feed(tmp_path / "first.csv", rows))
@@ -590,6 +592,11 @@ def test_a_database_without_poll_chunks_gains_them_at_start_up_and_the_reader_so
     ingest_file(engine, "status", write_feed(tmp_path / "more.csv", [("s1", T0 - 1, True)]))  # still ingests
     assert storage.engine.tune_postgresql(engine) == ["poll_chunks"]
     assert storage.engine.tune_postgresql(engine) == []
+    assert chunks_stored(engine) == chunks_expected(engine)
+    with engine.begin() as conn:  # chunks packed another way (another version's) are made again
+        conn.exec_driver_sql("COMMENT ON TABLE poll_chunks IS 'storemon poll_chunks 0'")
+        conn.exec_driver_sql("UPDATE poll_chunks SET packed = ''")
+    assert storage.engine.tune_postgresql(engine) == ["poll_chunks"]
     assert chunks_stored(engine) == chunks_expected(engine)
     with engine.connect() as conn:
         whole = storage.polls_between(conn, T0 - HOUR_US, T0 + 3000 * 150_000_000)
@@ -625,3 +632,66 @@ def test_starting_over_empties_poll_chunks_and_removing_the_database_drops_them(
             "SELECT to_regclass('poll_chunks'), to_regprocedure('storemon_repack_poll_chunks()')"
         ).one()
     assert left == (None, None)
+
+
+def wait_for_a_lock_wait(engine, timeout: float = 30) -> None:
+    """Return once a session of this (the test's own) database waits for a lock: an event, not
+    a time window."""
+    deadline = time.monotonic() + timeout
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    with engine.connect() as conn:
+        while not conn.exec_driver_sql(waiting).scalar():
+            conn.rollback()
+            assert time.monotonic() < deadline, "no session waited for a lock"
+            time.sleep(0.01)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_poll_chunks_made_at_start_up_hold_the_polls_an_ingest_was_writing_meanwhile(engine, tmp_path, monkeypatch):
+    """PostgreSQL: chunks made at start-up (by another process) while a writer has written polls
+    and not committed wait for it, and hold its polls."""
+    monkeypatch.setattr(storage.writers, "FLUSH_ROWS", 100)  # to polls, not polls_recent
+    rows = [(f"s{i % 10}", T0 + i * 600_000_000, True) for i in range(500)]
+    ingest_file(engine, "status", write_feed(tmp_path / "first.csv", rows))
+    with engine.begin() as conn:
+        storage.chunks.drop_poll_chunks(conn)
+    writer = engine.connect()
+    writer.exec_driver_sql(f"INSERT INTO polls SELECT store_key, ts_us + {HOUR_US}, NOT active FROM polls")
+    start_up = threading.Thread(target=storage.engine.tune_postgresql, args=(engine,))
+    start_up.start()
+    try:
+        wait_for_a_lock_wait(engine)  # the start-up waits for the writer
+    finally:
+        writer.commit()
+        writer.close()
+        start_up.join()
+    assert table_sizes(engine) == (1000, 0) and chunks_stored(engine) == chunks_expected(engine)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_two_writers_of_one_chunk_leave_it_with_both_their_changes(engine, tmp_path, monkeypatch):
+    """PostgreSQL: a poll added and not yet committed, and meanwhile another poll of the same
+    chunk deleted by hand in another session: once both commit the chunk holds both changes."""
+    monkeypatch.setattr(storage.writers, "FLUSH_ROWS", 100)  # to polls, not polls_recent
+    rows = [(f"s{i % 10}", T0 + i * 600_000_000, True) for i in range(500)]
+    ingest_file(engine, "status", write_feed(tmp_path / "first.csv", rows))
+    with engine.connect() as conn:
+        key, ts = conn.exec_driver_sql("SELECT store_key, min(ts_us) FROM polls GROUP BY 1 ORDER BY 1 LIMIT 1").one()
+    first = engine.connect()
+    first.exec_driver_sql(f"INSERT INTO polls VALUES ({key}, {ts + 1}, false)")  # same chunk
+    second = threading.Thread(
+        target=lambda: _run(engine, f"DELETE FROM polls WHERE store_key = {key} AND ts_us = {ts}")
+    )
+    second.start()
+    try:
+        wait_for_a_lock_wait(engine)  # the delete's repack waits for the insert's transaction
+    finally:
+        first.commit()
+        first.close()
+        second.join()
+    assert chunks_stored(engine) == chunks_expected(engine)
+
+
+def _run(engine, statement: str) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql(statement)

@@ -15,8 +15,8 @@ load at 1x, and 0.5 s more for a fold of ``polls_recent`` (14,000 stores, every 
 triggers on ``polls`` repack every chunk a statement touched, from ``polls`` as it is after the
 statement, in the statement's transaction (:data:`REPACK`). So any write -- an upsert, a fold
 of ``polls_recent``, a status changed, a row removed by hand, ``TRUNCATE`` -- keeps the two
-equal, and a reader's snapshot sees both at the same point. (storemon's writers hold the
-ingest lock, so no two statements repack one chunk at once.) :func:`make_poll_chunks` makes the
+equal, and a reader's snapshot sees both at the same point; the repacks of two writers (storemon
+serialises its own; a hand edit may not be) take turns. :func:`make_poll_chunks` makes the
 table from ``polls`` and installs the triggers at start-up when they are missing
 (:func:`storemon.storage.engine.tune_postgresql`: a new database, or one made before this table
 existed). A first load fills it from the table it built, then installs the triggers on that
@@ -27,6 +27,11 @@ table once it has replaced ``polls`` (:func:`storemon.storage.polls.end_first_lo
 from __future__ import annotations
 
 CHUNK_SHIFT = 36  # a chunk is the polls with the same ts_us >> CHUNK_SHIFT: 2^36 us, 19.1 hours
+# (Instants stay within pandas' datetimes, before 2262, so ts_us * 2 and the chunks' bounds
+# fit in int8.)
+
+# What the table's comment says of its content: a table packed another way is made again.
+LAYOUT = f"storemon poll_chunks 1: ts_us >> {CHUNK_SHIFT}, int8 ts_us * 2 + active"
 
 # The trigger function: repack the chunks of the rows a statement on polls inserted, updated or
 # deleted (its transition table ``changed``; for an update also ``changed_before``, as a key may
@@ -37,6 +42,9 @@ DECLARE
   keys integer[];
   chunks bigint[];
 BEGIN
+  -- One statement at a time repacks: the next statement's snapshot then holds what the writer
+  -- before it committed (two writers of one chunk would each pack without the other's rows).
+  LOCK TABLE poll_chunks IN SHARE ROW EXCLUSIVE MODE;
   IF TG_OP = 'TRUNCATE' THEN
     DELETE FROM poll_chunks;
     RETURN NULL;
@@ -70,16 +78,19 @@ TRIGGERS = {
     "polls_chunks_truncate": ("TRUNCATE", ""),
 }
 
-# True when poll_chunks is kept: the table and every trigger are there.
+# True when poll_chunks is kept: the table, packed as LAYOUT says, and every trigger are there.
 IS_KEPT = (
-    "SELECT to_regclass('poll_chunks') IS NOT NULL AND (SELECT count(*) FROM pg_trigger "
-    f"WHERE tgrelid = to_regclass('polls') AND tgname IN ({', '.join(repr(n) for n in TRIGGERS)})) = {len(TRIGGERS)}"
+    f"SELECT coalesce(obj_description(to_regclass('poll_chunks'), 'pg_class') = '{LAYOUT}', false) "
+    "AND (SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass('polls') "
+    f"AND tgname IN ({', '.join(repr(n) for n in TRIGGERS)})) = {len(TRIGGERS)}"
 )
 
 
 def make_poll_chunks(conn) -> None:
     """``poll_chunks`` made from ``polls`` and kept by its triggers (at start-up, when
-    :data:`IS_KEPT` is false)."""
+    :data:`IS_KEPT` is false). ``polls`` is locked against writes first: an ingest writing now
+    (from another process, before the triggers exist) is waited for, and the next waits."""
+    conn.exec_driver_sql("LOCK TABLE polls IN SHARE ROW EXCLUSIVE MODE")
     fill_poll_chunks(conn, "polls")
     keep_poll_chunks(conn)
 
@@ -87,11 +98,12 @@ def make_poll_chunks(conn) -> None:
 def fill_poll_chunks(conn, source: str) -> None:
     """Make ``poll_chunks`` the polls of table ``source`` packed (created if missing, emptied
     first), with its planner statistics. Runs in the caller's transaction; ``source`` must not
-    change meanwhile (the caller holds the ingest's lock)."""
+    change meanwhile (the caller has locked it, or created it in this transaction)."""
     conn.exec_driver_sql(
         "CREATE TABLE IF NOT EXISTS poll_chunks (store_key integer NOT NULL, chunk bigint NOT NULL, "
         "packed bytea NOT NULL, PRIMARY KEY (store_key, chunk))"
     )
+    conn.exec_driver_sql(f"COMMENT ON TABLE poll_chunks IS '{LAYOUT}'")
     conn.exec_driver_sql("DELETE FROM poll_chunks")
     # Fed in order from a sorted subquery (PostgreSQL aggregates a group's rows in the order they
     # come), not by the aggregate's own ORDER BY, which sorts each chunk anew: 0.95 s against
