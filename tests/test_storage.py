@@ -580,13 +580,19 @@ def test_poll_chunks_follow_every_write_to_polls(engine, tmp_path, monkeypatch):
 def test_a_database_without_poll_chunks_gains_them_at_start_up_and_the_reader_sorts_a_chunk_out_of_order(
     engine, tmp_path, monkeypatch
 ):
-    """A PostgreSQL database whose polls have no chunks (made before them, or its triggers
-    dropped), or chunks packed another way, gets them at the next start, equal to polls packed;
-    and a chunk packed out of time order still reads back sorted."""
+    """PostgreSQL: while a trigger of poll_chunks is disabled, the report reads polls; a database
+    whose polls have no chunks (made before them, or its triggers dropped), or chunks packed
+    another way, gets them at the next start, equal to polls packed; and a chunk packed out of
+    time order still reads back sorted."""
     monkeypatch.setattr(storage.writers, "FLUSH_ROWS", 1000)  # to polls, not polls_recent
     rows = [(f"s{i % 20}", T0 + i * 150_000_000, i % 3 > 0) for i in range(3000)]
     ingest_file(engine, "status", write_feed(tmp_path / "first.csv", rows))
     assert table_sizes(engine) == (3000, 0)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE polls DISABLE TRIGGER polls_chunks_insert")
+        conn.exec_driver_sql(f"INSERT INTO polls VALUES (1, {T0 - 2}, true)")  # not in poll_chunks ...
+    with engine.connect() as conn:  # ... so the report reads polls
+        assert storage.polls_between(conn, T0 - HOUR_US, T0 + 3000 * 150_000_000)["ts_us"].iloc[0] == T0 - 2
     with engine.begin() as conn:
         storage.chunks.drop_poll_chunks(conn)
     ingest_file(engine, "status", write_feed(tmp_path / "more.csv", [("s1", T0 - 1, True)]))  # still ingests
@@ -608,7 +614,7 @@ def test_a_database_without_poll_chunks_gains_them_at_start_up_and_the_reader_so
         )
         assert storage.polls_between(conn, T0 - HOUR_US, T0 + 3000 * 150_000_000).equals(whole)
         conn.rollback()
-    assert len(whole) == 3001 and whole.equals(whole.sort_values(["store_key", "ts_us"], ignore_index=True))
+    assert len(whole) == 3002 and whole.equals(whole.sort_values(["store_key", "ts_us"], ignore_index=True))
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)

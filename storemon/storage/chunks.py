@@ -78,10 +78,11 @@ TRIGGERS = {
     "polls_chunks_truncate": ("TRUNCATE", ""),
 }
 
-# True when poll_chunks is kept: the table, packed as LAYOUT says, and every trigger are there.
+# True when poll_chunks is kept: the table, packed as LAYOUT says, and every trigger there and
+# enabled. The report reads poll_chunks only then (else polls); a start-up makes it so.
 IS_KEPT = (
     f"SELECT coalesce(obj_description(to_regclass('poll_chunks'), 'pg_class') = '{LAYOUT}', false) "
-    "AND (SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass('polls') "
+    "AND (SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass('polls') AND tgenabled <> 'D' "
     f"AND tgname IN ({', '.join(repr(n) for n in TRIGGERS)})) = {len(TRIGGERS)}"
 )
 

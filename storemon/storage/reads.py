@@ -21,7 +21,7 @@ import sqlite3
 import numpy as np
 import pandas as pd
 
-from .chunks import CHUNK_SHIFT
+from .chunks import CHUNK_SHIFT, IS_KEPT
 from .packing import parse_marked, unpack
 from .sql import dbapi_cursor, fetch_all, frame, placeholders
 
@@ -90,14 +90,16 @@ def polls_between(conn, from_us: int, to_us: int, keys: tuple[int, int] | None =
     Python object for the range instead of one per poll, about three times faster than fetching
     1.85M rows, and the GIL is free while the database works.
     PostgreSQL: the same values, as binary int8, from the polls packed ahead of time
-    (:func:`_chunked_polls_postgresql`), or for a span shorter than a chunk packed by the server
-    from ``polls`` (:func:`_packed_polls_postgresql`), as are the few polls of ``polls_recent``,
-    put after their store's.
+    (:func:`_chunked_polls_postgresql`) while their triggers keep them, or -- for a span shorter
+    than a chunk, or when they are not kept -- packed by the server from ``polls``
+    (:func:`_packed_polls_postgresql`), as are the few polls of ``polls_recent``, put after their
+    store's.
     """
     if conn.dialect.name == "postgresql":
-        if to_us - from_us >= 1 << CHUNK_SHIFT:
+        if to_us - from_us >= 1 << CHUNK_SHIFT and conn.exec_driver_sql(IS_KEPT).scalar():
             keys_out, packed = _chunked_polls_postgresql(conn, from_us, to_us, keys)
-        else:  # a short span (a warm report's): the few polls in it, through polls' time index
+        else:  # a short span (a warm report's): the few polls in it, through polls' time index;
+            # or poll_chunks not kept (its triggers dropped or disabled by hand, until a start-up)
             keys_out, packed = _packed_polls_postgresql(conn, "polls", from_us, to_us, keys)
         recent_keys, recent = _packed_polls_postgresql(conn, "polls_recent", from_us, to_us, keys)
         keys_out, packed = _merge_recent(keys_out, packed, recent_keys, recent)
