@@ -222,10 +222,10 @@ def test_random_files_store_what_later_rows_win_says(engine, tmp_path, monkeypat
         assert {(ids[k], t): a for k, t, a in frame.itertuples(index=False)} == model
         assert storage.latest_poll_at_or_before(conn, latest) == latest
         keys, key_of = sorted(ids), {store: key for key, store in ids.items()}
-        spans = [(T0 - HOUR_US, latest + HOUR_US), (latest - 2**36 + 1, latest), (latest - 2**36, latest)]
-        for step in range(20):  # any range of instants and of store keys (on PostgreSQL shorter
-            # than a chunk or not): the polls in both tables
-            a, b = spans[step] if step < len(spans) else sorted(int(x) for x in rng.integers(*spans[0], 2))
+        ranges = [(T0 - HOUR_US, latest + HOUR_US), (latest - 2**36 + 1, latest), (latest - 2**36, latest)]
+        for i in range(20):  # any range of instants and of store keys (on PostgreSQL shorter than
+            # a chunk or not): the polls in both tables
+            a, b = ranges[i] if i < len(ranges) else sorted(int(x) for x in rng.integers(*ranges[0], 2))
             lo, hi = sorted(int(x) for x in rng.integers(keys[0], keys[-1] + 2, 2))
             frame = storage.polls_between(conn, a, b, keys=(lo, hi))
             want = {(s, t): v for (s, t), v in model.items() if lo <= key_of[s] < hi and a <= t <= b}
