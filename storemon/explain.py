@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 from . import storage
 from .compute import US_PER_DAY, US_PER_SECOND, WEEK_US, History, Schedule, explain_store, localize, report_windows
 from .reports import LOOK_BACK_US, NoPollsError, read_snapshot
-from .times import DEFAULT_TIMEZONE, format_clock, format_instant_us, format_local, is_known_timezone
+from .times import DEFAULT_TIMEZONE, format_clock, format_date, format_instant_us, format_local, is_known_timezone
 
 DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 NOT_COUNTED_REASON = "outside business hours"
@@ -231,6 +231,7 @@ class Timeline:
         lines.append("business intervals in the week (UTC | local)")
         lines += [
             f"  {format_instant_us(i.start_us)} .. {format_instant_us(i.end_us)} | {i.local_start} .. {i.local_end}"
+            + (f"  (special day {i.special_date})" if i.special_date else "")
             for i in self.intervals
         ]
         counted = sum(p.counted for p in self.polls)
@@ -283,7 +284,7 @@ def load_timeline(engine: Engine, store_id: str, as_of_us: int | None = None, pe
         complete_from = now_us - max(WEEK_US, *(w.length_us for w in windows)) - LOOK_BACK_US
         polls = storage.polls_of_stores(conn, np.array([key]), complete_from, now_us + 1).assign(store=0)
         hours = storage.hours_of_store(conn, store_id)
-        special = storage.special_of_store(conn, store_id).fillna({"start_s": -1, "end_s": -1})
+        special = storage.special_of_store(conn, store_id)
         zone_given = storage.timezone_of_store(conn, store_id)
 
         def fetch_older(_codes: np.ndarray, from_us: int, to_us: int) -> pd.DataFrame:
@@ -347,15 +348,18 @@ def load_timeline(engine: Engine, store_id: str, as_of_us: int | None = None, pe
 def _special_days(special: pd.DataFrame, zone: str) -> list[SpecialDay]:
     """The store's special dates (rows: date, start_s, end_s, source; a closed row's times are
     -1), each with its local date's span in UTC."""
+    if special.empty:
+        return []
+    dates = np.unique(special["date"].to_numpy(np.int64))
+    midnights = localize(np.concatenate([dates, dates + 1]) * US_PER_DAY, zone)  # each date's, then the next's
     days = []
-    for date, rows in special.groupby("date", sort=True):
-        midnights = localize(np.array([date, date + 1], dtype=np.int64) * US_PER_DAY, zone)
+    for i, (date, rows) in enumerate(special.groupby("date", sort=True)):
         opens = rows[rows["start_s"].to_numpy(np.int64) >= 0]
         days.append(
             SpecialDay(
-                date=str(np.datetime64(int(date), "D")),
-                start_us=int(midnights[0]),
-                end_us=int(midnights[1]),
+                date=format_date(date),
+                start_us=int(midnights[i]),
+                end_us=int(midnights[len(dates) + i]),
                 hours=[(int(a), int(b)) for a, b in zip(opens["start_s"], opens["end_s"])],
                 source=", ".join(dict.fromkeys(rows["source"].astype(str))),
             )

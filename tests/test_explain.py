@@ -372,3 +372,44 @@ y,active,2023-01-25 13:00:00 UTC
     ]
     assert t.figures["uptime_last_hour"] == 0.0 and t.figures["downtime_last_hour"] == 60.0
     assert np.isclose(sum(s.hours for s in t.segments), 168.0)
+
+
+def test_timeline_of_special_days_across_a_clock_change(engine, tmp_path):
+    """Through the database: a store in New York with weekly hours, a special Saturday (10:00-12:00)
+    and a closed Sunday, the 23-hour day clocks go forward; a 24x7 store closed that Sunday.
+    The timeline gives each special date's span in UTC, the business interval it shaped, its
+    notes, and `explain`'s text names it."""
+    feeds = tmp_path / "feeds"
+    feeds.mkdir()
+    polls = "".join(
+        f"{s},active,2023-03-{d:02d} {h:02d}:00:00 UTC\n" for s in ("ny", "all") for d in range(6, 14) for h in (3, 15)
+    )
+    write_csv(feeds / "store_status.csv", "store_id,status,timestamp_utc\n" + polls)
+    week = "".join(f"ny,{day},09:00,17:00\n" for day in range(7))
+    write_csv(feeds / "menu_hours.csv", "store_id,day,start_time_local,end_time_local\n" + week)
+    write_csv(feeds / "timezones.csv", "store_id,timezone_str\nny,America/New_York\nall,America/New_York\n")
+    write_csv(
+        feeds / "holidays.csv",
+        "store_id,date,start_time_local,end_time_local\nny,2023-03-11,10:00,12:00\nny,2023-03-12,,\nall,2023-03-12,,\n",
+    )
+    ingest_files(engine, feeds)
+    t = load_timeline(engine, "ny", to_us("2023-03-13 12:00"))
+    days = t.to_dict()["special_days"]
+    assert [(d["date"], d["closed"], d["start"], d["end"]) for d in days] == [
+        ("2023-03-11", False, "2023-03-11T05:00:00.000000Z", "2023-03-12T05:00:00.000000Z"),
+        ("2023-03-12", True, "2023-03-12T05:00:00.000000Z", "2023-03-13T04:00:00.000000Z"),  # 23 hours
+    ]
+    assert days[0]["hours"] == [{"start_time_local": "10:00:00", "end_time_local": "12:00:00"}]
+    shaped = [(i["start"], i["end"]) for i in t.to_dict()["business_intervals"] if i["special_date"] == "2023-03-11"]
+    assert shaped == [("2023-03-11T15:00:00.000000Z", "2023-03-11T17:00:00.000000Z")]
+    assert not [i for i in t.intervals if to_us("2023-03-12 05:00") <= i.start_us < to_us("2023-03-13 04:00")]
+    assert "Closed on 2023-03-12 (special day, from holidays.csv): no business hours that date." in t.notes
+    assert (
+        "Open 10:00:00-12:00:00 on 2023-03-11 (special day, from holidays.csv) instead of the weekly hours." in t.notes
+    )
+    text = t.to_text()
+    assert "special days (local dates)\n  2023-03-11 10:00:00-12:00:00  (holidays.csv)\n  2023-03-12 closed" in text
+    assert "| 2023-03-11T10:00:00-05:00 .. 2023-03-11T12:00:00-05:00  (special day 2023-03-11)\n" in text
+    always = load_timeline(engine, "all", to_us("2023-03-13 12:00"))
+    assert "No business hours are stored for this store: it is open 24x7, except on its special days." in always.notes
+    assert not [i for i in always.intervals if to_us("2023-03-12 05:00") <= i.start_us < to_us("2023-03-13 04:00")]
