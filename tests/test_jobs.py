@@ -11,6 +11,7 @@ import socket
 import subprocess
 import threading
 
+import pandas as pd
 import pytest
 from helpers import EXPECTED, STATUS, STATUS_HEADER, add_report, as_of, wait_for
 from sqlalchemy import delete
@@ -244,3 +245,93 @@ def test_a_reused_report_expires_with_the_report_it_names(app, client, loaded):
     with app.app_context():
         assert jobs.expire_reports(app) == 1  # the computed one; the reused row goes with it
     assert [client.get(f"/get_report/{i}").status_code for i in (first, reused)] == [410, 410]
+
+
+def demo_loaded(engine, tmp_path, stores: int = 60) -> list[str]:
+    """Demo feeds of `stores` stores ingested; their ids."""
+    from storemon.demo import generate_demo_data
+    from storemon.ingest import ingest_files
+
+    feeds = tmp_path / "feeds"
+    generate_demo_data(feeds, stores=stores, days=8, seed=3)
+    ingest_files(engine, feeds)
+    with engine.connect() as conn:
+        return [row[0] for row in conn.exec_driver_sql("SELECT store_id FROM stores ORDER BY store_key")]
+
+
+def threaded_jobs(app, monkeypatch) -> list[str]:
+    """Report jobs on 4 threads in batches of 5 stores (a thread's batch may be that small here),
+    with a cache of their own; returns the names of the threads that compute batches."""
+    from storemon import config, reports
+
+    monkeypatch.setattr(config, "MIN_THREAD_BATCH_STORES", 1)
+    app.config.update(REPORT_BATCH_STORES=20, REPORT_PARALLEL=4, REPORT_CACHE_POLLS=10**6 + 7)
+    names: list[str] = []
+    one_batch = reports._one_batch
+
+    def named(*args, **kwargs):
+        names.append(threading.current_thread().name)
+        return one_batch(*args, **kwargs)
+
+    monkeypatch.setattr(reports, "_one_batch", named)
+    return names
+
+
+def test_a_report_job_on_threads_gives_the_one_thread_report_cold_and_warm(app, client, engine, tmp_path, monkeypatch):
+    """A job's batches computed by 4 threads, its progress only going forward; the CSV byte for
+    byte the one-thread report, and again after an hour of polls, refreshed from the cache."""
+    from storemon.ingest import ingest_file
+    from storemon.reports import build_report, write_csv
+
+    ids = demo_loaded(engine, tmp_path)
+    names = threaded_jobs(app, monkeypatch)
+    seen: list[float] = []
+    record = jobs._set
+
+    def recording(report_id, **values):
+        if "progress" in values:
+            seen.append(values["progress"])
+        record(report_id, **values)
+
+    monkeypatch.setattr(jobs, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(jobs, "_set", recording)
+
+    def one_thread() -> bytes:
+        return write_csv(build_report(engine, batch_stores=1000).frame, tmp_path / "one.csv").read_bytes()
+
+    report_id = client.post("/trigger_report").get_json()["report_id"]
+    assert wait_for(client, report_id).data == one_thread()
+    assert sum(name.startswith("report-batch") for name in names) >= 12  # 60 stores, batches of 5
+    assert len(seen) > 12 and seen == sorted(seen)
+    with engine.connect() as conn:
+        last = conn.exec_driver_sql("SELECT max(last_poll_us) FROM stores").scalar()
+    stamp = pd.Timestamp(last + 3_600_000_000, unit="us").strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+    hour = "store_id,status,timestamp_utc\n" + "".join(
+        f"{s},{'active' if i % 3 else 'inactive'},{stamp}\n" for i, s in enumerate(ids)
+    )
+    (tmp_path / "hour.csv").write_text(hour)
+    ingest_file(engine, "status", tmp_path / "hour.csv")
+    names.clear()
+    cache = jobs.report_cache(app)
+    refreshed = cache.counts["refreshed"]
+    report_id = client.post("/trigger_report").get_json()["report_id"]
+    assert wait_for(client, report_id).data == one_thread()
+    assert cache.counts["refreshed"] > refreshed and any(name.startswith("report-batch") for name in names)
+
+
+def test_a_batch_failing_on_its_thread_fails_the_job(app, client, engine, tmp_path, monkeypatch):
+    from storemon import reports
+
+    demo_loaded(engine, tmp_path)
+    threaded_jobs(app, monkeypatch)
+    one_batch = reports._one_batch
+
+    def failing(*args, **kwargs):
+        if threading.current_thread().name.startswith("report-batch"):
+            raise RuntimeError("batch kaboom")
+        return one_batch(*args, **kwargs)
+
+    monkeypatch.setattr(reports, "_one_batch", failing)
+    report_id = client.post("/trigger_report").get_json()["report_id"]
+    body = wait_for(client, report_id).get_json()
+    assert body["status"] == "Failed" and body["error"] == "RuntimeError: batch kaboom"
