@@ -228,6 +228,18 @@ def test_batches_and_a_small_cache_give_the_same_report(engine, tmp_path, loaded
     assert tiny.batches == [] and csv_bytes(build_report(engine, cache=tiny), tmp_path, "tiny2.csv") == expected
 
 
+def cached(cache) -> tuple:
+    """What a cache's batches hold, whatever the batches: each poll (store key, instant, status,
+    counted), each business interval (store key, start, end), and the batches' time span."""
+    polls, intervals = [], []
+    for b in cache.batches:
+        polls += zip(b.keys[b.store].tolist(), b.ts.tolist(), b.active.tolist(), b.counted.tolist())
+        which, start, end = b.intervals
+        intervals += zip(b.keys[which].tolist(), start.tolist(), end.tolist())
+    spans = {(b.version, b.from_us, b.to_us, b.horizon_us) for b in cache.batches}
+    return sorted(polls), sorted(intervals), spans
+
+
 @pytest.mark.parametrize("parallel", [2, 3])
 def test_parallel_batches_give_the_one_core_report(engine, tmp_path, loaded_random, parallel):
     expected = csv_bytes(build_report(engine, batch_stores=1000), tmp_path, "all.csv")
@@ -238,6 +250,9 @@ def test_parallel_batches_give_the_one_core_report(engine, tmp_path, loaded_rand
     cold = build_report(engine, cache=cache, parallel=parallel)
     kept = len(cache.batches)
     assert kept > 1 and csv_bytes(cold, tmp_path, "cold.csv") == expected
+    one = ReportCache(max_polls=10**6, batch_stores=5)
+    build_report(engine, cache=one)  # one thread keeps the same, in batches of its own sizes
+    assert cached(cache) == cached(one) and len(cached(one)[0]) > 100
     polls = feed_polls([(f"{i:03d}", "inactive", pd.Timestamp(NOW) - pd.Timedelta(hours=2)) for i in range(40)])
     ingest_file(engine, "status", write(tmp_path, "hour.csv", polls))
     warm = build_report(engine, cache=cache, parallel=parallel)
