@@ -181,7 +181,8 @@ SETTINGS: tuple[Setting, ...] = (
         0,
         int,
         "threads that compute one report's batches at once, each batch of at most `REPORT_BATCH_STORES` / "
-        "threads stores (memory stays that of one batch); `0`: the cores this process may use, at most 8; `1`: one",
+        "threads stores (memory stays that of one batch) and never fewer than 1,000 (fewer threads then); "
+        "`0`: the cores this process may use, at most 8; `1`: one",
         "reports",
         minimum=0,
         shown="0 (the cores, at most 8)",

@@ -237,7 +237,7 @@ def expire_reports(app: Flask) -> int:
     keep, days = int(config["REPORT_KEEP"]), float(config["REPORT_RETENTION_DAYS"])
     computed, reused = Report.reuse_of.is_(None), Report.reuse_of.is_not(None)
     finished = [COMPLETE, FAILED]
-    if _within_bounds(keep, days):  # as every trigger asks: one query when nothing is due
+    if _within_bounds(keep, days):  # as every trigger asks: one query when nothing is due (then stray files)
         _remove_files_not_live(app)
         return 0
     # Each step reads first, then writes in a transaction that begins with a write (on SQLite a
