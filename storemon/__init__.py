@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 from flask import Flask
+from sqlalchemy.engine import make_url
 
-from .config import defaults, from_environment, validate
+from .config import defaults, from_environment, pool_overflow, validate
 from .extensions import db
 
 # Text columns hold what a file held, undecodable bytes included (as surrogates, so a bad row can
@@ -57,6 +58,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config["SQLALCHEMY_DATABASE_URI"] = url
     app.config["JOBS_DATABASE_URL"] = app.config["JOBS_DATABASE_URL"] or storage.jobs_url_beside(url)
     app.config["SQLALCHEMY_BINDS"] = {"jobs": app.config["JOBS_DATABASE_URL"]}
+    if not _in_memory(url):  # (an in-memory database has one connection, no pool)
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"max_overflow": pool_overflow(app.config)}  # the data's engine
     app.config["UPLOAD_DIR"] = app.config["UPLOAD_DIR"] or str(Path(app.instance_path) / "uploads")
     Path(app.config["REPORTS_DIR"]).mkdir(parents=True, exist_ok=True)
 
@@ -76,3 +79,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(openapi.bp)  # GET /openapi.json and /docs
     cli.register(app)
     return app
+
+
+def _in_memory(url: str) -> bool:
+    """An in-memory SQLite database (Flask-SQLAlchemy gives it one shared connection, no pool)."""
+    parsed = make_url(url)
+    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")

@@ -295,6 +295,16 @@ def report_parallelism(config) -> tuple[int, int]:
     return threads, max(1, batch // threads)
 
 
+def pool_overflow(config) -> int:
+    """Connections the data's engine may open beyond the 5 it keeps: SQLAlchemy's default 10 (the
+    request threads'), plus what the report jobs may hold at once -- each its snapshot and its
+    batch threads' (and 1 to spare). With 8 report threads two jobs hold 18: a pool of 15 would
+    make batches wait for each other's connections, and requests for theirs. (The jobs' engine,
+    written by requests and each job's progress, keeps SQLAlchemy's default.)"""
+    threads, _ = report_parallelism(config)
+    return 10 + int(config["REPORT_WORKERS"]) * (threads + 2)
+
+
 def from_environment(environ=None) -> dict:
     """The app settings the environment sets (unset or empty: not here), as text."""
     environ = os.environ if environ is None else environ
