@@ -851,7 +851,8 @@ def report_from_frames(
     ``polls``: store_id, status (active/inactive), timestamp_utc (datetime-like, UTC);
     ``hours``: store_id, day (or dayOfWeek / day_of_week), start_time_local, end_time_local as
     ``HH:MM[:SS]``; ``timezones``: store_id, timezone_str; ``special``: store_id, date
-    (``YYYY-MM-DD``), start_time_local, end_time_local (both empty: closed that date).
+    (``YYYY-MM-DD``), start_time_local, end_time_local (both empty: closed that date; one empty:
+    a ``ValueError``, as the feed's parser refuses the row).
     ``now`` defaults to the latest poll; ``periods`` as :func:`report_windows`.
     """
     polls = polls.drop_duplicates(["store_id", "timestamp_utc"], keep="last")  # later row wins
@@ -891,14 +892,18 @@ def _special_frame(special: pd.DataFrame, code: pd.Series) -> pd.DataFrame:
     :meth:`Schedule.build` takes them: store, date (days since 1970-01-01), start_s, end_s
     (-1 and -1 for a closed date)."""
     special = special[special["store_id"].astype(str).isin(code.index)]
-    start_text = special["start_time_local"].fillna("").astype(str)
-    closed = start_text.str.strip().eq("").to_numpy()
-    end = parse_clock(special["end_time_local"].fillna("").astype(str)).fillna(-1)
+    start_text, end_text = (
+        special[c].fillna("").astype(str).str.strip() for c in ("start_time_local", "end_time_local")
+    )
+    closed = (start_text.eq("") & end_text.eq("")).to_numpy()
+    start, end = (parse_clock(text.where(~closed, "00:00")) for text in (start_text, end_text))
+    if start.isna().any() or end.isna().any():  # (the feed's parser skips such a row as bad)
+        raise ValueError("special hours: a row with one time empty or unreadable")
     return pd.DataFrame(
         {
             "store": code[special["store_id"].astype(str)].to_numpy(),
             "date": pd.to_datetime(special["date"]).to_numpy().astype("datetime64[D]").astype(np.int64),
-            "start_s": np.where(closed, -1, parse_clock(start_text).fillna(-1)).astype(np.int64),
+            "start_s": np.where(closed, -1, start).astype(np.int64),
             "end_s": np.where(closed, -1, end).astype(np.int64),
         }
     )

@@ -260,3 +260,22 @@ def test_special_days_uploaded_over_http_shape_the_report_with_periods(client, l
     assert client.delete("/special_hours?store_id=007&date=2023-01-23").status_code == 200
     report_id = client.post("/trigger_report").get_json()["report_id"]
     assert wait_for(client, report_id).get_data(as_text=True).splitlines()[1] == "007,0.00,1.74,1.74,60.00,1.26,1.26"
+
+
+def test_a_special_row_with_one_time_empty_is_refused_in_frames_as_the_feed_refuses_it():
+    polls = pd.DataFrame({"store_id": ["a"], "status": ["active"], "timestamp_utc": ["2023-01-23 10:00:00"]})
+    hours = pd.DataFrame(columns=["store_id", "day", "start_time_local", "end_time_local"])
+    zones = pd.DataFrame({"store_id": ["a"], "timezone_str": ["UTC"]})
+    for start, end in [("", "12:00"), ("09:00", ""), ("09:00", "9 o'clock")]:
+        with pytest.raises(ValueError, match="one time empty or unreadable"):
+            report_from_frames(polls, hours, zones, special=special_frame([("a", "2023-01-23", start, end)]))
+    polls = pd.DataFrame(
+        {
+            "store_id": ["a", "a"],
+            "status": ["active"] * 2,
+            "timestamp_utc": ["2023-01-22 12:00:00", "2023-01-23 10:00:00"],
+        }
+    )
+    row = report_from_frames(polls, hours, zones, special=special_frame([("a", "2023-01-23", "", " ")])).iloc[0]
+    # open 24x7 but closed on the 23rd: the last hour has no business time, the last day 14 hours
+    assert (row["uptime_last_hour"], row["downtime_last_hour"], row["uptime_last_day"]) == (0.0, 0.0, 14.0)
