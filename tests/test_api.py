@@ -484,6 +484,10 @@ def test_read_only_database_is_degraded_and_writes_get_503(tmp_path):
     response = client.post("/ingest/status", data=STATUS, content_type="text/csv")
     assert response.status_code == 503 and "read-only" in response.get_json()["message"]
     assert response.headers["Retry-After"]
+    removal = client.delete("/special_hours?store_id=007&date=2023-01-23")
+    assert removal.status_code == 503 and "read-only" in removal.get_json()["message"]
+    result = app.test_cli_runner().invoke(args=["special-hours", "--remove", "007", "2023-01-23"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "read-only" in result.output
 
 
 def ingest_text(engine, kind: str, text: str, folder):

@@ -1013,6 +1013,8 @@ class HeldWriteLock:
 
 def test_while_an_ingest_holds_the_database(app, client, runner, loaded, tmp_path):
     app.config["INGEST_WAIT_SECONDS"] = 0.5
+    special = write_csv(tmp_path / "holidays.csv", "store_id,date,start_time_local,end_time_local\n007,2023-01-23,,\n")
+    ingest_file(loaded, "special_hours", special)
     with HeldWriteLock(loaded):
         started = time.monotonic()
         response = client.post("/trigger_report")
@@ -1028,6 +1030,12 @@ def test_while_an_ingest_holds_the_database(app, client, runner, loaded, tmp_pat
         result = runner.invoke(args=["ingest", "--status", str(path)])
         assert result.exit_code == 75
         assert result.output.count("\n") == 1 and "Traceback" not in result.output
+        busy = client.delete("/special_hours?store_id=007&date=2023-01-23")  # a removal waits as an ingest
+        assert busy.status_code == 503 and busy.headers["Retry-After"] == str(IngestBusy.retry_after)
+        assert "try again later" in busy.get_json()["message"]
+        result = runner.invoke(args=["special-hours", "--remove", "007", "2023-01-23"])
+        assert result.exit_code == 75 and result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert client.delete("/special_hours?store_id=007&date=2023-01-23").status_code == 200
     ok = client.post(
         "/ingest/status", data=STATUS_HEADER + "z,active,2023-01-23 12:00:00 UTC\n", content_type="text/csv"
     )
