@@ -17,7 +17,7 @@ from . import formats, storage
 from .config import DEFAULT_DEMO_DIR, report_parallelism
 from .extensions import db
 from .ingest import IngestBusy, IngestReadOnly, NoSpecialDate, ingest_files, remove_special_date, special_dates
-from .parse import HOURS, SPECIAL, STATUS, TIMEZONES, IngestError, quote
+from .parse import IngestError, quote
 from .times import format_clock, format_date
 
 EX_TEMPFAIL = 75  # sysexits.h: a temporary failure, try again later (another ingest is running)
@@ -47,18 +47,18 @@ def _progress_factory():
     return factory
 
 
-# The ingest command's file options, one per feed: (option, feed, what the file is). Each is
+# The ingest command's file options, one per feed: (option, what the file is). Each is
 # repeatable and becomes the keyword of ingest_files named like the option.
 FEED_OPTIONS = (
-    ("--status", STATUS, "A store-status (polls) CSV."),
-    ("--hours", HOURS, "A business-hours CSV."),
-    ("--timezones", TIMEZONES, "A time-zones CSV."),
-    ("--special", SPECIAL, "A special-hours CSV (hours or closures of single dates)."),
+    ("--status", "A store-status (polls) CSV."),
+    ("--hours", "A business-hours CSV."),
+    ("--timezones", "A time-zones CSV."),
+    ("--special", "A special-hours CSV (hours or closures of single dates)."),
 )
 
 
 def _feed_options(command):
-    for option, _, text in reversed(FEED_OPTIONS):  # applied last to first: --help lists them in order
+    for option, text in reversed(FEED_OPTIONS):  # applied last to first: --help lists them in order
         command = click.option(
             option,
             option.lstrip("-"),

@@ -16,8 +16,6 @@ from pathlib import Path
 import pytest
 from helpers import SPECIAL_HEADER, free_port, special, table, write_csv
 
-from storemon.cli import FEED_OPTIONS
-
 STOREMON = Path(sys.executable).parent / "storemon"
 FEEDS = {
     "store_status.csv": "store_id,status,timestamp_utc\n007,active,2023-01-23 10:14:00 UTC\n"
@@ -126,10 +124,9 @@ SPECIAL = SPECIAL_HEADER + "007,2023-01-23,,\n007,2023-01-24,10:00,14:00\n007,20
 
 
 def test_ingest_has_one_repeatable_option_per_feed_from_one_table(runner, engine, tmp_path):
-    assert [option for option, *_ in FEED_OPTIONS] == ["--status", "--hours", "--timezones", "--special"]
     helped = runner.invoke(args=["ingest", "--help"]).output
-    assert [helped.index(option) for option, *_ in FEED_OPTIONS] == sorted(helped.index(o) for o, *_ in FEED_OPTIONS)
-    assert "A special-hours CSV" in helped
+    places = [helped.index(f"{option} FILE") for option in ("--status", "--hours", "--timezones", "--special")]
+    assert places == sorted(places) and "A special-hours CSV" in helped  # in the feeds' order
     first = write_csv(tmp_path / "a.csv", SPECIAL)
     second = write_csv(tmp_path / "b.csv", SPECIAL_HEADER + "008,2023-01-23,09:00,09:00\n")
     zones = write_csv(tmp_path / "z.csv", "store_id,timezone_str\n007,UTC\n")
