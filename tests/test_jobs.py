@@ -335,3 +335,31 @@ def test_a_batch_failing_on_its_thread_fails_the_job(app, client, engine, tmp_pa
     report_id = client.post("/trigger_report").get_json()["report_id"]
     body = wait_for(client, report_id).get_json()
     assert body["status"] == "Failed" and body["error"] == "RuntimeError: batch kaboom"
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_the_one_query_says_nothing_is_due_exactly_when_a_full_expiry_pass_changes_nothing(app, seed):
+    """Random tables (finished, expired and reused rows of random ages, reused rows naming a
+    report that is there or gone, REPORT_KEEP small): expiry's one query (`_within_bounds`) and
+    the full pass it stands for agree."""
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    rng = random.Random(seed)
+    app.config.update(REPORT_KEEP=rng.randint(1, 3), REPORT_RETENTION_DAYS=2)
+    computed = []
+    for _ in range(rng.randint(0, 6)):
+        status = rng.choice(["complete", "failed", "expired"])
+        created = datetime.now(UTC) - timedelta(days=rng.choice([0.5, 1.5, 3, 8, 20]))
+        computed.append(add_report(app, status=status, created_at=created))
+    for _ in range(rng.randint(0, 4)):
+        names = rng.choice(computed) if computed and rng.random() < 0.8 else jobs.new_report_id()  # or gone
+        add_report(app, status="complete", reuse_of=names, created_at=datetime.now(UTC) - timedelta(hours=1))
+    with app.app_context():
+        before = sorted(db.session.execute(db.select(Report.id, Report.status)).all())
+        quiet = jobs._within_bounds(int(app.config["REPORT_KEEP"]), float(app.config["REPORT_RETENTION_DAYS"]))
+    with app.app_context(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jobs, "_within_bounds", lambda keep, days: False)  # the full pass, always
+        jobs.expire_reports(app)
+        after = sorted(db.session.execute(db.select(Report.id, Report.status)).all())
+    assert quiet == (before == after), (before, after)
