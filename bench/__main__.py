@@ -57,7 +57,7 @@ APPEND_CSV = CACHE / f"append-{SEED}.csv"
 HOUR_CSV = str(CACHE / f"hour-{SEED}-{{}}.csv")  # HOURS_AHEAD files of the hourly loop (1x)
 TRIGGERS = 50  # identical reports asked for at once
 UPLOAD_MB = 1023  # a body just under the default 1 GiB upload limit
-CORES = len(os.sched_getaffinity(0))  # a report's threads by default (REPORT_PARALLEL=0)
+CORES = min(len(os.sched_getaffinity(0)), 8)  # a report's threads by default (REPORT_PARALLEL=0: the cores, at most 8)
 
 
 def say(text: str) -> None:
